@@ -1,0 +1,20 @@
+"""lstm-embed: Keras LSTM models -> fixed-point C99 for Cortex-M.
+
+Pipeline: frontend (Keras -> IR) -> quantize (IR + calibration -> integer IR) -> reference
+(numpy integer oracle) -> emit (Jinja2 templates -> C) -> firmware (Cortex-M builds, QEMU).
+"""
+
+__version__ = "0.1.0"
+
+
+def convert(model, calibration, out_dir, name=None, options=None, force=False):
+    """Keras model (in memory or a .keras/.h5 path) + calibration (N, T, m) -> C in out_dir.
+
+    See ``lstm_embed.pipeline.convert``.
+    """
+    from .pipeline import convert as _convert
+
+    return _convert(model, calibration, out_dir, name=name, options=options, force=force)
+
+
+__all__ = ["__version__", "convert"]

@@ -1,0 +1,593 @@
+"""Build the generated model into Cortex-M firmware, run it in QEMU, flash it with pyOCD.
+
+Data flow: out/NAME.{h,c} + out/report.json (from the converter) -> out/build/<board>/
+(rendered harness, input header and linker script; objects; firmware.elf, .map) -> QEMU
+semihosting output -> numpy array shaped like ``hostbuild.run_host``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lstm_embed.boards import DEFAULT_BOARD, Board, get_board
+from lstm_embed.cformat import c_identifier, c_int_array
+from lstm_embed.emit import render
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def firmware_dir() -> Path:
+    """firmware/ beside the package in a checkout, or packaged inside it in a wheel."""
+    for candidate in (PACKAGE_DIR.parent / "firmware", PACKAGE_DIR / "firmware"):
+        if (candidate / "common").is_dir():
+            return candidate
+    raise FileNotFoundError("lstm-embed firmware/ folder not found")
+
+
+GCC = "arm-none-eabi-gcc"
+SIZE = "arm-none-eabi-size"
+QEMU = "qemu-system-arm"
+INSTALL_HINT = (
+    "install it with: apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi "
+    "qemu-system-arm  (or `make toolchain` as root)"
+)
+
+# The generated model code must compile cleanly under these (issue 1's contract).
+MODEL_WARNING_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror")
+SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections", "-g")
+FIRMWARE_SOURCES = ("common/vectors.c", "common/semihost.c", "common/cycles.c", "common/startup.S")
+
+DEFAULT_TIMESTEPS = 8  # input length of the built-in input when the model accepts any length
+QEMU_TIMEOUT_S = 120.0
+
+
+class FirmwareError(RuntimeError):
+    """A firmware build, run or flash failed; the message says why and what to do."""
+
+
+class ToolchainMissingError(FirmwareError):
+    pass
+
+
+class FitError(FirmwareError):
+    """The model (or the whole firmware) does not fit the board's flash or RAM."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The parts of out/report.json the firmware build uses."""
+
+    name: str
+    input_size: int
+    output_size: int
+    timesteps: int
+    return_sequences: bool
+    flash_bytes: int
+    ram_bytes: int
+    report: dict
+
+    @classmethod
+    def load(cls, out_dir: Path) -> ModelInfo:
+        path = Path(out_dir) / "report.json"
+        if not path.is_file():
+            raise FirmwareError(f"{path} not found; run `lstm-embed convert` into {out_dir} first")
+        r = json.loads(path.read_text())
+        return cls(
+            name=r["name"],
+            input_size=int(r["input_size"]),
+            output_size=int(r["output_size"]),
+            timesteps=int(r["timesteps"]),
+            return_sequences=bool(r["return_sequences"]),
+            flash_bytes=int(r["flash_bytes"]["total"]),
+            ram_bytes=int(r["ram_bytes"]["total"]),
+            report=r,
+        )
+
+
+@dataclass(frozen=True)
+class SizeTable:
+    """Section sizes in bytes of a whole ELF, or of the model's part of it."""
+
+    text: int
+    rodata: int
+    data: int
+    bss: int
+    stack: int = 0
+
+    @property
+    def flash(self) -> int:
+        return self.text + self.rodata + self.data
+
+    @property
+    def ram(self) -> int:
+        return self.data + self.bss + self.stack
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    board: str
+    elf: Path
+    map_file: Path
+    size: SizeTable  # the whole firmware
+    model: SizeTable  # the model's objects, plus its state struct counted as bss
+
+    def table(self) -> str:
+        """The size table `lstm-embed build` prints."""
+        rows = [("firmware", self.size), ("model", self.model)]
+        head = f"{'':10}{'text':>9}{'rodata':>9}{'data':>9}{'bss':>9}{'stack':>9}"
+        head += f"{'flash':>10}{'RAM':>9}"
+        lines = [f"{self.elf}  (board {self.board})", head]
+        for label, s in rows:
+            cells = (s.text, s.rodata, s.data, s.bss, s.stack)
+            line = f"{label:10}" + "".join(f"{c:>9}" for c in cells)
+            lines.append(line + f"{s.flash:>10}{s.ram:>9}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- templates
+
+
+def _render(template_name: str, **context: object) -> str:
+    """Render templates/<template_name> with the project's single Jinja environment."""
+    return render(template_name, **context)
+
+
+# ---------------------------------------------------------------- toolchain
+
+
+def toolchain_available(need_qemu: bool = True) -> bool:
+    tools = (GCC, SIZE, QEMU) if need_qemu else (GCC, SIZE)
+    return all(shutil.which(t) for t in tools)
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise ToolchainMissingError(f"{tool} not found on PATH; {INSTALL_HINT}")
+    return path
+
+
+def _run_tool(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise FirmwareError(f"{what} failed ({proc.returncode}):\n{' '.join(cmd)}\n{proc.stderr}")
+    return proc
+
+
+# ---------------------------------------------------------------- input data
+
+
+def _check_input(x_q: np.ndarray, model: ModelInfo) -> np.ndarray:
+    x = np.asarray(x_q)
+    if x.ndim != 3 or x.shape[2] != model.input_size or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(
+            f"x_q must be shaped (sequences, timesteps, {model.input_size}); got {x.shape}"
+        )
+    if model.timesteps and x.shape[1] != model.timesteps:
+        raise ValueError(f"model {model.name} takes {model.timesteps} timesteps; got {x.shape[1]}")
+    if x.dtype != np.int16:
+        if not np.issubdtype(x.dtype, np.integer) or x.min() < -32768 or x.max() > 32767:
+            raise ValueError(f"x_q must hold int16 values; got dtype {x.dtype}")
+        x = x.astype(np.int16)
+    return x
+
+
+def default_input(model: ModelInfo) -> np.ndarray:
+    """One fixed pseudo-random sequence, for builds made without test input (benchmarks)."""
+    steps = model.timesteps or DEFAULT_TIMESTEPS
+    rng = np.random.default_rng(0)
+    return rng.integers(-8192, 8192, size=(1, steps, model.input_size), dtype=np.int16)
+
+
+# ---------------------------------------------------------------- build
+
+
+def build_dir(out_dir: Path, board: str) -> Path:
+    return Path(out_dir) / "build" / board
+
+
+def check_fit(model: ModelInfo, board: Board) -> None:
+    """Refuse, before compiling, a model whose own flash or RAM exceeds the board's."""
+    flash = model.report["flash_bytes"]
+    if model.flash_bytes > board.flash.size:
+        parts = ", ".join(f"{k} {flash[k]}" for k in ("weights", "biases", "tables") if k in flash)
+        raise FitError(
+            f"model {model.name!r} needs {model.flash_bytes} bytes of flash ({parts}); "
+            f"board {board.name} has {board.flash.size}"
+        )
+    ram_free = board.ram.size - board.stack_bytes
+    if model.ram_bytes > ram_free:
+        raise FitError(
+            f"model {model.name!r} needs {model.ram_bytes} bytes of RAM; board {board.name} has "
+            f"{board.ram.size} ({ram_free} after the {board.stack_bytes}-byte stack)"
+        )
+
+
+def _render_sources(bdir: Path, model: ModelInfo, board: Board, x_q: np.ndarray) -> None:
+    name = c_identifier(model.name)
+    n, steps, width = x_q.shape
+    files = {
+        "link.ld": _render(
+            "firmware/link.ld.j2",
+            board=board,
+            flash_origin=f"0x{board.flash.origin:08X}",
+            ram_origin=f"0x{board.ram.origin:08X}",
+        ),
+        "harness_input.h": _render(
+            "firmware/harness_input.h.j2",
+            name=name,
+            n_sequences=n,
+            timesteps=steps,
+            input_size=width,
+            values=c_int_array(x_q),
+        ),
+        "harness.c": _render(
+            "firmware/harness.c.j2", name=name, prefix=name.upper(), board=board.name
+        ),
+    }
+    for filename, text in files.items():
+        _write_if_changed(bdir / filename, text)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _compile_flags(board: Board, out_dir: Path, bdir: Path) -> list[str]:
+    return [
+        *board.cpu_flags,
+        *board.opt_flags,
+        *MODEL_WARNING_FLAGS,
+        *SECTION_FLAGS,
+        f"-DBOARD_IRQ_COUNT={board.irq_count}",
+        f"-I{Path(out_dir).resolve()}",
+        f"-I{firmware_dir() / 'common'}",
+        f"-I{bdir.resolve()}",
+    ]
+
+
+def _sources(out_dir: Path, model: ModelInfo, board: Board, bdir: Path) -> list[Path]:
+    model_c = Path(out_dir) / f"{model.name}.c"
+    if not model_c.is_file():
+        raise FirmwareError(f"{model_c} not found; run `lstm-embed convert` into {out_dir} first")
+    firmware = [firmware_dir() / s for s in (*FIRMWARE_SOURCES, board.board_source)]
+    return [model_c, *firmware, bdir / "harness.c"]
+
+
+def _compile(sources: list[Path], flags: list[str], bdir: Path) -> list[Path]:
+    """Compile every source to bdir/<stem>.o, in parallel (each is a separate gcc)."""
+    gcc = _require(GCC)
+    jobs = []
+    for src in sources:
+        obj = bdir / f"{src.stem}.o"
+        cmd = [gcc, *flags, "-c", str(src), "-o", str(obj)]
+        jobs.append((cmd, obj, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)))
+    for cmd, _obj, proc in jobs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise FirmwareError(f"compiling failed:\n{' '.join(cmd)}\n{err}")
+    return [obj for _, obj, _ in jobs]
+
+
+_OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
+
+
+def _link(objs: list[Path], board: Board, bdir: Path, model: ModelInfo) -> tuple[Path, Path]:
+    elf, map_file = bdir / "firmware.elf", bdir / "firmware.map"
+    cmd = [
+        _require(GCC),
+        *board.cpu_flags,
+        "-nostartfiles",
+        "--specs=nano.specs",
+        f"-T{bdir / 'link.ld'}",
+        "-Wl,--gc-sections",
+        f"-Wl,-Map={map_file}",
+        *map(str, objs),
+        "-o",
+        str(elf),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        overflows = _OVERFLOW.findall(proc.stderr)
+        if overflows:
+            raise FitError(_overflow_message(overflows, board, model))
+        raise FirmwareError(f"linking failed:\n{' '.join(cmd)}\n{proc.stderr}")
+    return elf, map_file
+
+
+def _overflow_message(overflows: list[tuple[str, str]], board: Board, model: ModelInfo) -> str:
+    sizes = {"FLASH": board.flash.size, "RAM": board.ram.size}
+    parts = [
+        f"{region} ({sizes.get(region, '?')} bytes) overflowed by {n}" for region, n in overflows
+    ]
+    return (
+        f"firmware for model {model.name!r} does not fit board {board.name}: "
+        + "; ".join(parts)
+        + f" (model: {model.flash_bytes} bytes flash, {model.ram_bytes} bytes RAM; "
+        f"stack {board.stack_bytes})"
+    )
+
+
+def build(
+    out_dir: str | Path, board: str = DEFAULT_BOARD, x_q: np.ndarray | None = None
+) -> BuildResult:
+    """Build out_dir's model into out_dir/build/<board>/firmware.elf.
+
+    x_q (sequences, timesteps, input_size) int16 is compiled in as the harness input;
+    without it, one fixed pseudo-random sequence is. Raises FitError when the model or the
+    firmware does not fit the board, ToolchainMissingError without arm-none-eabi-gcc.
+    """
+    out_dir = Path(out_dir)
+    b = get_board(board)
+    model = ModelInfo.load(out_dir)
+    check_fit(model, b)
+    x = default_input(model) if x_q is None else _check_input(x_q, model)
+    bdir = build_dir(out_dir, board)
+    bdir.mkdir(parents=True, exist_ok=True)
+    _render_sources(bdir, model, b, x)
+    objs = _compile(_sources(out_dir, model, b, bdir), _compile_flags(b, out_dir, bdir), bdir)
+    elf, map_file = _link(objs, b, bdir, model)
+    size = elf_sizes(elf)
+    model_size = model_sizes(map_file, model.name, state_symbol="harness_state")
+    return BuildResult(board=board, elf=elf, map_file=map_file, size=size, model=model_size)
+
+
+# ---------------------------------------------------------------- sizes
+
+
+def _section_kind(section: str) -> str | None:
+    for prefix, kind in (
+        (".isr_vector", "text"),
+        (".text", "text"),
+        (".rodata", "rodata"),
+        (".ARM.exidx", "rodata"),
+        (".data", "data"),
+        (".bss", "bss"),
+        (".stack", "stack"),
+        ("COMMON", "bss"),
+    ):
+        if section == prefix or section.startswith(prefix + "."):
+            return kind
+    return None
+
+
+def _size_table(pairs: list[tuple[str, int]]) -> SizeTable:
+    totals = dict.fromkeys(("text", "rodata", "data", "bss", "stack"), 0)
+    for section, size in pairs:
+        kind = _section_kind(section)
+        if kind is not None:
+            totals[kind] += size
+    return SizeTable(**totals)
+
+
+def elf_sizes(elf: Path) -> SizeTable:
+    """text/rodata/data/bss/stack of a linked ELF, from `arm-none-eabi-size -A`."""
+    proc = _run_tool([_require(SIZE), "-A", str(elf)], "arm-none-eabi-size")
+    pairs = []
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1].isdigit():
+            pairs.append((fields[0], int(fields[1])))
+    return _size_table(pairs)
+
+
+# An input section line in the map: " .text.net_step  0x00000200  0x1f4 /path/net.o"; a long
+# section name puts the address and size on the next line.
+_MAP_INPUT = re.compile(r"^ (\.\S+|COMMON)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$", re.M)
+
+
+def _map_input_sections(map_file: Path) -> list[tuple[str, int, str]]:
+    text = map_file.read_text()
+    text = text.split("Linker script and memory map", 1)[-1]
+    text = re.sub(r"^ (\.\S+)\n\s+0x", r" \1 0x", text, flags=re.M)
+    return [(m[1], int(m[3], 16), m[4]) for m in _MAP_INPUT.finditer(text)]
+
+
+def model_sizes(map_file: Path, name: str, state_symbol: str) -> SizeTable:
+    """What the model's object keeps after --gc-sections, plus its state struct (as bss)."""
+    sections = _map_input_sections(map_file)
+    own = [(sec, size) for sec, size, obj in sections if Path(obj).name == f"{name}.o"]
+    state = [("COMMON", size) for sec, size, _obj in sections if sec == f".bss.{state_symbol}"]
+    return _size_table(own + state)
+
+
+# ---------------------------------------------------------------- QEMU
+
+
+def qemu_command(board: Board, elf: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    if board.qemu_machine is None:
+        raise FirmwareError(
+            f"board {board.name} is real hardware; QEMU cannot run it (use `flash`)"
+        )
+    return [
+        _require(QEMU),
+        "-M",
+        board.qemu_machine,
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "null",  # the harness prints over semihosting only; board UARTs go nowhere
+        "-chardev",
+        "stdio,id=semihost",
+        "-semihosting-config",
+        "enable=on,target=native,chardev=semihost",
+        *extra,
+        "-kernel",
+        str(elf),
+    ]
+
+
+def _run_firmware(cmd: list[str], timeout: float) -> str:
+    try:
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise FirmwareError(f"QEMU did not exit within {timeout:.0f} s:\n{' '.join(cmd)}") from exc
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-5:])
+        command = " ".join(cmd)
+        raise FirmwareError(
+            f"firmware exited with status {proc.returncode}:\n{command}\n{tail}\n{proc.stderr}"
+        )
+    return proc.stdout
+
+
+def parse_output(stdout: str, model: ModelInfo, x_shape: tuple[int, ...]) -> np.ndarray:
+    """Harness output lines -> int16 array shaped like hostbuild.run_host's output:
+    (sequences, timesteps, output_size) when the model returns sequences, else
+    (sequences, output_size)."""
+    n, steps = x_shape[0], x_shape[1]
+    out_steps = steps if model.return_sequences else 1
+    rows = [line.split()[1:] for line in stdout.splitlines() if line.startswith("y")]
+    if f"done {n}" not in stdout.splitlines() or len(rows) != n:
+        raise FirmwareError(
+            f"harness output incomplete: {len(rows)} of {n} sequences\n{stdout[-500:]}"
+        )
+    y = np.array([[int(v) for v in row] for row in rows], dtype=np.int64)
+    if y.shape[1] != out_steps * model.output_size:
+        raise FirmwareError(
+            f"expected {out_steps * model.output_size} outputs a sequence, got {y.shape[1]}"
+        )
+    shape = (n, steps, model.output_size) if model.return_sequences else (n, model.output_size)
+    return y.astype(np.int16).reshape(shape)
+
+
+def parse_cycles(stdout: str) -> list[int]:
+    """DWT cycle counts per sequence (all 0 under QEMU)."""
+    return [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("cycles ")]
+
+
+def run_qemu(
+    out_dir: str | Path, board: str, x_q: np.ndarray, timeout: float = QEMU_TIMEOUT_S
+) -> np.ndarray:
+    """Build with x_q (N, T, m) int16 compiled in and run it in QEMU.
+
+    Returns int16 (N, T, k) when the model returns sequences, else (N, k), like run_host.
+    """
+    model = ModelInfo.load(Path(out_dir))
+    x = _check_input(x_q, model)
+    b = get_board(board)
+    qemu_command(b, Path("firmware.elf"))  # refuse real boards before building
+    result = build(out_dir, board, x)
+    stdout = _run_firmware(qemu_command(b, result.elf), timeout)
+    return parse_output(stdout, model, x.shape)
+
+
+# ---------------------------------------------------------------- instruction counts
+
+
+def _symbol_address(elf: Path, symbol: str) -> int:
+    nm = _require("arm-none-eabi-nm")
+    proc = _run_tool([nm, str(elf)], "arm-none-eabi-nm")
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[2] == symbol:
+            return int(fields[0], 16) & ~1
+    raise FirmwareError(f"symbol {symbol} not found in {elf}")
+
+
+_TRACE_PC = re.compile(r"\[[0-9a-f]+/([0-9a-f]+)/")
+
+
+def _count_between(lines: object, begin: int, end: int) -> list[int]:
+    """Instructions executed from each entry of `begin` to the following entry of `end`."""
+    counts: list[int] = []
+    running = None
+    for line in lines:  # type: ignore[attr-defined]
+        m = _TRACE_PC.search(line)
+        if m is None:
+            continue
+        pc = int(m[1], 16)
+        if pc == begin:
+            running = 0
+        elif pc == end and running is not None:
+            counts.append(running)
+            running = None
+        elif running is not None:
+            running += 1
+    return counts
+
+
+def count_instructions(
+    out_dir: str | Path, board: str, x_q: np.ndarray, timeout: float = 600.0
+) -> list[int]:
+    """Exact instructions executed per NAME_run call (one per sequence) in QEMU.
+
+    Uses -singlestep -d exec,nochain, which logs every executed instruction; the log is
+    streamed through a FIFO. Counts include the harness_mark_* return and the cycle-counter
+    reads around the call (a handful of instructions). Instructions, not cycles.
+    """
+    result = build(out_dir, board, _check_input(x_q, ModelInfo.load(Path(out_dir))))
+    begin = _symbol_address(result.elf, "harness_mark_begin")
+    end = _symbol_address(result.elf, "harness_mark_end")
+    with tempfile.TemporaryDirectory() as tmp:
+        fifo = Path(tmp) / "trace"
+        os.mkfifo(fifo)
+        extra = ("-singlestep", "-d", "exec,nochain", "-D", str(fifo))
+        cmd = qemu_command(get_board(board), result.elf, extra)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        with open(fifo, errors="replace") as trace:
+            counts = _count_between(trace, begin, end)
+        if proc.wait(timeout=timeout) != 0:
+            raise FirmwareError(f"firmware exited with status {proc.returncode}: {' '.join(cmd)}")
+    return counts
+
+
+# ---------------------------------------------------------------- flashing
+
+
+def flash_command(board: Board, elf: Path) -> list[str]:
+    """The pyOCD command that programs elf (-W: fail at once when no probe is attached)."""
+    if board.pyocd_target is None:
+        raise FirmwareError(f"board {board.name} is emulated; use `run --board {board.name}`")
+    pyocd = Path(sys.executable).with_name("pyocd")
+    exe = str(pyocd) if pyocd.exists() else "pyocd"
+    return [exe, "flash", "-W", "-t", board.pyocd_target, "--format", "elf", str(elf)]
+
+
+def flash(out_dir: str | Path, board: str, dry_run: bool = False) -> list[str]:
+    """Build (if needed) and program out_dir's firmware; returns the pyOCD command.
+
+    With dry_run the command is only returned (the CLI prints it). Raises FirmwareError
+    when pyOCD fails, e.g. no probe attached or the target's CMSIS pack is missing.
+    """
+    b = get_board(board)
+    elf = build_dir(Path(out_dir), board) / "firmware.elf"
+    cmd = flash_command(b, elf)
+    if dry_run:
+        return cmd
+    if not elf.exists():
+        build(out_dir, board)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise FirmwareError(_flash_failure(proc, b, cmd))
+    return cmd
+
+
+def _flash_failure(proc: subprocess.CompletedProcess[str], board: Board, cmd: list[str]) -> str:
+    said = (proc.stdout + proc.stderr).strip()
+    hint = ""
+    if "No connected debug probes" in said or "No available debug probes" in said:
+        hint = f"no debug probe found: connect the {board.name} over USB (ST-LINK/J-Link/CMSIS-DAP)"
+    elif "target" in said.lower():
+        hint = f"pyOCD may need the target pack: pyocd pack install {board.pyocd_target}"
+    return f"flashing {board.name} failed ({proc.returncode}): {hint}\n{' '.join(cmd)}\n{said}"

@@ -1,0 +1,235 @@
+"""Fixed-point arithmetic: every piece of integer math lives here once.
+
+The numpy functions below are the definition of the arithmetic; the C templates implement the
+same operations (``templates/lstm_embed_ops.h.j2``) and the tests hold them equal bit for bit.
+Pure functions: arrays in, arrays (and formats) out. Rounding is to nearest with ties away from
+zero for float->int conversions and ties towards +inf for integer right shifts (arithmetic shift
+of ``v + 2**(s-1)``), saturation is always explicit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
+INT32_MAX = 2**31 - 1
+Q15_ONE = 2**15
+Z_FRAC_BITS = 16  # gate pre-activations: int32 with 16 fractional bits (range +/-32768)
+WEIGHT_MAX = 127  # int8 weights are symmetric in [-127, 127]
+ACTIVATION_MAX = 2**15  # |int16 activation| <= 32768
+
+
+def saturate(values: np.ndarray, low: int, high: int) -> np.ndarray:
+    return np.clip(values, low, high)
+
+
+def saturate_s16(values: np.ndarray) -> np.ndarray:
+    return saturate(values, INT16_MIN, INT16_MAX)
+
+
+def saturate_s32(values: np.ndarray) -> np.ndarray:
+    """Symmetric saturation to +/-INT32_MAX, so that a later |z| can never overflow."""
+    return saturate(values, -INT32_MAX, INT32_MAX)
+
+
+def round_half_away(values: np.ndarray) -> np.ndarray:
+    """Float -> int64, nearest, ties away from zero (never truncation)."""
+    values = np.asarray(values, dtype=np.float64)
+    return (np.sign(values) * np.floor(np.abs(values) + 0.5)).astype(np.int64)
+
+
+def rounding_shift_right(values: np.ndarray, shift: int | np.ndarray) -> np.ndarray:
+    """(v + 2**(s-1)) >> s on int64, arithmetic shift; s == 0 leaves v unchanged."""
+    values = np.asarray(values, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+    return (values + half) >> shift
+
+
+@dataclass(frozen=True)
+class Multiplier:
+    """A positive real factor as ``multiplier * 2**-shift`` with multiplier in [2**30, 2**31)."""
+
+    multiplier: int
+    shift: int
+
+    @property
+    def real(self) -> float:
+        return self.multiplier * 2.0**-self.shift
+
+
+MIN_SHIFT, MAX_SHIFT = 1, 62
+
+
+def quantize_multiplier(real: float) -> Multiplier:
+    """Nearest (multiplier, shift) to ``real``; tiny factors flush to zero, huge ones saturate."""
+    if not math.isfinite(real) or real < 0:
+        raise ValueError(f"multiplier must be finite and >= 0, got {real}")
+    if real == 0:
+        return Multiplier(0, MIN_SHIFT)
+    mantissa, exponent = math.frexp(real)  # real = mantissa * 2**exponent, mantissa in [0.5, 1)
+    multiplier = round(mantissa * 2**31)
+    shift = 31 - exponent
+    if multiplier == 2**31:  # mantissa rounded up to 1.0
+        multiplier, shift = 2**30, shift - 1
+    if shift > MAX_SHIFT:
+        multiplier = round(real * 2.0**MAX_SHIFT)
+        return Multiplier(multiplier, MAX_SHIFT) if multiplier else Multiplier(0, MIN_SHIFT)
+    if shift < MIN_SHIFT:
+        raise ValueError(f"multiplier {real} is too large (at most 2**30)")
+    return Multiplier(multiplier, shift)
+
+
+def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """int32 accumulator -> int32, ``sat32((acc * multiplier + 2**(shift-1)) >> shift)``.
+
+    |acc| < 2**31 and multiplier < 2**31, so the product and the rounding term fit in int64.
+    """
+    product = np.asarray(acc, dtype=np.int64) * np.asarray(multiplier, dtype=np.int64)
+    return saturate_s32(rounding_shift_right(product, shift))
+
+
+def quantize_rows_s8(rows: np.ndarray, min_scale: np.ndarray | None = None):
+    """Symmetric int8 per row: (int8 array, float64 scale per row); real = q * scale.
+
+    ``min_scale`` lets the caller widen a row's scale (e.g. so that its bias fits in int32).
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    scale = np.max(np.abs(rows), axis=-1) / WEIGHT_MAX
+    if min_scale is not None:
+        scale = np.maximum(scale, min_scale)
+    scale = np.where(scale > 0, scale, 1.0)  # an all-zero row: any scale represents it
+    q = round_half_away(rows / scale[..., None])
+    return saturate(q, -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8), scale
+
+
+def accumulator_headroom(row_length: int) -> int:
+    """Largest |bias| (in accumulator units) that cannot overflow an int32 dot product."""
+    headroom = INT32_MAX - row_length * WEIGHT_MAX * ACTIVATION_MAX
+    if headroom <= 0:
+        raise ValueError(
+            f"a row of {row_length} inputs could overflow the int32 accumulator"
+            f" (at most {INT32_MAX // (WEIGHT_MAX * ACTIVATION_MAX)} inputs + units per layer)"
+        )
+    return headroom
+
+
+def quantize_bias_s32(bias: np.ndarray, acc_scale: np.ndarray) -> np.ndarray:
+    return round_half_away(np.asarray(bias, dtype=np.float64) / acc_scale).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Float <-> int16 at the model boundary (float32 arithmetic, mirrored exactly by the C code)
+
+
+def quantize_input(x: np.ndarray, inv_scale: np.ndarray) -> np.ndarray:
+    """float32 -> int16: x * inv_scale in float32, NaN -> 0, saturate, round half away."""
+    v = np.asarray(x, dtype=np.float32) * np.asarray(inv_scale, dtype=np.float32)
+    half = np.where(v >= 0, np.float32(0.5), np.float32(-0.5)).astype(np.float32)
+    rounded = np.trunc((v + half).astype(np.float32))
+    q = np.where(v >= INT16_MAX, INT16_MAX, np.where(v <= INT16_MIN, INT16_MIN, rounded))
+    return np.where(np.isnan(v), 0, q).astype(np.int16)
+
+
+def dequantize(y_q: np.ndarray, scale: float) -> np.ndarray:
+    return np.asarray(y_q, dtype=np.float32) * np.float32(scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations: one increasing table on [0, 2**log2_range) read with linear interpolation.
+# sigmoid(-u) = 1 - sigmoid(u), tanh(-u) = -tanh(u), exp(-u) = 1 - (1 - exp(-u)).
+
+
+@dataclass(frozen=True)
+class ActivationTable:
+    name: str
+    entries: np.ndarray  # int16, 2**log2_entries + 1 values of an increasing function, Q0.15
+    log2_range: int
+
+    @property
+    def index_shift(self) -> int:
+        """Right shift from a Z_FRAC_BITS input to a table index; also the interpolation bits."""
+        log2_entries = (len(self.entries) - 1).bit_length() - 1
+        return Z_FRAC_BITS + self.log2_range - log2_entries
+
+    @property
+    def limit(self) -> int:
+        return (len(self.entries) - 1) << self.index_shift
+
+
+TABLE_FUNCTIONS = {
+    "sigmoid": lambda u: 1.0 / (1.0 + np.exp(-u)),
+    "tanh": np.tanh,
+    "exp": lambda u: 1.0 - np.exp(-u),  # stored increasing; exp(-u) = 1 - table
+}
+TABLE_LOG2_RANGE = {"sigmoid": 4, "tanh": 3, "exp": 4}  # sigmoid(16), tanh(8) are 1 - 2e-7
+DEFAULT_LOG2_ENTRIES = 8
+
+
+def build_table(name: str, log2_entries: int = DEFAULT_LOG2_ENTRIES) -> ActivationTable:
+    """Knot values shifted by half the chord error of their intervals, so the interpolation
+    error is centred on zero instead of one-sided (a one-sided error drifts through the cell)."""
+    function, log2_range = TABLE_FUNCTIONS[name], TABLE_LOG2_RANGE[name]
+    count = 2**log2_entries
+    knots = np.arange(count + 1) * (2.0**log2_range / count)
+    values = function(knots)
+    chord_error = np.zeros(count)
+    for k in range(count):
+        u = np.linspace(knots[k], knots[k + 1], 33)
+        chord = values[k] + (values[k + 1] - values[k]) * (u - knots[k]) / (u[-1] - u[0])
+        errors = function(u) - chord
+        chord_error[k] = errors[np.argmax(np.abs(errors))]
+    correction = np.zeros(count + 1)
+    correction[:-1] += chord_error / 4
+    correction[1:] += chord_error / 4
+    correction[0] = 0.0  # keep f(0) exact: sigmoid(0) = 0.5, tanh(0) = 0
+    entries = saturate(round_half_away((values + correction) * Q15_ONE), 0, INT16_MAX)
+    return ActivationTable(name, np.maximum.accumulate(entries).astype(np.int16), log2_range)
+
+
+def table_lookup(table: ActivationTable, u: np.ndarray) -> np.ndarray:
+    """Interpolated table value for u >= 0 (Z_FRAC_BITS); clamps at the end of the range."""
+    u = np.asarray(u, dtype=np.int64)
+    shift = table.index_shift
+    index = np.minimum(u >> shift, len(table.entries) - 2)
+    frac = np.where(u >= table.limit, 1 << shift, u & ((1 << shift) - 1))
+    base = table.entries[index].astype(np.int64)
+    step = table.entries[index + 1].astype(np.int64) - base
+    return base + rounding_shift_right(step * frac, shift)
+
+
+def sigmoid_q15(z: np.ndarray, table: ActivationTable) -> np.ndarray:
+    y = table_lookup(table, np.abs(z))
+    return np.where(z >= 0, y, Q15_ONE - y)
+
+
+def tanh_q15(z: np.ndarray, table: ActivationTable) -> np.ndarray:
+    y = table_lookup(table, np.abs(z))
+    return np.where(z >= 0, y, -y)
+
+
+def exp_neg_q15(u: np.ndarray, table: ActivationTable) -> np.ndarray:
+    """exp(-u) in Q0.15 for u >= 0."""
+    return INT16_MAX - table_lookup(table, u)
+
+
+HARD_SIGMOID_SLOPE = quantize_multiplier(Q15_ONE / 6 / 2**Z_FRAC_BITS)  # relu6(x + 3) / 6
+
+
+def hard_sigmoid_q15(z: np.ndarray) -> np.ndarray:
+    m = HARD_SIGMOID_SLOPE
+    return saturate(requantize(z, m.multiplier, m.shift) + Q15_ONE // 2, 0, INT16_MAX)
+
+
+SOFTMAX_LOGIT_MAX = 2**30 - 1  # logits clamp here so that max - z fits in int32
+
+
+def softmax_q15(z: np.ndarray, table: ActivationTable) -> np.ndarray:
+    """Softmax over the last axis of Z_FRAC_BITS logits; integer division rounds to nearest."""
+    z = saturate(np.asarray(z, dtype=np.int64), -SOFTMAX_LOGIT_MAX, SOFTMAX_LOGIT_MAX)
+    e = exp_neg_q15(np.max(z, axis=-1, keepdims=True) - z, table)
+    total = np.sum(e, axis=-1, keepdims=True)
+    return np.minimum((e * Q15_ONE + total // 2) // total, INT16_MAX)

@@ -1,0 +1,137 @@
+"""The conversion pipeline: frontend -> quantizer -> emitter, written atomically to a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, cformat
+from .emit import emit_model
+from .frontend import keras as keras_frontend
+from .ir import Model
+from .qir import QModel
+from .quantize import QuantizeOptions, quantize
+from .reference import run_float
+from .report import errors, layer_rows, sizes
+
+MARKER = ".lstm-embed"  # present in every folder convert wrote; others are not replaced
+
+
+class OutputFolderError(ValueError):
+    pass
+
+
+@dataclass
+class Conversion:
+    ir: Model
+    qmodel: QModel
+    report: dict[str, Any]
+    out_dir: Path
+
+
+def load_calibration(path: str | Path) -> np.ndarray:
+    """.npy array or .npz with key 'x'."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such calibration file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise ValueError(f"{path}: not a .npy/.npz file ({error})") from error
+    if isinstance(data, np.lib.npyio.NpzFile):
+        if "x" not in data.files:
+            raise ValueError(
+                f"{path}: .npz calibration needs an array named 'x' (has {data.files})"
+            )
+        return data["x"]
+    return data
+
+
+def check_output_folder(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not force:
+        if not out_dir.is_dir():
+            raise OutputFolderError(f"{out_dir}: exists and is not a folder")
+        if any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
+            raise OutputFolderError(
+                f"{out_dir}: folder exists and was not written by lstm-embed;"
+                " choose another folder or pass --force to replace it"
+            )
+
+
+def write_atomically(out_dir: Path, write: Any) -> None:
+    """Call write(tmp_dir) and move the result to out_dir in one rename; nothing half-written."""
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write(tmp)
+        (tmp / MARKER).write_text(f"written by lstm-embed {__version__}\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | None, x) -> dict:
+    report: dict[str, Any] = {
+        "tool": f"lstm-embed {__version__}",
+        "name": name,
+        "source": ir.source,
+        "input_size": ir.input_size,
+        "output_size": ir.output_size,
+        "timesteps": ir.timesteps or 0,
+        "return_sequences": ir.return_sequences,
+        "params": ir.params,
+        "macs_per_step": qmodel.macs_per_step,
+        "layers": layer_rows(ir, qmodel),
+        "input_scale": [float(s) for s in qmodel.input_scale],
+        "output_scale": qmodel.output_scale,
+        **sizes(qmodel),
+    }
+    if keras_y is not None:
+        report["calibration_error_vs_keras"] = errors(keras_y, run_float(qmodel, x))
+    return report
+
+
+def convert(
+    model: Any,
+    calibration: np.ndarray,
+    out_dir: str | Path,
+    name: str | None = None,
+    options: QuantizeOptions | None = None,
+    force: bool = False,
+) -> Conversion:
+    """Keras model (in memory, or a .keras/.h5 path) + calibration inputs -> C in out_dir."""
+    if isinstance(model, str | Path):
+        keras_model = keras_frontend.load_keras_model(model)
+        ir = keras_frontend.read_keras_model(keras_model, source=str(model))
+    else:
+        keras_model = model
+        ir = keras_frontend.read_keras_model(model)
+    name = cformat.c_identifier(name or ir.name)
+    out_dir = Path(out_dir)
+    check_output_folder(out_dir, force)
+    qmodel = quantize(ir, calibration, options)
+    x = np.asarray(calibration, dtype=np.float32)
+    keras_y = np.asarray(keras_model.predict(x, verbose=0), dtype=np.float64)
+    report = build_report(ir, qmodel, name, keras_y, x)
+
+    def write(folder: Path) -> None:
+        emit_model(qmodel, folder, name)
+        (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    write_atomically(out_dir, write)
+    return Conversion(ir, qmodel, report, out_dir)

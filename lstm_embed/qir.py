@@ -1,0 +1,125 @@
+"""Integer IR: the quantized model that the reference executes and the emitter renders.
+
+Formats are values: activations are int16 with a float ``scale`` (real = q * scale); the hidden
+state is Q0.15; each LSTM layer's cell state is int16 with ``cell_frac`` fractional bits; gate
+pre-activations are int32 with ``fixedpoint.Z_FRAC_BITS`` fractional bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .fixedpoint import ActivationTable
+
+Q15_SCALE = 2.0**-15
+
+
+@dataclass(frozen=True)
+class QLSTMLayer:
+    name: str
+    input_size: int
+    units: int
+    recurrent_activation: str
+    return_sequences: bool
+    weights_s8: np.ndarray  # (units, 4, input_size + units): rows grouped per unit, gates i f g o
+    bias_s32: np.ndarray  # (units, 4)
+    multiplier: np.ndarray  # (units, 4) int32, accumulator -> Z_FRAC_BITS
+    shift: np.ndarray  # (units, 4)
+    weight_scale: np.ndarray  # (units, 4) float, real weight = q * weight_scale (after folding)
+    cell_frac: int  # cell state: int16 with cell_frac fractional bits, 1 <= cell_frac <= 15
+    has_bias: bool = True
+
+    def __post_init__(self) -> None:
+        k = self.input_size + self.units
+        assert self.weights_s8.shape == (self.units, 4, k) and self.weights_s8.dtype == np.int8
+        assert self.bias_s32.shape == (self.units, 4)
+        assert 1 <= self.cell_frac <= 15
+
+    @property
+    def row_length(self) -> int:
+        return self.input_size + self.units
+
+    @property
+    def cell_int_bits(self) -> int:
+        return 15 - self.cell_frac
+
+    @property
+    def macs(self) -> int:
+        return 4 * self.units * self.row_length
+
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+
+@dataclass(frozen=True)
+class QDenseLayer:
+    name: str
+    input_size: int
+    units: int
+    activation: str
+    weights_s8: np.ndarray  # (units, input_size)
+    bias_s32: np.ndarray  # (units,)
+    multiplier: np.ndarray  # (units,)
+    shift: np.ndarray  # (units,)
+    weight_scale: np.ndarray  # (units,)
+    input_scale: float
+    output_scale: float  # Q0.15 (2**-15) for sigmoid, tanh, softmax
+    has_bias: bool = True
+
+    def __post_init__(self) -> None:
+        assert self.weights_s8.shape == (self.units, self.input_size)
+
+    @property
+    def uses_table(self) -> bool:
+        return self.activation in ("sigmoid", "tanh", "softmax")
+
+    @property
+    def macs(self) -> int:
+        return self.units * self.input_size
+
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+
+QLayer = QLSTMLayer | QDenseLayer
+
+
+@dataclass(frozen=True)
+class QModel:
+    name: str
+    source: str
+    input_size: int
+    timesteps: int | None
+    input_scale: np.ndarray  # (input_size,) float32: x_q = round(x / scale)
+    output_scale: float
+    layers: tuple[QLayer, ...]
+    tables: dict[str, ActivationTable] = field(default_factory=dict)
+    params: int = 0
+
+    @property
+    def lstm_layers(self) -> list[QLSTMLayer]:
+        return [la for la in self.layers if isinstance(la, QLSTMLayer)]
+
+    @property
+    def dense_layers(self) -> list[QDenseLayer]:
+        return [la for la in self.layers if isinstance(la, QDenseLayer)]
+
+    @property
+    def return_sequences(self) -> bool:
+        return self.lstm_layers[-1].return_sequences
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].output_size
+
+    @property
+    def macs_per_step(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def input_inv_scale(self) -> np.ndarray:
+        return (1.0 / self.input_scale.astype(np.float64)).astype(np.float32)

@@ -1,0 +1,188 @@
+"""Quantizer: float IR + calibration data -> integer IR. Pure functions, no file I/O.
+
+Scaling choices:
+- Input: int16 per feature, symmetric, scale = max|x| * INPUT_HEADROOM / 32767 (or the declared
+  ``input_range``). The per-feature scale is folded into the first layer's kernel, so every LSTM
+  row multiplies one vector of int16 activations in units of 2**-15 and needs one accumulator.
+- Weights: int8 symmetric, one scale per gate row over [kernel; recurrent kernel].
+- Bias: int32 in accumulator units; a row's scale is widened if needed so that bias + dot product
+  can never overflow int32.
+- Gate pre-activations: int32, Z_FRAC_BITS fractional bits (multiplier + shift per row).
+- Cell: int16, power-of-two scale from the largest calibrated |c| times CELL_HEADROOM.
+- Dense linear/relu outputs: int16, scale from the largest calibrated |y| times OUTPUT_HEADROOM.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import fixedpoint as fp
+from .float_model import forward
+from .ir import GATES, DenseLayer, LSTMLayer, Model
+from .qir import Q15_SCALE, QDenseLayer, QLSTMLayer, QModel
+
+INPUT_HEADROOM = 2.0  # int16 input has room: 2x the calibrated range costs 1 of 15 bits
+CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 bit of precision
+OUTPUT_HEADROOM = 1.5  # Dense linear outputs (logits, regression targets)
+
+
+class QuantizeError(ValueError):
+    """Calibration data or an option that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    input_range: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) per feature
+    table_log2_entries: int = fp.DEFAULT_LOG2_ENTRIES
+
+
+def check_calibration(model: Model, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise QuantizeError(f"calibration data must be floating point, got dtype {x.dtype}")
+    if x.ndim != 3 or x.shape[2] != model.input_size or x.shape[0] < 1 or x.shape[1] < 1:
+        expected = f"(N, {model.timesteps or 'T'}, {model.input_size})"
+        raise QuantizeError(f"calibration data has shape {x.shape}; expected {expected}")
+    if model.timesteps is not None and x.shape[1] != model.timesteps:
+        raise QuantizeError(
+            f"calibration data has {x.shape[1]} timesteps; the model takes {model.timesteps}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise QuantizeError("calibration data contains NaN or Inf")
+    return x.astype(np.float64)
+
+
+def input_scale(x: np.ndarray, options: QuantizeOptions) -> np.ndarray:
+    if options.input_range is not None:
+        low, high = (np.broadcast_to(v, x.shape[2]) for v in options.input_range)
+        peak = np.maximum(np.abs(low), np.abs(high))
+    else:
+        peak = np.max(np.abs(x), axis=(0, 1)) * INPUT_HEADROOM
+    peak = np.where(peak > 0, peak, 1.0)
+    return (peak / fp.INT16_MAX).astype(np.float32)
+
+
+def _row_scales(rows: np.ndarray, bias: np.ndarray, activation_scale: float):
+    """int8 rows and scales, widened so that |bias_q| fits the accumulator headroom."""
+    headroom = fp.accumulator_headroom(rows.shape[-1])
+    min_scale = np.abs(bias) / (activation_scale * headroom)
+    weights_s8, scale = fp.quantize_rows_s8(rows, min_scale=min_scale)
+    bias_s32 = fp.quantize_bias_s32(bias, scale * activation_scale)
+    return weights_s8, scale, bias_s32
+
+
+def _multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [fp.quantize_multiplier(float(r)) for r in real.ravel()]
+    multiplier = np.array([p.multiplier for p in pairs], dtype=np.int64).reshape(real.shape)
+    shift = np.array([p.shift for p in pairs], dtype=np.int64).reshape(real.shape)
+    return multiplier, shift
+
+
+def cell_frac_bits(max_abs_cell: float) -> int:
+    """Fractional bits of the int16 cell so that max|c| * CELL_HEADROOM fits; in [1, 15]."""
+    peak = max(max_abs_cell * CELL_HEADROOM, 1e-9)
+    int_bits = max(0, math.ceil(math.log2(peak)))
+    return int(min(15, max(1, 15 - int_bits)))
+
+
+def quantize_lstm(layer: LSTMLayer, feature_scale: np.ndarray, max_abs_cell: float) -> QLSTMLayer:
+    """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM)."""
+    folded_kernel = layer.kernel * (np.asarray(feature_scale, np.float64)[:, None] / Q15_SCALE)
+    rows, biases = [], []
+    for gate in GATES:
+        k = GATES.index(gate)
+        cols = slice(k * layer.units, (k + 1) * layer.units)
+        rows.append(np.concatenate([folded_kernel[:, cols], layer.recurrent_kernel[:, cols]]).T)
+        biases.append(layer.gate(gate)[2])
+    rows_f = np.stack(rows, axis=1)  # (units, 4, m + n)
+    bias_f = np.stack(biases, axis=1)  # (units, 4)
+    weights_s8, scale, bias_s32 = _row_scales(rows_f, bias_f, Q15_SCALE)
+    multiplier, shift = _multipliers(scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
+    return QLSTMLayer(
+        name=layer.name,
+        input_size=layer.input_size,
+        units=layer.units,
+        recurrent_activation=layer.recurrent_activation,
+        return_sequences=layer.return_sequences,
+        weights_s8=weights_s8,
+        bias_s32=bias_s32,
+        multiplier=multiplier,
+        shift=shift,
+        weight_scale=scale,
+        cell_frac=cell_frac_bits(max_abs_cell),
+        has_bias=layer.bias is not None,
+    )
+
+
+def quantize_dense(layer: DenseLayer, in_scale: float, max_abs_output: float) -> QDenseLayer:
+    weights_s8, scale, bias_s32 = _row_scales(layer.kernel.T, layer.bias_or_zeros, in_scale)
+    if layer.activation in ("sigmoid", "tanh", "softmax"):
+        out_scale = Q15_SCALE
+        real = scale * in_scale * 2.0**fp.Z_FRAC_BITS
+    else:
+        peak = max_abs_output * OUTPUT_HEADROOM
+        out_scale = (peak if peak > 0 else 1.0) / fp.INT16_MAX
+        real = scale * in_scale / out_scale
+    multiplier, shift = _multipliers(real)
+    return QDenseLayer(
+        name=layer.name,
+        input_size=layer.input_size,
+        units=layer.units,
+        activation=layer.activation,
+        weights_s8=weights_s8,
+        bias_s32=bias_s32,
+        multiplier=multiplier,
+        shift=shift,
+        weight_scale=scale,
+        input_scale=in_scale,
+        output_scale=out_scale,
+        has_bias=layer.bias is not None,
+    )
+
+
+def quantize(model: Model, calibration: np.ndarray, options: QuantizeOptions | None = None):
+    """Float IR + calibration inputs (N, T, m) -> QModel."""
+    options = options or QuantizeOptions()
+    x = check_calibration(model, calibration)
+    _, traces = forward(model, x)
+    x_scale = input_scale(x, options)
+    layers: list[QLSTMLayer | QDenseLayer] = []
+    feature_scale = x_scale.astype(np.float64)
+    for layer, trace in zip(model.layers, traces, strict=True):
+        if isinstance(layer, LSTMLayer):
+            max_cell = float(np.max(np.abs(trace.cell)))
+            layers.append(quantize_lstm(layer, feature_scale, max_cell))
+            feature_scale = np.full(layer.units, Q15_SCALE)
+        else:
+            max_out = float(np.max(np.abs(trace.output)))
+            qlayer = quantize_dense(layer, float(feature_scale[0]), max_out)
+            layers.append(qlayer)
+            feature_scale = np.full(layer.units, qlayer.output_scale)
+    tables = {name: fp.build_table(name, options.table_log2_entries) for name in _tables(model)}
+    return QModel(
+        name=model.name,
+        source=model.source,
+        input_size=model.input_size,
+        timesteps=model.timesteps,
+        input_scale=x_scale,
+        output_scale=float(feature_scale[0]),
+        layers=tuple(layers),
+        tables=tables,
+        params=model.params,
+    )
+
+
+def _tables(model: Model) -> list[str]:
+    """Activation tables the model needs: tanh always (g gate and cell), others on demand."""
+    needed = {"tanh"}
+    if any(la.recurrent_activation == "sigmoid" for la in model.lstm_layers):
+        needed.add("sigmoid")
+    for dense in model.dense_layers:
+        if dense.activation in ("sigmoid", "tanh"):
+            needed.add(dense.activation)
+        if dense.activation == "softmax":
+            needed.add("exp")
+    return sorted(needed)

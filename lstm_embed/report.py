@@ -1,0 +1,144 @@
+"""Reports: parameter counts, formats, flash and RAM, errors against Keras."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .emit import scratch_size
+from .ir import LSTMLayer, Model
+from .qir import QDenseLayer, QLSTMLayer, QModel
+
+BIAS_ROW_BYTES = 4 + 4 + 1  # int32 bias, int32 multiplier, int8 shift per output row
+
+
+def layer_flash(layer: QLSTMLayer | QDenseLayer) -> dict[str, int]:
+    rows = 4 * layer.units if isinstance(layer, QLSTMLayer) else layer.units
+    return {"weights": int(layer.weights_s8.size), "biases": rows * BIAS_ROW_BYTES}
+
+
+def sizes(model: QModel) -> dict[str, dict[str, int]]:
+    """Flash of the constant data and RAM of the state struct, in bytes (code not included)."""
+    per_layer = [layer_flash(la) for la in model.layers]
+    weights = sum(p["weights"] for p in per_layer)
+    biases = sum(p["biases"] for p in per_layer) + 4 * model.input_size  # + input scales
+    tables = sum(2 * len(t.entries) for t in model.tables.values())
+    state = sum(2 * 2 * la.units for la in model.lstm_layers)
+    softmax = max((d.units for d in model.dense_layers if d.activation == "softmax"), default=0)
+    scratch = 2 * 2 * scratch_size(model) + 4 * softmax
+    return {
+        "flash_bytes": {
+            "weights": weights,
+            "biases": biases,
+            "tables": tables,
+            "total": weights + biases + tables,
+        },
+        "ram_bytes": {"state": state, "scratch": scratch, "total": state + scratch},
+    }
+
+
+def layer_rows(ir: Model, model: QModel | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for index, layer in enumerate(ir.layers):
+        if isinstance(layer, LSTMLayer):
+            formula = f"4*{layer.units}*({layer.input_size}+{layer.units}+1)"
+            if layer.bias is None:
+                formula = f"4*{layer.units}*({layer.input_size}+{layer.units})"
+            kind, extra = "LSTM", layer.recurrent_activation
+        else:
+            formula = f"{layer.input_size}*{layer.units}+{layer.units}"
+            if layer.bias is None:
+                formula = f"{layer.input_size}*{layer.units}"
+            kind, extra = "Dense", layer.activation
+        row: dict[str, Any] = {
+            "name": layer.name,
+            "type": kind,
+            "activation": extra,
+            "units": layer.units,
+            "input_size": layer.input_size,
+            "output_shape": _output_shape(ir, index),
+            "params": layer.params,
+            "params_formula": formula,
+        }
+        if model is not None:
+            qlayer = model.layers[index]
+            row["flash_bytes"] = sum(layer_flash(qlayer).values())
+            row["format"] = _format(qlayer)
+        rows.append(row)
+    return rows
+
+
+def _output_shape(ir: Model, index: int) -> list[int | None]:
+    """Keras-style output shape of layer ``index`` (batch dimension as None)."""
+    steps_kept = all(la.return_sequences for la in ir.lstm_layers if ir.layers.index(la) <= index)
+    shape = [None, ir.timesteps] if steps_kept else [None]
+    return [*shape, ir.layers[index].output_size]
+
+
+def _format(layer: QLSTMLayer | QDenseLayer) -> str:
+    if isinstance(layer, QLSTMLayer):
+        return f"w int8, h Q0.15, c Q{layer.cell_int_bits}.{layer.cell_frac}"
+    if layer.uses_table:
+        return "w int8, out Q0.15"
+    return f"w int8, out int16 x {layer.output_scale:.3g}"
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """Plain-text table; ``columns`` are (key, heading)."""
+    cells = [[h for _, h in columns]] + [[_cell(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return "(" + ", ".join("None" if v is None else str(v) for v in value) + ")"
+    return str(value)
+
+
+INSPECT_COLUMNS = [
+    ("name", "layer"),
+    ("type", "type"),
+    ("activation", "activation"),
+    ("units", "units"),
+    ("input_size", "inputs"),
+    ("output_shape", "output shape"),
+    ("params", "params"),
+    ("params_formula", "formula"),
+    ("flash_bytes", "flash bytes"),
+]
+
+
+def errors(reference: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    diff = np.abs(np.asarray(measured, np.float64) - np.asarray(reference, np.float64))
+    span = float(np.max(reference) - np.min(reference)) if reference.size else 0.0
+    return {
+        "max_abs_error": float(np.max(diff)),
+        "mean_abs_error": float(np.mean(diff)),
+        "max_abs_error_pct_of_range": 100.0 * float(np.max(diff)) / span if span > 0 else 0.0,
+    }
+
+
+def task_metrics(keras_y: np.ndarray, c_y: np.ndarray, labels: np.ndarray | None, softmax: bool):
+    """Accuracy for classifiers (softmax head), RMSE for regressors; needs labels."""
+    if labels is None:
+        return {}
+    labels = np.asarray(labels)
+    if softmax:
+        truth = labels if labels.ndim == keras_y.ndim - 1 else np.argmax(labels, axis=-1)
+        return {
+            "keras_accuracy": float(np.mean(np.argmax(keras_y, -1) == truth)),
+            "c_accuracy": float(np.mean(np.argmax(c_y, -1) == truth)),
+        }
+    truth = labels.reshape(keras_y.shape)
+    return {
+        "keras_rmse": float(np.sqrt(np.mean((keras_y - truth) ** 2))),
+        "c_rmse": float(np.sqrt(np.mean((c_y - truth) ** 2))),
+    }
