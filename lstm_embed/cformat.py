@@ -79,7 +79,8 @@ def c_identifier(name: str) -> str:
     """
     if not _IDENTIFIER.match(name):
         raise CNameError(
-            f"{name!r} is not a valid C identifier (letters, digits and _, not starting with a digit)"
+            f"{name!r} is not a valid C identifier"
+            " (letters, digits and _, not starting with a digit)"
         )
     if name in C_KEYWORDS:
         raise CNameError(f"{name!r} is a C reserved word; choose another name")

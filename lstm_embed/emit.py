@@ -82,10 +82,7 @@ def _lstm_context(layer: QLSTMLayer, index: int) -> dict[str, Any]:
 
 
 def _dense_context(layer: QDenseLayer, index: int) -> dict[str, Any]:
-    if layer.uses_table:
-        output_format = "Q0.15"
-    else:
-        output_format = f"int16, scale {layer.output_scale:.6g}"
+    output_format = "Q0.15" if layer.uses_table else f"int16, scale {layer.output_scale:.6g}"
     return {
         "index": index,
         "name": layer.name,
