@@ -575,8 +575,7 @@ def flash(out_dir: str | Path, board: str, dry_run: bool = False) -> list[str]:
     cmd = flash_command(b, elf)
     if dry_run:
         return cmd
-    if not elf.exists():
-        build(out_dir, board)
+    build(out_dir, board)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise FirmwareError(_flash_failure(proc, b, cmd))

@@ -7,15 +7,18 @@ from typing import Any
 import numpy as np
 
 from .emit import scratch_size
-from .ir import LSTMLayer, Model
+from .ir import DenseLayer, LSTMLayer, Model
 from .qir import QDenseLayer, QLSTMLayer, QModel
 
 BIAS_ROW_BYTES = 4 + 4 + 1  # int32 bias, int32 multiplier, int8 shift per output row
 
 
-def layer_flash(layer: QLSTMLayer | QDenseLayer) -> dict[str, int]:
-    rows = 4 * layer.units if isinstance(layer, QLSTMLayer) else layer.units
-    return {"weights": int(layer.weights_s8.size), "biases": rows * BIAS_ROW_BYTES}
+def layer_flash(layer: QLSTMLayer | QDenseLayer | LSTMLayer | DenseLayer) -> dict[str, int]:
+    """Bytes of int8 weights and per-row constants; the same for a float or quantized layer."""
+    lstm = isinstance(layer, QLSTMLayer | LSTMLayer)
+    rows = 4 * layer.units if lstm else layer.units
+    weights = rows * (layer.input_size + layer.units if lstm else layer.input_size)
+    return {"weights": weights, "biases": rows * BIAS_ROW_BYTES}
 
 
 def sizes(model: QModel) -> dict[str, dict[str, int]]:
@@ -61,10 +64,9 @@ def layer_rows(ir: Model, model: QModel | None = None) -> list[dict[str, Any]]:
             "params": layer.params,
             "params_formula": formula,
         }
+        row["flash_bytes"] = sum(layer_flash(layer).values())
         if model is not None:
-            qlayer = model.layers[index]
-            row["flash_bytes"] = sum(layer_flash(qlayer).values())
-            row["format"] = _format(qlayer)
+            row["format"] = _format(model.layers[index])
         rows.append(row)
     return rows
 

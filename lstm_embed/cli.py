@@ -1,0 +1,189 @@
+"""Command line: lstm-embed inspect | convert | run | compare (and firmware commands).
+
+Every failure is one line on stderr naming the file, layer or option, and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+EXIT_ERROR = 2
+
+
+class CLIError(Exception):
+    pass
+
+
+def _load_array(path: str, what: str) -> np.ndarray:
+    from .pipeline import load_calibration
+
+    try:
+        return load_calibration(path)
+    except ValueError as error:
+        raise CLIError(f"{what}: {error}") from error
+
+
+def _input_range(values: list[str] | None):
+    """--input-range LO HI (global) or LO1,LO2,.. HI1,HI2,.. (per feature)."""
+    if values is None:
+        return None
+    try:
+        low, high = (np.array([float(v) for v in s.split(",")]) for s in values)
+    except ValueError as error:
+        raise CLIError(f"--input-range: expected numbers, got {values}") from error
+    if low.shape != high.shape or np.any(low >= high):
+        raise CLIError("--input-range: LO must be below HI, with as many values in each")
+    return low, high
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .frontend import load_keras_file
+    from .report import INSPECT_COLUMNS, format_table, layer_rows
+
+    ir = load_keras_file(args.model)
+    rows = layer_rows(ir)
+    steps = ir.timesteps if ir.timesteps is not None else "any"
+    print(f"{args.model}: input (timesteps={steps}, features={ir.input_size})")
+    print(format_table(rows, INSPECT_COLUMNS))
+    flash = sum(r["flash_bytes"] for r in rows)
+    print(f"total params: {ir.params}; flash after quantization: {flash} bytes + activation tables")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .pipeline import convert
+    from .quantize import QuantizeOptions
+    from .report import INSPECT_COLUMNS, format_table
+
+    x = _load_array(args.calibration, "--calibration")
+    options = QuantizeOptions(input_range=_input_range(args.input_range))
+    result = convert(args.model, x, args.output, name=args.name, options=options, force=args.force)
+    print_summary(result.report)
+    if args.verbose:
+        print(format_table(result.report["layers"], INSPECT_COLUMNS))
+    print(f"wrote {result.out_dir}/{result.report['name']}.h, .c and report.json")
+    return 0
+
+
+def print_summary(report: dict) -> None:
+    from .report import format_table
+
+    columns = [
+        ("name", "layer"),
+        ("type", "type"),
+        ("units", "units"),
+        ("params", "params"),
+        ("format", "format"),
+        ("flash_bytes", "flash bytes"),
+    ]
+    print(format_table(report["layers"], columns))
+    flash, ram = report["flash_bytes"], report["ram_bytes"]
+    print(
+        f"params {report['params']}; flash {flash['total']} B (weights {flash['weights']},"
+        f" biases/scales {flash['biases']}, tables {flash['tables']}); RAM {ram['total']} B"
+        f" (state {ram['state']}, scratch {ram['scratch']}); {report['macs_per_step']} MACs/step"
+    )
+    error = report.get("calibration_error_vs_keras")
+    if error:
+        print(
+            f"vs Keras on the calibration data: max abs error {error['max_abs_error']:.3g},"
+            f" mean {error['mean_abs_error']:.3g}"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    x = _load_array(args.input, "--input").astype(np.float32)
+    if args.board in (None, "host"):
+        from .hostbuild import run_host
+
+        y = run_host(Path(args.out_dir), x)
+    else:
+        from . import firmware
+
+        y = firmware.run_qemu_f32(Path(args.out_dir), args.board, x)
+    np.save(args.output, y)
+    print(f"wrote {args.output}: {y.shape} float32")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    x = _load_array(args.input, "--input").astype(np.float32)
+    labels = _load_array(args.labels, "--labels") if args.labels else None
+    result = compare(args.model, Path(args.out_dir), x, labels)
+    print(result["text"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(result["json"], indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="lstm-embed", description="Keras LSTM models -> fixed-point C for Cortex-M"
+    )
+    top.add_argument("--version", action="version", version=f"lstm-embed {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="per-layer table of a Keras model, like summary()")
+    p.add_argument("model", help=".keras or .h5 file")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("convert", help="Keras model -> C sources + report.json")
+    p.add_argument("model", help=".keras or .h5 file")
+    p.add_argument("--calibration", "-c", required=True, help="inputs (N, T, m): .npy or .npz 'x'")
+    p.add_argument("-o", "--output", default="out", help="output folder (default: out)")
+    p.add_argument("--name", help="C symbol prefix (default: the Keras model name)")
+    p.add_argument("--input-range", nargs=2, metavar=("LO", "HI"), help="declared input range")
+    p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every layer's details")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("run", help="run the generated C on inputs (host build or QEMU)")
+    p.add_argument("out_dir", help="folder written by convert")
+    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
+    p.add_argument("-o", "--output", required=True, help="where to save outputs (.npy)")
+    p.add_argument(
+        "--board", default=None, help="host (default) or an emulated board, e.g. qemu-m4"
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="generated C vs Keras on inputs")
+    p.add_argument("model", help=".keras or .h5 file")
+    p.add_argument("out_dir", help="folder written by convert")
+    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
+    p.add_argument("--labels", help="labels for a task metric (class ids, one-hot or targets)")
+    p.add_argument("--json", help="also write the numbers as JSON here")
+    p.set_defaults(func=cmd_compare)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return top
+
+
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (CLIError, ValueError, RuntimeError, FileNotFoundError, OSError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"lstm-embed {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
