@@ -121,12 +121,29 @@ def convert(
     else:
         keras_model = model
         ir = keras_frontend.read_keras_model(model)
+
+    def keras_predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(keras_model.predict(x, verbose=0), dtype=np.float64)
+
+    return convert_ir(ir, calibration, out_dir, name, options, force, keras_predict)
+
+
+def convert_ir(
+    ir: Model,
+    calibration: np.ndarray,
+    out_dir: str | Path,
+    name: str | None = None,
+    options: QuantizeOptions | None = None,
+    force: bool = False,
+    keras_predict: Any = None,
+) -> Conversion:
+    """IR -> C in out_dir (no Keras needed); ``keras_predict`` adds the error vs Keras."""
     name = cformat.c_identifier(name or ir.name)
     out_dir = Path(out_dir)
     check_output_folder(out_dir, force)
     qmodel = quantize(ir, calibration, options)
     x = np.asarray(calibration, dtype=np.float32)
-    keras_y = np.asarray(keras_model.predict(x, verbose=0), dtype=np.float64)
+    keras_y = keras_predict(x) if keras_predict is not None else None
     report = build_report(ir, qmodel, name, keras_y, x)
 
     def write(folder: Path) -> None:
