@@ -1,0 +1,63 @@
+# lstm-embed: two commands on a fresh Debian/Ubuntu machine:
+#   make demo   sample model -> C -> Cortex-M4 firmware in QEMU -> comparison with Keras
+#   make test   the test suite (host C, sanitizers, QEMU on every emulated core)
+# Each installs what it needs: Python packages into .venv; Debian packages
+# (gcc, gcc-arm-none-eabi, newlib, qemu-system-arm, cppcheck) when missing and running as root.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cppcheck
+JOBS ?= 2
+
+.PHONY: demo test bench fuzz lint toolchain venv clean accuracy
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) --no-print-directory apt-python
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev,flash]'
+	touch $(STAMP)
+
+apt-python:
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip; \
+	else echo "python3-venv is missing: run 'sudo apt-get install python3-venv' and retry"; exit 1; fi
+
+# Cross toolchain and QEMU: installed when missing and root, otherwise a message saying how.
+toolchain:
+	@missing=""; for tool in cc arm-none-eabi-gcc qemu-system-arm cppcheck; do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing$$missing (Debian packages: $(APT_PACKAGES))"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	  else \
+	    echo "missing:$$missing. Install with: sudo apt-get install $(APT_PACKAGES)"; \
+	    echo "(host-only tests still run; firmware tests are skipped)"; \
+	  fi; \
+	fi
+
+demo: venv toolchain
+	$(PY) -m lstm_embed.demo
+
+test: venv toolchain
+	$(PY) -m pytest -n $(JOBS) tests
+
+bench: venv toolchain
+	$(PY) -m lstm_embed.bench
+
+fuzz: venv toolchain
+	$(PY) -m lstm_embed.fuzz --models $${MODELS:-10000}
+
+accuracy: venv
+	$(PY) scripts/accuracy.py
+
+lint: venv
+	$(VENV)/bin/ruff check lstm_embed tests scripts
+	$(VENV)/bin/ruff format --check lstm_embed tests scripts
+
+clean:
+	rm -rf build demo-out .pytest_cache

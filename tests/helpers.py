@@ -1,0 +1,56 @@
+"""Random IR models for tests that don't need Keras (the frontend is tested on its own)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lstm_embed.ir import DenseLayer, LSTMLayer, Model
+
+
+def random_lstm(rng, name, m, n, bias=True, recurrent="sigmoid", return_sequences=False):
+    limit_in, limit_rec = np.sqrt(6 / (m + 4 * n)), np.sqrt(3 / n)
+    b = rng.uniform(-0.3, 0.3, 4 * n) if bias else None
+    if b is not None:
+        b[n : 2 * n] += 1.0  # Keras' unit_forget_bias
+    return LSTMLayer(
+        name=name,
+        input_size=m,
+        units=n,
+        kernel=rng.uniform(-limit_in, limit_in, (m, 4 * n)) * 2,
+        recurrent_kernel=rng.uniform(-limit_rec, limit_rec, (n, 4 * n)),
+        bias=b,
+        recurrent_activation=recurrent,
+        return_sequences=return_sequences,
+    )
+
+
+def random_model(
+    seed: int,
+    inputs: int,
+    units: list[int],
+    timesteps: int | None,
+    bias: bool = True,
+    recurrent: str = "sigmoid",
+    return_sequences: bool = False,
+    dense: list[tuple[int, str]] = (),
+) -> Model:
+    rng = np.random.default_rng(seed)
+    layers: list = []
+    size = inputs
+    for k, n in enumerate(units):
+        last = k == len(units) - 1
+        layers.append(
+            random_lstm(rng, f"lstm_{k}", size, n, bias, recurrent, return_sequences or not last)
+        )
+        size = n
+    for k, (n, activation) in enumerate(dense):
+        kernel = rng.uniform(-1, 1, (size, n)) * np.sqrt(3 / size)
+        b = rng.uniform(-0.2, 0.2, n) if bias else None
+        layers.append(DenseLayer(f"dense_{k}", size, n, kernel, b, activation))
+        size = n
+    return Model("net", inputs, timesteps, tuple(layers), source=f"random model seed {seed}")
+
+
+def random_inputs(seed: int, n: int, timesteps: int, inputs: int, scale: float = 1.0):
+    rng = np.random.default_rng(seed + 1000)
+    return (rng.normal(size=(n, timesteps, inputs)) * scale).astype(np.float32)

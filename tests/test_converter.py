@@ -1,0 +1,180 @@
+"""Converter: Keras frontend, parameter counts, and host C == numpy reference bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from lstm_embed import cli, reference
+from lstm_embed import fixedpoint as fp
+from lstm_embed.float_model import forward
+from lstm_embed.frontend import read_keras_model
+from lstm_embed.hostbuild import run_host
+from lstm_embed.pipeline import convert_ir
+
+from .helpers import random_inputs, random_model
+
+# Float IR forward vs model.predict: both float, differing only in float32 vs float64 rounding.
+FLOAT_FORWARD_TOLERANCE = 1e-5
+
+
+def keras_model(timesteps, inputs, layers):
+    keras.utils.set_random_seed(7)
+    return keras.Sequential([keras.Input((timesteps, inputs)), *layers])
+
+
+@pytest.mark.parametrize(
+    "timesteps, inputs, units",
+    [(1, 1, 1), (4, 2, 3)],
+    ids=["T1-m1-LSTM1", "T4-m2-LSTM3"],
+)
+def test_inspect_params_equal_keras(tmp_path, capsys, timesteps, inputs, units):
+    model = keras_model(timesteps, inputs, [keras.layers.LSTM(units)])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if " LSTM " in line)
+    params = [int(cell) for cell in row.split() if cell.isdigit()]
+    assert model.count_params() in params
+    assert f"4*{units}*({inputs}+{units}+1)" in row
+    assert read_keras_model(model).params == model.count_params()
+
+
+KERAS_CASES = {
+    "stack-hard-sigmoid-softmax": [
+        keras.layers.LSTM(6, return_sequences=True, recurrent_activation="hard_sigmoid"),
+        keras.layers.Dropout(0.3),
+        keras.layers.LSTM(5),
+        keras.layers.Dense(7, activation="relu"),
+        keras.layers.Dense(3, activation="softmax"),
+    ],
+    "sequences-no-bias-tanh": [
+        keras.layers.LSTM(4, return_sequences=True, use_bias=False),
+        keras.layers.Dense(2, activation="tanh", use_bias=False),
+    ],
+    "sigmoid-head": [keras.layers.LSTM(3), keras.layers.Dense(1, activation="sigmoid")],
+}
+
+
+@pytest.mark.parametrize("case", KERAS_CASES, ids=list(KERAS_CASES))
+def test_frontend_reads_keras_semantics(case):
+    """The IR read from Keras, run in float, reproduces model.predict (weights, gate order,
+    activations, return_sequences, Dense per timestep), and counts the same parameters."""
+    model = keras_model(6, 4, KERAS_CASES[case])
+    x = random_inputs(3, 16, 6, 4)
+    ir = read_keras_model(model)
+    y, _ = forward(ir, x)
+    np.testing.assert_allclose(y, model.predict(x, verbose=0), atol=FLOAT_FORWARD_TOLERANCE)
+    assert ir.params == model.count_params()
+
+
+# Shapes from issue 2: units 1/3/8/32/64, inputs 1/2/6, T 1/4/50, stacks of 1-3, return_sequences
+# on and off, with and without bias, both recurrent activations, every Dense activation.
+SHAPES = [
+    dict(inputs=1, units=[1], timesteps=1),
+    dict(inputs=2, units=[3], timesteps=4, recurrent="hard_sigmoid"),
+    dict(inputs=6, units=[8], timesteps=50, bias=False),
+    dict(inputs=1, units=[32], timesteps=4, return_sequences=True),
+    dict(inputs=6, units=[64], timesteps=4, dense=[(10, "softmax")]),
+    dict(inputs=2, units=[8, 3], timesteps=50, dense=[(4, "relu"), (2, "linear")]),
+    dict(inputs=6, units=[3, 8, 32], timesteps=4, return_sequences=True, dense=[(3, "tanh")]),
+    dict(inputs=1, units=[64, 1], timesteps=1, recurrent="hard_sigmoid", dense=[(1, "sigmoid")]),
+    dict(inputs=2, units=[1, 1, 1], timesteps=50, bias=False, recurrent="hard_sigmoid"),
+    dict(inputs=6, units=[32], timesteps=None, dense=[(5, "linear")]),
+]
+
+
+def shape_id(shape: dict) -> str:
+    parts = [f"m{shape['inputs']}", "u" + "-".join(map(str, shape["units"]))]
+    parts.append(f"T{shape['timesteps'] or 'any'}")
+    parts += [f"{n}{a}" for n, a in shape.get("dense", [])]
+    parts += [k for k in ("return_sequences",) if shape.get(k)]
+    parts += ["nobias"] if shape.get("bias") is False else []
+    parts += ["hard"] if shape.get("recurrent") == "hard_sigmoid" else []
+    return "_".join(parts)
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["strict", "asan-ubsan"])
+@pytest.mark.parametrize("shape", SHAPES, ids=[shape_id(s) for s in SHAPES])
+def test_host_c_equals_reference(tmp_path, shape, sanitize):
+    """Host C built with -std=c99 -Wall -Wextra -Wconversion -Werror (and with ASan/UBSan)
+    gives exactly the numpy reference's integers, on quantized and on float inputs."""
+    seed = SHAPES.index(shape)
+    model = random_model(seed, **shape)
+    steps = shape["timesteps"] or 7
+    x = random_inputs(seed, 24, steps, shape["inputs"])
+    conversion = convert_ir(model, x, tmp_path / "out")
+    # beyond the calibration range too: saturation paths must agree as well
+    x_test = np.concatenate([x, 3 * random_inputs(seed + 1, 8, steps, shape["inputs"])])
+    x_q = fp.quantize_input(x_test, conversion.qmodel.input_inv_scale)
+    expected = reference.run(conversion.qmodel, x_q)
+    actual = run_host(tmp_path / "out", x_q, sanitize=sanitize)
+    assert_bit_exact(expected, actual)
+    y_f32 = run_host(tmp_path / "out", x_test, sanitize=sanitize)
+    assert np.array_equal(y_f32, reference.run_float(conversion.qmodel, x_test))
+
+
+def assert_bit_exact(expected: np.ndarray, actual: np.ndarray) -> None:
+    assert expected.shape == actual.shape
+    mismatch = np.argwhere(expected != actual)
+    if mismatch.size:
+        index = tuple(mismatch[0])
+        pytest.fail(
+            f"{len(mismatch)} values differ; first at index {index}:"
+            f" reference {expected[index]} vs C {actual[index]}"
+        )
+
+
+def test_step_streaming_equals_run(tmp_path):
+    """Streaming one step at a time (reference.step) gives run()'s outputs at every step."""
+    model = random_model(5, inputs=3, units=[8, 4], timesteps=None, return_sequences=True)
+    x = random_inputs(5, 4, 30, 3)
+    qmodel = convert_ir(model, x, tmp_path / "out").qmodel
+    x_q = fp.quantize_input(x, qmodel.input_inv_scale)
+    states = reference.initial_state(qmodel, 4)
+    streamed = np.stack([reference.step(qmodel, states, x_q[:, t]) for t in range(30)], axis=1)
+    assert np.array_equal(streamed, reference.run(qmodel, x_q))
+    assert np.array_equal(streamed, run_host(tmp_path / "out", x_q))
+
+
+def test_generated_files_have_header_and_const_weights(tmp_path):
+    model = random_model(1, inputs=2, units=[3], timesteps=4, dense=[(2, "softmax")])
+    convert_ir(model, random_inputs(1, 8, 4, 2), tmp_path / "out", name="har")
+    header = (tmp_path / "out" / "har.h").read_text()
+    source = (tmp_path / "out" / "har.c").read_text()
+    for text in (header, source):
+        assert "DO NOT EDIT" in text and "lstm-embed 0.1.0" in text and "random model" in text
+    assert "static const int8_t har_lstm0_weights_s8[60]" in source
+    assert "malloc" not in source and "#include <math.h>" not in source
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["flash_bytes"]["weights"] == 4 * 3 * (2 + 3) + 3 * 2
+    assert report["ram_bytes"]["state"] == 2 * 2 * 3
+
+
+def test_activation_tables_accuracy():
+    """Interpolated tables against numpy's float functions over their whole input range."""
+    z = np.arange(-(20 << fp.Z_FRAC_BITS), 20 << fp.Z_FRAC_BITS, 997)
+    u = z / 2.0**fp.Z_FRAC_BITS
+    sigmoid = fp.sigmoid_q15(z, fp.build_table("sigmoid")) / 2**15
+    tanh = fp.tanh_q15(z, fp.build_table("tanh")) / 2**15
+    # 256 intervals: chord error h^2/8*max|f''| (sigmoid 4.6e-5, tanh 9e-5 on [0, 8)) halved by
+    # the centred knots, plus 1.5 LSB of Q0.15 rounding
+    assert np.max(np.abs(sigmoid - 1 / (1 + np.exp(-u)))) < 3e-5 + 1.5 / 2**15
+    assert np.max(np.abs(tanh - np.tanh(u))) < 5e-5 + 1.5 / 2**15
+    # centred: the mean signed error is far below the max (no one-sided drift through the cell)
+    assert abs(np.mean(tanh - np.tanh(u))) < 1e-5
+
+
+def test_quantize_multiplier_is_nearest():
+    rng = np.random.default_rng(0)
+    for real in np.concatenate([rng.uniform(1e-9, 1e3, 200), [1.0, 0.5, 2.0**-31]]):
+        m = fp.quantize_multiplier(float(real))
+        assert 2**30 <= m.multiplier < 2**31
+        assert abs(m.real - real) <= real * 2.0**-30
+    # below 2**-32 the shift is capped at 62: the multiplier shrinks, absolute error < 2**-63
+    tiny = fp.quantize_multiplier(2.0**-40 * 1.3)
+    assert tiny.shift == fp.MAX_SHIFT and abs(tiny.real - 2.0**-40 * 1.3) <= 2.0**-63
