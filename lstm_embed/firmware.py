@@ -14,13 +14,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lstm_embed.boards import DEFAULT_BOARD, Board, get_board
-from lstm_embed.cformat import c_identifier, c_int_array
+from lstm_embed.cformat import c_float_array, c_identifier, c_int_array
 from lstm_embed.emit import render
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -46,6 +47,23 @@ INSTALL_HINT = (
 MODEL_WARNING_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror")
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections", "-g")
 FIRMWARE_SOURCES = ("common/vectors.c", "common/semihost.c", "common/cycles.c", "common/startup.S")
+# Stems of the firmware's own sources, headers and rendered files in a build folder.
+RESERVED_NAMES = frozenset(
+    [
+        "vectors",
+        "semihost",
+        "cycles",
+        "startup",
+        "board",
+        "harness",
+        "harness_input",
+        "firmware",
+        "link",
+        "qemu",
+        "nucleo_l476rg",
+        "nrf52840_dk",
+    ]
+)
 
 DEFAULT_TIMESTEPS = 8  # input length of the built-in input when the model accepts any length
 QEMU_TIMEOUT_S = 120.0
@@ -167,17 +185,22 @@ def _run_tool(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
 # ---------------------------------------------------------------- input data
 
 
-def _check_input(x_q: np.ndarray, model: ModelInfo) -> np.ndarray:
-    x = np.asarray(x_q)
+def _check_input(x_in: np.ndarray, model: ModelInfo) -> np.ndarray:
+    """Validated input: int16 for run(), float32 (from any float dtype) for run_f32()."""
+    x = np.asarray(x_in)
     if x.ndim != 3 or x.shape[2] != model.input_size or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(
-            f"x_q must be shaped (sequences, timesteps, {model.input_size}); got {x.shape}"
+            f"input must be shaped (sequences, timesteps, {model.input_size}); got {x.shape}"
         )
     if model.timesteps and x.shape[1] != model.timesteps:
         raise ValueError(f"model {model.name} takes {model.timesteps} timesteps; got {x.shape[1]}")
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            raise ValueError("float input holds NaN or infinity")
+        return x.astype(np.float32)
     if x.dtype != np.int16:
         if not np.issubdtype(x.dtype, np.integer) or x.min() < -32768 or x.max() > 32767:
-            raise ValueError(f"x_q must hold int16 values; got dtype {x.dtype}")
+            raise ValueError(f"input must hold int16 (or float) values; got dtype {x.dtype}")
         x = x.astype(np.int16)
     return x
 
@@ -213,9 +236,21 @@ def check_fit(model: ModelInfo, board: Board) -> None:
         )
 
 
-def _render_sources(bdir: Path, model: ModelInfo, board: Board, x_q: np.ndarray) -> None:
-    name = c_identifier(model.name)
-    n, steps, width = x_q.shape
+def _check_name(name: str) -> str:
+    """The model's files sit beside the firmware's in one build; their names must differ."""
+    c_identifier(name)
+    if name in RESERVED_NAMES:
+        raise FirmwareError(
+            f"model name {name!r} clashes with a firmware file; reconvert with another --name "
+            f"(reserved: {', '.join(sorted(RESERVED_NAMES))})"
+        )
+    return name
+
+
+def _render_sources(bdir: Path, model: ModelInfo, board: Board, x: np.ndarray) -> None:
+    name = _check_name(model.name)
+    n, steps, width = x.shape
+    f32 = x.dtype == np.float32
     files = {
         "link.ld": _render(
             "firmware/link.ld.j2",
@@ -229,10 +264,19 @@ def _render_sources(bdir: Path, model: ModelInfo, board: Board, x_q: np.ndarray)
             n_sequences=n,
             timesteps=steps,
             input_size=width,
-            values=c_int_array(x_q),
+            input_type="float" if f32 else "int16_t",
+            input_description="float" if f32 else "int16 in the model's input format",
+            values=c_float_array(x) if f32 else c_int_array(x),
         ),
         "harness.c": _render(
-            "firmware/harness.c.j2", name=name, prefix=name.upper(), board=board.name
+            "firmware/harness.c.j2",
+            name=name,
+            prefix=name.upper(),
+            board=board.name,
+            f32=f32,
+            input_type="float" if f32 else "int16_t",
+            output_type="float" if f32 else "int16_t",
+            run_function=f"{name}_run_f32" if f32 else f"{name}_run",
         ),
     }
     for filename, text in files.items():
@@ -320,19 +364,20 @@ def _overflow_message(overflows: list[tuple[str, str]], board: Board, model: Mod
 
 
 def build(
-    out_dir: str | Path, board: str = DEFAULT_BOARD, x_q: np.ndarray | None = None
+    out_dir: str | Path, board: str = DEFAULT_BOARD, x: np.ndarray | None = None
 ) -> BuildResult:
     """Build out_dir's model into out_dir/build/<board>/firmware.elf.
 
-    x_q (sequences, timesteps, input_size) int16 is compiled in as the harness input;
-    without it, one fixed pseudo-random sequence is. Raises FitError when the model or the
-    firmware does not fit the board, ToolchainMissingError without arm-none-eabi-gcc.
+    x (sequences, timesteps, input_size) is compiled in as the harness input: int16 runs
+    NAME_run, float runs NAME_run_f32; without it, one fixed pseudo-random int16 sequence.
+    Raises FitError when the model or the firmware does not fit the board,
+    ToolchainMissingError without arm-none-eabi-gcc.
     """
     out_dir = Path(out_dir)
     b = get_board(board)
     model = ModelInfo.load(out_dir)
     check_fit(model, b)
-    x = default_input(model) if x_q is None else _check_input(x_q, model)
+    x = default_input(model) if x is None else _check_input(x, model)
     bdir = build_dir(out_dir, board)
     bdir.mkdir(parents=True, exist_ok=True)
     _render_sources(bdir, model, b, x)
@@ -451,10 +496,12 @@ def _run_firmware(cmd: list[str], timeout: float) -> str:
     return proc.stdout
 
 
-def parse_output(stdout: str, model: ModelInfo, x_shape: tuple[int, ...]) -> np.ndarray:
-    """Harness output lines -> int16 array shaped like hostbuild.run_host's output:
+def parse_output(
+    stdout: str, model: ModelInfo, x_shape: tuple[int, ...], f32: bool = False
+) -> np.ndarray:
+    """Harness output lines -> array shaped like hostbuild.run_host's output:
     (sequences, timesteps, output_size) when the model returns sequences, else
-    (sequences, output_size)."""
+    (sequences, output_size); int16, or float32 when the harness ran run_f32."""
     n, steps = x_shape[0], x_shape[1]
     out_steps = steps if model.return_sequences else 1
     rows = [line.split()[1:] for line in stdout.splitlines() if line.startswith("y")]
@@ -468,7 +515,8 @@ def parse_output(stdout: str, model: ModelInfo, x_shape: tuple[int, ...]) -> np.
             f"expected {out_steps * model.output_size} outputs a sequence, got {y.shape[1]}"
         )
     shape = (n, steps, model.output_size) if model.return_sequences else (n, model.output_size)
-    return y.astype(np.int16).reshape(shape)
+    values = y.astype(np.uint32).view(np.float32) if f32 else y.astype(np.int16)
+    return values.reshape(shape)
 
 
 def parse_cycles(stdout: str) -> list[int]:
@@ -476,20 +524,33 @@ def parse_cycles(stdout: str) -> list[int]:
     return [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("cycles ")]
 
 
-def run_qemu(
-    out_dir: str | Path, board: str, x_q: np.ndarray, timeout: float = QEMU_TIMEOUT_S
-) -> np.ndarray:
-    """Build with x_q (N, T, m) int16 compiled in and run it in QEMU.
-
-    Returns int16 (N, T, k) when the model returns sequences, else (N, k), like run_host.
-    """
-    model = ModelInfo.load(Path(out_dir))
-    x = _check_input(x_q, model)
+def _run(out_dir: Path, board: str, x_in: np.ndarray, timeout: float) -> np.ndarray:
+    model = ModelInfo.load(out_dir)
+    x = _check_input(x_in, model)
     b = get_board(board)
     qemu_command(b, Path("firmware.elf"))  # refuse real boards before building
     result = build(out_dir, board, x)
     stdout = _run_firmware(qemu_command(b, result.elf), timeout)
-    return parse_output(stdout, model, x.shape)
+    return parse_output(stdout, model, x.shape, f32=x.dtype == np.float32)
+
+
+def run_qemu(
+    out_dir: str | Path, board: str, x_q: np.ndarray, timeout: float = QEMU_TIMEOUT_S
+) -> np.ndarray:
+    """Build with x_q (N, T, m) int16 compiled in, run NAME_run on each sequence in QEMU.
+
+    Returns int16 (N, T, k) when the model returns sequences, else (N, k), like run_host.
+    """
+    if np.asarray(x_q).dtype.kind == "f":
+        raise ValueError("run_qemu takes int16 input; use run_qemu_f32 for float input")
+    return _run(Path(out_dir), board, x_q, timeout)
+
+
+def run_qemu_f32(
+    out_dir: str | Path, board: str, x: np.ndarray, timeout: float = QEMU_TIMEOUT_S
+) -> np.ndarray:
+    """Like run_qemu with float input through NAME_run_f32; float32 output, bits exact."""
+    return _run(Path(out_dir), board, np.asarray(x, dtype=np.float32), timeout)
 
 
 # ---------------------------------------------------------------- instruction counts
@@ -508,11 +569,11 @@ def _symbol_address(elf: Path, symbol: str) -> int:
 _TRACE_PC = re.compile(r"\[[0-9a-f]+/([0-9a-f]+)/")
 
 
-def _count_between(lines: object, begin: int, end: int) -> list[int]:
+def _count_between(lines: Iterable[str], begin: int, end: int) -> list[int]:
     """Instructions executed from each entry of `begin` to the following entry of `end`."""
     counts: list[int] = []
     running = None
-    for line in lines:  # type: ignore[attr-defined]
+    for line in lines:
         m = _TRACE_PC.search(line)
         if m is None:
             continue

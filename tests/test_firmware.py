@@ -7,6 +7,7 @@ LSTM_EMBED_REQUIRE_FIRMWARE is set (CI), in which case a missing toolchain fails
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -168,6 +169,20 @@ def test_qemu_equals_host(toolchain: None, cases: dict[str, Case], label: str, b
 
 @pytest.mark.firmware
 @pytest.mark.parametrize("board", EMULATED_BOARDS)
+def test_qemu_f32_equals_host(toolchain: None, cases: dict[str, Case], board: str) -> None:
+    """run_f32 (float in, float out) too: same float32 bits on every core as on the host."""
+    from lstm_embed.hostbuild import run_host
+
+    case = cases["trained"]
+    x = np.random.default_rng(5).normal(size=case.x_q.shape).astype(np.float32)
+    y_board = firmware.run_qemu_f32(case.out_dir, board, x)
+    y_host = run_host(case.out_dir, x)
+    assert y_board.dtype == np.float32
+    _assert_bit_exact(y_board.view(np.uint32), y_host.view(np.uint32), f"run_f32 on {board}")
+
+
+@pytest.mark.firmware
+@pytest.mark.parametrize("board", EMULATED_BOARDS)
 def test_fake_model_runs(toolchain: None, fake_model: Path, board: str) -> None:
     x_q = _random_input((2, 4, 2), seed=3)
     y = firmware.run_qemu(fake_model, board, x_q)
@@ -279,6 +294,13 @@ def test_boards_have_consistent_descriptions() -> None:
 def test_unknown_board_lists_known_ones() -> None:
     with pytest.raises(ValueError, match="qemu-m4"):
         get_board("qemu-m99")
+
+
+def test_model_named_like_a_firmware_file_is_refused(fake_model: Path) -> None:
+    report = json.loads((fake_model / "report.json").read_text())
+    (fake_model / "report.json").write_text(json.dumps({**report, "name": "semihost"}))
+    with pytest.raises(firmware.FirmwareError, match="clashes with a firmware file"):
+        firmware.build(fake_model, "qemu-m4")
 
 
 def test_parse_output_shapes(fake_model: Path) -> None:
