@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +126,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from . import firmware
+
+    result = firmware.build(Path(args.out_dir), args.board)
+    print(f"built {result.elf}")
+    print(result.table())
+    return 0
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from . import firmware
+
+    command = firmware.flash(Path(args.out_dir), args.board, dry_run=args.dry_run)
+    if args.dry_run:
+        print(" ".join(command))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="lstm-embed", description="Keras LSTM models -> fixed-point C for Cortex-M"
@@ -165,12 +182,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the numbers as JSON here")
     p.set_defaults(func=cmd_compare)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("build", help="build Cortex-M firmware for a board; prints sizes")
+    p.add_argument("out_dir", help="folder written by convert")
+    p.add_argument("--board", default="qemu-m4", help="board (default qemu-m4); see README")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("flash", help="flash a real board with pyOCD")
+    p.add_argument("out_dir", help="folder written by convert")
+    p.add_argument("--board", required=True, help="nucleo-l476rg or nrf52840-dk")
+    p.add_argument("--dry-run", action="store_true", help="print the pyOCD command only")
+    p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser("bench", help="instructions per step, flash and RAM on every core")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
+    p.set_defaults(func=cmd_bench)
     return top
 
 
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return int(bench.main(args.bench_args) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
