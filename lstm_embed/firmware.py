@@ -7,6 +7,7 @@ semihosting output -> numpy array shaped like ``hostbuild.run_host``'s.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -588,6 +590,13 @@ def _count_between(lines: Iterable[str], begin: int, end: int) -> list[int]:
     return counts
 
 
+def _release_fifo_when_done(proc: subprocess.Popen[bytes], fifo: Path) -> None:
+    """If QEMU exits without opening the trace FIFO, open it once so the reader sees EOF."""
+    proc.wait()
+    with contextlib.suppress(OSError):  # no reader left: it already finished
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
 def count_instructions(
     out_dir: str | Path, board: str, x_q: np.ndarray, timeout: float = 600.0
 ) -> list[int]:
@@ -606,6 +615,7 @@ def count_instructions(
         extra = ("-singlestep", "-d", "exec,nochain", "-D", str(fifo))
         cmd = qemu_command(get_board(board), result.elf, extra)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        threading.Thread(target=_release_fifo_when_done, args=(proc, fifo), daemon=True).start()
         with open(fifo, errors="replace") as trace:
             counts = _count_between(trace, begin, end)
         if proc.wait(timeout=timeout) != 0:
