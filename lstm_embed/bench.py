@@ -31,7 +31,7 @@ from .boards import EMULATED_BOARDS, Board, get_board
 from .cformat import c_int_array
 from .emit import render
 from .ir import DenseLayer, LSTMLayer, Model
-from .pipeline import convert_ir
+from .pipeline import Conversion, convert_ir
 
 BENCH_TIMESTEPS = 3  # the last step is reported: its state is non-zero, like a running stream
 KERNELS = ("reference", "optimized")
@@ -141,12 +141,12 @@ class Result:
 # ---------------------------------------------------------------- build and run
 
 
-def convert_shape(shape: Shape, out_dir: Path, seed: int = 0) -> dict:
-    """Random-weight model of `shape` converted into out_dir; returns its report."""
+def convert_shape(shape: Shape, out_dir: Path, seed: int = 0) -> Conversion:
+    """Random-weight model of `shape` converted into out_dir."""
     ir = shape.ir(seed)
     rng = np.random.default_rng(seed + 1)
     calibration = rng.normal(size=(16, 8, shape.input_size)).astype(np.float32)
-    return convert_ir(ir, calibration, out_dir, name=NAME, force=True).report
+    return convert_ir(ir, calibration, out_dir, name=NAME, force=True)
 
 
 def bench_input(input_size: int, timesteps: int = BENCH_TIMESTEPS, seed: int = 0) -> np.ndarray:
@@ -264,6 +264,19 @@ def trace_steps(elf: Path, board_name: str, timeout: float = 900.0) -> tuple[lis
     return counts, stdout
 
 
+def run_outputs(
+    out_dir: Path, board_name: str, x_q: np.ndarray, kernel: str, bdir: Path
+) -> tuple[np.ndarray, int]:
+    """Untraced run: (outputs (timesteps, output_size) int16, stack bytes)."""
+    elf, _ = build_bench(out_dir, board_name, x_q, kernel == "reference", bdir)
+    cmd = firmware.qemu_command(get_board(board_name), elf)
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise firmware.FirmwareError(f"bench firmware exited with {proc.returncode}")
+    outputs, stack = parse_bench_output(proc.stdout)
+    return np.array(outputs, dtype=np.int16), stack
+
+
 def parse_bench_output(stdout: str) -> tuple[list[list[int]], int]:
     """(outputs per step, stack bytes) from the bench harness's lines."""
     lines = stdout.splitlines()
@@ -312,7 +325,7 @@ def run_bench(
         work = Path(work_dir) if work_dir else Path(tmp)
         reports = {}
         for k, shape in enumerate(shapes):
-            reports[shape.label] = convert_shape(shape, work / f"s{k}" / "model")
+            reports[shape.label] = convert_shape(shape, work / f"s{k}" / "model").report
         tasks = [
             (shape, board, kernel, work / f"s{k}", reports[shape.label])
             for k, shape in enumerate(shapes)

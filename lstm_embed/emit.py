@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from . import __version__, cformat
+from . import __version__, cformat, layouts
 from . import fixedpoint as fp
 from .qir import QDenseLayer, QLSTMLayer, QModel
 
@@ -78,6 +78,42 @@ def _lstm_context(layer: QLSTMLayer, index: int) -> dict[str, Any]:
         "bias": cformat.c_int_array(layer.bias_s32, per_line=8),
         "multiplier": cformat.c_int_array(layer.multiplier, per_line=8),
         "shift": cformat.c_int_array(layer.shift, per_line=16),
+        **_kernel_context(layer),
+    }
+
+
+def _kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
+    """Offline layouts of the optimized kernels (templates/kernels/); see ``layouts``."""
+    k = layer.row_length
+    dsp = layouts.dsp_weights(layer)
+    mve = layouts.mve_weights(layer)
+    return {
+        "row_even": layouts.padded(k, 2),
+        "row_mve": layouts.padded(k, layouts.MVE_LANES),
+        "dsp_weights": cformat.c_int_array(dsp, per_line=16),
+        "dsp_weights_count": dsp.size,
+        "mve_weights": cformat.c_int_array(mve, per_line=32),
+        "mve_weights_count": mve.size,
+        "plain_weights": cformat.c_int_array(layouts.plain_weights(layer), per_line=32),
+        "plain_bias": _c_int32_array(layouts.plain_bias(layer)),
+        "fast_requant": layouts.fast_requant(layer),
+        "requant_pairs": cformat.c_int_array(layouts.requant_pairs(layer), per_line=8),
+    }
+
+
+def _c_int32_array(values: Any, per_line: int = 8) -> str:
+    """Like cformat.c_int_array, for values that may be INT32_MIN (which has no literal)."""
+    items = [cformat.c_int32(v) for v in values.ravel()]
+    return ",\n".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
+
+
+def _table_pairs_context(table: fp.ActivationTable) -> dict[str, Any]:
+    pairs = layouts.table_pairs(table)
+    return {
+        "pairs": cformat.c_int_array(pairs, per_line=8),
+        "pairs_count": pairs.size,
+        "limit": table.limit,
+        "shift": table.index_shift,
     }
 
 
@@ -133,6 +169,7 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
         "tables": [_table_context(t) for t in model.tables.values()],
         "table_by_name": {t.name: _table_context(t) for t in model.tables.values()},
+        "table_pairs": {t.name: _table_pairs_context(t) for t in model.tables.values()},
         "hard_sigmoid": {
             "multiplier": fp.HARD_SIGMOID_SLOPE.multiplier,
             "shift": fp.HARD_SIGMOID_SLOPE.shift,

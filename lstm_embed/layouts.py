@@ -1,0 +1,111 @@
+"""Offline weight and table layouts for the optimized kernels (templates/kernels/).
+
+Pure functions: the quantized arrays in, re-arranged integer arrays out. Every layout holds
+exactly the values of the reference layout (int8 weights [unit][gate][k]); the kernels compute
+the same int32 row sums in another order, so their outputs equal the reference bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import fixedpoint as fp
+from .qir import QLSTMLayer
+
+FAST_REQUANT_MIN_SHIFT = 33  # shift >= 33: z = ((acc * m) >> 32 + 2^(s-33)) >> (s-32) exactly
+MVE_LANES = 8  # int16 lanes of one MVE vector
+
+
+def wrap_s32(values: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap of int64 values to int32 (the kernels use modulo-2^32 sums).
+
+    >>> wrap_s32(np.array([2**31, -1])).tolist()
+    [-2147483648, -1]
+    """
+    v = np.asarray(values, dtype=np.int64) & 0xFFFFFFFF
+    return np.where(v >= 2**31, v - 2**32, v).astype(np.int64)
+
+
+def padded(length: int, multiple: int) -> int:
+    """length rounded up to a multiple.
+
+    >>> padded(7, 2), padded(8, 8), padded(1, 8)
+    (8, 8, 8)
+    """
+    return -(-length // multiple) * multiple
+
+
+def _padded_weights(layer: QLSTMLayer, multiple: int) -> np.ndarray:
+    """(units, 4, K padded) int64 with zero columns appended."""
+    k = layer.row_length
+    w = np.zeros((layer.units, 4, padded(k, multiple)), dtype=np.int64)
+    w[:, :, :k] = layer.weights_s8
+    return w
+
+
+def dsp_weights(layer: QLSTMLayer) -> np.ndarray:
+    """int32 words of two int16 halfwords wA + 256*wB (columns 2j, 2j+1; low half first) for
+    the row pairs (i, f) and (g, o) of each unit.
+
+    Order [unit][column pair j][row pair p]: one 64-bit load gives both row pairs' words for
+    two columns. SMLALD on a word gives sum(wA*a) + 256*sum(wB*a); SXTB16 of
+    the same word recovers wA (the low byte of wA + 256*wB), so SMLAD gives sum(wA*a) and
+    wB's sum is the exact difference >> 8. |w| <= 127 keeps wA + 256*wB inside int16.
+    """
+    w = _padded_weights(layer, 2)  # (u, 4, Kp)
+    pairs = w[:, [0, 2], :] + 256 * w[:, [1, 3], :]  # (u, 2, Kp): (i + 256 f), (g + 256 o)
+    units, _, kp = pairs.shape
+    halves = pairs.reshape(units, 2, kp // 2, 2).transpose(0, 2, 1, 3)
+    return wrap_s32((halves[..., 0] & 0xFFFF) | (halves[..., 1] << 16)).reshape(-1)
+
+
+def mve_weights(layer: QLSTMLayer) -> np.ndarray:
+    """int8 [unit][chunk of 8 columns][gate][8]: the four rows of a unit advance together."""
+    w = _padded_weights(layer, MVE_LANES)
+    units, gates, kp = w.shape
+    return w.reshape(units, gates, kp // MVE_LANES, MVE_LANES).transpose(0, 2, 1, 3).reshape(-1)
+
+
+def plain_weights(layer: QLSTMLayer) -> np.ndarray:
+    """uint8 w + 128, [unit][k][gate]: unsigned byte loads need no sign extension (Cortex-M0)."""
+    return (layer.weights_s8.astype(np.int64) + 128).transpose(0, 2, 1).reshape(-1)
+
+
+def plain_bias(layer: QLSTMLayer) -> np.ndarray:
+    """Bias with the offsets folded in, modulo 2^32, [unit][gate].
+
+    sum(w*a) = sum((w+128)(a+32768)) - 32768*sum(w+128) - 128*sum(a+32768) + K*128*32768;
+    the kernel adds the products in uint32 and subtracts 128*sum(a+32768) once per step.
+    """
+    w = layer.weights_s8.astype(np.int64) + 128
+    k = layer.row_length
+    return wrap_s32(layer.bias_s32 - 32768 * w.sum(axis=2) + k * 128 * 32768)
+
+
+def fast_requant(layer: QLSTMLayer) -> bool:
+    return bool(np.all(layer.shift >= FAST_REQUANT_MIN_SHIFT))
+
+
+def requant_pairs(layer: QLSTMLayer) -> np.ndarray:
+    """[unit][gate]{multiplier, shift - 33} when ``fast_requant``, else {multiplier, shift}.
+
+    Fast: z = ((hi >> (s - 33)) + 1) >> 1 with hi the high word of acc * multiplier, which
+    equals (hi + 2^(s-33)) >> (s-32), the rounded shift (s >= 33 puts the rounding bit in hi).
+    """
+    offset = FAST_REQUANT_MIN_SHIFT if fast_requant(layer) else 0
+    shift = layer.shift.astype(np.int64) - offset
+    return np.stack([layer.multiplier.astype(np.int64), shift], axis=-1).reshape(-1)
+
+
+def table_pairs(table: fp.ActivationTable) -> np.ndarray:
+    """{(e[k] << shift) + 2^(shift-1), e[k+1] - e[k]} for k = 0..count, with a final {e[count], 0}.
+
+    A lookup of u >= 0 is then min(u, limit), one 64-bit load and (B + slope * frac) >> shift,
+    which equals fixedpoint.table_lookup: e[k] + ((slope * frac + 2^(shift-1)) >> shift), and
+    e[count] for u >= limit.
+    """
+    e = table.entries.astype(np.int64)
+    shift = table.index_shift
+    base = (e << shift) + (1 << (shift - 1))
+    slope = np.append(np.diff(e), 0)
+    return np.stack([base, slope], axis=-1).reshape(-1)
