@@ -2,8 +2,9 @@
 
 Scaling choices:
 - Input: int16 per feature, symmetric, scale = max|x| * INPUT_HEADROOM / 32767 (or the declared
-  ``input_range``; inputs beyond it saturate). The per-feature scale is folded into the first layer's kernel, so every LSTM
-  row multiplies one vector of int16 activations in units of 2**-15 and needs one accumulator.
+  ``input_range``; inputs beyond it saturate). The per-feature scale is folded into the first
+  layer's kernel, so every LSTM row multiplies one vector of int16 activations in units of
+  2**-15 and needs one accumulator.
 - Weights: int8 symmetric, one scale per gate row over [kernel; recurrent kernel].
 - Bias: int32 in accumulator units; a row's scale is widened if needed so that bias + dot product
   can never overflow int32.
