@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from .frontend.keras import load_keras_model
 from .hostbuild import read_report, run_host
+from .ir import DenseLayer, LSTMLayer, Model
+from .qir import Q15_SCALE, QDenseLayer, QLSTMLayer, QModel
 from .report import errors, task_metrics
 
 
@@ -43,3 +46,38 @@ def _text(numbers: dict[str, Any]) -> str:
         if key in numbers:
             lines.append(f"  {key:28s} {numbers[key]:.4f}")
     return "\n".join(lines)
+
+
+def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
+    """The float IR with the int8 weights and int32 biases of ``qmodel``, everything else float.
+
+    Its error against Keras is the cost of weight rounding alone; the integer reference's error
+    against it is the cost of the integer arithmetic (input, activations, cell, h, outputs).
+    """
+    feature_scale = qmodel.input_scale.astype(np.float64)
+    layers: list[LSTMLayer | DenseLayer] = []
+    for layer, qlayer in zip(ir.layers, qmodel.layers, strict=True):
+        if isinstance(layer, LSTMLayer) and isinstance(qlayer, QLSTMLayer):
+            rows = qlayer.weights_s8 * qlayer.weight_scale[..., None]  # (n, 4, m + n)
+            rows[..., : layer.input_size] *= Q15_SCALE / feature_scale  # undo the input fold
+            weights = rows.transpose(2, 1, 0).reshape(qlayer.row_length, 4 * layer.units)
+            bias = (qlayer.bias_s32 * qlayer.weight_scale * Q15_SCALE).T.reshape(-1)
+            layers.append(
+                replace(
+                    layer,
+                    kernel=weights[: layer.input_size],
+                    recurrent_kernel=weights[layer.input_size :],
+                    bias=bias if layer.bias is not None else None,
+                )
+            )
+            feature_scale = np.full(layer.units, Q15_SCALE)
+        elif isinstance(layer, DenseLayer) and isinstance(qlayer, QDenseLayer):
+            scale = qlayer.weight_scale
+            bias = qlayer.bias_s32 * scale * qlayer.input_scale
+            kernel = (qlayer.weights_s8 * scale[:, None]).T
+            layers.append(
+                replace(layer, kernel=kernel, bias=bias if layer.bias is not None else None)
+            )
+        else:
+            raise ValueError(f"layer '{layer.name}': float and quantized layers do not match")
+    return replace(ir, layers=tuple(layers))

@@ -1,0 +1,281 @@
+"""Trained sample models (lstm_embed.samples): generated C vs the reference and vs Keras.
+
+Each model trains once (cached on disk by samples.py) and converts once per test session.
+Errors are measured on the held-out test inputs through the real pipeline: convert, compile the
+generated C on the host, run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import lstm_embed
+from lstm_embed import fixedpoint as fp
+from lstm_embed import reference
+from lstm_embed.compare import dequantized_ir
+from lstm_embed.float_model import forward
+from lstm_embed.hostbuild import run_host
+from lstm_embed.ir import LSTMLayer
+from lstm_embed.pipeline import Conversion
+from lstm_embed.samples import Sample, oscillator_series, pattern_signals, sample
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = ("digits", "stacked", "logits")
+
+# Issue 2 (converter), "Done when": digits keeps accuracy within 0.5 points of Keras, mean abs
+# error of the probabilities under 1e-3 and max under 0.06; the stacked regressor keeps max abs
+# error under 3% of the target's range.
+DIGITS_ACCURACY_POINTS = 0.5
+DIGITS_MEAN_ABS = 1e-3
+DIGITS_MAX_ABS = 0.06
+REGRESSOR_MAX_PCT = 3.0
+
+# Issue 6 (fidelity), int8 weights: digits mean <= 5e-4 and max <= 0.05; regressor max <= 1% of
+# the target's range; logits max <= 2% of the logit range. (Several times closer than TFLite's
+# int8 LSTM on such models; the naive int8 rounding floor is 0.044 / 0.4% / 0.7%.)
+INT8_DIGITS_MEAN_ABS = 5e-4
+INT8_DIGITS_MAX_ABS = 0.05
+INT8_REGRESSOR_MAX_PCT = 1.0
+INT8_LOGITS_MAX_PCT = 2.0
+
+# Issue 6 targets not met yet, with the measured numbers; strict, so a fix shows as XPASS.
+ISSUE6_GAPS: dict[str, str] = {
+    "logits": "int8 rows share one scale over [input-folded kernel; recurrent kernel]: the"
+    " folded kernel is ~3.5x larger (input peak), so recurrent weights are coarse; max logit"
+    " error 5.8% of range (split kernel/recurrent scales: 0.59%)",
+}
+
+# Streaming (issue 6: "error stays bounded over 1000 streaming steps"). The integer arithmetic
+# (input, activation tables, cell, h, output rounding) against a float model with the same int8
+# weights: measured <= 0.26% of the output range over 1000 steps (logits), 0.01% (stacked);
+# 0.5% leaves room while still catching a one-sided table or a saturating cell, which grow
+# linearly with time.
+STREAM_STEPS = 1000
+STREAM_SEQUENCES = 16
+STREAM_ARITHMETIC_MAX_PCT = 0.5
+# Against Keras the whole model (int8 weights included) must stay within the regressor tolerance
+# of issue 2 over the whole stream.
+STREAM_GAPS: dict[str, str] = {
+    "logits": "int8 weight rounding alone (float model with the same int8 weights) drifts"
+    " from Keras: max logit error 0.17 over steps 0-50, 9.9 over steps 750-1000; the integer"
+    " arithmetic adds < 0.04",
+}
+
+
+@dataclass(frozen=True)
+class Converted:
+    sample: Sample
+    conversion: Conversion
+    keras_y: np.ndarray  # Keras on x_test (float64)
+    c_y: np.ndarray  # generated C, float entry point, on x_test (float64)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.conversion.out_dir
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Converted]:
+    """name -> the sample trained, converted and run in C on its test inputs (once a session)."""
+    cache: dict[str, Converted] = {}
+
+    def get(name: str) -> Converted:
+        if name not in cache:
+            s = sample(name)
+            out = tmp_path_factory.mktemp(name) / "out"
+            conversion = lstm_embed.convert(s.model, calibration=s.x_train, out_dir=out, name=name)
+            keras_y = np.asarray(s.model.predict(s.x_test, verbose=0), np.float64)
+            c_y = run_host(out, s.x_test.astype(np.float32)).astype(np.float64)
+            cache[name] = Converted(s, conversion, keras_y, c_y)
+        return cache[name]
+
+    return get
+
+
+def first_difference(expected: np.ndarray, actual: np.ndarray) -> str:
+    index = tuple(int(i) for i in np.argwhere(expected != actual)[0])
+    return f"first difference at {index}: reference {expected[index]}, C {actual[index]}"
+
+
+def max_pct_of_range(expected: np.ndarray, actual: np.ndarray, span: float) -> float:
+    return 100.0 * float(np.max(np.abs(actual - expected))) / span
+
+
+def gap_marks(name: str, gaps: dict[str, str]) -> list[pytest.MarkDecorator]:
+    return [pytest.mark.xfail(strict=True, reason=gaps[name])] if name in gaps else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit-exact: generated C == numpy integer reference
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_c_equals_reference_bit_for_bit(converted, name: str) -> None:
+    case = converted(name)
+    qmodel = case.conversion.qmodel
+    x_q = fp.quantize_input(case.sample.x_test, qmodel.input_inv_scale)
+    expected = reference.run(qmodel, x_q)
+    actual = run_host(case.out_dir, x_q)
+    assert actual.dtype == np.int16
+    assert np.array_equal(actual, expected), first_difference(expected, actual)
+    # float entry points: the C quantizes and dequantizes exactly as the reference does
+    expected_f = reference.run_float(qmodel, case.sample.x_test)
+    assert np.array_equal(case.c_y, expected_f.astype(np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Against Keras: issue 2 tolerances
+
+
+def test_digits_issue2_tolerances(converted) -> None:
+    case = converted("digits")
+    labels = case.sample.y_test
+    keras_acc = 100.0 * np.mean(np.argmax(case.keras_y, -1) == labels)
+    c_acc = 100.0 * np.mean(np.argmax(case.c_y, -1) == labels)
+    error = np.abs(case.c_y - case.keras_y)
+    assert abs(c_acc - keras_acc) <= DIGITS_ACCURACY_POINTS
+    assert error.mean() < DIGITS_MEAN_ABS
+    assert error.max() < DIGITS_MAX_ABS
+
+
+def test_stacked_regressor_issue2_tolerance(converted) -> None:
+    case = converted("stacked")
+    span = float(np.ptp(case.sample.y_test))
+    assert max_pct_of_range(case.keras_y, case.c_y, span) < REGRESSOR_MAX_PCT
+
+
+# ---------------------------------------------------------------------------------------------
+# Against Keras: issue 6 int8 targets
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=gap_marks(n, ISSUE6_GAPS)) for n in SAMPLES]
+)
+def test_issue6_int8_targets(converted, name: str) -> None:
+    case = converted(name)
+    if name == "digits":
+        error = np.abs(case.c_y - case.keras_y)
+        keras_acc = 100.0 * np.mean(np.argmax(case.keras_y, -1) == case.sample.y_test)
+        c_acc = 100.0 * np.mean(np.argmax(case.c_y, -1) == case.sample.y_test)
+        assert error.mean() <= INT8_DIGITS_MEAN_ABS
+        assert error.max() <= INT8_DIGITS_MAX_ABS
+        assert abs(c_acc - keras_acc) <= DIGITS_ACCURACY_POINTS
+    elif name == "stacked":
+        span = float(np.ptp(case.sample.y_test))
+        assert max_pct_of_range(case.keras_y, case.c_y, span) <= INT8_REGRESSOR_MAX_PCT
+    else:
+        span = float(np.ptp(case.keras_y))
+        assert max_pct_of_range(case.keras_y, case.c_y, span) <= INT8_LOGITS_MAX_PCT
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: 1000 steps of reference.step() (== the C's step, tested above) stay bounded.
+# digits is not streamed: its float cell state grows without bound on a stream of digit rows
+# (|c| > 100 after 1000 steps; the model saw 8-step windows), so no int16 cell can follow it.
+
+
+def stream_inputs(name: str) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    if name == "stacked":
+        return oscillator_series(STREAM_SEQUENCES, STREAM_STEPS, rng)[0]
+    return pattern_signals(STREAM_SEQUENCES, STREAM_STEPS, rng)[0]
+
+
+def every_step_keras(model: keras.Model) -> keras.Model:
+    """The same weights with every LSTM returning sequences and any length: one output a step."""
+    inputs = keras.Input((None, model.input_shape[-1]))
+    y = inputs
+    for layer in model.layers:
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.LSTM):
+            config["return_sequences"] = True
+        clone = type(layer).from_config(config)
+        y = clone(y)
+        clone.set_weights(layer.get_weights())
+    return keras.Model(inputs, y)
+
+
+@dataclass(frozen=True)
+class Stream:
+    x: np.ndarray
+    keras_y: np.ndarray  # (N, T, k)
+    y: np.ndarray  # reference step() outputs, dequantized (N, T, k)
+    arithmetic_free_y: np.ndarray  # float model with the int8 weights, on the quantized inputs
+    cell_saturated: int
+    last_q: np.ndarray  # int16 output after the last step
+
+
+@pytest.fixture(scope="session")
+def streamed(converted) -> Callable[[str], Stream]:
+    cache: dict[str, Stream] = {}
+
+    def get(name: str) -> Stream:
+        if name not in cache:
+            case = converted(name)
+            qmodel = case.conversion.qmodel
+            x = stream_inputs(name)
+            x_q = fp.quantize_input(x, qmodel.input_inv_scale)
+            states = reference.initial_state(qmodel, len(x))
+            trace = reference.Trace()
+            y_q = np.stack(
+                [reference.step(qmodel, states, x_q[:, t], trace) for t in range(len(x[0]))], 1
+            )
+            cells = [np.abs(np.stack([s[k].c for s in trace.steps])) for k in range(len(states))]
+            every_step = dataclasses.replace(
+                case.conversion.ir,
+                layers=tuple(
+                    dataclasses.replace(la, return_sequences=True)
+                    if isinstance(la, LSTMLayer)
+                    else la
+                    for la in case.conversion.ir.layers
+                ),
+            )
+            x_deq = fp.dequantize(x_q, 1.0) * qmodel.input_scale
+            cache[name] = Stream(
+                x=x,
+                keras_y=np.asarray(every_step_keras(case.sample.model).predict(x, verbose=0)),
+                y=fp.dequantize(y_q, qmodel.output_scale).astype(np.float64),
+                arithmetic_free_y=forward(dequantized_ir(every_step, qmodel), x_deq)[0],
+                cell_saturated=int(sum(np.sum(c >= fp.INT16_MAX) for c in cells)),
+                last_q=y_q[:, -1].astype(np.int16),
+            )
+        return cache[name]
+
+    return get
+
+
+STREAMED = ("stacked", "logits")
+
+
+@pytest.mark.parametrize("name", STREAMED)
+def test_streaming_arithmetic_does_not_drift(streamed, name: str) -> None:
+    stream = streamed(name)
+    assert stream.cell_saturated == 0
+    span = float(np.ptp(stream.keras_y))
+    assert max_pct_of_range(stream.arithmetic_free_y, stream.y, span) <= STREAM_ARITHMETIC_MAX_PCT
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=gap_marks(n, STREAM_GAPS)) for n in STREAMED]
+)
+def test_streaming_stays_close_to_keras(streamed, name: str) -> None:
+    stream = streamed(name)
+    span = float(np.ptp(stream.keras_y))
+    assert max_pct_of_range(stream.keras_y, stream.y, span) < REGRESSOR_MAX_PCT
+
+
+@pytest.mark.parametrize("name", STREAMED)
+def test_long_c_run_equals_streamed_reference(converted, streamed, name: str) -> None:
+    """The C's run() over all 1000 steps ends where 1000 reference step() calls end."""
+    case, stream = converted(name), streamed(name)
+    x_q = fp.quantize_input(stream.x, case.conversion.qmodel.input_inv_scale)
+    actual = run_host(case.out_dir, x_q)
+    assert np.array_equal(actual, stream.last_q), first_difference(stream.last_q, actual)
