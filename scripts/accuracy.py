@@ -1,0 +1,140 @@
+"""Accuracy of the generated C against Keras on the trained sample models, as Markdown tables.
+
+Runs the real pipeline for each sample (lstm_embed.samples): convert with the training inputs as
+calibration, compile the generated C on the host, run it on the held-out test inputs. A second
+table splits the error into int8 weight rounding (a float model with the quantized weights) and
+the integer arithmetic (the reference against that float model).
+
+    .venv/bin/python scripts/accuracy.py [--samples digits stacked logits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras
+
+import lstm_embed
+from lstm_embed import fixedpoint as fp
+from lstm_embed.compare import dequantized_ir
+from lstm_embed.float_model import forward
+from lstm_embed.hostbuild import run_host
+from lstm_embed.reference import run_float
+from lstm_embed.samples import RECIPES, Sample, sample
+
+METRIC = {"classifier": "accuracy", "logits": "accuracy", "regressor": "RMSE"}
+
+
+def metric(kind: str, y: np.ndarray, labels: np.ndarray) -> str:
+    if kind == "regressor":
+        return f"{np.sqrt(np.mean((y - labels.reshape(y.shape)) ** 2)):.4f}"
+    return f"{100.0 * np.mean(np.argmax(y, -1) == labels):.2f}%"
+
+
+def span(s: Sample, keras_y: np.ndarray) -> float:
+    """Regressor: the target's range; classifiers: the range of Keras' outputs."""
+    return float(np.ptp(s.y_test if s.kind == "regressor" else keras_y))
+
+
+def describe(s: Sample) -> str:
+    layers = [
+        f"{type(la).__name__}({la.units})"
+        for la in s.model.layers
+        if isinstance(la, keras.layers.LSTM | keras.layers.Dense)
+    ]
+    steps, features = s.model.input_shape[1:]
+    return f"{s.name}: {steps}x{features} -> " + " -> ".join(layers)
+
+
+def measure(name: str, work: Path) -> dict[str, str]:
+    s = sample(name)
+    conversion = lstm_embed.convert(s.model, calibration=s.x_train, out_dir=work / name, name=name)
+    x = s.x_test.astype(np.float32)
+    keras_y = np.asarray(s.model.predict(x, verbose=0), np.float64)
+    c_y = run_host(conversion.out_dir, x).astype(np.float64)
+    qmodel = conversion.qmodel
+    x_deq = fp.dequantize(fp.quantize_input(x, qmodel.input_inv_scale), 1.0) * qmodel.input_scale
+    weights_y = forward(dequantized_ir(conversion.ir, qmodel), x)[0]
+    weights_on_q_input = forward(dequantized_ir(conversion.ir, qmodel), x_deq)[0]
+    reference_y = run_float(qmodel, x).astype(np.float64)
+    width = span(s, keras_y)
+    error = np.abs(c_y - keras_y)
+
+    def pct(a: np.ndarray, b: np.ndarray) -> str:
+        return f"{100.0 * np.max(np.abs(a - b)) / width:.3f}%"
+
+    return {
+        "model": describe(s),
+        "params": str(conversion.report["params"]),
+        "flash": str(conversion.report["flash_bytes"]["total"]),
+        "metric": METRIC[s.kind],
+        "keras": metric(s.kind, keras_y, s.y_test),
+        "c": metric(s.kind, c_y, s.y_test),
+        "max": f"{error.max():.4g}",
+        "mean": f"{error.mean():.3g}",
+        "pct": pct(c_y, keras_y),
+        "weights_pct": pct(weights_y, keras_y),
+        "input_pct": pct(weights_on_q_input, weights_y),
+        "arith_pct": pct(reference_y, weights_on_q_input),
+        "samples": str(len(x)),
+    }
+
+
+def table(rows: list[dict[str, str]], columns: list[tuple[str, str]]) -> str:
+    lines = [
+        "| " + " | ".join(h for _, h in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(row[k] for k, _ in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+MAIN_COLUMNS = [
+    ("model", "model"),
+    ("params", "params"),
+    ("flash", "flash B"),
+    ("metric", "metric"),
+    ("keras", "Keras"),
+    ("c", "C (int8)"),
+    ("max", "max abs error"),
+    ("mean", "mean abs error"),
+    ("pct", "max % of range"),
+]
+BUDGET_COLUMNS = [
+    ("model", "model"),
+    ("weights_pct", "int8 weights only"),
+    ("input_pct", "+ int16 input"),
+    ("arith_pct", "+ integer arithmetic"),
+    ("pct", "C vs Keras"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as work:
+        rows = [measure(name, Path(work)) for name in args.samples]
+    print(
+        f"Generated C (host build, int8 weights) vs Keras {keras.__version__} on held-out test"
+        f" inputs ({', '.join(r['samples'] for r in rows)} sequences); range: the regression"
+        " target's, else the Keras outputs'. Made by `scripts/accuracy.py`"
+        f" (lstm-embed {lstm_embed.__version__}).\n"
+    )
+    print(table(rows, MAIN_COLUMNS))
+    print("\nWhere the error comes from (max abs error, % of range; each column against the one")
+    print("before it, the last against Keras):\n")
+    print(table(rows, BUDGET_COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
