@@ -108,12 +108,15 @@ def _c_int32_array(values: Any, per_line: int = 8) -> str:
 
 
 def _table_pairs_context(table: fp.ActivationTable) -> dict[str, Any]:
-    pairs = layouts.table_pairs(table)
+    pairs = layouts.table_pairs(table, odd=table.name == "tanh")
     return {
         "pairs": cformat.c_int_array(pairs, per_line=8),
         "pairs_count": pairs.size,
+        "count": len(table.entries) - 1,
         "limit": table.limit,
+        "saturate_bits": layouts.saturate_bits(table),
         "shift": table.index_shift,
+        "mask": (1 << table.index_shift) - 1,
     }
 
 
@@ -169,7 +172,9 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
         "tables": [_table_context(t) for t in model.tables.values()],
         "table_by_name": {t.name: _table_context(t) for t in model.tables.values()},
-        "table_pairs": {t.name: _table_pairs_context(t) for t in model.tables.values()},
+        "table_pairs": {
+            t.name: _table_pairs_context(t) for t in model.tables.values() if t.name != "exp"
+        },
         "hard_sigmoid": {
             "multiplier": fp.HARD_SIGMOID_SLOPE.multiplier,
             "shift": fp.HARD_SIGMOID_SLOPE.shift,

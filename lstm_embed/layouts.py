@@ -67,8 +67,11 @@ def mve_weights(layer: QLSTMLayer) -> np.ndarray:
 
 
 def plain_weights(layer: QLSTMLayer) -> np.ndarray:
-    """uint8 w + 128, [unit][k][gate]: unsigned byte loads need no sign extension (Cortex-M0)."""
-    return (layer.weights_s8.astype(np.int64) + 128).transpose(0, 2, 1).reshape(-1)
+    """uint8 w + 128, [unit][k][gate], k padded to even with 0 (an activation of 0 + 0 there
+    adds nothing): unsigned byte loads need no sign extension (Cortex-M0)."""
+    w = np.zeros((layer.units, padded(layer.row_length, 2), 4), dtype=np.int64)
+    w[:, : layer.row_length, :] = layer.weights_s8.astype(np.int64).transpose(0, 2, 1) + 128
+    return w.reshape(-1)
 
 
 def plain_bias(layer: QLSTMLayer) -> np.ndarray:
@@ -97,15 +100,31 @@ def requant_pairs(layer: QLSTMLayer) -> np.ndarray:
     return np.stack([layer.multiplier.astype(np.int64), shift], axis=-1).reshape(-1)
 
 
-def table_pairs(table: fp.ActivationTable) -> np.ndarray:
-    """{(e[k] << shift) + 2^(shift-1), e[k+1] - e[k]} for k = 0..count, with a final {e[count], 0}.
+def table_pairs(table: fp.ActivationTable, odd: bool) -> np.ndarray:
+    """Signed lookup table of an odd (tanh) or sigmoid-symmetric function, as int32 pairs
+    {base, slope} for j = z >> shift in [-count, count] (index j + count).
 
-    A lookup of u >= 0 is then min(u, limit), one 64-bit load and (B + slope * frac) >> shift,
-    which equals fixedpoint.table_lookup: e[k] + ((slope * frac + 2^(shift-1)) >> shift), and
-    e[count] for u >= limit.
+    j >= 0: {(e[j] << shift) + 2^(shift-1), e[j+1] - e[j]} (slope 0 at j = count), so
+    (base + slope * frac) >> shift = e[j] + ((slope * frac + 2^(shift-1)) >> shift), the
+    reference's table_lookup. j < 0 (u = -z, k = -j - 1): the reference returns
+    off - e[k] - ((s * (2^shift - frac) + 2^(shift-1)) >> shift) with off = 0 (tanh) or 32768
+    (sigmoid) and s = e[k+1] - e[k], which equals
+    ((off - e[k+1]) << shift + 2^(shift-1) - 1 + s * frac) >> shift (frac = z & mask).
+    z is first clamped to [-limit, limit - 1] with one SSAT: at z = limit - 1 the reference
+    value already equals e[count] when the last slope is <= 2^(shift-1) (checked here).
     """
     e = table.entries.astype(np.int64)
-    shift = table.index_shift
-    base = (e << shift) + (1 << (shift - 1))
+    shift, count = table.index_shift, len(table.entries) - 1
+    if e[count] - e[count - 1] > 1 << (shift - 1):
+        raise ValueError(f"{table.name} table: last slope too steep for the saturating clamp")
+    offset = 0 if odd else fp.Q15_ONE
     slope = np.append(np.diff(e), 0)
-    return np.stack([base, slope], axis=-1).reshape(-1)
+    k = np.arange(count)[::-1]  # j = -count .. -1  ->  k = count - 1 .. 0
+    negative = np.stack([((offset - e[k + 1]) << shift) + (1 << (shift - 1)) - 1, slope[k]], -1)
+    positive = np.stack([(e << shift) + (1 << (shift - 1)), slope], -1)
+    return np.concatenate([negative, positive]).reshape(-1)
+
+
+def saturate_bits(table: fp.ActivationTable) -> int:
+    """SSAT width that clamps z to [-limit, limit - 1]."""
+    return table.limit.bit_length()
