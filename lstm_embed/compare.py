@@ -1,22 +1,52 @@
-"""Generated C (host build) against Keras on the same inputs: errors and task metrics."""
+"""Generated C (host build) against Keras on the same inputs: errors, task metrics and a report.
+
+``compare`` always measures the C output against Keras. With ``report_dir`` it also writes a
+report folder (report.md, report.json, PNG plots) that shows where the error comes from:
+per-layer and per-timestep error of h and c (integer reference, which equals the C bit for bit,
+against the float forward pass of the same model), error growth over a long stream, input
+clipping, and the split of the output error into weight rounding and integer arithmetic.
+The integer model is read from ``qmodel.npz`` in the output folder (``save_qmodel``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .frontend.keras import load_keras_model
+from . import fixedpoint as fp
+from . import reference
+from .compare_report import jsonable, write_report
+from .float_model import forward
+from .frontend.keras import load_keras_model, read_keras_model
 from .hostbuild import read_report, run_host
 from .ir import DenseLayer, LSTMLayer, Model
 from .qir import Q15_SCALE, QDenseLayer, QLSTMLayer, QModel
-from .report import errors, task_metrics
+from .report import errors
+
+QMODEL_FILE = "qmodel.npz"
+STREAM_STEPS = 1000  # long-sequence error growth: steps streamed through step()
+STREAM_SEQUENCES = 32
 
 
-def compare(model_path: str | Path, out_dir: Path, x: np.ndarray, labels=None) -> dict[str, Any]:
+def compare(
+    model_path: str | Path,
+    out_dir: Path,
+    x: np.ndarray,
+    labels: np.ndarray | None = None,
+    report_dir: Path | None = None,
+    qmodel: QModel | None = None,
+) -> dict[str, Any]:
+    """C (host build) vs Keras on x; with ``report_dir``, also write the report folder there.
+
+    ``qmodel`` defaults to the one saved in ``out_dir`` (needed for the per-layer sections).
+    """
+    out_dir = Path(out_dir)
     report = read_report(out_dir)
+    x = np.asarray(x, dtype=np.float32)
     keras_model = load_keras_model(model_path)
     keras_y = np.asarray(keras_model.predict(x, verbose=0), dtype=np.float64)
     c_y = run_host(out_dir, x).astype(np.float64)
@@ -25,17 +55,199 @@ def compare(model_path: str | Path, out_dir: Path, x: np.ndarray, labels=None) -
             f"{out_dir}: C output shape {c_y.shape} != Keras {keras_y.shape};"
             " was it converted from this model?"
         )
-    is_classifier = any(
-        la["type"] == "Dense" and la["activation"] == "softmax" for la in report["layers"][-1:]
-    )
-    numbers = {
+    numbers: dict[str, Any] = {
         "model": str(model_path),
         "out_dir": str(out_dir),
         "samples": int(x.shape[0]),
         **errors(keras_y, c_y),
-        **task_metrics(keras_y, c_y, labels, is_classifier),
+        **task_metrics(report, keras_y, c_y, labels),
+        "input_clipping": input_clipping(x, np.asarray(report["input_scale"])),
     }
-    return {"json": numbers, "text": _text(numbers)}
+    if report_dir is not None:
+        if qmodel is None and (out_dir / QMODEL_FILE).is_file():
+            qmodel = load_qmodel(out_dir / QMODEL_FILE)
+        ir = read_keras_model(keras_model, source=str(model_path))
+        numbers.update(analyse(ir, qmodel, x, keras_y, c_y) if qmodel is not None else {})
+        numbers["report_dir"] = str(report_dir)
+        write_report(Path(report_dir), numbers, keras_y, c_y)
+    return {"json": jsonable(numbers), "text": _text(numbers)}
+
+
+def is_classifier(report: dict[str, Any], labels: np.ndarray | None, shape: tuple) -> bool:
+    """Softmax head, or class ids given for a multi-output (logits) head."""
+    last = report["layers"][-1]
+    if last["type"] == "Dense" and last["activation"] == "softmax":
+        return True
+    if labels is None or shape[-1] < 2:
+        return False
+    labels = np.asarray(labels)
+    return labels.dtype.kind in "iu" and labels.ndim == len(shape) - 1
+
+
+def task_metrics(report: dict[str, Any], keras_y, c_y, labels) -> dict[str, float]:
+    """Accuracy for classifiers (argmax), RMSE for regressors; needs labels."""
+    if labels is None:
+        return {}
+    labels = np.asarray(labels)
+    if is_classifier(report, labels, keras_y.shape):
+        truth = labels if labels.ndim == keras_y.ndim - 1 else np.argmax(labels, axis=-1)
+        return {
+            "keras_accuracy": float(np.mean(np.argmax(keras_y, -1) == truth)),
+            "c_accuracy": float(np.mean(np.argmax(c_y, -1) == truth)),
+        }
+    truth = labels.reshape(keras_y.shape)
+    return {
+        "keras_rmse": float(np.sqrt(np.mean((keras_y - truth) ** 2))),
+        "c_rmse": float(np.sqrt(np.mean((c_y - truth) ** 2))),
+    }
+
+
+def input_clipping(x: np.ndarray, input_scale: np.ndarray) -> dict[str, Any]:
+    """Input values that saturate the int16 input (|x| / scale rounds beyond 32767), per feature.
+
+    Computed in float32 like ``fixedpoint.quantize_input`` (x * (1 / scale)).
+    """
+    inv_scale = (1.0 / input_scale.astype(np.float64)).astype(np.float32)
+    beyond = np.abs(x.astype(np.float32) * inv_scale) >= np.float32(fp.INT16_MAX + 0.5)
+    limit = fp.INT16_MAX * input_scale.astype(np.float64)
+    per_feature = beyond.reshape(-1, x.shape[-1]).sum(axis=0)
+    return {
+        "count": int(per_feature.sum()),
+        "fraction": float(per_feature.sum() / x.size),
+        "per_feature": [int(v) for v in per_feature],
+        "limit_per_feature": [float(v) for v in limit],
+        "sequences_affected": int(np.sum(np.any(beyond, axis=(1, 2)))),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis against the float forward pass (the IR's float forward equals Keras to ~1e-6)
+
+
+def every_step(model: Model) -> Model:
+    """The same model with every LSTM returning sequences (one head output per step)."""
+    layers = [
+        replace(la, return_sequences=True) if isinstance(la, LSTMLayer) else la
+        for la in model.layers
+    ]
+    return replace(model, layers=tuple(layers))
+
+
+def every_step_q(model: QModel) -> QModel:
+    layers = [
+        replace(la, return_sequences=True) if isinstance(la, QLSTMLayer) else la
+        for la in model.layers
+    ]
+    return replace(model, layers=tuple(layers))
+
+
+def _per_step(error: np.ndarray) -> dict[str, list[float]]:
+    """(N, T, ...) abs errors -> max and mean over everything but the timestep."""
+    axes = tuple(a for a in range(error.ndim) if a != 1)
+    return {
+        "max": [float(v) for v in error.max(axis=axes)],
+        "mean": [float(v) for v in error.mean(axis=axes)],
+    }
+
+
+def layer_errors(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any]]:
+    """Per LSTM layer and timestep: |h| and |c| error of the integer reference vs float."""
+    x_q = fp.quantize_input(x, qmodel.input_inv_scale)
+    trace = reference.Trace()
+    reference.run(qmodel, x_q, trace=trace)
+    _, float_traces = forward(ir, x.astype(np.float64))
+    lstm_traces = [
+        t for t, la in zip(float_traces, ir.layers, strict=True) if isinstance(la, LSTMLayer)
+    ]
+    result = []
+    for k, (qlayer, float_trace) in enumerate(zip(qmodel.lstm_layers, lstm_traces, strict=True)):
+        h = np.stack([step[k].h_q15 for step in trace.steps], axis=1) * Q15_SCALE
+        c_q = np.stack([step[k].c for step in trace.steps], axis=1)
+        c = c_q * 2.0**-qlayer.cell_frac
+        result.append(
+            {
+                "layer": qlayer.name,
+                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_frac}",
+                "h_error": _per_step(np.abs(h - float_trace.output)),
+                "c_error": _per_step(np.abs(c - float_trace.cell)),
+                "h_max_abs_error": float(np.max(np.abs(h - float_trace.output))),
+                "c_max_abs_error": float(np.max(np.abs(c - float_trace.cell))),
+                "cell_saturated": int(np.sum(np.abs(c_q) >= fp.INT16_MAX)),
+                "float_max_abs_cell": float(np.max(np.abs(float_trace.cell))),
+                "cell_limit": float(fp.INT16_MAX * 2.0**-qlayer.cell_frac),
+            }
+        )
+    return result
+
+
+def long_inputs(x: np.ndarray, steps: int, sequences: int) -> np.ndarray:
+    """Streams of ``steps`` made by concatenating consecutive input sequences in time."""
+    per_stream = -(-steps // x.shape[1])
+    needed = per_stream * sequences
+    picks = np.resize(np.arange(len(x)), needed)
+    streams = x[picks].reshape(sequences, per_stream * x.shape[1], x.shape[2])
+    return streams[:, :steps]
+
+
+def stream_errors(ir: Model, qmodel: QModel, x: np.ndarray, steps: int) -> dict[str, Any]:
+    """Output error per step over a long stream of step() calls (the C's step, bit for bit)."""
+    sequences = min(STREAM_SEQUENCES, max(1, (len(x) * x.shape[1]) // steps))
+    streams = long_inputs(x, steps, sequences)
+    qstream = every_step_q(qmodel)
+    y_q = reference.run(
+        qstream,
+        fp.quantize_input(streams, qmodel.input_inv_scale),
+        trace=(trace := reference.Trace()),
+    )
+    y = fp.dequantize(y_q, qmodel.output_scale).astype(np.float64)
+    float_y, float_traces = forward(every_step(ir), streams.astype(np.float64))
+    error = np.abs(y - float_y)
+    saturated = [
+        int(sum(np.sum(np.abs(step[k].c) >= fp.INT16_MAX) for step in trace.steps))
+        for k in range(len(qmodel.lstm_layers))
+    ]
+    float_cells = [float(np.max(np.abs(t.cell))) for t in float_traces if t.cell is not None]
+    return {
+        "steps": steps,
+        "sequences": sequences,
+        "error": _per_step(error),
+        "max_abs_error": float(error.max()),
+        "max_abs_error_last_quarter": float(error[:, -(steps // 4) :].max()),
+        "max_abs_error_first_quarter": float(error[:, : steps // 4].max()),
+        "cell_saturated": saturated,
+        "float_max_abs_cell": float_cells,
+    }
+
+
+def error_budget(ir: Model, qmodel: QModel, x: np.ndarray, keras_y: np.ndarray) -> dict[str, float]:
+    """Max abs output error added by each stage: int8 weights, int16 input, integer arithmetic."""
+    weights_ir = dequantized_ir(ir, qmodel)
+    x_deq = fp.dequantize(fp.quantize_input(x, qmodel.input_inv_scale), 1.0) * qmodel.input_scale
+    weights_y = forward(weights_ir, x.astype(np.float64))[0]
+    input_y = forward(weights_ir, x_deq.astype(np.float64))[0]
+    reference_y = reference.run_float(qmodel, x).astype(np.float64)
+    return {
+        "float_forward_vs_keras": float(
+            np.max(np.abs(forward(ir, x.astype(np.float64))[0] - keras_y))
+        ),
+        "int8_weights_vs_keras": float(np.max(np.abs(weights_y - keras_y))),
+        "int16_input_vs_int8_weights": float(np.max(np.abs(input_y - weights_y))),
+        "integer_arithmetic_vs_float_int8": float(np.max(np.abs(reference_y - input_y))),
+    }
+
+
+def analyse(
+    ir: Model, qmodel: QModel, x, keras_y, c_y, steps: int = STREAM_STEPS
+) -> dict[str, Any]:
+    return {
+        "layers": layer_errors(ir, qmodel, x),
+        "stream": stream_errors(ir, qmodel, x, steps),
+        "error_budget": error_budget(ir, qmodel, x, keras_y),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Text summary
 
 
 def _text(numbers: dict[str, Any]) -> str:
@@ -45,7 +257,65 @@ def _text(numbers: dict[str, Any]) -> str:
     for key in ("keras_accuracy", "c_accuracy", "keras_rmse", "c_rmse"):
         if key in numbers:
             lines.append(f"  {key:28s} {numbers[key]:.4f}")
+    clip = numbers["input_clipping"]
+    lines.append(f"  {'inputs beyond int16 range':28s} {clip['count']} ({clip['fraction']:.2%})")
+    if "stream" in numbers:
+        s = numbers["stream"]
+        lines.append(
+            f"  {'stream max error':28s} {s['max_abs_error_first_quarter']:.4g} (first quarter),"
+            f" {s['max_abs_error_last_quarter']:.4g} (last quarter of {s['steps']} steps)"
+        )
+    if "report_dir" in numbers:
+        lines.append(f"report: {numbers['report_dir']}/report.md")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The integer model on disk (the report needs it; the C alone cannot be traced per gate)
+
+
+def _split(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(obj, np.ndarray):
+        arrays[prefix] = obj
+        return {"__array__": prefix}
+    if is_dataclass(obj):
+        body = {
+            f.name: _split(getattr(obj, f.name), f"{prefix}.{f.name}", arrays) for f in fields(obj)
+        }
+        return {"__type__": type(obj).__name__, **body}
+    if isinstance(obj, dict):
+        return {k: _split(v, f"{prefix}.{k}", arrays) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [_split(v, f"{prefix}.{i}", arrays) for i, v in enumerate(obj)]
+    return obj
+
+
+def save_qmodel(qmodel: QModel, path: Path) -> None:
+    """QModel -> one .npz (arrays + a JSON description); ``load_qmodel`` reads it back."""
+    arrays: dict[str, np.ndarray] = {}
+    description = _split(qmodel, "m", arrays)
+    np.savez(path, __description__=np.array(json.dumps(description)), **arrays)
+
+
+def _join(obj: Any, arrays: Any, types: dict[str, type]) -> Any:
+    if isinstance(obj, list):
+        return tuple(_join(v, arrays, types) for v in obj)
+    if not isinstance(obj, dict):
+        return obj
+    if "__array__" in obj:
+        return arrays[obj["__array__"]]
+    body = {k: _join(v, arrays, types) for k, v in obj.items() if k != "__type__"}
+    return types[obj["__type__"]](**body) if "__type__" in obj else body
+
+
+def load_qmodel(path: Path) -> QModel:
+    from .fixedpoint import ActivationTable
+
+    types = {t.__name__: t for t in (QModel, QLSTMLayer, QDenseLayer, ActivationTable)}
+    with np.load(path, allow_pickle=False) as data:
+        description = json.loads(str(data["__description__"]))
+        arrays = {k: data[k] for k in data.files}
+    return _join(description, arrays, types)
 
 
 def dequantized_ir(ir: Model, qmodel: QModel) -> Model:

@@ -8,6 +8,7 @@ generated C on the host, run it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import lstm_embed
 from lstm_embed import fixedpoint as fp
 from lstm_embed import reference
-from lstm_embed.compare import dequantized_ir
+from lstm_embed.compare import QMODEL_FILE, compare, dequantized_ir, load_qmodel, save_qmodel
 from lstm_embed.float_model import forward
 from lstm_embed.hostbuild import run_host
 from lstm_embed.ir import LSTMLayer
@@ -279,3 +280,37 @@ def test_long_c_run_equals_streamed_reference(converted, streamed, name: str) ->
     x_q = fp.quantize_input(stream.x, case.conversion.qmodel.input_inv_scale)
     actual = run_host(case.out_dir, x_q)
     assert np.array_equal(actual, stream.last_q), first_difference(stream.last_q, actual)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare's report folder (issue 6)
+
+
+def test_compare_report_folder(converted, tmp_path: Path) -> None:
+    case = converted("stacked")
+    qmodel = case.conversion.qmodel
+    save_qmodel(qmodel, case.out_dir / QMODEL_FILE)
+    x_q = fp.quantize_input(case.sample.x_test, qmodel.input_inv_scale)
+    assert np.array_equal(
+        reference.run(load_qmodel(case.out_dir / QMODEL_FILE), x_q), reference.run(qmodel, x_q)
+    )
+    model_path = tmp_path / "stacked.keras"
+    case.sample.model.save(model_path)
+    x = case.sample.x_test[:100] * np.float32(1.5)  # beyond the calibrated input range
+    result = compare(model_path, case.out_dir, x, case.sample.y_test[:100], tmp_path / "report")
+
+    files = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"report.md", "report.json", "error_histogram.png", "stream_error.png"} <= files
+    numbers = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert numbers == result["json"]
+    keras_y = case.sample.model.predict(x, verbose=0)
+    c_y = reference.run_float(qmodel, x)
+    assert np.isclose(numbers["max_abs_error"], np.max(np.abs(c_y - keras_y)), rtol=1e-5)
+    peak = np.max(np.abs(case.sample.x_train), axis=(0, 1))  # the calibrated input range
+    expected_clipped = np.sum(np.abs(x) > peak * (1 + 1e-6), axis=(0, 1))
+    assert numbers["input_clipping"]["per_feature"] == expected_clipped.tolist()
+    assert [la["layer"] for la in numbers["layers"]] == [la.name for la in qmodel.lstm_layers]
+    assert len(numbers["layers"][0]["h_error"]["max"]) == x.shape[1]
+    assert len(numbers["stream"]["error"]["max"]) == 1000
+    rmse = np.sqrt(np.mean((keras_y - case.sample.y_test[:100]) ** 2))
+    assert np.isclose(numbers["keras_rmse"], rmse, rtol=1e-5)
