@@ -7,8 +7,11 @@ the same int32 row sums in another order, so their outputs equal the reference b
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from . import cformat
 from . import fixedpoint as fp
 from .qir import QLSTMLayer
 
@@ -57,6 +60,26 @@ def dsp_weights(layer: QLSTMLayer) -> np.ndarray:
     units, _, kp = pairs.shape
     halves = pairs.reshape(units, 2, kp // 2, 2).transpose(0, 2, 1, 3)
     return wrap_s32((halves[..., 0] & 0xFFFF) | (halves[..., 1] << 16)).reshape(-1)
+
+
+DSP_HEADER_WORDS = 6  # S_if (2 words), S_go (2 words), T_i, T_g
+
+
+def dsp_units(layer: QLSTMLayer) -> np.ndarray:
+    """One int32 record per unit, read through a single pointer by the DSP kernel:
+    [S_if lo, S_if hi, S_go lo, S_go hi, T_i, T_g, weights (dsp_weights), requant (8 words)].
+
+    S_if = bias_i + 256*bias_f and S_go = bias_g + 256*bias_o start the 64-bit SMLALD sums
+    (two's complement, low word first); T_i = bias_i and T_g = bias_g start the SMLAD sums, so
+    that acc_f = (S_if - T_i) >> 8 carries bias_f exactly.
+    """
+    units = layer.units
+    b = layer.bias_s32.astype(np.int64).reshape(units, 4)
+    s_if, s_go = b[:, 0] + 256 * b[:, 1], b[:, 2] + 256 * b[:, 3]
+    header = np.stack([s_if, s_if >> 32, s_go, s_go >> 32, b[:, 0], b[:, 2]], axis=-1)
+    weights = dsp_weights(layer).reshape(units, -1)
+    requant = requant_pairs(layer).reshape(units, 8)
+    return wrap_s32(np.concatenate([header, weights, requant], axis=1)).reshape(-1)
 
 
 def mve_weights(layer: QLSTMLayer) -> np.ndarray:
@@ -128,3 +151,29 @@ def table_pairs(table: fp.ActivationTable, odd: bool) -> np.ndarray:
 def saturate_bits(table: fp.ActivationTable) -> int:
     """SSAT width that clamps z to [-limit, limit - 1]."""
     return table.limit.bit_length()
+
+
+def c_int32_array(values: np.ndarray, per_line: int = 8) -> str:
+    """Like cformat.c_int_array, for values that may be INT32_MIN (which has no literal)."""
+    items = [cformat.c_int32(v) for v in np.asarray(values).ravel()]
+    return ",\n".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
+
+
+def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
+    """Template context of the optimized kernels (templates/kernels/) for one int8 layer."""
+    k = layer.row_length
+    dsp = dsp_units(layer)
+    mve = mve_weights(layer)
+    return {
+        "row_even": padded(k, 2),
+        "row_mve": padded(k, MVE_LANES),
+        "dsp_units": c_int32_array(dsp, per_line=16),
+        "dsp_units_count": dsp.size,
+        "dsp_header_words": DSP_HEADER_WORDS,
+        "mve_weights": cformat.c_int_array(mve, per_line=32),
+        "mve_weights_count": mve.size,
+        "plain_weights": cformat.c_int_array(plain_weights(layer), per_line=32),
+        "plain_bias": c_int32_array(plain_bias(layer)),
+        "fast_requant": fast_requant(layer),
+        "requant_pairs": cformat.c_int_array(requant_pairs(layer), per_line=8),
+    }
