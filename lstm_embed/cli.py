@@ -43,6 +43,16 @@ def _input_range(values: list[str] | None):
     return low, high
 
 
+def _weight_bits(text: str) -> tuple[int, ...]:
+    """--weights int8 | int16 | a comma list with one value per layer (e.g. int16,int8)."""
+    names = {"int8": 8, "int16": 16}
+    parts = [p.strip() for p in text.split(",")]
+    unknown = [p for p in parts if p not in names]
+    if unknown:
+        raise CLIError(f"--weights: {', '.join(unknown)} not supported (supported: int8, int16)")
+    return tuple(names[p] for p in parts)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .frontend import load_keras_file
     from .report import INSPECT_COLUMNS, format_table, layer_rows
@@ -63,7 +73,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .report import INSPECT_COLUMNS, format_table
 
     x = _load_array(args.calibration, "--calibration")
-    options = QuantizeOptions(input_range=_input_range(args.input_range))
+    options = QuantizeOptions(
+        input_range=_input_range(args.input_range),
+        weight_bits=_weight_bits(args.weights),
+        table_log2_entries=args.table_log2_entries,
+    )
     result = convert(args.model, x, args.output, name=args.name, options=options, force=args.force)
     print_summary(result.report)
     if args.verbose:
@@ -161,6 +175,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="out", help="output folder (default: out)")
     p.add_argument("--name", help="C symbol prefix (default: the Keras model name)")
     p.add_argument("--input-range", nargs=2, metavar=("LO", "HI"), help="declared input range")
+    p.add_argument(
+        "--weights",
+        default="int8",
+        help="int8 (default), int16, or one per layer: int16,int8,...; int16 layers are exact"
+        " to ~1e-4 but use the portable kernel",
+    )
+    p.add_argument(
+        "--table-log2-entries",
+        type=int,
+        default=8,
+        choices=range(6, 12),
+        metavar="{6..11}",
+        help="activation tables of 2**N intervals (default 8: 257 entries)",
+    )
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.add_argument("-v", "--verbose", action="store_true", help="print every layer's details")
     p.set_defaults(func=cmd_convert)

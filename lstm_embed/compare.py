@@ -319,7 +319,7 @@ def load_qmodel(path: Path) -> QModel:
 
 
 def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
-    """The float IR with the int8 weights and int32 biases of ``qmodel``, everything else float.
+    """The float IR with the quantized weights and biases of ``qmodel``, everything else float.
 
     Its error against Keras is the cost of weight rounding alone; the integer reference's error
     against it is the cost of the integer arithmetic (input, activations, cell, h, outputs).
@@ -328,10 +328,11 @@ def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
     layers: list[LSTMLayer | DenseLayer] = []
     for layer, qlayer in zip(ir.layers, qmodel.layers, strict=True):
         if isinstance(layer, LSTMLayer) and isinstance(qlayer, QLSTMLayer):
-            rows = qlayer.weights_s8 * qlayer.weight_scale[..., None]  # (n, 4, m + n)
+            rows = qlayer.weights * qlayer.weight_scale[..., None]  # (n, 4, m + n)
             rows[..., : layer.input_size] *= Q15_SCALE / feature_scale  # undo the input fold
             weights = rows.transpose(2, 1, 0).reshape(qlayer.row_length, 4 * layer.units)
-            bias = (qlayer.bias_s32 * qlayer.weight_scale * Q15_SCALE).T.reshape(-1)
+            unit = fp.accumulator_unit(qlayer.weight_bits)
+            bias = (qlayer.bias_s32 * qlayer.weight_scale * unit * Q15_SCALE).T.reshape(-1)
             layers.append(
                 replace(
                     layer,
@@ -343,8 +344,9 @@ def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
             feature_scale = np.full(layer.units, Q15_SCALE)
         elif isinstance(layer, DenseLayer) and isinstance(qlayer, QDenseLayer):
             scale = qlayer.weight_scale
-            bias = qlayer.bias_s32 * scale * qlayer.input_scale
-            kernel = (qlayer.weights_s8 * scale[:, None]).T
+            unit = fp.accumulator_unit(qlayer.weight_bits)
+            bias = qlayer.bias_s32 * scale * unit * qlayer.input_scale
+            kernel = (qlayer.weights * scale[:, None]).T
             layers.append(
                 replace(layer, kernel=kernel, bias=bias if layer.bias is not None else None)
             )

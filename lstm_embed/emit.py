@@ -73,32 +73,24 @@ def _lstm_context(layer: QLSTMLayer, index: int) -> dict[str, Any]:
         "has_bias": layer.has_bias,
         "cell_frac": layer.cell_frac,
         "cell_int_bits": layer.cell_int_bits,
-        "weights": cformat.c_int_array(layer.weights_s8, per_line=layer.row_length),
-        "weights_count": layer.weights_s8.size,
+        "weights": cformat.c_int_array(layer.weights, per_line=layer.row_length),
+        "weights_count": layer.weights.size,
+        **_weight_format(layer.weight_bits),
         "bias": cformat.c_int_array(layer.bias_s32, per_line=8),
         "multiplier": cformat.c_int_array(layer.multiplier, per_line=8),
         "shift": cformat.c_int_array(layer.shift, per_line=16),
-        **_kernel_context(layer),
+        **(_kernel_context(layer) if layer.weight_bits == 8 else {}),
     }
+
+
+def _weight_format(bits: int) -> dict[str, Any]:
+    """int16-weight layers always run on the reference kernel (int64 row sums)."""
+    return {"weight_bits": bits, "weight_type": f"int{bits}_t", "weight_suffix": f"s{bits}"}
 
 
 def _kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
     """Offline layouts of the optimized kernels (templates/kernels/); see ``layouts``."""
-    k = layer.row_length
-    dsp = layouts.dsp_weights(layer)
-    mve = layouts.mve_weights(layer)
-    return {
-        "row_even": layouts.padded(k, 2),
-        "row_mve": layouts.padded(k, layouts.MVE_LANES),
-        "dsp_weights": cformat.c_int_array(dsp, per_line=16),
-        "dsp_weights_count": dsp.size,
-        "mve_weights": cformat.c_int_array(mve, per_line=32),
-        "mve_weights_count": mve.size,
-        "plain_weights": cformat.c_int_array(layouts.plain_weights(layer), per_line=32),
-        "plain_bias": _c_int32_array(layouts.plain_bias(layer)),
-        "fast_requant": layouts.fast_requant(layer),
-        "requant_pairs": cformat.c_int_array(layouts.requant_pairs(layer), per_line=8),
-    }
+    return layouts.kernel_context(layer)
 
 
 def _c_int32_array(values: Any, per_line: int = 8) -> str:
@@ -129,8 +121,9 @@ def _dense_context(layer: QDenseLayer, index: int) -> dict[str, Any]:
         "units": layer.units,
         "activation": layer.activation,
         "output_format": output_format,
-        "weights": cformat.c_int_array(layer.weights_s8, per_line=min(layer.input_size, 32)),
-        "weights_count": layer.weights_s8.size,
+        "weights": cformat.c_int_array(layer.weights, per_line=min(layer.input_size, 32)),
+        "weights_count": layer.weights.size,
+        **_weight_format(layer.weight_bits),
         "bias": cformat.c_int_array(layer.bias_s32, per_line=8),
         "multiplier": cformat.c_int_array(layer.multiplier, per_line=8),
         "shift": cformat.c_int_array(layer.shift, per_line=16),
@@ -183,7 +176,12 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
             "sigmoid": "sigmoid" in model.tables,
             "hard_sigmoid": "hard_sigmoid" in recurrent,
             "softmax": bool(softmax),
+            "wide_lstm": any(la.weight_bits == 16 for la in model.lstm_layers),
+            "narrow_lstm": any(la.weight_bits == 8 for la in model.lstm_layers),
+            "wide_dense": any(la.weight_bits == 16 for la in model.dense_layers),
+            "narrow_dense": any(la.weight_bits == 8 for la in model.dense_layers),
         },
+        "wide_acc_shift": fp.WIDE_ACC_SHIFT,
     }
 
 

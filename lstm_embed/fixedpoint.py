@@ -92,22 +92,54 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np
     return saturate_s32(rounding_shift_right(product, shift))
 
 
-def quantize_rows_s8(rows: np.ndarray, min_scale: np.ndarray | None = None):
-    """Symmetric int8 per row: (int8 array, float64 scale per row); real = q * scale.
+WEIGHT_BITS = (8, 16)
+WIDE_ACC_SHIFT = 8  # int16-weight dot products (int64) are rounded by 2**8 into int32 range
+
+
+def weight_max(bits: int) -> int:
+    """Symmetric range of int8 (127) or int16 (32767) weights."""
+    if bits not in WEIGHT_BITS:
+        raise ValueError(f"weights of {bits} bits are not supported (supported: 8, 16)")
+    return 2 ** (bits - 1) - 1
+
+
+def quantize_rows(rows: np.ndarray, bits: int = 8, min_scale: np.ndarray | None = None):
+    """Symmetric int8/int16 per row: (int array, float64 scale per row); real = q * scale.
 
     ``min_scale`` lets the caller widen a row's scale (e.g. so that its bias fits in int32).
     """
+    top = weight_max(bits)
     rows = np.asarray(rows, dtype=np.float64)
-    scale = np.max(np.abs(rows), axis=-1) / WEIGHT_MAX
+    scale = np.max(np.abs(rows), axis=-1) / top
     if min_scale is not None:
         scale = np.maximum(scale, min_scale)
     scale = np.where(scale > 0, scale, 1.0)  # an all-zero row: any scale represents it
-    q = round_half_away(rows / scale[..., None])
-    return saturate(q, -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8), scale
+    q = saturate(round_half_away(rows / scale[..., None]), -top, top)
+    return q.astype(np.int8 if bits == 8 else np.int16), scale
 
 
-def accumulator_headroom(row_length: int) -> int:
-    """Largest |bias| (in accumulator units) that cannot overflow an int32 dot product."""
+def quantize_rows_s8(rows: np.ndarray, min_scale: np.ndarray | None = None):
+    return quantize_rows(rows, 8, min_scale)
+
+
+def wide_accumulator(dot: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """int16-weight rows: sat32(round(dot / 2**WIDE_ACC_SHIFT) + bias), dot summed in int64."""
+    return saturate_s32(rounding_shift_right(dot, WIDE_ACC_SHIFT) + np.asarray(bias, np.int64))
+
+
+def accumulator_unit(bits: int) -> float:
+    """Accumulator LSB in units of weight LSB * activation LSB."""
+    return 2.0**WIDE_ACC_SHIFT if bits == 16 else 1.0
+
+
+def accumulator_headroom(row_length: int, bits: int = 8) -> int:
+    """Largest |bias| (in accumulator units) that cannot overflow the int32 accumulator.
+
+    int8 rows sum into int32 directly; int16 rows sum in int64 and keep |bias| <= 2**30 so that
+    only dot products beyond any calibrated range saturate.
+    """
+    if bits == 16:
+        return 2**30
     headroom = INT32_MAX - row_length * WEIGHT_MAX * ACTIVATION_MAX
     if headroom <= 0:
         raise ValueError(

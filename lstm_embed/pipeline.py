@@ -147,8 +147,11 @@ def convert_ir(
     report = build_report(ir, qmodel, name, keras_y, x)
 
     def write(folder: Path) -> None:
+        from .compare import QMODEL_FILE, save_qmodel
+
         emit_model(qmodel, folder, name)
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        save_qmodel(qmodel, folder / QMODEL_FILE)  # lets `compare` trace every layer
 
     write_atomically(out_dir, write)
     return Conversion(ir, qmodel, report, out_dir)

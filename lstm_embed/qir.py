@@ -23,7 +23,7 @@ class QLSTMLayer:
     units: int
     recurrent_activation: str
     return_sequences: bool
-    weights_s8: np.ndarray  # (units, 4, input_size + units): rows grouped per unit, gates i f g o
+    weights: np.ndarray  # int8 or int16 (units, 4, input_size + units): rows per unit, i f g o
     bias_s32: np.ndarray  # (units, 4)
     multiplier: np.ndarray  # (units, 4) int32, accumulator -> Z_FRAC_BITS
     shift: np.ndarray  # (units, 4)
@@ -33,9 +33,21 @@ class QLSTMLayer:
 
     def __post_init__(self) -> None:
         k = self.input_size + self.units
-        assert self.weights_s8.shape == (self.units, 4, k) and self.weights_s8.dtype == np.int8
+        assert self.weights.shape == (self.units, 4, k)
+        assert self.weights.dtype in (np.int8, np.int16)
         assert self.bias_s32.shape == (self.units, 4)
         assert 1 <= self.cell_frac <= 15
+
+    @property
+    def weight_bits(self) -> int:
+        return self.weights.dtype.itemsize * 8
+
+    @property
+    def weights_s8(self) -> np.ndarray:
+        """The int8 weights (only for layers quantized to 8 bits)."""
+        if self.weight_bits != 8:
+            raise ValueError(f"layer '{self.name}' has {self.weight_bits}-bit weights")
+        return self.weights
 
     @property
     def row_length(self) -> int:
@@ -60,7 +72,7 @@ class QDenseLayer:
     input_size: int
     units: int
     activation: str
-    weights_s8: np.ndarray  # (units, input_size)
+    weights: np.ndarray  # int8 or int16 (units, input_size)
     bias_s32: np.ndarray  # (units,)
     multiplier: np.ndarray  # (units,)
     shift: np.ndarray  # (units,)
@@ -70,7 +82,12 @@ class QDenseLayer:
     has_bias: bool = True
 
     def __post_init__(self) -> None:
-        assert self.weights_s8.shape == (self.units, self.input_size)
+        assert self.weights.shape == (self.units, self.input_size)
+        assert self.weights.dtype in (np.int8, np.int16)
+
+    @property
+    def weight_bits(self) -> int:
+        return self.weights.dtype.itemsize * 8
 
     @property
     def uses_table(self) -> bool:

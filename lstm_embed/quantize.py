@@ -5,7 +5,7 @@ Scaling choices:
   ``input_range``; inputs beyond it saturate). The per-feature scale is folded into the first
   layer's kernel, so every LSTM row multiplies one vector of int16 activations in units of
   2**-15 and needs one accumulator.
-- Weights: int8 symmetric, one scale per gate row over [kernel; recurrent kernel].
+- Weights: int8 (or int16) symmetric, one scale per gate row over [kernel; recurrent kernel].
 - Bias: int32 in accumulator units; a row's scale is widened if needed so that bias + dot product
   can never overflow int32.
 - Gate pre-activations: int32, Z_FRAC_BITS fractional bits (multiplier + shift per row).
@@ -42,6 +42,18 @@ class QuantizeError(ValueError):
 class QuantizeOptions:
     input_range: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) per feature
     table_log2_entries: int = fp.DEFAULT_LOG2_ENTRIES
+    weight_bits: tuple[int, ...] = (8,)  # one value for every layer, or one per layer
+
+    def bits_of(self, index: int, layer_count: int) -> int:
+        if len(self.weight_bits) not in (1, layer_count):
+            raise QuantizeError(
+                f"--weights lists {len(self.weight_bits)} layers; the model has {layer_count}"
+                " (give one value for all layers, or one per layer)"
+            )
+        bits = self.weight_bits[0] if len(self.weight_bits) == 1 else self.weight_bits[index]
+        if bits not in fp.WEIGHT_BITS:
+            raise QuantizeError(f"--weights int{bits} is not supported (supported: int8, int16)")
+        return bits
 
 
 def check_calibration(model: Model, x: np.ndarray) -> np.ndarray:
@@ -70,13 +82,18 @@ def input_scale(x: np.ndarray, options: QuantizeOptions) -> np.ndarray:
     return (peak / fp.INT16_MAX).astype(np.float32)
 
 
-def _row_scales(rows: np.ndarray, bias: np.ndarray, activation_scale: float):
-    """int8 rows and scales, widened so that |bias_q| fits the accumulator headroom."""
-    headroom = fp.accumulator_headroom(rows.shape[-1])
-    min_scale = np.abs(bias) / (activation_scale * headroom)
-    weights_s8, scale = fp.quantize_rows_s8(rows, min_scale=min_scale)
-    bias_s32 = fp.quantize_bias_s32(bias, scale * activation_scale)
-    return weights_s8, scale, bias_s32
+def _row_scales(rows: np.ndarray, bias: np.ndarray, activation_scale: float, bits: int):
+    """int8/int16 rows, their scales and the bias in accumulator units.
+
+    The scales are widened where needed so that |bias_q| fits the accumulator headroom.
+    Returns (weights, weight scale, bias_s32, accumulator scale / activation scale).
+    """
+    unit = fp.accumulator_unit(bits)
+    headroom = fp.accumulator_headroom(rows.shape[-1], bits)
+    min_scale = np.abs(bias) / (activation_scale * unit * headroom)
+    weights, scale = fp.quantize_rows(rows, bits, min_scale=min_scale)
+    bias_s32 = fp.quantize_bias_s32(bias, scale * activation_scale * unit)
+    return weights, scale, bias_s32, scale * unit
 
 
 def _multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +110,9 @@ def cell_frac_bits(max_abs_cell: float) -> int:
     return int(min(15, max(1, 15 - int_bits)))
 
 
-def quantize_lstm(layer: LSTMLayer, feature_scale: np.ndarray, max_abs_cell: float) -> QLSTMLayer:
+def quantize_lstm(
+    layer: LSTMLayer, feature_scale: np.ndarray, max_abs_cell: float, bits: int = 8
+) -> QLSTMLayer:
     """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM)."""
     folded_kernel = layer.kernel * (np.asarray(feature_scale, np.float64)[:, None] / Q15_SCALE)
     rows, biases = [], []
@@ -104,15 +123,15 @@ def quantize_lstm(layer: LSTMLayer, feature_scale: np.ndarray, max_abs_cell: flo
         biases.append(layer.gate(gate)[2])
     rows_f = np.stack(rows, axis=1)  # (units, 4, m + n)
     bias_f = np.stack(biases, axis=1)  # (units, 4)
-    weights_s8, scale, bias_s32 = _row_scales(rows_f, bias_f, Q15_SCALE)
-    multiplier, shift = _multipliers(scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
+    weights, scale, bias_s32, acc_scale = _row_scales(rows_f, bias_f, Q15_SCALE, bits)
+    multiplier, shift = _multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
     return QLSTMLayer(
         name=layer.name,
         input_size=layer.input_size,
         units=layer.units,
         recurrent_activation=layer.recurrent_activation,
         return_sequences=layer.return_sequences,
-        weights_s8=weights_s8,
+        weights=weights,
         bias_s32=bias_s32,
         multiplier=multiplier,
         shift=shift,
@@ -122,22 +141,26 @@ def quantize_lstm(layer: LSTMLayer, feature_scale: np.ndarray, max_abs_cell: flo
     )
 
 
-def quantize_dense(layer: DenseLayer, in_scale: float, max_abs_output: float) -> QDenseLayer:
-    weights_s8, scale, bias_s32 = _row_scales(layer.kernel.T, layer.bias_or_zeros, in_scale)
+def quantize_dense(
+    layer: DenseLayer, in_scale: float, max_abs_output: float, bits: int = 8
+) -> QDenseLayer:
+    weights, scale, bias_s32, acc_scale = _row_scales(
+        layer.kernel.T, layer.bias_or_zeros, in_scale, bits
+    )
     if layer.activation in ("sigmoid", "tanh", "softmax"):
         out_scale = Q15_SCALE
-        real = scale * in_scale * 2.0**fp.Z_FRAC_BITS
+        real = acc_scale * in_scale * 2.0**fp.Z_FRAC_BITS
     else:
         peak = max_abs_output * OUTPUT_HEADROOM
         out_scale = (peak if peak > 0 else 1.0) / fp.INT16_MAX
-        real = scale * in_scale / out_scale
+        real = acc_scale * in_scale / out_scale
     multiplier, shift = _multipliers(real)
     return QDenseLayer(
         name=layer.name,
         input_size=layer.input_size,
         units=layer.units,
         activation=layer.activation,
-        weights_s8=weights_s8,
+        weights=weights,
         bias_s32=bias_s32,
         multiplier=multiplier,
         shift=shift,
@@ -156,14 +179,15 @@ def quantize(model: Model, calibration: np.ndarray, options: QuantizeOptions | N
     x_scale = input_scale(x, options)
     layers: list[QLSTMLayer | QDenseLayer] = []
     feature_scale = x_scale.astype(np.float64)
-    for layer, trace in zip(model.layers, traces, strict=True):
+    for index, (layer, trace) in enumerate(zip(model.layers, traces, strict=True)):
+        bits = options.bits_of(index, len(model.layers))
         if isinstance(layer, LSTMLayer):
             max_cell = float(np.max(np.abs(trace.cell)))
-            layers.append(quantize_lstm(layer, feature_scale, max_cell))
+            layers.append(quantize_lstm(layer, feature_scale, max_cell, bits))
             feature_scale = np.full(layer.units, Q15_SCALE)
         else:
             max_out = float(np.max(np.abs(trace.output)))
-            qlayer = quantize_dense(layer, float(feature_scale[0]), max_out)
+            qlayer = quantize_dense(layer, float(feature_scale[0]), max_out, bits)
             layers.append(qlayer)
             feature_scale = np.full(layer.units, qlayer.output_scale)
     tables = {name: fp.build_table(name, options.table_log2_entries) for name in _tables(model)}

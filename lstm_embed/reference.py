@@ -46,8 +46,15 @@ def recurrent_activation(layer: QLSTMLayer, z: np.ndarray, model: QModel) -> np.
 def gate_preactivations(layer: QLSTMLayer, x_q: np.ndarray, h_q15: np.ndarray) -> np.ndarray:
     """(N, units, 4) int32 gate pre-activations with Z_FRAC_BITS fractional bits."""
     a = np.concatenate([x_q, h_q15], axis=1).astype(np.int64)  # (N, K)
-    acc = np.einsum("ugk,nk->nug", layer.weights_s8.astype(np.int64), a) + layer.bias_s32
-    return fp.requantize(acc, layer.multiplier, layer.shift)
+    dot = np.einsum("ugk,nk->nug", layer.weights.astype(np.int64), a)
+    return fp.requantize(
+        accumulate(dot, layer.bias_s32, layer.weight_bits), layer.multiplier, layer.shift
+    )
+
+
+def accumulate(dot: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:
+    """int8 rows: bias + dot in int32 (bounded by the quantizer); int16 rows: int64 rounded."""
+    return fp.wide_accumulator(dot, bias) if bits == 16 else dot + bias
 
 
 def cell_update(layer: QLSTMLayer, gates_q15: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -75,8 +82,10 @@ def lstm_step(layer: QLSTMLayer, model: QModel, state: LSTMState, x_q: np.ndarra
 
 
 def dense_forward(layer: QDenseLayer, model: QModel, x_q: np.ndarray) -> np.ndarray:
-    acc = x_q.astype(np.int64) @ layer.weights_s8.T.astype(np.int64) + layer.bias_s32
-    z = fp.requantize(acc, layer.multiplier, layer.shift)
+    dot = x_q.astype(np.int64) @ layer.weights.T.astype(np.int64)
+    z = fp.requantize(
+        accumulate(dot, layer.bias_s32, layer.weight_bits), layer.multiplier, layer.shift
+    )
     if layer.activation == "sigmoid":
         return fp.sigmoid_q15(z, model.tables["sigmoid"])
     if layer.activation == "tanh":

@@ -17,7 +17,8 @@ def layer_flash(layer: QLSTMLayer | QDenseLayer | LSTMLayer | DenseLayer) -> dic
     """Bytes of int8 weights and per-row constants; the same for a float or quantized layer."""
     lstm = isinstance(layer, QLSTMLayer | LSTMLayer)
     rows = 4 * layer.units if lstm else layer.units
-    weights = rows * (layer.input_size + layer.units if lstm else layer.input_size)
+    weight_bytes = getattr(layer, "weight_bits", 8) // 8
+    weights = rows * (layer.input_size + layer.units if lstm else layer.input_size) * weight_bytes
     return {"weights": weights, "biases": rows * BIAS_ROW_BYTES}
 
 
@@ -80,10 +81,10 @@ def _output_shape(ir: Model, index: int) -> list[int | None]:
 
 def _format(layer: QLSTMLayer | QDenseLayer) -> str:
     if isinstance(layer, QLSTMLayer):
-        return f"w int8, h Q0.15, c Q{layer.cell_int_bits}.{layer.cell_frac}"
+        return f"w int{layer.weight_bits}, h Q0.15, c Q{layer.cell_int_bits}.{layer.cell_frac}"
     if layer.uses_table:
-        return "w int8, out Q0.15"
-    return f"w int8, out int16 x {layer.output_scale:.3g}"
+        return f"w int{layer.weight_bits}, out Q0.15"
+    return f"w int{layer.weight_bits}, out int16 x {layer.output_scale:.3g}"
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
