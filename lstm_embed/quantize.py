@@ -96,7 +96,14 @@ def _row_scales(rows: np.ndarray, bias: np.ndarray, activation_scale: float, bit
     return weights, scale, bias_s32, scale * unit
 
 
+# Largest factor a (multiplier, shift >= 1) pair holds. A larger one (a layer whose calibrated
+# output is ~0 behind huge weights) changes no output: |acc| >= 1 times 2**30 already saturates
+# every consumer (int16 outputs, activation tables, the softmax logit clamp), acc = 0 stays 0.
+MAX_MULTIPLIER = (2**31 - 1) / 2
+
+
 def _multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    real = np.minimum(real, MAX_MULTIPLIER)
     pairs = [fp.quantize_multiplier(float(r)) for r in real.ravel()]
     multiplier = np.array([p.multiplier for p in pairs], dtype=np.int64).reshape(real.shape)
     shift = np.array([p.shift for p in pairs], dtype=np.int64).reshape(real.shape)
