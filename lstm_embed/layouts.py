@@ -124,8 +124,10 @@ def requant_pairs(layer: QLSTMLayer) -> np.ndarray:
 
 
 def table_pairs(table: fp.ActivationTable, odd: bool) -> np.ndarray:
-    """Signed lookup table of an odd (tanh) or sigmoid-symmetric function, as int32 pairs
-    {base, slope} for j = z >> shift in [-count, count] (index j + count).
+    """Signed lookup table of an odd (tanh) or sigmoid-symmetric function as int32 {base, slope}
+    pairs for j = z >> shift in [-count, count], stored in two planes: the 2*count + 1 bases at
+    index j + count, then the slopes at 2*count + 1 + j + count (two loads from two base
+    registers with the same scaled index, or two gathers with the same offsets).
 
     j >= 0: {(e[j] << shift) + 2^(shift-1), e[j+1] - e[j]} (slope 0 at j = count), so
     (base + slope * frac) >> shift = e[j] + ((slope * frac + 2^(shift-1)) >> shift), the
@@ -133,8 +135,8 @@ def table_pairs(table: fp.ActivationTable, odd: bool) -> np.ndarray:
     off - e[k] - ((s * (2^shift - frac) + 2^(shift-1)) >> shift) with off = 0 (tanh) or 32768
     (sigmoid) and s = e[k+1] - e[k], which equals
     ((off - e[k+1]) << shift + 2^(shift-1) - 1 + s * frac) >> shift (frac = z & mask).
-    z is first clamped to [-limit, limit - 1] with one SSAT: at z = limit - 1 the reference
-    value already equals e[count] when the last slope is <= 2^(shift-1) (checked here).
+    z is first clamped to [-limit, limit - 1] with one saturation: at z = limit - 1 the
+    reference value already equals e[count] when the last slope is <= 2^(shift-1) (checked).
     """
     e = table.entries.astype(np.int64)
     shift, count = table.index_shift, len(table.entries) - 1
@@ -145,7 +147,7 @@ def table_pairs(table: fp.ActivationTable, odd: bool) -> np.ndarray:
     k = np.arange(count)[::-1]  # j = -count .. -1  ->  k = count - 1 .. 0
     negative = np.stack([((offset - e[k + 1]) << shift) + (1 << (shift - 1)) - 1, slope[k]], -1)
     positive = np.stack([(e << shift) + (1 << (shift - 1)), slope], -1)
-    return np.concatenate([negative, positive]).reshape(-1)
+    return np.concatenate([negative, positive]).T.reshape(-1)
 
 
 def saturate_bits(table: fp.ActivationTable) -> int:

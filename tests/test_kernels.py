@@ -88,7 +88,7 @@ def test_plain_kernel_builds_strict_on_host(converted: dict, tmp_path: Path) -> 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh"])
 def test_signed_table_pairs_equal_reference_lookup(name: str) -> None:
     table = fp.build_table(name)
-    pairs = layouts.table_pairs(table, odd=name == "tanh").reshape(-1, 2)
+    pairs = layouts.table_pairs(table, odd=name == "tanh").reshape(2, -1).T
     shift, limit, count = table.index_shift, table.limit, len(table.entries) - 1
     z = np.concatenate([np.arange(-limit - 5000, limit + 5000), [2**31 - 1, -(2**31) + 1]])
     clamped = np.clip(z, -limit, limit - 1)
