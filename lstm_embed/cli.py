@@ -53,6 +53,14 @@ def _weight_bits(text: str) -> tuple[int, ...]:
     return tuple(names[p] for p in parts)
 
 
+def _input_shift(text: str) -> str | int:
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) <= 6:
+        return int(text)
+    raise CLIError(f"--input-shift: {text!r} not supported (supported: auto, 0 to 6)")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .frontend import load_keras_file
     from .report import INSPECT_COLUMNS, format_table, layer_rows
@@ -77,6 +85,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         input_range=_input_range(args.input_range),
         weight_bits=_weight_bits(args.weights),
         table_log2_entries=args.table_log2_entries,
+        input_shift=_input_shift(args.input_shift),
     )
     result = convert(args.model, x, args.output, name=args.name, options=options, force=args.force)
     print_summary(result.report)
@@ -180,6 +189,12 @@ def parser() -> argparse.ArgumentParser:
         default="int8",
         help="int8 (default), int16, or one per layer: int16,int8,...; int16 layers are exact"
         " to ~1e-4 but use the portable kernel",
+    )
+    p.add_argument(
+        "--input-shift",
+        default="0",
+        help="power-of-two scale of the input columns of LSTM rows: 0 (default), 1..6, or auto"
+        " (chosen on the calibration data; more accurate when inputs are large, portable kernel)",
     )
     p.add_argument(
         "--table-log2-entries",

@@ -79,7 +79,9 @@ def _lstm_context(layer: QLSTMLayer, index: int) -> dict[str, Any]:
         "bias": cformat.c_int_array(layer.bias_s32, per_line=8),
         "multiplier": cformat.c_int_array(layer.multiplier, per_line=8),
         "shift": cformat.c_int_array(layer.shift, per_line=16),
-        **(_kernel_context(layer) if layer.weight_bits == 8 else {}),
+        "input_shift": layer.input_shift,
+        "portable_only": layer.portable_only,
+        **({} if layer.portable_only else _kernel_context(layer)),
     }
 
 
@@ -177,7 +179,8 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
             "hard_sigmoid": "hard_sigmoid" in recurrent,
             "softmax": bool(softmax),
             "wide_lstm": any(la.weight_bits == 16 for la in model.lstm_layers),
-            "narrow_lstm": any(la.weight_bits == 8 for la in model.lstm_layers),
+            "portable_lstm": any(la.portable_only for la in model.lstm_layers),
+            "optimized_lstm": any(not la.portable_only for la in model.lstm_layers),
             "wide_dense": any(la.weight_bits == 16 for la in model.dense_layers),
             "narrow_dense": any(la.weight_bits == 8 for la in model.dense_layers),
         },

@@ -135,6 +135,7 @@ def accumulator_unit(bits: int) -> float:
 def accumulator_headroom(row_length: int, bits: int = 8) -> int:
     """Largest |bias| (in accumulator units) that cannot overflow the int32 accumulator.
 
+    ``row_length`` counts a column whose partial sum is scaled by 2**k as 2**k columns.
     int8 rows sum into int32 directly; int16 rows sum in int64 and keep |bias| <= 2**30 so that
     only dot products beyond any calibrated range saturate.
     """

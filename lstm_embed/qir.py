@@ -30,6 +30,7 @@ class QLSTMLayer:
     weight_scale: np.ndarray  # (units, 4) float, real weight = q * weight_scale (after folding)
     cell_frac: int  # cell state: int16 with cell_frac fractional bits, 1 <= cell_frac <= 15
     has_bias: bool = True
+    input_shift: int = 0  # the input columns' partial sum is multiplied by 2**input_shift
 
     def __post_init__(self) -> None:
         k = self.input_size + self.units
@@ -52,6 +53,16 @@ class QLSTMLayer:
     @property
     def row_length(self) -> int:
         return self.input_size + self.units
+
+    @property
+    def effective_row_length(self) -> int:
+        """Row length for overflow bounds: input columns count 2**input_shift times."""
+        return self.input_size * 2**self.input_shift + self.units
+
+    @property
+    def portable_only(self) -> bool:
+        """Layers the optimized kernels do not handle yet run the reference kernel."""
+        return self.weight_bits != 8 or self.input_shift != 0
 
     @property
     def cell_int_bits(self) -> int:

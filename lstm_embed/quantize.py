@@ -16,12 +16,12 @@ Scaling choices:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import fixedpoint as fp
-from .float_model import forward
+from .float_model import forward, lstm_forward
 from .ir import GATES, DenseLayer, LSTMLayer, Model
 from .qir import Q15_SCALE, QDenseLayer, QLSTMLayer, QModel
 
@@ -43,6 +43,9 @@ class QuantizeOptions:
     input_range: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) per feature
     table_log2_entries: int = fp.DEFAULT_LOG2_ENTRIES
     weight_bits: tuple[int, ...] = (8,)  # one value for every layer, or one per layer
+    # Power-of-two scale of the input columns of LSTM rows: "auto" picks it per layer on the
+    # calibration data; 0 keeps one scale per row (the only form the optimized kernels run).
+    input_shift: str | int = 0
 
     def bits_of(self, index: int, layer_count: int) -> int:
         if len(self.weight_bits) not in (1, layer_count):
@@ -82,14 +85,20 @@ def input_scale(x: np.ndarray, options: QuantizeOptions) -> np.ndarray:
     return (peak / fp.INT16_MAX).astype(np.float32)
 
 
-def _row_scales(rows: np.ndarray, bias: np.ndarray, activation_scale: float, bits: int):
+def _row_scales(
+    rows: np.ndarray,
+    bias: np.ndarray,
+    activation_scale: float,
+    bits: int,
+    row_length: int | None = None,
+):
     """int8/int16 rows, their scales and the bias in accumulator units.
 
     The scales are widened where needed so that |bias_q| fits the accumulator headroom.
     Returns (weights, weight scale, bias_s32, accumulator scale / activation scale).
     """
     unit = fp.accumulator_unit(bits)
-    headroom = fp.accumulator_headroom(rows.shape[-1], bits)
+    headroom = fp.accumulator_headroom(row_length or rows.shape[-1], bits)
     min_scale = np.abs(bias) / (activation_scale * unit * headroom)
     weights, scale = fp.quantize_rows(rows, bits, min_scale=min_scale)
     bias_s32 = fp.quantize_bias_s32(bias, scale * activation_scale * unit)
@@ -117,20 +126,33 @@ def cell_frac_bits(max_abs_cell: float) -> int:
     return int(min(15, max(1, 15 - int_bits)))
 
 
+MAX_INPUT_SHIFT = 6
+
+
+def lstm_rows(layer: LSTMLayer, feature_scale: np.ndarray, input_shift: int):
+    """Float gate rows (units, 4, m + n) against [x_q; h_q15] in units of 2**-15, the input
+    columns divided by 2**input_shift, and the biases (units, 4)."""
+    fold = np.asarray(feature_scale, np.float64)[:, None] / Q15_SCALE / 2**input_shift
+    kernel = layer.kernel * fold
+    rows, biases = [], []
+    for k, gate in enumerate(GATES):
+        cols = slice(k * layer.units, (k + 1) * layer.units)
+        rows.append(np.concatenate([kernel[:, cols], layer.recurrent_kernel[:, cols]]).T)
+        biases.append(layer.gate(gate)[2])
+    return np.stack(rows, axis=1), np.stack(biases, axis=1)
+
+
 def quantize_lstm(
-    layer: LSTMLayer, feature_scale: np.ndarray, max_abs_cell: float, bits: int = 8
+    layer: LSTMLayer,
+    feature_scale: np.ndarray,
+    max_abs_cell: float,
+    bits: int = 8,
+    input_shift: int = 0,
 ) -> QLSTMLayer:
     """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM)."""
-    folded_kernel = layer.kernel * (np.asarray(feature_scale, np.float64)[:, None] / Q15_SCALE)
-    rows, biases = [], []
-    for gate in GATES:
-        k = GATES.index(gate)
-        cols = slice(k * layer.units, (k + 1) * layer.units)
-        rows.append(np.concatenate([folded_kernel[:, cols], layer.recurrent_kernel[:, cols]]).T)
-        biases.append(layer.gate(gate)[2])
-    rows_f = np.stack(rows, axis=1)  # (units, 4, m + n)
-    bias_f = np.stack(biases, axis=1)  # (units, 4)
-    weights, scale, bias_s32, acc_scale = _row_scales(rows_f, bias_f, Q15_SCALE, bits)
+    rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
+    row_length = layer.input_size * 2**input_shift + layer.units
+    weights, scale, bias_s32, acc_scale = _row_scales(rows_f, bias_f, Q15_SCALE, bits, row_length)
     multiplier, shift = _multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
     return QLSTMLayer(
         name=layer.name,
@@ -145,7 +167,36 @@ def quantize_lstm(
         weight_scale=scale,
         cell_frac=cell_frac_bits(max_abs_cell),
         has_bias=layer.bias is not None,
+        input_shift=input_shift,
     )
+
+
+def choose_input_shift(
+    layer: LSTMLayer, feature_scale: np.ndarray, x: np.ndarray, bits: int
+) -> int:
+    """The input shift whose rounded weights keep the layer's float output closest (RMS over
+    the calibration inputs x) to the unrounded layer; ties go to the smaller shift."""
+    sample = x[: min(len(x), 128)]
+    target = lstm_forward(layer, sample).output
+    best, best_error = 0, np.inf
+    for k in range(MAX_INPUT_SHIFT + 1):
+        if layer.input_size * 2**k + layer.units > fp.INT32_MAX // (fp.WEIGHT_MAX * 2**15):
+            break
+        rows_f, _ = lstm_rows(layer, feature_scale, k)
+        weights, scale = fp.quantize_rows(rows_f, bits)
+        rounded = _unfold(layer, weights * scale[..., None], feature_scale, k)
+        error = float(np.sqrt(np.mean((lstm_forward(rounded, sample).output - target) ** 2)))
+        if error < best_error * 0.98:  # a shift must pay for itself
+            best, best_error = k, error
+    return best
+
+
+def _unfold(layer: LSTMLayer, rows: np.ndarray, feature_scale: np.ndarray, k: int) -> LSTMLayer:
+    """Float layer whose weights are ``rows`` (units, 4, m + n) mapped back to Keras layout."""
+    m = layer.input_size
+    weights = rows.transpose(2, 1, 0).reshape(m + layer.units, 4 * layer.units)
+    fold = np.asarray(feature_scale, np.float64)[:, None] / Q15_SCALE / 2**k
+    return replace(layer, kernel=weights[:m] / fold, recurrent_kernel=weights[m:])
 
 
 def quantize_dense(
@@ -186,11 +237,19 @@ def quantize(model: Model, calibration: np.ndarray, options: QuantizeOptions | N
     x_scale = input_scale(x, options)
     layers: list[QLSTMLayer | QDenseLayer] = []
     feature_scale = x_scale.astype(np.float64)
+    layer_input = x
     for index, (layer, trace) in enumerate(zip(model.layers, traces, strict=True)):
         bits = options.bits_of(index, len(model.layers))
         if isinstance(layer, LSTMLayer):
             max_cell = float(np.max(np.abs(trace.cell)))
-            layers.append(quantize_lstm(layer, feature_scale, max_cell, bits))
+            if options.input_shift == "auto" and bits == 8:  # int16 rows have the precision
+                shift = choose_input_shift(layer, feature_scale, layer_input, bits)
+            elif options.input_shift == "auto":
+                shift = 0
+            else:
+                shift = int(options.input_shift)
+            layers.append(quantize_lstm(layer, feature_scale, max_cell, bits, shift))
+            layer_input = trace.output
             feature_scale = np.full(layer.units, Q15_SCALE)
         else:
             max_out = float(np.max(np.abs(trace.output)))

@@ -44,9 +44,16 @@ def recurrent_activation(layer: QLSTMLayer, z: np.ndarray, model: QModel) -> np.
 
 
 def gate_preactivations(layer: QLSTMLayer, x_q: np.ndarray, h_q15: np.ndarray) -> np.ndarray:
-    """(N, units, 4) int32 gate pre-activations with Z_FRAC_BITS fractional bits."""
-    a = np.concatenate([x_q, h_q15], axis=1).astype(np.int64)  # (N, K)
-    dot = np.einsum("ugk,nk->nug", layer.weights.astype(np.int64), a)
+    """(N, units, 4) int32 gate pre-activations with Z_FRAC_BITS fractional bits.
+
+    acc = bias + dot(w_x, x) * 2**input_shift + dot(w_h, h): the input columns carry their own
+    power-of-two scale so that a wide input range does not coarsen the recurrent weights.
+    """
+    w = layer.weights.astype(np.int64)
+    m = layer.input_size
+    dot_x = np.einsum("ugk,nk->nug", w[..., :m], x_q.astype(np.int64))
+    dot_h = np.einsum("ugk,nk->nug", w[..., m:], h_q15.astype(np.int64))
+    dot = dot_x * (1 << layer.input_shift) + dot_h
     return fp.requantize(
         accumulate(dot, layer.bias_s32, layer.weight_bits), layer.multiplier, layer.shift
     )
