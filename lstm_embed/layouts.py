@@ -89,6 +89,23 @@ def mve_weights(layer: QLSTMLayer) -> np.ndarray:
     return w.reshape(units, gates, kp // MVE_LANES, MVE_LANES).transpose(0, 2, 1, 3).reshape(-1)
 
 
+MVE_GROUP = 4  # units whose gates are activated together, one per int32 lane
+
+
+def mve_requant(layer: QLSTMLayer) -> np.ndarray:
+    """[group of 4 units][gate]{multiplier x 4 lanes, -(shift - 32) x 4 lanes} for the vector
+    requantization z = VRSHL(VMULH(acc, multiplier), -(shift - 32)) of ``fast_requant`` layers:
+    (hi + 2^(s-33)) >> (s-32) with hi the high word of acc * multiplier. Lanes past the last
+    unit hold multiplier 0."""
+    groups = padded(layer.units, MVE_GROUP)
+    m = np.zeros((groups, 4), dtype=np.int64)
+    s = np.full((groups, 4), 33, dtype=np.int64)
+    m[: layer.units] = layer.multiplier
+    s[: layer.units] = layer.shift
+    lanes = np.stack([m, 32 - s], axis=-1).reshape(groups // MVE_GROUP, MVE_GROUP, 4, 2)
+    return lanes.transpose(0, 2, 3, 1).reshape(-1)
+
+
 def plain_weights(layer: QLSTMLayer) -> np.ndarray:
     """uint8 w + 128, [unit][k][gate], k padded to even with 0 (an activation of 0 + 0 there
     adds nothing): unsigned byte loads need no sign extension (Cortex-M0)."""
@@ -174,6 +191,8 @@ def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
         "dsp_header_words": DSP_HEADER_WORDS,
         "mve_weights": cformat.c_int_array(mve, per_line=32),
         "mve_weights_count": mve.size,
+        "mve_requant": cformat.c_int_array(mve_requant(layer), per_line=8),
+        "mve_requant_count": mve_requant(layer).size,
         "plain_weights": cformat.c_int_array(plain_weights(layer), per_line=32),
         "plain_bias": c_int32_array(plain_bias(layer)),
         "fast_requant": fast_requant(layer),
