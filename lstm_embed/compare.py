@@ -329,7 +329,8 @@ def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
     for layer, qlayer in zip(ir.layers, qmodel.layers, strict=True):
         if isinstance(layer, LSTMLayer) and isinstance(qlayer, QLSTMLayer):
             rows = qlayer.weights * qlayer.weight_scale[..., None]  # (n, 4, m + n)
-            rows[..., : layer.input_size] *= Q15_SCALE / feature_scale  # undo the input fold
+            # undo the input fold and the input columns' power-of-two scale
+            rows[..., : layer.input_size] *= Q15_SCALE / feature_scale * 2**qlayer.input_shift
             weights = rows.transpose(2, 1, 0).reshape(qlayer.row_length, 4 * layer.units)
             unit = fp.accumulator_unit(qlayer.weight_bits)
             bias = (qlayer.bias_s32 * qlayer.weight_scale * unit * Q15_SCALE).T.reshape(-1)

@@ -27,6 +27,7 @@ from lstm_embed import fixedpoint as fp
 from lstm_embed.compare import dequantized_ir
 from lstm_embed.float_model import forward
 from lstm_embed.hostbuild import run_host
+from lstm_embed.quantize import QuantizeOptions
 from lstm_embed.reference import run_float
 from lstm_embed.samples import RECIPES, Sample, sample
 
@@ -54,9 +55,23 @@ def describe(s: Sample) -> str:
     return f"{s.name}: {steps}x{features} -> " + " -> ".join(layers)
 
 
-def measure(name: str, work: Path) -> dict[str, str]:
+SETTINGS = {
+    "int8": QuantizeOptions(),
+    "int8, --input-shift auto": QuantizeOptions(input_shift="auto"),
+    "int16": QuantizeOptions(weight_bits=(16,)),
+}
+
+
+def measure(name: str, setting: str, work: Path) -> dict[str, str]:
     s = sample(name)
-    conversion = lstm_embed.convert(s.model, calibration=s.x_train, out_dir=work / name, name=name)
+    conversion = lstm_embed.convert(
+        s.model,
+        calibration=s.x_train,
+        out_dir=work / name,
+        name=name,
+        options=SETTINGS[setting],
+        force=True,
+    )
     x = s.x_test.astype(np.float32)
     keras_y = np.asarray(s.model.predict(x, verbose=0), np.float64)
     c_y = run_host(conversion.out_dir, x).astype(np.float64)
@@ -73,6 +88,7 @@ def measure(name: str, work: Path) -> dict[str, str]:
 
     return {
         "model": describe(s),
+        "setting": setting,
         "params": str(conversion.report["params"]),
         "flash": str(conversion.report["flash_bytes"]["total"]),
         "metric": METRIC[s.kind],
@@ -99,18 +115,20 @@ def table(rows: list[dict[str, str]], columns: list[tuple[str, str]]) -> str:
 
 MAIN_COLUMNS = [
     ("model", "model"),
+    ("setting", "weights"),
     ("params", "params"),
     ("flash", "flash B"),
     ("metric", "metric"),
     ("keras", "Keras"),
-    ("c", "C (int8)"),
+    ("c", "C"),
     ("max", "max abs error"),
     ("mean", "mean abs error"),
     ("pct", "max % of range"),
 ]
 BUDGET_COLUMNS = [
     ("model", "model"),
-    ("weights_pct", "int8 weights only"),
+    ("setting", "weights"),
+    ("weights_pct", "rounded weights only"),
     ("input_pct", "+ int16 input"),
     ("arith_pct", "+ integer arithmetic"),
     ("pct", "C vs Keras"),
@@ -120,11 +138,16 @@ BUDGET_COLUMNS = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        rows = [measure(name, Path(work)) for name in args.samples]
+        rows = [
+            measure(name, setting, Path(work))
+            for name in args.samples
+            for setting in args.settings
+        ]
     print(
-        f"Generated C (host build, int8 weights) vs Keras {keras.__version__} on held-out test"
+        f"Generated C (host build) vs Keras {keras.__version__} on held-out test"
         f" inputs ({', '.join(r['samples'] for r in rows)} sequences); range: the regression"
         " target's, else the Keras outputs'. Made by `scripts/accuracy.py`"
         f" (lstm-embed {lstm_embed.__version__}).\n"
