@@ -141,11 +141,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     x = _load_array(args.input, "--input").astype(np.float32)
     labels = _load_array(args.labels, "--labels") if args.labels else None
-    result = compare(args.model, Path(args.out_dir), x, labels)
+    report_dir = Path(args.report) if args.report else None
+    result = compare(args.model, Path(args.out_dir), x, labels, report_dir=report_dir)
     print(result["text"])
+    if report_dir:
+        print(f"wrote {report_dir}/report.md (+ PNG plots, report.json)")
     if args.json:
         Path(args.json).write_text(json.dumps(result["json"], indent=2) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from .trace import trace_to_arrays
+
+    x = _load_array(args.input, "--input").astype(np.float32)
+    arrays = trace_to_arrays(Path(args.out_dir), x)
+    np.savez(args.output, **arrays)
+    print(f"wrote {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
     return 0
 
 
@@ -223,7 +236,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
     p.add_argument("--labels", help="labels for a task metric (class ids, one-hot or targets)")
     p.add_argument("--json", help="also write the numbers as JSON here")
+    p.add_argument("--report", metavar="DIR", help="write a Markdown report with PNG plots here")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("trace", help="every gate of every step of the integer reference")
+    p.add_argument("out_dir", help="folder written by convert")
+    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
+    p.add_argument("-o", "--output", required=True, help="where to save the trace (.npz)")
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("build", help="build Cortex-M firmware for a board; prints sizes")
     p.add_argument("out_dir", help="folder written by convert")
