@@ -46,6 +46,8 @@ class Shape:
     input_size: int
     lstm_units: tuple[int, ...]
     dense: tuple[tuple[int, str], ...] = ()
+    recurrent_activation: str = "sigmoid"
+    input_scale: float = 1.0  # calibration range; a wide one makes input rows' shifts < 33
 
     @property
     def macs(self) -> int:
@@ -73,6 +75,7 @@ class Shape:
                     kernel=rng.uniform(-limit, limit, (width, 4 * n)),
                     recurrent_kernel=rng.normal(0.0, 1.0 / np.sqrt(n), (n, 4 * n)),
                     bias=bias,
+                    recurrent_activation=self.recurrent_activation,
                     return_sequences=k + 1 < len(self.lstm_units),
                 )
             )
@@ -145,7 +148,8 @@ def convert_shape(shape: Shape, out_dir: Path, seed: int = 0) -> Conversion:
     """Random-weight model of `shape` converted into out_dir."""
     ir = shape.ir(seed)
     rng = np.random.default_rng(seed + 1)
-    calibration = rng.normal(size=(16, 8, shape.input_size)).astype(np.float32)
+    calibration = rng.normal(size=(16, 8, shape.input_size)) * shape.input_scale
+    calibration = calibration.astype(np.float32)
     return convert_ir(ir, calibration, out_dir, name=NAME, force=True)
 
 

@@ -19,14 +19,21 @@ import pytest
 from lstm_embed import bench, firmware, layouts, reference
 from lstm_embed import fixedpoint as fp
 from lstm_embed.hostbuild import STRICT_FLAGS
+from lstm_embed.qir import QModel
 
 TIMESTEPS = 4
-# (inputs, LSTM units..., Dense head): units 1, 3, 5 and inputs 1, 7 hit every tail.
+# (inputs, LSTM units..., Dense head): units 1, 3, 5 and inputs 1, 7 hit every tail; 9x44 runs
+# the looped row sums (DSP: 27 column pairs = 3 x 7 + 6, MVE: 7 chunks, M0: 52 + 2 columns,
+# 11 groups of 4 units); "wide" inputs make the input rows' shifts < 33 (the generic
+# requantization); "hard" layers use hard_sigmoid (fast and generic requantization).
 SHAPES = (
     bench.Shape("1x1", 1, (1,)),
     bench.Shape("7x3", 7, (3,)),
     bench.Shape("1x5+dense", 1, (5,), ((2, "linear"),)),
     bench.Shape("7x13,5", 7, (13, 5)),
+    bench.Shape("9x44", 9, (44,)),
+    bench.Shape("9x6 wide", 9, (6,), input_scale=100.0),
+    bench.Shape("3x7,2 hard wide", 3, (7, 2), recurrent_activation="hard_sigmoid", input_scale=1e2),
 )
 CORES = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")  # M7/M33 share the M4's DSP kernel
 
@@ -41,8 +48,10 @@ def toolchain() -> None:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, np.ndarray]]:
-    """Each shape converted once: (folder, numpy reference outputs per step)."""
+def converted(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[Path, np.ndarray, QModel]]:
+    """Each shape converted once: (folder, numpy reference outputs per step, QModel)."""
     result = {}
     for k, shape in enumerate(SHAPES):
         out = tmp_path_factory.mktemp(f"shape{k}") / "model"
@@ -50,7 +59,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
         x = bench.bench_input(shape.input_size, TIMESTEPS, seed=k)
         states = reference.initial_state(conversion.qmodel, 1)
         y = [reference.step(conversion.qmodel, states, x[None, t])[0] for t in range(TIMESTEPS)]
-        result[shape.label] = (out, np.array(y, dtype=np.int16))
+        result[shape.label] = (out, np.array(y, dtype=np.int16), conversion.qmodel)
     return result
 
 
@@ -70,16 +79,27 @@ def _assert_equal(y: np.ndarray, expected: np.ndarray, label: str) -> None:
 def test_optimized_equals_reference(
     toolchain: None, converted: dict, tmp_path: Path, shape: bench.Shape, core: str
 ) -> None:
-    out, expected = converted[shape.label]
+    out, expected, _ = converted[shape.label]
     x = bench.bench_input(shape.input_size, TIMESTEPS, seed=SHAPES.index(shape))
     for kernel in bench.KERNELS:
         y, _ = bench.run_outputs(out, core, x, kernel, tmp_path / kernel)
         _assert_equal(y, expected, f"{shape.label} on {core}, {kernel} kernel")
 
 
+def test_shapes_exercise_every_kernel_path(converted: dict) -> None:
+    """The shapes above keep covering both requantizations, hard_sigmoid and looped sums."""
+    layers = {
+        label: [(layouts.fast_requant(la), la.recurrent_activation) for la in conv.lstm_layers]
+        for label, (_, _, conv) in converted.items()
+    }
+    assert layers["9x6 wide"] == [(False, "sigmoid")]
+    assert layers["3x7,2 hard wide"] == [(False, "hard_sigmoid"), (True, "hard_sigmoid")]
+    assert layers["9x44"] == [(True, "sigmoid")]
+
+
 def test_plain_kernel_builds_strict_on_host(converted: dict, tmp_path: Path) -> None:
     """The plain-C kernel is portable C99: forced on the host it compiles warning-free."""
-    out, _ = converted["7x13,5"]
+    out, _, _ = converted["7x13,5"]
     cmd = ["cc", *STRICT_FLAGS, "-DBENCH_USE_PLAIN_KERNEL", "-c", str(out / "bench.c")]
     proc = subprocess.run([*cmd, "-o", str(tmp_path / "m.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
