@@ -113,6 +113,14 @@ def print_summary(report: dict) -> None:
         f" biases/scales {flash['biases']}, tables {flash['tables']}); RAM {ram['total']} B"
         f" (state {ram['state']}, scratch {ram['scratch']}); {report['macs_per_step']} MACs/step"
     )
+    calibration = report.get("calibration")
+    if calibration:
+        cells = ", ".join(
+            f"{la['layer']} {la['cell_format'].split()[0]} ({la['cell_saturated']} saturated)"
+            for la in calibration["lstm_layers"]
+        )
+        clipped = calibration["input"]["clipped_values"]
+        print(f"cell formats: {cells}; calibration inputs clipped: {clipped}")
     error = report.get("calibration_error_vs_keras")
     if error:
         print(

@@ -19,7 +19,7 @@ from .ir import Model
 from .qir import QModel
 from .quantize import QuantizeOptions, quantize
 from .reference import run_float
-from .report import errors, layer_rows, sizes
+from .report import calibration_ranges, errors, input_clipping, layer_rows, sizes
 
 MARKER = ".lstm-embed"  # present in every folder convert wrote; others are not replaced
 
@@ -100,6 +100,11 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
         "input_scale": [float(s) for s in qmodel.input_scale],
         "output_scale": qmodel.output_scale,
         **sizes(qmodel),
+    }
+    report["calibration"] = {
+        "samples": len(x),
+        "input": input_clipping(qmodel, x),
+        "lstm_layers": calibration_ranges(ir, qmodel, x),
     }
     if keras_y is not None:
         report["calibration_error_vs_keras"] = errors(keras_y, run_float(qmodel, x))

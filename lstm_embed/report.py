@@ -145,3 +145,53 @@ def task_metrics(keras_y: np.ndarray, c_y: np.ndarray, labels: np.ndarray | None
         "keras_rmse": float(np.sqrt(np.mean((keras_y - truth) ** 2))),
         "c_rmse": float(np.sqrt(np.mean((c_y - truth) ** 2))),
     }
+
+
+def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any]]:
+    """Per LSTM layer on the calibration data: float ranges of every gate pre-activation, the
+    cell and the hidden state (formats are chosen from the max), and how many integer values
+    saturated (cell at the int16 limits, gate pre-activations at the int32 limits)."""
+    from . import fixedpoint as fp
+    from . import reference
+    from .float_model import forward
+
+    sample = np.asarray(x[: min(len(x), 512)], dtype=np.float32)
+    _, traces = forward(ir, sample)
+    trace = reference.Trace()
+    x_q = fp.quantize_input(sample, qmodel.input_inv_scale)
+    reference.run(qmodel, x_q, trace)
+    rows: list[dict[str, Any]] = []
+    lstm_index = 0
+    for layer, float_trace, qlayer in zip(ir.layers, traces, qmodel.layers, strict=True):
+        if not isinstance(layer, LSTMLayer):
+            continue
+        steps = [step[lstm_index] for step in trace.steps]
+        c_q = np.stack([s.c for s in steps])
+        z_q = np.stack([s.z for s in steps])
+        rows.append(
+            {
+                "layer": layer.name,
+                "gate_preactivation_max_abs": {
+                    g: float(np.max(np.abs(z))) for g, z in float_trace.gate_preactivations.items()
+                },
+                "cell_max_abs": float(np.max(np.abs(float_trace.cell))),
+                "hidden_max_abs": float(np.max(np.abs(float_trace.output))),
+                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_frac} (max |c| x 1.25)",
+                "cell_saturated": int(np.sum((c_q >= fp.INT16_MAX) | (c_q <= fp.INT16_MIN))),
+                "gate_saturated": int(np.sum(np.abs(z_q) >= fp.INT32_MAX)),
+                "values": int(c_q.size),
+            }
+        )
+        lstm_index += 1
+    return rows
+
+
+def input_clipping(qmodel: QModel, x: np.ndarray) -> dict[str, Any]:
+    """How many input values lie beyond the int16 input range (they saturate on the device)."""
+    limit = qmodel.input_scale.astype(np.float64) * 32767
+    beyond = np.abs(np.asarray(x, np.float64)) > limit * (1 + 1e-6)  # float32 scale rounding
+    return {
+        "limit_per_feature": [float(v) for v in limit],
+        "clipped_values": int(np.sum(beyond)),
+        "values": int(beyond.size),
+    }
