@@ -26,6 +26,7 @@ from .hostbuild import read_report, run_host
 from .ir import DenseLayer, LSTMLayer, Model
 from .qir import Q15_SCALE, QDenseLayer, QLSTMLayer, QModel
 from .report import errors
+from .report import task_metrics as report_task_metrics
 
 QMODEL_FILE = "qmodel.npz"
 STREAM_STEPS = 1000  # long-sequence error growth: steps streamed through step()
@@ -86,20 +87,8 @@ def is_classifier(report: dict[str, Any], labels: np.ndarray | None, shape: tupl
 
 def task_metrics(report: dict[str, Any], keras_y, c_y, labels) -> dict[str, float]:
     """Accuracy for classifiers (argmax), RMSE for regressors; needs labels."""
-    if labels is None:
-        return {}
-    labels = np.asarray(labels)
-    if is_classifier(report, labels, keras_y.shape):
-        truth = labels if labels.ndim == keras_y.ndim - 1 else np.argmax(labels, axis=-1)
-        return {
-            "keras_accuracy": float(np.mean(np.argmax(keras_y, -1) == truth)),
-            "c_accuracy": float(np.mean(np.argmax(c_y, -1) == truth)),
-        }
-    truth = labels.reshape(keras_y.shape)
-    return {
-        "keras_rmse": float(np.sqrt(np.mean((keras_y - truth) ** 2))),
-        "c_rmse": float(np.sqrt(np.mean((c_y - truth) ** 2))),
-    }
+    classifier = labels is not None and is_classifier(report, labels, keras_y.shape)
+    return report_task_metrics(keras_y, c_y, labels, classifier)
 
 
 def input_clipping(x: np.ndarray, input_scale: np.ndarray) -> dict[str, Any]:

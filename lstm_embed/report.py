@@ -129,12 +129,14 @@ def errors(reference: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     }
 
 
-def task_metrics(keras_y: np.ndarray, c_y: np.ndarray, labels: np.ndarray | None, softmax: bool):
-    """Accuracy for classifiers (softmax head), RMSE for regressors; needs labels."""
+def task_metrics(
+    keras_y: np.ndarray, c_y: np.ndarray, labels: np.ndarray | None, classifier: bool
+) -> dict[str, float]:
+    """Accuracy for classifiers (argmax of the outputs), RMSE for regressors; needs labels."""
     if labels is None:
         return {}
     labels = np.asarray(labels)
-    if softmax:
+    if classifier:
         truth = labels if labels.ndim == keras_y.ndim - 1 else np.argmax(labels, axis=-1)
         return {
             "keras_accuracy": float(np.mean(np.argmax(keras_y, -1) == truth)),
