@@ -143,7 +143,7 @@ def convert_ir(
     keras_predict: Any = None,
 ) -> Conversion:
     """IR -> C in out_dir (no Keras needed); ``keras_predict`` adds the error vs Keras."""
-    name = cformat.c_identifier(name or ir.name)
+    name = cformat.c_identifier(ir.name if name is None else name)
     out_dir = Path(out_dir)
     check_output_folder(out_dir, force)
     qmodel = quantize(ir, calibration, options)
