@@ -1,0 +1,357 @@
+"""Bad input: one clear line on stderr, exit status 2, and no output folder left behind.
+
+Most cases call ``cli.main`` in-process (fast); one runs the installed entry point as a
+subprocess to prove the real exit status and the absence of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_embed import cli
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+T, M = 6, 3
+
+
+def _save(model, path: Path) -> Path:
+    model.save(path)
+    return path
+
+
+def _lstm_model(**options):
+    import keras
+
+    return keras.Sequential([keras.Input((T, M)), keras.layers.LSTM(4, **options)])
+
+
+def _unsupported() -> dict[str, tuple[Callable, str]]:
+    """name -> (model builder, text the error must contain)."""
+    import keras
+    from keras import layers
+
+    def seq(*body):
+        return lambda: keras.Sequential([keras.Input((T, M)), *body])
+
+    def attention(layer_fn):
+        def build():
+            x = keras.Input((T, M))
+            y = layer_fn()(x)
+            return keras.Model(x, layers.LSTM(2)(y))
+
+        return build
+
+    def return_state():
+        x = keras.Input((T, M))
+        out, _, _ = layers.LSTM(4, return_state=True)(x)
+        return keras.Model(x, out)
+
+    def stateful():
+        x = keras.Input(batch_shape=(1, T, M))
+        return keras.Model(x, layers.LSTM(4, stateful=True)(x))
+
+    return {
+        "bidirectional": (seq(layers.Bidirectional(layers.LSTM(4))), "Bidirectional"),
+        "gru": (seq(layers.GRU(4)), "GRU"),
+        "conv1d": (seq(layers.Conv1D(4, 3), layers.LSTM(2)), "Conv1D"),
+        "attention": (
+            attention(lambda: lambda v: layers.Attention()([v, v])),
+            "Attention",
+        ),
+        "multi_head_attention": (
+            attention(lambda: lambda v: layers.MultiHeadAttention(2, 4)(v, v)),
+            "MultiHeadAttention",
+        ),
+        "masking": (seq(layers.Masking(), layers.LSTM(2)), "Masking"),
+        "go_backwards": (lambda: _lstm_model(go_backwards=True), "go_backwards"),
+        "return_state": (return_state, "return_state"),
+        "stateful": (stateful, "stateful"),
+        "activation_relu": (lambda: _lstm_model(activation="relu"), "activation"),
+    }
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    out = {"good": _save(_lstm_model(), folder / "good.keras")}
+    nan_model = _lstm_model()
+    weights = nan_model.get_weights()
+    weights[0][0, 0] = np.nan
+    nan_model.set_weights(weights)
+    out["nan_weights"] = _save(nan_model, folder / "nan_weights.keras")
+    inf_model = _lstm_model()
+    weights = inf_model.get_weights()
+    weights[1][0, 0] = np.inf
+    inf_model.set_weights(weights)
+    out["inf_weights"] = _save(inf_model, folder / "inf_weights.keras")
+    for name, (build, _) in _unsupported().items():
+        out[name] = _save(build(), folder / f"{name}.keras")
+    out["corrupt"] = folder / "corrupt.keras"
+    out["corrupt"].write_bytes(out["good"].read_bytes()[:200])
+    out["garbage_h5"] = folder / "garbage.h5"
+    out["garbage_h5"].write_bytes(rng.bytes(4096))
+    out["zip_not_keras"] = folder / "other.keras"
+    with zipfile.ZipFile(out["zip_not_keras"], "w") as archive:
+        archive.writestr("hello.txt", "not a model")
+    out["text"] = folder / "model.txt"
+    out["text"].write_text("LSTM(4)\n")
+    x = rng.normal(size=(8, T, M))
+    arrays = {
+        "calib": x.astype(np.float32),
+        "calib_2d": x[:, :, 0].astype(np.float32),
+        "calib_features": rng.normal(size=(8, T, M + 1)).astype(np.float32),
+        "calib_steps": rng.normal(size=(8, T + 2, M)).astype(np.float32),
+        "calib_int": (x * 10).astype(np.int32),
+        "calib_nan": np.where(rng.random(x.shape) < 0.1, np.nan, x).astype(np.float32),
+        "calib_inf": np.where(rng.random(x.shape) < 0.1, np.inf, x).astype(np.float32),
+        "calib_empty": np.zeros((0, T, M), np.float32),
+    }
+    for name, array in arrays.items():
+        out[name] = folder / f"{name}.npy"
+        np.save(out[name], array)
+    out["calib_pickle"] = folder / "calib_pickle.npy"
+    np.save(out["calib_pickle"], np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    out["calib_text"] = folder / "calib.npy.txt"
+    out["calib_text"].write_text("1 2 3\n")
+    return out
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    status = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_error(status: int, err: str, *needles: str) -> None:
+    assert status == cli.EXIT_ERROR
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("lstm-embed "), lines[0]
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+
+
+def assert_nothing_written(parent: Path, name: str = "out") -> None:
+    assert not (parent / name).exists()
+    leftovers = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+    assert not leftovers, f"temporary folders left behind: {leftovers}"
+
+
+def convert_args(model: Path, calibration: Path, out: Path, *extra: str) -> list:
+    return ["convert", model, "--calibration", calibration, "-o", out, *extra]
+
+
+# ------------------------------------------------------------------ model files
+
+MODEL_ERRORS = {
+    "missing": (None, "no such file"),
+    "corrupt": ("corrupt", "cannot be read as a Keras model"),
+    "garbage_h5": ("garbage_h5", "cannot be read as a Keras model"),
+    "zip_not_keras": ("zip_not_keras", "cannot be read as a Keras model"),
+    "text": ("text", "not a Keras model file"),
+    "nan_weights": ("nan_weights", "NaN or Inf"),
+    "inf_weights": ("inf_weights", "NaN or Inf"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_ERRORS))
+def test_bad_model_file(case: str, files, tmp_path: Path, capsys) -> None:
+    key, needle = MODEL_ERRORS[case]
+    model = files[key] if key else tmp_path / "missing.keras"
+    out = tmp_path / "out"
+    status, _, err = run_cli(convert_args(model, files["calib"], out), capsys)
+    assert_error(status, err, needle)
+    assert_nothing_written(tmp_path)
+
+
+UNSUPPORTED_IDS = [
+    "bidirectional",
+    "gru",
+    "conv1d",
+    "attention",
+    "multi_head_attention",
+    "masking",
+    "go_backwards",
+    "return_state",
+    "stateful",
+    "activation_relu",
+]
+
+
+@pytest.mark.parametrize("case", UNSUPPORTED_IDS)
+def test_unsupported_layer_or_option(case: str, files, tmp_path: Path, capsys) -> None:
+    needle = _unsupported()[case][1]
+    status, _, err = run_cli(convert_args(files[case], files["calib"], tmp_path / "out"), capsys)
+    assert_error(status, err, needle, "not supported")
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("case", ["gru", "go_backwards"])
+def test_inspect_names_the_unsupported_part(case: str, files, capsys) -> None:
+    status, _, err = run_cli(["inspect", files[case]], capsys)
+    assert_error(status, err, _unsupported()[case][1], "not supported")
+
+
+# ------------------------------------------------------------------ calibration data
+
+CALIBRATION_ERRORS = {
+    "calib_2d": "shape",
+    "calib_features": "shape",
+    "calib_steps": "timesteps",
+    "calib_int": "floating point",
+    "calib_nan": "NaN",
+    "calib_inf": "Inf",
+    "calib_empty": "shape",
+    "calib_pickle": "--calibration",
+    "calib_text": "--calibration",
+    "calib_missing": "no such calibration file",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CALIBRATION_ERRORS))
+def test_bad_calibration(case: str, files, tmp_path: Path, capsys) -> None:
+    calibration = files.get(case, tmp_path / "nothing.npy")
+    status, _, err = run_cli(convert_args(files["good"], calibration, tmp_path / "out"), capsys)
+    assert_error(status, err, CALIBRATION_ERRORS[case])
+    assert_nothing_written(tmp_path)
+
+
+# ------------------------------------------------------------------ names and output folders
+
+
+@pytest.mark.parametrize(
+    "name,needle",
+    [
+        ("1net", "not a valid C identifier"),
+        ("my-net", "not a valid C identifier"),
+        ("", "not a valid C identifier"),
+        ("int", "reserved word"),
+        ("while", "reserved word"),
+        ("__net", "reserved"),
+        ("_Net", "reserved"),
+    ],
+    ids=["digit", "dash", "empty", "int", "while", "double_underscore", "underscore_capital"],
+)
+def test_bad_c_name(name: str, needle: str, files, tmp_path: Path, capsys) -> None:
+    args = convert_args(files["good"], files["calib"], tmp_path / "out", "--name", name)
+    status, _, err = run_cli(args, capsys)
+    assert_error(status, err, needle)
+    assert_nothing_written(tmp_path)
+
+
+def test_foreign_folder_is_refused_unless_forced(files, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    status, _, err = run_cli(convert_args(files["good"], files["calib"], out), capsys)
+    assert_error(status, err, "not written by lstm-embed", "--force")
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+    status, _, _ = run_cli(convert_args(files["good"], files["calib"], out, "--force"), capsys)
+    assert status == 0
+    assert not (out / "thesis.tex").exists()
+    assert (out / "sequential.c").exists() or any(out.glob("*.c"))
+
+
+def test_a_file_in_place_of_the_folder_is_refused(files, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.write_text("a file")
+    status, _, err = run_cli(convert_args(files["good"], files["calib"], out), capsys)
+    assert_error(status, err, "not a folder")
+    assert out.read_text() == "a file"
+
+
+def test_own_folder_is_replaced_whole(files, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    args = convert_args(files["good"], files["calib"], out, "--name", "first")
+    assert run_cli(args, capsys)[0] == 0
+    (out / "stale.txt").write_text("from an older run")
+    args = convert_args(files["good"], files["calib"], out, "--name", "second")
+    assert run_cli(args, capsys)[0] == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"second.c", "second.h", "report.json"} <= names
+    assert not names & {"first.c", "first.h", "stale.txt"}
+    assert_no_temporaries(tmp_path)
+
+
+def assert_no_temporaries(parent: Path) -> None:
+    hidden = [p.name for p in parent.iterdir() if p.name.startswith(".")]
+    assert not hidden, hidden
+
+
+def test_failed_conversion_keeps_the_previous_output(files, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert (
+        run_cli(convert_args(files["good"], files["calib"], out, "--name", "net"), capsys)[0] == 0
+    )
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    status, _, err = run_cli(convert_args(files["good"], files["calib_nan"], out), capsys)
+    assert_error(status, err, "NaN")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert_no_temporaries(tmp_path)
+
+
+# ------------------------------------------------------------------ running
+
+
+@pytest.fixture(scope="module")
+def converted(files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("converted") / "out"
+    args = convert_args(files["good"], files["calib"], out, "--name", "net")
+    assert cli.main([str(a) for a in args]) == 0
+    return out
+
+
+def test_run_without_compiler(converted: Path, files, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setenv("LSTM_EMBED_CACHE", str(tmp_path / "cache"))
+    args = ["run", converted, "--input", files["calib"], "-o", tmp_path / "y.npy"]
+    status, _, err = run_cli(args, capsys)
+    assert_error(status, err, "no host C compiler", "/nonexistent/cc")
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_run_on_a_folder_convert_did_not_write(files, tmp_path: Path, capsys) -> None:
+    args = ["run", tmp_path, "--input", files["calib"], "-o", tmp_path / "y.npy"]
+    status, _, err = run_cli(args, capsys)
+    assert_error(status, err, "report.json")
+
+
+def test_run_with_wrong_input_shape(converted: Path, files, tmp_path: Path, capsys) -> None:
+    args = ["run", converted, "--input", files["calib_features"], "-o", tmp_path / "y.npy"]
+    status, _, err = run_cli(args, capsys)
+    assert_error(status, err, "shape")
+
+
+def test_run_without_qemu(converted: Path, files, tmp_path: Path, capsys, monkeypatch) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    args = ["run", converted, "--board", "qemu-m4", "--input", files["calib"], "-o", tmp_path / "y"]
+    status, _, err = run_cli(args, capsys)
+    assert_error(status, err, "not found")
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_entry_point_exit_status(tmp_path: Path) -> None:
+    """The real command: exit status 2, one line, no traceback."""
+    exe = Path(sys.executable).with_name("lstm-embed")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lstm_embed.cli"]
+    proc = subprocess.run(
+        [*cmd, "convert", str(tmp_path / "none.keras"), "-c", str(tmp_path / "x.npy"), "-o",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert_error(proc.returncode, proc.stderr, "no such")
+    assert_nothing_written(tmp_path)
