@@ -50,7 +50,7 @@ bench: venv toolchain
 	$(PY) -m lstm_embed.bench
 
 fuzz: venv toolchain
-	$(PY) -m lstm_embed.fuzz --models $${MODELS:-10000}
+	$(PY) -m lstm_embed.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
 
 accuracy: venv
 	$(PY) scripts/accuracy.py
