@@ -71,6 +71,9 @@ def write_atomically(out_dir: Path, write: Any) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary folder
         write(tmp)
         (tmp / MARKER).write_text(f"written by lstm-embed {__version__}\n")
         if out_dir.exists():

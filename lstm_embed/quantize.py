@@ -208,7 +208,8 @@ def quantize_dense(
         real = acc_scale * in_scale * 2.0**fp.Z_FRAC_BITS
     else:
         peak = max_abs_output * OUTPUT_HEADROOM
-        out_scale = (peak if peak > 0 else 1.0) / fp.INT16_MAX
+        # outputs that are all ~0 still get a scale that float32 can hold (and dequantize with)
+        out_scale = (peak if peak > 1e-30 else 1e-30 if peak > 0 else 1.0) / fp.INT16_MAX
         real = acc_scale * in_scale / out_scale
     multiplier, shift = _multipliers(real)
     return QDenseLayer(
