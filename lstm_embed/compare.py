@@ -152,16 +152,16 @@ def layer_errors(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any
     for k, (qlayer, float_trace) in enumerate(zip(qmodel.lstm_layers, lstm_traces, strict=True)):
         h = np.stack([step[k].h_q15 for step in trace.steps], axis=1) * Q15_SCALE
         c_q = np.stack([step[k].c for step in trace.steps], axis=1)
-        c = c_q * 2.0**-qlayer.cell_frac
+        c = c_q * 2.0**-qlayer.cell_stored_frac
         result.append(
             {
                 "layer": qlayer.name,
-                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_frac}",
+                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_stored_frac}",
                 "h_error": _per_step(np.abs(h - float_trace.output)),
                 "c_error": _per_step(np.abs(c - float_trace.cell)),
                 "h_max_abs_error": float(np.max(np.abs(h - float_trace.output))),
                 "c_max_abs_error": float(np.max(np.abs(c - float_trace.cell))),
-                "cell_saturated": int(np.sum(np.abs(c_q) >= fp.INT16_MAX)),
+                "cell_saturated": int(np.sum(np.abs(c_q) >= qlayer.cell_limits[1])),
                 "float_max_abs_cell": float(np.max(np.abs(float_trace.cell))),
                 "cell_limit": float(fp.INT16_MAX * 2.0**-qlayer.cell_frac),
             }
@@ -192,8 +192,8 @@ def stream_errors(ir: Model, qmodel: QModel, x: np.ndarray, steps: int) -> dict[
     float_y, float_traces = forward(every_step(ir), streams.astype(np.float64))
     error = np.abs(y - float_y)
     saturated = [
-        int(sum(np.sum(np.abs(step[k].c) >= fp.INT16_MAX) for step in trace.steps))
-        for k in range(len(qmodel.lstm_layers))
+        int(sum(np.sum(np.abs(step[k].c) >= layer.cell_limits[1]) for step in trace.steps))
+        for k, layer in enumerate(qmodel.lstm_layers)
     ]
     float_cells = [float(np.max(np.abs(t.cell))) for t in float_traces if t.cell is not None]
     return {

@@ -73,6 +73,10 @@ def _lstm_context(layer: QLSTMLayer, index: int) -> dict[str, Any]:
         "has_bias": layer.has_bias,
         "cell_frac": layer.cell_frac,
         "cell_int_bits": layer.cell_int_bits,
+        "wide_cell": layer.wide_cell,
+        "cell_type": "int32_t" if layer.wide_cell else "int16_t",
+        "cell_format": f"Q{layer.cell_int_bits}.{layer.cell_stored_frac}"
+        + (" (int32)" if layer.wide_cell else ""),
         "weights": cformat.c_int_array(layer.weights, per_line=layer.row_length),
         "weights_count": layer.weights.size,
         **_weight_format(layer.weight_bits),

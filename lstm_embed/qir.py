@@ -28,7 +28,9 @@ class QLSTMLayer:
     multiplier: np.ndarray  # (units, 4) int32, accumulator -> Z_FRAC_BITS
     shift: np.ndarray  # (units, 4)
     weight_scale: np.ndarray  # (units, 4) float, real weight = q * weight_scale (after folding)
-    cell_frac: int  # cell state: int16 with cell_frac fractional bits, 1 <= cell_frac <= 15
+    # cell state range +/-2**(15 - cell_frac): int16 with cell_frac fractional bits, or for
+    # int16-weight layers int32 with 15 more (the int16 cell's rounding then dominates)
+    cell_frac: int
     has_bias: bool = True
     input_shift: int = 0  # the input columns' partial sum is multiplied by 2**input_shift
 
@@ -61,8 +63,23 @@ class QLSTMLayer:
 
     @property
     def portable_only(self) -> bool:
-        """Layers the optimized kernels do not handle yet run the reference kernel."""
-        return self.weight_bits != 8 or self.input_shift != 0
+        """int16-weight layers run the reference kernel on every core (int64 row sums)."""
+        return self.weight_bits != 8
+
+    @property
+    def wide_cell(self) -> bool:
+        return self.weight_bits == 16
+
+    @property
+    def cell_stored_frac(self) -> int:
+        """Fractional bits of the stored cell value."""
+        return self.cell_frac + (15 if self.wide_cell else 0)
+
+    @property
+    def cell_limits(self) -> tuple[int, int]:
+        """Saturation limits of the stored cell (the int16 range, scaled for a wide cell)."""
+        scale = 2**15 if self.wide_cell else 1
+        return -(2**15) * scale, (2**15) * scale - 1
 
     @property
     def cell_int_bits(self) -> int:

@@ -65,15 +65,27 @@ def accumulate(dot: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:
 
 
 def cell_update(layer: QLSTMLayer, gates_q15: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """c' = f*c + i*g: f*c is Q(15+cf); i*g (Q30) is shifted to Q(15+cf); the sum back to Qcf."""
+    """c' = f*c + i*g, with cf = cell_frac. int16 cell: f*c is Q(15+cf); i*g (Q30) is shifted to
+    Q(15+cf); the sum is rounded back to Qcf. Wide (int32, Q(cf+15)) cell: f*c is rounded
+    from Q(30+cf) to Q(15+cf), i*g shifted to it, the sum kept."""
     i, f, g = gates_q15[..., 0], gates_q15[..., 1], gates_q15[..., 2]
     ig = fp.rounding_shift_right(i * g, 15 - layer.cell_frac)
-    return fp.saturate_s16(fp.rounding_shift_right(f * c + ig, 15))
+    low, high = layer.cell_limits
+    if layer.wide_cell:
+        return fp.saturate(fp.rounding_shift_right(f * c, 15) + ig, low, high)
+    return fp.saturate(fp.rounding_shift_right(f * c + ig, 15), low, high)
+
+
+def cell_to_z(layer: QLSTMLayer, c: np.ndarray) -> np.ndarray:
+    """Cell -> Z_FRAC_BITS: an exact multiplication (int16 cell) or a rounded shift (wide)."""
+    if layer.wide_cell:
+        return fp.rounding_shift_right(c, layer.cell_stored_frac - fp.Z_FRAC_BITS)
+    return c * (1 << (fp.Z_FRAC_BITS - layer.cell_frac))
 
 
 def hidden_update(layer: QLSTMLayer, o_q15: np.ndarray, c: np.ndarray, model: QModel):
-    """h' = o * tanh(c): c is rescaled to Z_FRAC_BITS by an exact multiplication."""
-    tanh_c = fp.tanh_q15(c * (1 << (fp.Z_FRAC_BITS - layer.cell_frac)), model.tables["tanh"])
+    """h' = o * tanh(c)."""
+    tanh_c = fp.tanh_q15(cell_to_z(layer, c), model.tables["tanh"])
     return fp.saturate_s16(fp.rounding_shift_right(o_q15 * tanh_c, 15))
 
 

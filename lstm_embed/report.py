@@ -28,7 +28,7 @@ def sizes(model: QModel) -> dict[str, dict[str, int]]:
     weights = sum(p["weights"] for p in per_layer)
     biases = sum(p["biases"] for p in per_layer) + 4 * model.input_size  # + input scales
     tables = sum(2 * len(t.entries) for t in model.tables.values())
-    state = sum(2 * 2 * la.units for la in model.lstm_layers)
+    state = sum((2 + (4 if la.wide_cell else 2)) * la.units for la in model.lstm_layers)
     softmax = max((d.units for d in model.dense_layers if d.activation == "softmax"), default=0)
     scratch = 2 * 2 * scratch_size(model) + 4 * softmax
     return {
@@ -81,7 +81,9 @@ def _output_shape(ir: Model, index: int) -> list[int | None]:
 
 def _format(layer: QLSTMLayer | QDenseLayer) -> str:
     if isinstance(layer, QLSTMLayer):
-        return f"w int{layer.weight_bits}, h Q0.15, c Q{layer.cell_int_bits}.{layer.cell_frac}"
+        wide = " int32" if layer.wide_cell else ""
+        cell = f"c Q{layer.cell_int_bits}.{layer.cell_stored_frac}{wide}"
+        return f"w int{layer.weight_bits}, h Q0.15, {cell}"
     if layer.uses_table:
         return f"w int{layer.weight_bits}, out Q0.15"
     return f"w int{layer.weight_bits}, out int16 x {layer.output_scale:.3g}"
@@ -178,8 +180,11 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
                 },
                 "cell_max_abs": float(np.max(np.abs(float_trace.cell))),
                 "hidden_max_abs": float(np.max(np.abs(float_trace.output))),
-                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_frac} (max |c| x 1.25)",
-                "cell_saturated": int(np.sum((c_q >= fp.INT16_MAX) | (c_q <= fp.INT16_MIN))),
+                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_stored_frac}"
+                " (max |c| x 1.25)",
+                "cell_saturated": int(
+                    np.sum((c_q >= qlayer.cell_limits[1]) | (c_q <= qlayer.cell_limits[0]))
+                ),
                 "gate_saturated": int(np.sum(np.abs(z_q) >= fp.INT32_MAX)),
                 "values": int(c_q.size),
             }
