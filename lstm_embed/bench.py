@@ -32,6 +32,7 @@ from .cformat import c_int_array
 from .emit import render
 from .ir import DenseLayer, LSTMLayer, Model
 from .pipeline import Conversion, convert_ir
+from .quantize import QuantizeOptions
 
 BENCH_TIMESTEPS = 3  # the last step is reported: its state is non-zero, like a running stream
 KERNELS = ("reference", "optimized")
@@ -48,6 +49,8 @@ class Shape:
     dense: tuple[tuple[int, str], ...] = ()
     recurrent_activation: str = "sigmoid"
     input_scale: float = 1.0  # calibration range; a wide one makes input rows' shifts < 33
+    input_shift: int | str = 0  # QuantizeOptions.input_shift: 0..6 or "auto"
+    gate_bias: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 0.0)  # i f g o; forget 1
 
     @property
     def macs(self) -> int:
@@ -65,8 +68,7 @@ class Shape:
         width = self.input_size
         for k, n in enumerate(self.lstm_units):
             limit = np.sqrt(6.0 / (width + 4 * n))  # Glorot uniform, like Keras' default
-            bias = np.zeros(4 * n)
-            bias[n : 2 * n] = 1.0  # unit_forget_bias
+            bias = np.repeat(np.asarray(self.gate_bias, dtype=np.float64), n)
             layers.append(
                 LSTMLayer(
                     name=f"lstm{k}",
@@ -96,6 +98,8 @@ SHAPES = (
     Shape("16/128", 16, (128,)),
     Shape("8/32+32 stack", 8, (32, 32)),
     Shape("6/64+dense 6 softmax", 6, (64,), ((6, "softmax"),)),
+    # inputs of scale 4: --input-shift auto picks 2, the cost of the scaled input part
+    Shape("6/64 inputs x4, input shift auto", 6, (64,), input_scale=4.0, input_shift="auto"),
 )
 QUICK_SHAPES = (SHAPES[0], SHAPES[1])
 QUICK_BOARDS = ("qemu-m0", "qemu-m4")
@@ -148,9 +152,10 @@ def convert_shape(shape: Shape, out_dir: Path, seed: int = 0) -> Conversion:
     """Random-weight model of `shape` converted into out_dir."""
     ir = shape.ir(seed)
     rng = np.random.default_rng(seed + 1)
-    calibration = rng.normal(size=(16, 8, shape.input_size)) * shape.input_scale
-    calibration = calibration.astype(np.float32)
-    return convert_ir(ir, calibration, out_dir, name=NAME, force=True)
+    size = (16, 8, shape.input_size)
+    calibration = (rng.normal(size=size) * shape.input_scale).astype(np.float32)
+    options = QuantizeOptions(input_shift=shape.input_shift)
+    return convert_ir(ir, calibration, out_dir, name=NAME, options=options, force=True)
 
 
 def bench_input(input_size: int, timesteps: int = BENCH_TIMESTEPS, seed: int = 0) -> np.ndarray:

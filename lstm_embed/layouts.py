@@ -3,6 +3,10 @@
 Pure functions: the quantized arrays in, re-arranged integer arrays out. Every layout holds
 exactly the values of the reference layout (int8 weights [unit][gate][k]); the kernels compute
 the same int32 row sums in another order, so their outputs equal the reference bit for bit.
+
+A layer with an input shift k > 0 has acc = bias + (input columns' sum) * 2**k + (recurrent
+columns' sum): its layouts pad the input columns to whole SIMD groups of their own, so that the
+kernels finish the input part, scale it by 2**k and go on with the recurrent columns.
 """
 
 from __future__ import annotations
@@ -38,11 +42,31 @@ def padded(length: int, multiple: int) -> int:
     return -(-length // multiple) * multiple
 
 
+def column_groups(input_size: int, units: int, input_shift: int, multiple: int) -> tuple[int, int]:
+    """(input columns, all columns) of a layout in groups of `multiple` columns: without an
+    input shift only the end of [x; h] is padded; with one, x and h are padded separately so
+    that no group mixes input and recurrent columns.
+
+    >>> column_groups(7, 3, 0, 8), column_groups(7, 3, 2, 8), column_groups(7, 3, 2, 2)
+    ((7, 16), (8, 16), (8, 12))
+    """
+    if input_shift == 0:
+        return input_size, padded(input_size + units, multiple)
+    x = padded(input_size, multiple)
+    return x, x + padded(units, multiple)
+
+
+def layer_groups(layer: QLSTMLayer, multiple: int) -> tuple[int, int]:
+    return column_groups(layer.input_size, layer.units, layer.input_shift, multiple)
+
+
 def _padded_weights(layer: QLSTMLayer, multiple: int) -> np.ndarray:
-    """(units, 4, K padded) int64 with zero columns appended."""
-    k = layer.row_length
-    w = np.zeros((layer.units, 4, padded(k, multiple)), dtype=np.int64)
-    w[:, :, :k] = layer.weights_s8
+    """(units, 4, columns of ``layer_groups``) int64, zero in the padding columns."""
+    m, k = layer.input_size, layer.row_length
+    x_columns, columns = layer_groups(layer, multiple)
+    w = np.zeros((layer.units, 4, columns), dtype=np.int64)
+    w[:, :, :m] = layer.weights_s8[..., :m]
+    w[:, :, x_columns : x_columns + k - m] = layer.weights_s8[..., m:]
     return w
 
 
@@ -63,6 +87,11 @@ def dsp_weights(layer: QLSTMLayer) -> np.ndarray:
 
 
 DSP_HEADER_WORDS = 6  # S_if (2 words), S_go (2 words), T_i, T_g
+DSP_SHIFT_HEADER_WORDS = 10  # the same from bias >> k, then bias mod 2^k of the 4 rows
+
+
+def dsp_header_words(layer: QLSTMLayer) -> int:
+    return DSP_SHIFT_HEADER_WORDS if layer.input_shift else DSP_HEADER_WORDS
 
 
 def dsp_units(layer: QLSTMLayer) -> np.ndarray:
@@ -72,11 +101,19 @@ def dsp_units(layer: QLSTMLayer) -> np.ndarray:
     S_if = bias_i + 256*bias_f and S_go = bias_g + 256*bias_o start the 64-bit SMLALD sums
     (two's complement, low word first); T_i = bias_i and T_g = bias_g start the SMLAD sums, so
     that acc_f = (S_if - T_i) >> 8 carries bias_f exactly.
+
+    With an input shift k the start values are made of q = bias >> k, so that multiplying the
+    sums by 2^k after the input columns gives bias - r + 2^k * (input part); the remainders
+    r = bias - (q << k) in [0, 2^k) of rows i, f, g, o follow in the header and are added to
+    the four row sums at the end.
     """
     units = layer.units
     b = layer.bias_s32.astype(np.int64).reshape(units, 4)
-    s_if, s_go = b[:, 0] + 256 * b[:, 1], b[:, 2] + 256 * b[:, 3]
-    header = np.stack([s_if, s_if >> 32, s_go, s_go >> 32, b[:, 0], b[:, 2]], axis=-1)
+    q = b >> layer.input_shift
+    s_if, s_go = q[:, 0] + 256 * q[:, 1], q[:, 2] + 256 * q[:, 3]
+    header = np.stack([s_if, s_if >> 32, s_go, s_go >> 32, q[:, 0], q[:, 2]], axis=-1)
+    if layer.input_shift:
+        header = np.concatenate([header, b - (q << layer.input_shift)], axis=1)
     weights = dsp_weights(layer).reshape(units, -1)
     requant = requant_pairs(layer).reshape(units, 8)
     return wrap_s32(np.concatenate([header, weights, requant], axis=1)).reshape(-1)
@@ -106,10 +143,16 @@ def mve_requant(layer: QLSTMLayer) -> np.ndarray:
     return lanes.transpose(0, 2, 3, 1).reshape(-1)
 
 
+def plain_columns(layer: QLSTMLayer) -> int:
+    """Columns of the plain layout: K padded to even, or exactly K with an input shift (the
+    input and recurrent parts are summed by two functions that handle any count)."""
+    return layer.row_length if layer.input_shift else padded(layer.row_length, 2)
+
+
 def plain_weights(layer: QLSTMLayer) -> np.ndarray:
-    """uint8 w + 128, [unit][k][gate], k padded to even with 0 (an activation of 0 + 0 there
-    adds nothing): unsigned byte loads need no sign extension (Cortex-M0)."""
-    w = np.zeros((layer.units, padded(layer.row_length, 2), 4), dtype=np.int64)
+    """uint8 w + 128, [unit][k][gate], padding columns 0 (an activation of 0 + 0 there adds
+    nothing): unsigned byte loads need no sign extension (Cortex-M0)."""
+    w = np.zeros((layer.units, plain_columns(layer), 4), dtype=np.int64)
     w[:, : layer.row_length, :] = layer.weights_s8.astype(np.int64).transpose(0, 2, 1) + 128
     return w.reshape(-1)
 
@@ -119,10 +162,15 @@ def plain_bias(layer: QLSTMLayer) -> np.ndarray:
 
     sum(w*a) = sum((w+128)(a+32768)) - 32768*sum(w+128) - 128*sum(a+32768) + K*128*32768;
     the kernel adds the products in uint32 and subtracts 128*sum(a+32768) once per step.
+    With an input shift k the input part's offset terms are scaled by 2^k: the kernel starts
+    the input sums at -128*sum(x+32768), multiplies them by 2^k, then adds this bias and
+    -128*sum(h+32768) before the recurrent columns.
     """
     w = layer.weights_s8.astype(np.int64) + 128
-    k = layer.row_length
-    return wrap_s32(layer.bias_s32 - 32768 * w.sum(axis=2) + k * 128 * 32768)
+    m = layer.input_size
+    x_terms = -32768 * w[..., :m].sum(axis=2) + m * 128 * 32768
+    h_terms = -32768 * w[..., m:].sum(axis=2) + layer.units * 128 * 32768
+    return wrap_s32(layer.bias_s32 + x_terms * 2**layer.input_shift + h_terms)
 
 
 def fast_requant(layer: QLSTMLayer) -> bool:
@@ -180,15 +228,19 @@ def c_int32_array(values: np.ndarray, per_line: int = 8) -> str:
 
 def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
     """Template context of the optimized kernels (templates/kernels/) for one int8 layer."""
-    k = layer.row_length
     dsp = dsp_units(layer)
     mve = mve_weights(layer)
+    x_dsp, row_dsp = layer_groups(layer, 2)
+    x_mve, row_mve = layer_groups(layer, MVE_LANES)
     return {
-        "row_even": padded(k, 2),
-        "row_mve": padded(k, MVE_LANES),
+        "plain_columns": plain_columns(layer),
+        "x_dsp": x_dsp,
+        "row_dsp": row_dsp,
+        "x_mve": x_mve,
+        "row_mve": row_mve,
         "dsp_units": c_int32_array(dsp, per_line=16),
         "dsp_units_count": dsp.size,
-        "dsp_header_words": DSP_HEADER_WORDS,
+        "dsp_header_words": dsp_header_words(layer),
         "mve_weights": cformat.c_int_array(mve, per_line=32),
         "mve_weights_count": mve.size,
         "mve_requant": cformat.c_int_array(mve_requant(layer), per_line=8),

@@ -9,6 +9,7 @@ LSTM_EMBED_REQUIRE_FIRMWARE is set. Long sweeps belong in `lstm-embed bench`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import bench, firmware, layouts, reference
+from lstm_embed import bench, emit, firmware, layouts, reference
 from lstm_embed import fixedpoint as fp
 from lstm_embed.hostbuild import STRICT_FLAGS
 from lstm_embed.qir import QModel
@@ -26,6 +27,21 @@ TIMESTEPS = 4
 # the looped row sums (DSP: 27 column pairs = 3 x 7 + 6, MVE: 7 chunks, M0: 52 + 2 columns,
 # 11 groups of 4 units); "wide" inputs make the input rows' shifts < 33 (the generic
 # requantization); "hard" layers use hard_sigmoid (fast and generic requantization).
+# "shift k" layers scale the input columns' sums by 2^k (odd inputs 1, 7, 49 pad the input part
+# on its own; 49 inputs loop over the DSP's input words, 44 units over the MVE's recurrent
+# chunks). "saturating cell": biases of +5 on i, f, g grow the cell by about 1 a step, so that
+# cell_frac < 12 and |c| passes tanh's range (the clamping branch of the cell update).
+SATURATING = "4x6 saturating cell"
+SATURATING_TIMESTEPS = 24
+SHIFT_SHAPES = (
+    bench.Shape("1x5 shift 1", 1, (5,), input_shift=1),
+    bench.Shape("7x13,5 shift 2", 7, (13, 5), input_shift=2),
+    bench.Shape("49x6 shift 1", 49, (6,), input_shift=1),
+    bench.Shape("9x44 shift 3 wide", 9, (44,), input_scale=4.0, input_shift=3),
+    bench.Shape(
+        "3x7,2 hard shift 2 wide", 3, (7, 2), (), "hard_sigmoid", input_scale=1e2, input_shift=2
+    ),
+)
 SHAPES = (
     bench.Shape("1x1", 1, (1,)),
     bench.Shape("7x3", 7, (3,)),
@@ -34,6 +50,8 @@ SHAPES = (
     bench.Shape("9x44", 9, (44,)),
     bench.Shape("9x6 wide", 9, (6,), input_scale=100.0),
     bench.Shape("3x7,2 hard wide", 3, (7, 2), recurrent_activation="hard_sigmoid", input_scale=1e2),
+    *SHIFT_SHAPES,
+    bench.Shape(SATURATING, 4, (6,), gate_bias=(5.0, 5.0, 5.0, 0.0)),
 )
 CORES = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")  # M7/M33 share the M4's DSP kernel
 
@@ -47,6 +65,10 @@ def toolchain() -> None:
     pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
 
 
+def timesteps(shape: bench.Shape) -> int:
+    return SATURATING_TIMESTEPS if shape.label == SATURATING else TIMESTEPS
+
+
 @pytest.fixture(scope="module")
 def converted(
     tmp_path_factory: pytest.TempPathFactory,
@@ -56,9 +78,9 @@ def converted(
     for k, shape in enumerate(SHAPES):
         out = tmp_path_factory.mktemp(f"shape{k}") / "model"
         conversion = bench.convert_shape(shape, out, seed=k)
-        x = bench.bench_input(shape.input_size, TIMESTEPS, seed=k)
+        x = bench.bench_input(shape.input_size, timesteps(shape), seed=k)
         states = reference.initial_state(conversion.qmodel, 1)
-        y = [reference.step(conversion.qmodel, states, x[None, t])[0] for t in range(TIMESTEPS)]
+        y = [reference.step(conversion.qmodel, states, x[None, t])[0] for t in range(len(x))]
         result[shape.label] = (out, np.array(y, dtype=np.int16), conversion.qmodel)
     return result
 
@@ -80,7 +102,7 @@ def test_optimized_equals_reference(
     toolchain: None, converted: dict, tmp_path: Path, shape: bench.Shape, core: str
 ) -> None:
     out, expected, _ = converted[shape.label]
-    x = bench.bench_input(shape.input_size, TIMESTEPS, seed=SHAPES.index(shape))
+    x = bench.bench_input(shape.input_size, timesteps(shape), seed=SHAPES.index(shape))
     for kernel in bench.KERNELS:
         y, _ = bench.run_outputs(out, core, x, kernel, tmp_path / kernel)
         _assert_equal(y, expected, f"{shape.label} on {core}, {kernel} kernel")
@@ -95,11 +117,33 @@ def test_shapes_exercise_every_kernel_path(converted: dict) -> None:
     assert layers["9x6 wide"] == [(False, "sigmoid")]
     assert layers["3x7,2 hard wide"] == [(False, "hard_sigmoid"), (True, "hard_sigmoid")]
     assert layers["9x44"] == [(True, "sigmoid")]
+    assert layers["3x7,2 hard shift 2 wide"] == [(False, "hard_sigmoid"), (True, "hard_sigmoid")]
 
 
-def test_plain_kernel_builds_strict_on_host(converted: dict, tmp_path: Path) -> None:
+def test_shift_shapes_run_the_optimized_kernels(converted: dict) -> None:
+    for shape in SHIFT_SHAPES:
+        for layer in converted[shape.label][2].lstm_layers:
+            assert layer.input_shift == shape.input_shift, shape.label
+            assert not layer.portable_only, shape.label
+
+
+def test_saturating_cell_clamps_tanh_input(converted: dict) -> None:
+    """cell_frac < 12 selects the cell update's saturating tanh (kernels/common.c.j2), and the
+    cell really leaves tanh's table range within the test's timesteps."""
+    _, _, qmodel = converted[SATURATING]
+    layer, tanh = qmodel.lstm_layers[0], qmodel.tables["tanh"]
+    assert layer.cell_frac < 32 - layouts.saturate_bits(tanh)
+    seed = [shape.label for shape in SHAPES].index(SATURATING)
+    trace = reference.Trace()
+    reference.run(qmodel, bench.bench_input(4, SATURATING_TIMESTEPS, seed)[None], trace)
+    peak = max(int(np.abs(step[0].c).max()) for step in trace.steps)
+    assert peak << (fp.Z_FRAC_BITS - layer.cell_frac) >= tanh.limit
+
+
+@pytest.mark.parametrize("label", ["7x13,5", "7x13,5 shift 2"])
+def test_plain_kernel_builds_strict_on_host(converted: dict, tmp_path: Path, label: str) -> None:
     """The plain-C kernel is portable C99: forced on the host it compiles warning-free."""
-    out, _, _ = converted["7x13,5"]
+    out, _, _ = converted[label]
     cmd = ["cc", *STRICT_FLAGS, "-DBENCH_USE_PLAIN_KERNEL", "-c", str(out / "bench.c")]
     proc = subprocess.run([*cmd, "-o", str(tmp_path / "m.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -126,3 +170,37 @@ def test_fast_requantize_equals_reference() -> None:
     high = (acc * multiplier) >> 32
     fast = ((high >> (shift - layouts.FAST_REQUANT_MIN_SHIFT)) + 1) >> 1
     np.testing.assert_array_equal(fast, fp.requantize(acc, multiplier, shift))
+
+
+def _sensitive_model(qmodel: QModel) -> QModel:
+    """The first layer with small biases, no recurrent weights and z = acc * 2^5: an error of
+    one accumulator unit in a gate changes the outputs (normal models round it away)."""
+    layer = qmodel.lstm_layers[0]
+    rng = np.random.default_rng(5)
+    weights = layer.weights.copy()
+    weights[..., layer.input_size :] = 0
+    rows = layer.bias_s32.shape
+    sensitive = dataclasses.replace(
+        layer,
+        weights=weights,
+        bias_s32=rng.integers(-50, 51, rows).astype(np.int32),
+        multiplier=np.full(rows, 2**30, dtype=np.int64),
+        shift=np.full(rows, 25, dtype=np.int64),
+    )
+    return dataclasses.replace(qmodel, layers=(sensitive, *qmodel.layers[1:]))
+
+
+@pytest.mark.firmware
+@pytest.mark.parametrize("core", CORES)
+def test_input_shift_is_exact_to_one_accumulator_unit(
+    toolchain: None, converted: dict, tmp_path: Path, core: str
+) -> None:
+    """Bias remainders and the scaled input part are off by no unit: tiny inputs and biases
+    with z = acc * 32 (7 inputs, shift 2), optimized kernel vs numpy."""
+    qmodel = _sensitive_model(converted["7x13,5 shift 2"][2])
+    emit.emit_model(qmodel, tmp_path, bench.NAME)
+    x = np.random.default_rng(6).integers(-4, 5, (TIMESTEPS, 7)).astype(np.int16)
+    states = reference.initial_state(qmodel, 1)
+    expected = np.array([reference.step(qmodel, states, x[None, t])[0] for t in range(len(x))])
+    y, _ = bench.run_outputs(tmp_path, core, x, "optimized", tmp_path / "build")
+    _assert_equal(y, expected.astype(np.int16), f"sensitive shift 2 model on {core}")
