@@ -25,11 +25,11 @@ from .float_model import forward
 from .ir import GATES, DenseLayer, LSTMLayer, Model
 from .qir import Q15_SCALE, QDenseLayer, QLSTMLayer, QModel
 
-# The input scale is folded into the first layer's rows, which share one int8 scale with the
-# recurrent weights: headroom H makes the kernel part H times larger and coarsens the recurrent
-# part. Measured on the digits sample (max abs error of probabilities): H=1: 0.0465, H=2: 0.068.
-# So the calibrated range is used as is; declare a wider one with --input-range.
-INPUT_HEADROOM = 1.0
+# Inputs beyond the calibrated range keep room in int16: 2x costs 1 of 15 bits. The input scale
+# is folded into the first layer's rows; without an input shift, headroom H makes their input
+# part H times larger and coarsens the recurrent part (digits max error 0.047 at H=1, 0.068 at
+# H=2); the automatic input shift absorbs it (0.046 at H=2, input shift 1).
+INPUT_HEADROOM = 2.0
 CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 bit of precision
 OUTPUT_HEADROOM = 1.5  # Dense linear outputs (logits, regression targets)
 
@@ -44,8 +44,8 @@ class QuantizeOptions:
     table_log2_entries: int = fp.DEFAULT_LOG2_ENTRIES
     weight_bits: tuple[int, ...] = (8,)  # one value for every layer, or one per layer
     # Power-of-two scale of the input columns of LSTM rows: "auto" picks it per layer on the
-    # calibration data; 0 keeps one scale per row (the only form the optimized kernels run).
-    input_shift: str | int = 0
+    # calibration data; 0 keeps one scale per row (a few instructions per unit faster).
+    input_shift: str | int = "auto"
 
     def bits_of(self, index: int, layer_count: int) -> int:
         if len(self.weight_bits) not in (1, layer_count):
