@@ -34,6 +34,7 @@ from .hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
 from .ir import DenseLayer, LSTMLayer, Model
 from .pipeline import convert_ir
 from .qir import QModel
+from .quantize import QuantizeOptions
 
 # Ranges of the issue: units 1-64, inputs 1-16, T 1-100.
 UNITS = (1, 64)
@@ -88,6 +89,7 @@ class ModelSpec:
     return_sequences: bool = False
     fixed_length: bool = True
     calibration_scale: float = 1.0  # 0 gives all-zero calibration data
+    weight_bits: tuple[int, ...] = (8,)  # QuantizeOptions.weight_bits: all layers or per layer
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -241,7 +243,17 @@ def random_spec(seed: int) -> ModelSpec:
         return_sequences=bool(rng.random() < 0.4),
         fixed_length=bool(rng.random() < 0.5),
         calibration_scale=scale,
+        weight_bits=_weight_bits(rng, len(lstm) + len(dense)),
     )
+
+
+def _weight_bits(rng: np.random.Generator, layers: int) -> tuple[int, ...]:
+    """Mostly int8; a quarter of the models get int16 weights, all or in some layers."""
+    if rng.random() < 0.75:
+        return (8,)
+    if rng.random() < 0.5:
+        return (16,)
+    return tuple(int(b) for b in rng.choice([8, 16], layers))
 
 
 # ---------------------------------------------------------------------------------- checking
@@ -289,7 +301,10 @@ class Batch:
 
 def _convert(case: Case, folder: Path, name: str) -> _Converted | Outcome:
     try:
-        conversion = convert_ir(case.model, case.calibration, folder, name=name, force=True)
+        options = QuantizeOptions(weight_bits=case.spec.weight_bits)
+        conversion = convert_ir(
+            case.model, case.calibration, folder, name=name, options=options, force=True
+        )
     except (ValueError, RuntimeError) as error:  # the converter refused: must say why
         return Outcome(case.spec, "rejected", f"{type(error).__name__}: {error}")
     return _Converted(case, conversion.qmodel, folder, name)
