@@ -56,8 +56,8 @@ def describe(s: Sample) -> str:
 
 
 SETTINGS = {
-    "int8": QuantizeOptions(),
-    "int8, --input-shift auto": QuantizeOptions(input_shift="auto"),
+    "int8 (default)": QuantizeOptions(),
+    "int8, --input-shift 0": QuantizeOptions(input_shift=0),
     "int16": QuantizeOptions(weight_bits=(16,)),
 }
 
