@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from . import __version__, reference
@@ -258,32 +257,6 @@ def _weight_bits(rng: np.random.Generator, layers: int) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------------------------- checking
 
-DISPATCH = jinja2.Template(
-    """/* Fuzz dispatcher: runner INDEX q|f IN OUT runs model INDEX's host harness. */
-#include <stdlib.h>
-{% for name in names %}
-int {{ name }}_main(int argc, char **argv);
-{% endfor %}
-
-int main(int argc, char **argv)
-{
-    if (argc < 2) {
-        return 2;
-    }
-    switch (atoi(argv[1])) {
-{% for name in names %}
-    case {{ loop.index0 }}:
-        return {{ name }}_main(argc - 1, argv + 1);
-{% endfor %}
-    default:
-        return 2;
-    }
-}
-""",
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
 
 @dataclass
 class _Converted:
@@ -353,26 +326,6 @@ def _compare(item: _Converted, runner: Path, index: int) -> Outcome:
     return Outcome(case.spec, "ok")
 
 
-UNITY = jinja2.Template(
-    """/* Fuzz batch: every model and its host harness (main renamed) in one translation unit;
- * all model symbols carry their own prefix, so they cannot collide. */
-#include <stdio.h>
-#include <stdlib.h>
-{% for name in names %}
-#include "{{ name }}/{{ name }}.c"
-#define main {{ name }}_main
-#define fail {{ name }}_fail
-#include "{{ name }}_main.c"
-#undef main
-#undef fail
-{% endfor %}
-#include "dispatch.c"
-""",
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
 def _build(
     items: list[_Converted], folder: Path, flags: tuple[str, ...], kernel: str = "reference"
 ) -> Path:
@@ -388,9 +341,9 @@ def _build(
             )
         )
     names = [item.name for item in items]
-    (folder / "dispatch.c").write_text(DISPATCH.render(names=names))
+    (folder / "dispatch.c").write_text(render("fuzz_dispatch.c.j2", names=names))
     unity = folder / "batch.c"
-    unity.write_text(UNITY.render(names=names))
+    unity.write_text(render("fuzz_unity.c.j2", names=names))
     includes = [f"-I{folder}", *(f"-I{item.folder}" for item in items)]
     runner = folder / "runner"
     defines = kernel_defines(names, kernel)
