@@ -7,6 +7,7 @@ stated once here (``GATES``) and weights are split into gates only through ``LST
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ def _check_finite(layer: str, what: str, array: np.ndarray) -> None:
 
 @dataclass(frozen=True)
 class LSTMLayer:
+    kind: ClassVar[str] = "lstm"
     name: str
     input_size: int
     units: int
@@ -79,6 +81,7 @@ class LSTMLayer:
 
 @dataclass(frozen=True)
 class DenseLayer:
+    kind: ClassVar[str] = "dense"
     name: str
     input_size: int
     units: int
@@ -119,8 +122,30 @@ class DenseLayer:
 Layer = LSTMLayer | DenseLayer
 
 
+class LayerStack:
+    """Queries shared by the float and the integer model: LSTM layers, then Dense layers."""
+
+    layers: tuple
+
+    @property
+    def lstm_layers(self) -> list:
+        return [la for la in self.layers if la.kind == "lstm"]
+
+    @property
+    def dense_layers(self) -> list:
+        return [la for la in self.layers if la.kind == "dense"]
+
+    @property
+    def return_sequences(self) -> bool:
+        return self.lstm_layers[-1].return_sequences
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].output_size
+
+
 @dataclass(frozen=True)
-class Model:
+class Model(LayerStack):
     """Input((timesteps, input_size)) -> LSTM+ -> Dense*; timesteps is None for any length."""
 
     name: str
@@ -148,22 +173,6 @@ class Model:
             else:
                 seen_dense = True
             size = layer.output_size
-
-    @property
-    def lstm_layers(self) -> list[LSTMLayer]:
-        return [la for la in self.layers if isinstance(la, LSTMLayer)]
-
-    @property
-    def dense_layers(self) -> list[DenseLayer]:
-        return [la for la in self.layers if isinstance(la, DenseLayer)]
-
-    @property
-    def return_sequences(self) -> bool:
-        return self.lstm_layers[-1].return_sequences
-
-    @property
-    def output_size(self) -> int:
-        return self.layers[-1].output_size
 
     @property
     def params(self) -> int:

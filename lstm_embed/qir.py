@@ -8,16 +8,19 @@ pre-activations are int32 with ``fixedpoint.Z_FRAC_BITS`` fractional bits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from .fixedpoint import ActivationTable
+from .ir import LayerStack
 
 Q15_SCALE = 2.0**-15
 
 
 @dataclass(frozen=True)
 class QLSTMLayer:
+    kind: ClassVar[str] = "lstm"
     name: str
     input_size: int
     units: int
@@ -96,6 +99,7 @@ class QLSTMLayer:
 
 @dataclass(frozen=True)
 class QDenseLayer:
+    kind: ClassVar[str] = "dense"
     name: str
     input_size: int
     units: int
@@ -134,7 +138,7 @@ QLayer = QLSTMLayer | QDenseLayer
 
 
 @dataclass(frozen=True)
-class QModel:
+class QModel(LayerStack):
     name: str
     source: str
     input_size: int
@@ -144,22 +148,6 @@ class QModel:
     layers: tuple[QLayer, ...]
     tables: dict[str, ActivationTable] = field(default_factory=dict)
     params: int = 0
-
-    @property
-    def lstm_layers(self) -> list[QLSTMLayer]:
-        return [la for la in self.layers if isinstance(la, QLSTMLayer)]
-
-    @property
-    def dense_layers(self) -> list[QDenseLayer]:
-        return [la for la in self.layers if isinstance(la, QDenseLayer)]
-
-    @property
-    def return_sequences(self) -> bool:
-        return self.lstm_layers[-1].return_sequences
-
-    @property
-    def output_size(self) -> int:
-        return self.layers[-1].output_size
 
     @property
     def macs_per_step(self) -> int:

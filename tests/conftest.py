@@ -6,3 +6,18 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def toolchain() -> None:
+    """Firmware tests skip without arm-none-eabi-gcc/qemu-system-arm, unless CI requires them."""
+    from lstm_embed import firmware
+
+    if firmware.toolchain_available():
+        return
+    if os.environ.get("LSTM_EMBED_REQUIRE_FIRMWARE"):
+        pytest.fail("LSTM_EMBED_REQUIRE_FIRMWARE is set but arm-none-eabi-gcc/qemu is missing")
+    pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")

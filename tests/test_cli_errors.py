@@ -357,24 +357,13 @@ def test_entry_point_exit_status(tmp_path: Path) -> None:
     assert_nothing_written(tmp_path)
 
 
-def _needs_toolchain() -> None:
-    from lstm_embed import firmware
-
-    if not firmware.toolchain_available(need_qemu=False):
-        if os.environ.get("LSTM_EMBED_REQUIRE_FIRMWARE"):
-            pytest.fail("arm-none-eabi-gcc missing but LSTM_EMBED_REQUIRE_FIRMWARE is set")
-        pytest.skip("arm-none-eabi-gcc not installed")
-
-
-def test_flash_without_probe(converted: Path, capsys) -> None:
+def test_flash_without_probe(toolchain: None, converted: Path, capsys) -> None:
     """No board attached (as in CI): one clear line naming the board, exit 2."""
-    _needs_toolchain()
     status, _, err = run_cli(["flash", converted, "--board", "nucleo-l476rg"], capsys)
     assert_error(status, err, "nucleo-l476rg", "probe")
 
 
-def test_flash_dry_run_prints_the_pyocd_command(converted: Path, capsys) -> None:
-    _needs_toolchain()
+def test_flash_dry_run_prints_the_pyocd_command(toolchain: None, converted: Path, capsys) -> None:
     status, out, _ = run_cli(["flash", converted, "--board", "nrf52840-dk", "--dry-run"], capsys)
     assert status == 0
     assert "pyocd flash" in out and "-t nrf52840" in out and "firmware.elf" in out

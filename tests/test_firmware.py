@@ -27,14 +27,6 @@ FAKE_MODEL_DIR = Path(__file__).parent / "fixtures" / "fake_net"
 SEQUENCES = 3
 
 
-@pytest.fixture(scope="session")
-def toolchain() -> None:
-    if firmware.toolchain_available():
-        return
-    if os.environ.get("LSTM_EMBED_REQUIRE_FIRMWARE"):
-        pytest.fail("LSTM_EMBED_REQUIRE_FIRMWARE is set but arm-none-eabi-gcc/qemu is missing")
-    pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
-
 
 # ---------------------------------------------------------------- models
 

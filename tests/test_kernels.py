@@ -10,14 +10,13 @@ LSTM_EMBED_REQUIRE_FIRMWARE is set. Long sweeps belong in `lstm-embed bench`.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lstm_embed import bench, emit, firmware, layouts, reference
+from lstm_embed import bench, emit, layouts, reference
 from lstm_embed import fixedpoint as fp
 from lstm_embed.hostbuild import STRICT_FLAGS
 from lstm_embed.qir import QModel
@@ -55,14 +54,6 @@ SHAPES = (
 )
 CORES = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")  # M7/M33 share the M4's DSP kernel
 
-
-@pytest.fixture(scope="module")
-def toolchain() -> None:
-    if firmware.toolchain_available():
-        return
-    if os.environ.get("LSTM_EMBED_REQUIRE_FIRMWARE"):
-        pytest.fail("LSTM_EMBED_REQUIRE_FIRMWARE is set but arm-none-eabi-gcc/qemu is missing")
-    pytest.skip("arm-none-eabi-gcc or qemu-system-arm not installed")
 
 
 def timesteps(shape: bench.Shape) -> int:
