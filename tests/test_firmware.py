@@ -27,7 +27,6 @@ FAKE_MODEL_DIR = Path(__file__).parent / "fixtures" / "fake_net"
 SEQUENCES = 3
 
 
-
 # ---------------------------------------------------------------- models
 
 
@@ -86,11 +85,29 @@ def _random_input(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return x
 
 
-def _convert(model, calibration: np.ndarray, out_dir: Path) -> Path:
+def _convert(model, calibration: np.ndarray, out_dir: Path, options=None) -> Path:
     import lstm_embed
 
-    lstm_embed.convert(model, calibration=calibration, out_dir=out_dir, name="net")
+    lstm_embed.convert(model, calibration=calibration, out_dir=out_dir, name="net", options=options)
     return out_dir
+
+
+def _mixed_precision_model():
+    """int16 weights (portable kernel, int32 cell) beside an int8 layer (optimized kernel)."""
+    import keras
+
+    from lstm_embed.quantize import QuantizeOptions
+
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 3)),
+            keras.layers.LSTM(8, return_sequences=True),
+            keras.layers.LSTM(5),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    return model, QuantizeOptions(weight_bits=(16, 8, 16))
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +127,10 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     model, calibration = _trained_model()
     out_dir = _convert(model, calibration, tmp_path_factory.mktemp("trained") / "out")
     result["trained"] = Case(out_dir, _random_input((SEQUENCES, 12, 1), seed=9))
+    model, options = _mixed_precision_model()
+    calibration = np.random.default_rng(11).normal(size=(32, 6, 3)).astype(np.float32)
+    out_dir = _convert(model, calibration, tmp_path_factory.mktemp("mixed") / "out", options)
+    result["int16_int8_mixed"] = Case(out_dir, _random_input((SEQUENCES, 6, 3), seed=11))
     return result
 
 
@@ -145,7 +166,7 @@ def _assert_bit_exact(y_board: np.ndarray, y_host: np.ndarray, label: str) -> No
 # ---------------------------------------------------------------- QEMU == host
 
 
-MODEL_LABELS = ("tiny", "stacked_sequences", "wide", "trained")
+MODEL_LABELS = ("tiny", "stacked_sequences", "wide", "trained", "int16_int8_mixed")
 
 
 @pytest.mark.firmware
