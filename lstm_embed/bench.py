@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -470,12 +470,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write results as JSON ('-': stdout)")
     parser.add_argument("--markdown", metavar="PATH", help="regenerate this file (BENCHMARKS.md)")
     parser.add_argument("--chart", metavar="PATH", help="write a PNG chart (docs/bench.png)")
+    parser.add_argument("--shapes", nargs="+", metavar="LABEL", help="only these shape labels")
+    parser.add_argument(
+        "--input-shift", metavar="K", help="override every shape's input shift (0..6 or auto)"
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work-dir", metavar="DIR", help="keep the builds here")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        unknown = set(args.shapes) - {s.label for s in SHAPES}
+        if unknown:
+            raise SystemExit(f"unknown shape labels: {sorted(unknown)}")
+        shapes = tuple(s for s in SHAPES if s.label in args.shapes)
+    if args.input_shift is not None:
+        k = args.input_shift if args.input_shift == "auto" else int(args.input_shift)
+        shapes = tuple(replace(s, input_shift=k) for s in shapes)
     boards = args.boards or (QUICK_BOARDS if args.quick else EMULATED_BOARDS)
     work = Path(args.work_dir) if args.work_dir else None
     results = run_bench(shapes, boards, args.kernels, work, args.jobs)
