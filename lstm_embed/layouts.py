@@ -5,8 +5,9 @@ exactly the values of the reference layout (int8 weights [unit][gate][k]); the k
 the same int32 row sums in another order, so their outputs equal the reference bit for bit.
 
 A layer with an input shift k > 0 has acc = bias + (input columns' sum) * 2**k + (recurrent
-columns' sum): its layouts pad the input columns to whole SIMD groups of their own, so that the
-kernels finish the input part, scale it by 2**k and go on with the recurrent columns.
+columns' sum). The factor 2**k is put where it costs no instruction: in the plain kernel's
+stored input activations, in the DSP kernel's input weights (as int16, |w| * 2**k
+<= 127 * 64); the SIMD layouts pad the input columns to whole groups of their own.
 """
 
 from __future__ import annotations
@@ -72,51 +73,56 @@ def _padded_weights(layer: QLSTMLayer, multiple: int) -> np.ndarray:
 
 def dsp_weights(layer: QLSTMLayer) -> np.ndarray:
     """int32 words of two int16 halfwords wA + 256*wB (columns 2j, 2j+1; low half first) for
-    the row pairs (i, f) and (g, o) of each unit.
+    the row pairs (i, f) and (g, o) of each unit; with an input shift, of the recurrent
+    columns only (the input columns are in ``dsp_input_weights``).
 
     Order [unit][column pair j][row pair p]: one 64-bit load gives both row pairs' words for
     two columns. SMLALD on a word gives sum(wA*a) + 256*sum(wB*a); SXTB16 of
     the same word recovers wA (the low byte of wA + 256*wB), so SMLAD gives sum(wA*a) and
     wB's sum is the exact difference >> 8. |w| <= 127 keeps wA + 256*wB inside int16.
     """
-    w = _padded_weights(layer, 2)  # (u, 4, Kp)
+    x_columns, _ = layer_groups(layer, 2)
+    w = _padded_weights(layer, 2)[:, :, x_columns if layer.input_shift else 0 :]  # (u, 4, Kp)
     pairs = w[:, [0, 2], :] + 256 * w[:, [1, 3], :]  # (u, 2, Kp): (i + 256 f), (g + 256 o)
     units, _, kp = pairs.shape
     halves = pairs.reshape(units, 2, kp // 2, 2).transpose(0, 2, 1, 3)
     return wrap_s32((halves[..., 0] & 0xFFFF) | (halves[..., 1] << 16)).reshape(-1)
 
 
+def dsp_input_weights(layer: QLSTMLayer) -> np.ndarray:
+    """Input columns of a layer with an input shift k: int32 words of two int16 halfwords
+    w * 2^k (columns 2j, 2j+1), [unit][column pair j][gate i, f, g, o], one SMLAD per row and
+    column pair. |w| * 2^k <= 127 * 64 fits int16; the scaled input part adds to the row sums
+    directly, so that the recurrent part keeps the layout and loop of a layer without shift.
+    """
+    x_columns, _ = layer_groups(layer, 2)
+    w = _padded_weights(layer, 2)[:, :, :x_columns] << layer.input_shift  # (u, 4, Xp)
+    units = layer.units
+    halves = w.reshape(units, 4, x_columns // 2, 2).transpose(0, 2, 1, 3)
+    return wrap_s32((halves[..., 0] & 0xFFFF) | (halves[..., 1] << 16)).reshape(-1)
+
+
 DSP_HEADER_WORDS = 6  # S_if (2 words), S_go (2 words), T_i, T_g
-DSP_SHIFT_HEADER_WORDS = 10  # the same from bias >> k, then bias mod 2^k of the 4 rows
-
-
-def dsp_header_words(layer: QLSTMLayer) -> int:
-    return DSP_SHIFT_HEADER_WORDS if layer.input_shift else DSP_HEADER_WORDS
 
 
 def dsp_units(layer: QLSTMLayer) -> np.ndarray:
     """One int32 record per unit, read through a single pointer by the DSP kernel:
-    [S_if lo, S_if hi, S_go lo, S_go hi, T_i, T_g, weights (dsp_weights), requant (8 words)].
+    [S_if lo, S_if hi, S_go lo, S_go hi, T_i, T_g, weights (dsp_weights), input weights
+    (dsp_input_weights, only with an input shift), requant (8 words)].
 
     S_if = bias_i + 256*bias_f and S_go = bias_g + 256*bias_o start the 64-bit SMLALD sums
     (two's complement, low word first); T_i = bias_i and T_g = bias_g start the SMLAD sums, so
     that acc_f = (S_if - T_i) >> 8 carries bias_f exactly.
-
-    With an input shift k the start values are made of q = bias >> k, so that multiplying the
-    sums by 2^k after the input columns gives bias - r + 2^k * (input part); the remainders
-    r = bias - (q << k) in [0, 2^k) of rows i, f, g, o follow in the header and are added to
-    the four row sums at the end.
     """
     units = layer.units
     b = layer.bias_s32.astype(np.int64).reshape(units, 4)
-    q = b >> layer.input_shift
-    s_if, s_go = q[:, 0] + 256 * q[:, 1], q[:, 2] + 256 * q[:, 3]
-    header = np.stack([s_if, s_if >> 32, s_go, s_go >> 32, q[:, 0], q[:, 2]], axis=-1)
+    s_if, s_go = b[:, 0] + 256 * b[:, 1], b[:, 2] + 256 * b[:, 3]
+    header = np.stack([s_if, s_if >> 32, s_go, s_go >> 32, b[:, 0], b[:, 2]], axis=-1)
+    parts = [header, dsp_weights(layer).reshape(units, -1)]
     if layer.input_shift:
-        header = np.concatenate([header, b - (q << layer.input_shift)], axis=1)
-    weights = dsp_weights(layer).reshape(units, -1)
-    requant = requant_pairs(layer).reshape(units, 8)
-    return wrap_s32(np.concatenate([header, weights, requant], axis=1)).reshape(-1)
+        parts.append(dsp_input_weights(layer).reshape(units, -1))
+    parts.append(requant_pairs(layer).reshape(units, 8))
+    return wrap_s32(np.concatenate(parts, axis=1)).reshape(-1)
 
 
 def mve_weights(layer: QLSTMLayer) -> np.ndarray:
@@ -144,9 +150,8 @@ def mve_requant(layer: QLSTMLayer) -> np.ndarray:
 
 
 def plain_columns(layer: QLSTMLayer) -> int:
-    """Columns of the plain layout: K padded to even, or exactly K with an input shift (the
-    input and recurrent parts are summed by two functions that handle any count)."""
-    return layer.row_length if layer.input_shift else padded(layer.row_length, 2)
+    """Columns of the plain layout: K padded to even (the kernel sums two columns a pass)."""
+    return padded(layer.row_length, 2)
 
 
 def plain_weights(layer: QLSTMLayer) -> np.ndarray:
@@ -162,9 +167,9 @@ def plain_bias(layer: QLSTMLayer) -> np.ndarray:
 
     sum(w*a) = sum((w+128)(a+32768)) - 32768*sum(w+128) - 128*sum(a+32768) + K*128*32768;
     the kernel adds the products in uint32 and subtracts 128*sum(a+32768) once per step.
-    With an input shift k the input part's offset terms are scaled by 2^k: the kernel starts
-    the input sums at -128*sum(x+32768), multiplies them by 2^k, then adds this bias and
-    -128*sum(h+32768) before the recurrent columns.
+    With an input shift k the input part's offset terms are scaled by 2^k: the kernel stores
+    the input activations as (x+32768)*2^k, so that its products and its correction
+    -128*sum(stored activations) carry the factor 2^k.
     """
     w = layer.weights_s8.astype(np.int64) + 128
     m = layer.input_size
@@ -240,7 +245,7 @@ def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
         "row_mve": row_mve,
         "dsp_units": c_int32_array(dsp, per_line=16),
         "dsp_units_count": dsp.size,
-        "dsp_header_words": dsp_header_words(layer),
+        "dsp_header_words": DSP_HEADER_WORDS,
         "mve_weights": cformat.c_int_array(mve, per_line=32),
         "mve_weights_count": mve.size,
         "mve_requant": cformat.c_int_array(mve_requant(layer), per_line=8),
