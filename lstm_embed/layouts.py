@@ -6,7 +6,7 @@ the same int32 row sums in another order, so their outputs equal the reference b
 
 A layer with an input shift k > 0 has acc = bias + (input columns' sum) * 2**k + (recurrent
 columns' sum). The factor 2**k is put where it costs no instruction: in the plain kernel's
-stored input activations, in the DSP kernel's input weights (as int16, |w| * 2**k
+stored input activations, in the DSP and MVE kernels' input weights (as int16, |w| * 2**k
 <= 127 * 64); the SIMD layouts pad the input columns to whole groups of their own.
 """
 
@@ -126,8 +126,22 @@ def dsp_units(layer: QLSTMLayer) -> np.ndarray:
 
 
 def mve_weights(layer: QLSTMLayer) -> np.ndarray:
-    """int8 [unit][chunk of 8 columns][gate][8]: the four rows of a unit advance together."""
-    w = _padded_weights(layer, MVE_LANES)
+    """int8 [unit][chunk of 8 columns][gate][8]: the four rows of a unit advance together.
+    With an input shift, of the recurrent columns only (inputs in ``mve_input_weights``)."""
+    x_columns, _ = layer_groups(layer, MVE_LANES)
+    w = _padded_weights(layer, MVE_LANES)[:, :, x_columns if layer.input_shift else 0 :]
+    units, gates, kp = w.shape
+    return w.reshape(units, gates, kp // MVE_LANES, MVE_LANES).transpose(0, 2, 1, 3).reshape(-1)
+
+
+def mve_input_weights(layer: QLSTMLayer) -> np.ndarray:
+    """Input columns of a layer with an input shift k: int16 w * 2^k in the order of
+    ``mve_weights``, read with a halfword load into the same VMLADAVA.S16 (|w| * 2^k <= 127 * 64),
+    so that the scaled input part costs what an unscaled chunk does."""
+    if layer.input_shift == 0:
+        return np.zeros(0, dtype=np.int64)
+    x_columns, _ = layer_groups(layer, MVE_LANES)
+    w = _padded_weights(layer, MVE_LANES)[:, :, :x_columns] << layer.input_shift
     units, gates, kp = w.shape
     return w.reshape(units, gates, kp // MVE_LANES, MVE_LANES).transpose(0, 2, 1, 3).reshape(-1)
 
@@ -248,6 +262,7 @@ def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
         "dsp_header_words": DSP_HEADER_WORDS,
         "mve_weights": cformat.c_int_array(mve, per_line=32),
         "mve_weights_count": mve.size,
+        "mve_input_weights": cformat.c_int_array(mve_input_weights(layer), per_line=32),
         "mve_requant": cformat.c_int_array(mve_requant(layer), per_line=8),
         "mve_requant_count": mve_requant(layer).size,
         "plain_weights": cformat.c_int_array(plain_weights(layer), per_line=32),
