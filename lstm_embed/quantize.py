@@ -152,7 +152,14 @@ def quantize_lstm(
     """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM)."""
     rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
     row_length = layer.input_size * 2**input_shift + layer.units
-    weights, scale, bias_s32, acc_scale = _row_scales(rows_f, bias_f, Q15_SCALE, bits, row_length)
+    try:
+        weights, scale, bias_s32, acc_scale = _row_scales(
+            rows_f, bias_f, Q15_SCALE, bits, row_length
+        )
+    except ValueError as error:
+        raise QuantizeError(
+            f"layer '{layer.name}': {error}; use --weights int16 for this layer"
+        ) from error
     multiplier, shift = _multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
     return QLSTMLayer(
         name=layer.name,

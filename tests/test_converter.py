@@ -178,3 +178,18 @@ def test_quantize_multiplier_is_nearest():
     # below 2**-32 the shift is capped at 62: the multiplier shrinks, absolute error < 2**-63
     tiny = fp.quantize_multiplier(2.0**-40 * 1.3)
     assert tiny.shift == fp.MAX_SHIFT and abs(tiny.real - 2.0**-40 * 1.3) <= 2.0**-63
+
+
+def test_too_wide_for_int8_names_the_layer_and_int16_converts(tmp_path):
+    """600 inputs + units could overflow the int8 path's int32 accumulator: a clear error;
+    int16 weights sum in int64 and convert (and still equal the reference)."""
+    from lstm_embed.quantize import QuantizeError, QuantizeOptions
+
+    model = random_model(2, inputs=300, units=[300], timesteps=2)
+    x = random_inputs(2, 4, 2, 300)
+    with pytest.raises(QuantizeError, match=r"layer 'lstm_0'.*int32 accumulator.*int16"):
+        convert_ir(model, x, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    conversion = convert_ir(model, x, tmp_path / "b", options=QuantizeOptions(weight_bits=(16,)))
+    x_q = fp.quantize_input(x, conversion.qmodel.input_inv_scale)
+    assert_bit_exact(reference.run(conversion.qmodel, x_q), run_host(tmp_path / "b", x_q))
