@@ -98,7 +98,7 @@ SHAPES = (
     Shape("16/128", 16, (128,)),
     Shape("8/32+32 stack", 8, (32, 32)),
     Shape("6/64+dense 6 softmax", 6, (64,), ((6, "softmax"),)),
-    # inputs of scale 4: --input-shift auto picks 2, the cost of the scaled input part
+    # inputs of scale 4: --input-shift auto picks k > 0 (3), the cost of the scaled input part
     Shape("6/64 inputs x4, input shift auto", 6, (64,), input_scale=4.0, input_shift="auto"),
 )
 QUICK_SHAPES = (SHAPES[0], SHAPES[1])

@@ -55,7 +55,6 @@ SHAPES = (
 CORES = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")  # M7/M33 share the M4's DSP kernel
 
 
-
 def timesteps(shape: bench.Shape) -> int:
     return SATURATING_TIMESTEPS if shape.label == SATURATING else TIMESTEPS
 
@@ -116,6 +115,29 @@ def test_shift_shapes_run_the_optimized_kernels(converted: dict) -> None:
         for layer in converted[shape.label][2].lstm_layers:
             assert layer.input_shift == shape.input_shift, shape.label
             assert not layer.portable_only, shape.label
+
+
+def _halfwords(words: np.ndarray) -> np.ndarray:
+    """int32 words -> their int16 halves, low half first."""
+    return words.astype("<i4").view("<i2").astype(np.int64)
+
+
+def test_scaled_input_weights_are_the_input_columns_times_2_to_the_k(converted: dict) -> None:
+    """The DSP and MVE layouts' int16 input weights (layouts.dsp_input_weights,
+    mve_input_weights) hold exactly w * 2^k of the input columns, zero in the padding."""
+    for shape in SHIFT_SHAPES:
+        for layer in converted[shape.label][2].lstm_layers:
+            m, k, units = layer.input_size, layer.input_shift, layer.units
+            for multiple, values in (
+                (2, _halfwords(layouts.dsp_input_weights(layer))),  # [u][pair][gate][2]
+                (layouts.MVE_LANES, layouts.mve_input_weights(layer)),  # [u][chunk][gate][8]
+            ):
+                x_columns, _ = layouts.layer_groups(layer, multiple)
+                w = values.reshape(units, x_columns // multiple, 4, multiple)
+                w = w.transpose(0, 2, 1, 3).reshape(units, 4, x_columns)
+                expected = np.zeros_like(w)
+                expected[..., :m] = layer.weights_s8[..., :m].astype(np.int64) << k
+                np.testing.assert_array_equal(w, expected, err_msg=f"{shape.label}, {multiple}")
 
 
 def test_saturating_cell_clamps_tanh_input(converted: dict) -> None:
