@@ -186,7 +186,6 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
             "portable_lstm": any(la.portable_only for la in model.lstm_layers),
             "optimized_lstm": any(not la.portable_only for la in model.lstm_layers),
             "wide_dense": any(la.weight_bits == 16 for la in model.dense_layers),
-            "narrow_dense": any(la.weight_bits == 8 for la in model.dense_layers),
         },
         "wide_acc_shift": fp.WIDE_ACC_SHIFT,
     }

@@ -118,10 +118,6 @@ def quantize_rows(rows: np.ndarray, bits: int = 8, min_scale: np.ndarray | None 
     return q.astype(np.int8 if bits == 8 else np.int16), scale
 
 
-def quantize_rows_s8(rows: np.ndarray, min_scale: np.ndarray | None = None):
-    return quantize_rows(rows, 8, min_scale)
-
-
 def wide_accumulator(dot: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """int16-weight rows: sat32(round(dot / 2**WIDE_ACC_SHIFT) + bias), dot summed in int64."""
     return saturate_s32(rounding_shift_right(dot, WIDE_ACC_SHIFT) + np.asarray(bias, np.int64))
