@@ -61,6 +61,7 @@ model_specs = st.builds(
     return_sequences=st.booleans(),
     fixed_length=st.booleans(),
     calibration_scale=st.sampled_from([0.0, 1e-3, 1e3]) | st.floats(1e-3, 1e3),
+    weight_bits=st.sampled_from([(8,), (16,)]),  # int16: int64 row sums, int32 cell
 )
 
 
