@@ -188,6 +188,24 @@ def cmd_flash(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    x = _load_array(args.input, "--input") if args.input else None
+    result = export(
+        Path(args.out_dir),
+        args.format,
+        Path(args.output),
+        kernel=args.kernel,
+        lib_version=args.lib_version,
+        example_input=x,
+        url=args.url,
+        force=args.force,
+    )
+    print(f"wrote {result.dest}/ ({args.format}): " + ", ".join(result.files))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="lstm-embed", description="Keras LSTM models -> fixed-point C for Cortex-M"
@@ -263,6 +281,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--board", required=True, help="nucleo-l476rg or nrf52840-dk")
     p.add_argument("--dry-run", action="store_true", help="print the pyOCD command only")
     p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser("export", help="the model as a CMake, Zephyr, Arduino or PlatformIO library")
+    p.add_argument("out_dir", help="folder written by convert")
+    p.add_argument("--format", "-f", required=True, metavar="{cmake,zephyr,arduino,platformio}")
+    p.add_argument("-o", "--output", required=True, help="folder to write the library to")
+    p.add_argument(
+        "--kernel",
+        default="auto",
+        metavar="{auto,reference,plain}",
+        help="default kernel (auto: chosen by the core's features); all give the same bits",
+    )
+    p.add_argument("--lib-version", default="0.1.0", help="library version, MAJOR.MINOR.PATCH")
+    p.add_argument("--input", "-i", help="(N, T, m) .npy: the Arduino example runs sequence 0")
+    p.add_argument("--url", help="project page for the Arduino library.properties")
+    p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="instructions per step, flash and RAM on every core")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
