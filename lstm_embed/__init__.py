@@ -17,4 +17,13 @@ def convert(model, calibration, out_dir, name=None, options=None, force=False):
     return _convert(model, calibration, out_dir, name=name, options=options, force=force)
 
 
-__all__ = ["__version__", "convert"]
+def load(out_dir, kernel="auto"):
+    """The converted model in out_dir, compiled for the host: ``.predict(x)``, ``.step(x_t)``,
+    ``.reset()``, ``.info``. See ``lstm_embed.runtime.load``.
+    """
+    from .runtime import load as _load
+
+    return _load(out_dir, kernel=kernel)
+
+
+__all__ = ["__version__", "convert", "load"]
