@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cppcheck
+APT_PACKAGES := gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cppcheck cmake
 JOBS ?= 2
 
 .PHONY: demo test bench fuzz lint toolchain venv clean accuracy
@@ -28,7 +28,7 @@ apt-python:
 
 # Cross toolchain and QEMU: installed when missing and root, otherwise a message saying how.
 toolchain:
-	@missing=""; for tool in cc arm-none-eabi-gcc qemu-system-arm cppcheck; do \
+	@missing=""; for tool in cc arm-none-eabi-gcc qemu-system-arm cppcheck cmake; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
