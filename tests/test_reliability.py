@@ -160,17 +160,64 @@ def edges(tmp_path_factory) -> callable:
         ),
     )
     convert_ir(ir, rng.normal(size=(2, 4, 2)), folder / "net", name="net")
-    exe = folder / "edges"
-    cmd = [compiler(), "-std=c99", *SANITIZE_FLAGS, f"-I{folder / 'net'}", str(EDGES_C)]
-    subprocess.run([*cmd, "-o", str(exe)], check=True, capture_output=True)
+    exe = _build_edges(EDGES_C.read_text(), folder / "net", folder / "edges")
 
     def run(lines: list[str]) -> list[str]:
-        proc = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True,
-                              text=True)  # fmt: skip
+        proc = _run_edges(exe, lines)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.splitlines()
 
+    run.net_dir = folder / "net"  # type: ignore[attr-defined]
     return run
+
+
+# Beside the sanitizers: uninitialized reads the compiler can see are errors, and automatic
+# variables start as 0xFE bytes, so a struct field left unset makes UBSan or ASan fail loudly.
+C_TEST_FLAGS = (
+    "-std=c99",
+    *SANITIZE_FLAGS,
+    "-Werror=uninitialized",
+    "-Werror=maybe-uninitialized",
+    "-ftrivial-auto-var-init=pattern",
+)
+
+
+def _build_edges(source: str, net_dir: Path, exe: Path) -> Path:
+    c_file = exe.with_suffix(".c")
+    c_file.write_text(source)
+    cmd = [compiler(), *C_TEST_FLAGS, f"-I{net_dir}", str(c_file)]
+    proc = subprocess.run([*cmd, "-o", str(exe)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
+def _run_edges(exe: Path, lines: list[str]) -> subprocess.CompletedProcess[str]:
+    text = "\n".join(lines) + "\n"
+    return subprocess.run([str(exe)], input=text, capture_output=True, text=True)
+
+
+def test_c_test_flags_reject_an_uninitialized_read(tmp_path: Path) -> None:
+    """The flag set turns a read of an unset struct field into a compile error (where GCC can
+    see the read; through a pointer into another function it cannot, see the next test)."""
+    source = tmp_path / "uninit.c"
+    source.write_text("struct s { int a, b; };\nint f(void) { struct s v; v.a = 1; return v.b; }\n")
+    cmd = [compiler(), *C_TEST_FLAGS, "-c", str(source), "-o", str(tmp_path / "uninit.o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode != 0 and "uninitialized" in proc.stderr, proc.stderr
+
+
+def test_an_unset_params_field_fails_the_edge_driver(edges, tmp_path: Path) -> None:
+    """ops_edges.c once left input_shift unset (undefined behaviour in the kernel's shift);
+    GCC does not see it through the pointer, so the pattern fill + UBSan must: the driver with
+    that line removed fails at run time, the driver as committed passes (the edges fixture)."""
+    source = EDGES_C.read_text()
+    unset = "            p.input_shift = 0; /* the input columns carry no extra scale */\n"
+    assert unset in source
+    exe = _build_edges(source.replace(unset, ""), edges.net_dir, tmp_path / "edges_unset")
+    proc = _run_edges(exe, ["L 8 0 0 100 100 100 100"])
+    assert proc.returncode != 0
+    assert "runtime error" in proc.stderr and "shift exponent" in proc.stderr, proc.stderr
+    assert edges(["L 8 0 0 100 100 100 100"])  # the committed driver runs the same line
 
 
 def requantize_exact(acc: int, multiplier: int, shift: int) -> int:

@@ -9,6 +9,9 @@
  *   X n z_1 .. z_n           -> softmax of n logits (Z16), n <= 8
  *   L cell_frac c h z_i z_f z_g z_o -> one LSTM step of one unit with the given pre-activations;
  *                               prints c' h'
+ * Every field of every parameter struct is set here. The tests build this file with
+ * -ftrivial-auto-var-init=pattern beside the sanitizers, so a field left unset (for instance one
+ * added to the struct later) holds 0xFE bytes, which UBSan, ASan or the checked results expose.
  */
 #include <stdio.h>
 #include <string.h>
@@ -58,6 +61,7 @@ int main(void)
                 bias[k] = (int32_t)z;
             }
             p.weights_s8 = zero_weights;
+            p.weights_s16 = 0; /* int8 rows */
             p.bias_s32 = bias;
             p.multiplier = identity_multiplier;
             p.shift = identity_shift;
@@ -77,6 +81,7 @@ int main(void)
             bias[2] = (int32_t)z[2];
             bias[3] = (int32_t)z[3];
             p.weights_s8 = zero_weights;
+            p.weights_s16 = 0; /* int8 rows */
             p.bias_s32 = bias;
             p.multiplier = identity_multiplier;
             p.shift = identity_shift;
@@ -84,6 +89,7 @@ int main(void)
             p.units = 1;
             p.cell_frac = (int32_t)cell_frac;
             p.hard_sigmoid = 0;
+            p.input_shift = 0; /* the input columns carry no extra scale */
             h = (int16_t)h0;
             c = (int16_t)c0;
             net_lstm_step(&p, &x, &h, &c, &scratch);
