@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cppcheck cmake
 JOBS ?= 2
 
-.PHONY: demo test bench fuzz lint toolchain venv clean accuracy
+.PHONY: demo test bench fuzz fuzz-qemu lint toolchain venv clean accuracy
 
 venv: $(STAMP)
 
@@ -51,6 +51,10 @@ bench: venv toolchain
 
 fuzz: venv toolchain
 	$(PY) -m lstm_embed.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
+
+# Random models as Cortex-M0, M4 and M55 firmware in QEMU, every entry point vs the reference.
+fuzz-qemu: venv toolchain
+	$(PY) -m lstm_embed.fuzz --qemu --models $${MODELS:-500} --seed $${SEED:-0} --jobs $(JOBS)
 
 accuracy: venv
 	$(PY) scripts/accuracy.py

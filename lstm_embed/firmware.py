@@ -2,7 +2,11 @@
 
 Data flow: out/NAME.{h,c} + out/report.json (from the converter) -> out/build/<board>/
 (rendered harness, input header and linker script; objects; firmware.elf, .map) -> QEMU
-semihosting output -> numpy array shaped like ``hostbuild.run_host``'s.
+semihosting output -> numpy arrays shaped like ``hostbuild.run_entry_point``'s.
+
+Input is validated by ``inputs.check_input``, the check the host runner shares; a failed
+compile, link or QEMU run raises ``FirmwareToolError`` with the tool's whole output, also
+written to a log in the build folder.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lstm_embed.boards import DEFAULT_BOARD, Board, get_board
-from lstm_embed.cformat import c_float_array, c_identifier, c_int_array
+from lstm_embed.cformat import c_identifier, c_int_array
 from lstm_embed.emit import render
+from lstm_embed.hostbuild import ToolFailure, exit_description
+from lstm_embed.inputs import InputRule, check_input, entry_point, output_shape
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -75,6 +81,10 @@ class FirmwareError(RuntimeError):
     """A firmware build, run or flash failed; the message says why and what to do."""
 
 
+class FirmwareToolError(FirmwareError, ToolFailure):
+    """The compiler, linker or QEMU failed; carries the tool's output (and its log's path)."""
+
+
 class ToolchainMissingError(FirmwareError):
     pass
 
@@ -112,6 +122,10 @@ class ModelInfo:
             ram_bytes=int(r["ram_bytes"]["total"]),
             report=r,
         )
+
+    @property
+    def rule(self) -> InputRule:
+        return InputRule.from_report(self.report)
 
 
 @dataclass(frozen=True)
@@ -180,7 +194,8 @@ def _require(tool: str) -> str:
 def _run_tool(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise FirmwareError(f"{what} failed ({proc.returncode}):\n{' '.join(cmd)}\n{proc.stderr}")
+        summary = f"{what} failed ({exit_description(proc.returncode)})"
+        raise FirmwareToolError(summary, cmd, proc.stdout + proc.stderr)
     return proc
 
 
@@ -189,22 +204,74 @@ def _run_tool(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
 
 def _check_input(x_in: np.ndarray, model: ModelInfo) -> np.ndarray:
     """Validated input: int16 for run(), float32 (from any float dtype) for run_f32()."""
-    x = np.asarray(x_in)
-    if x.ndim != 3 or x.shape[2] != model.input_size or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(
-            f"input must be shaped (sequences, timesteps, {model.input_size}); got {x.shape}"
-        )
-    if model.timesteps and x.shape[1] != model.timesteps:
-        raise ValueError(f"model {model.name} takes {model.timesteps} timesteps; got {x.shape[1]}")
-    if x.dtype.kind == "f":
-        if not np.isfinite(x).all():
-            raise ValueError("float input holds NaN or infinity")
-        return x.astype(np.float32)
-    if x.dtype != np.int16:
-        if not np.issubdtype(x.dtype, np.integer) or x.min() < -32768 or x.max() > 32767:
-            raise ValueError(f"input must hold int16 (or float) values; got dtype {x.dtype}")
-        x = x.astype(np.int16)
-    return x
+    return check_input(x_in, model.rule)
+
+
+@dataclass(frozen=True)
+class HarnessPlan:
+    """Which entry points the harness calls, on which compiled-in input.
+
+    The integer entry points (run, step) take ``x_q``, the float ones (run_f32, step_f32,
+    quantize_input) ``x``; both already validated (``check_input``).
+    """
+
+    entries: tuple[str, ...]
+    x_q: np.ndarray | None = None
+    x: np.ndarray | None = None
+
+    @classmethod
+    def make(
+        cls,
+        model: ModelInfo,
+        entries: Sequence[str],
+        x_q: np.ndarray | None = None,
+        x: np.ndarray | None = None,
+        check_finite: bool = True,
+    ) -> HarnessPlan:
+        kinds = [entry_point(e) for e in entries]
+        if not kinds:
+            raise ValueError("no entry points to run")
+        if len(set(entries)) != len(entries):
+            raise ValueError(f"entry points listed twice: {list(entries)}")
+        if any(not k.float_input for k in kinds):
+            if x_q is None:
+                raise ValueError("run and step need int16 input (x_q)")
+            x_q = check_input(x_q, model.rule, "int16")
+        else:
+            x_q = None
+        if any(k.float_input for k in kinds):
+            if x is None:
+                raise ValueError("run_f32, step_f32 and quantize_input need float input (x)")
+            x = check_input(x, model.rule, "float32", check_finite=check_finite)
+        else:
+            x = None
+        return cls(tuple(entries), x_q, x)
+
+    @classmethod
+    def for_input(cls, x: np.ndarray) -> HarnessPlan:
+        """run() for int16 input, run_f32() for float32 input (validated)."""
+        if x.dtype == np.float32:
+            return cls(("run_f32",), x=x)
+        return cls(("run",), x_q=x)
+
+    def input_for(self, entry: str) -> np.ndarray:
+        x = self.x if entry_point(entry).float_input else self.x_q
+        assert x is not None, entry
+        return x
+
+
+def c_float_literals(values: np.ndarray, per_line: int = 4) -> str:
+    """float32 values as exact C99 hexadecimal constants; NaN and infinity as math.h's."""
+    items = []
+    for v in np.asarray(values, dtype=np.float32).ravel():
+        if np.isnan(v):
+            items.append("NAN")
+        elif np.isinf(v):
+            items.append("INFINITY" if v > 0 else "-INFINITY")
+        else:
+            items.append(float(v).hex() + "f")
+    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
+    return ",\n".join(lines)
 
 
 def default_input(model: ModelInfo) -> np.ndarray:
@@ -249,10 +316,26 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _render_sources(bdir: Path, model: ModelInfo, board: Board, x: np.ndarray) -> None:
+ENTRY_DESCRIPTIONS = {
+    "run": "NAME_run on the int16 input",
+    "step": "NAME_reset, then NAME_step per timestep, on the int16 input",
+    "run_f32": "NAME_run_f32 on the float input",
+    "step_f32": "NAME_reset, then NAME_step_f32 per timestep, on the float input",
+    "quantize_input": "NAME_quantize_input per timestep, on the float input",
+}
+
+
+def _render_sources(bdir: Path, model: ModelInfo, board: Board, plan: HarnessPlan) -> None:
     name = _check_name(model.name)
-    n, steps, width = x.shape
-    f32 = x.dtype == np.float32
+    entries = [
+        {
+            "name": e,
+            "float_input": entry_point(e).float_input,
+            "description": ENTRY_DESCRIPTIONS[e].replace("NAME", name),
+        }
+        for e in plan.entries
+    ]
+    q, f = plan.x_q, plan.x
     files = {
         "link.ld": _render(
             "firmware/link.ld.j2",
@@ -263,22 +346,21 @@ def _render_sources(bdir: Path, model: ModelInfo, board: Board, x: np.ndarray) -
         "harness_input.h": _render(
             "firmware/harness_input.h.j2",
             name=name,
-            n_sequences=n,
-            timesteps=steps,
-            input_size=width,
-            input_type="float" if f32 else "int16_t",
-            input_description="float" if f32 else "int16 in the model's input format",
-            values=c_float_array(x) if f32 else c_int_array(x),
+            input_size=model.input_size,
+            q_values=None if q is None else c_int_array(q),
+            q_sequences=0 if q is None else q.shape[0],
+            q_timesteps=0 if q is None else q.shape[1],
+            f_values=None if f is None else c_float_literals(f),
+            f_sequences=0 if f is None else f.shape[0],
+            f_timesteps=0 if f is None else f.shape[1],
         ),
         "harness.c": _render(
             "firmware/harness.c.j2",
             name=name,
             prefix=name.upper(),
             board=board.name,
-            f32=f32,
-            input_type="float" if f32 else "int16_t",
-            output_type="float" if f32 else "int16_t",
-            run_function=f"{name}_run_f32" if f32 else f"{name}_run",
+            entries=entries,
+            has={e: e in plan.entries for e in ENTRY_DESCRIPTIONS},
         ),
     }
     for filename, text in files.items():
@@ -311,19 +393,31 @@ def _sources(out_dir: Path, model: ModelInfo, board: Board, bdir: Path) -> list[
     return [model_c, *firmware, bdir / "harness.c"]
 
 
-def _compile(sources: list[Path], flags: list[str], bdir: Path) -> list[Path]:
+def _compile(sources: list[Path], flags: list[str], bdir: Path, board: str) -> list[Path]:
     """Compile every source to bdir/<stem>.o, in parallel (each is a separate gcc)."""
     gcc = _require(GCC)
     jobs = []
     for src in sources:
         obj = bdir / f"{src.stem}.o"
         cmd = [gcc, *flags, "-c", str(src), "-o", str(obj)]
-        jobs.append((cmd, obj, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)))
-    for cmd, _obj, proc in jobs:
-        _, err = proc.communicate()
+        popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        jobs.append((cmd, src, obj, popen))
+    failures = []
+    for cmd, src, _obj, proc in jobs:
+        out, _ = proc.communicate()
         if proc.returncode != 0:
-            raise FirmwareError(f"compiling failed:\n{' '.join(cmd)}\n{err}")
-    return [obj for _, obj, _ in jobs]
+            failures.append((cmd, src, proc.returncode, out))
+    if failures:
+        cmd, src, status, _ = failures[0]
+        output = "\n".join(f"$ {' '.join(c)}\n{out}" for c, _, _, out in failures[1:])
+        output = failures[0][3] + ("\n" + output if output else "")
+        raise FirmwareToolError(
+            f"compiling {src.name} for {board} failed ({exit_description(status)})",
+            cmd,
+            output,
+            log=bdir / "compile.log",
+        )
+    return [obj for _, _, obj, _ in jobs]
 
 
 _OVERFLOW = re.compile(r"region `(\w+)' overflowed by (\d+) bytes")
@@ -348,7 +442,12 @@ def _link(objs: list[Path], board: Board, bdir: Path, model: ModelInfo) -> tuple
         overflows = _OVERFLOW.findall(proc.stderr)
         if overflows:
             raise FitError(_overflow_message(overflows, board, model))
-        raise FirmwareError(f"linking failed:\n{' '.join(cmd)}\n{proc.stderr}")
+        raise FirmwareToolError(
+            f"linking the firmware for {board.name} failed ({exit_description(proc.returncode)})",
+            cmd,
+            proc.stdout + proc.stderr,
+            log=bdir / "link.log",
+        )
     return elf, map_file
 
 
@@ -366,24 +465,31 @@ def _overflow_message(overflows: list[tuple[str, str]], board: Board, model: Mod
 
 
 def build(
-    out_dir: str | Path, board: str = DEFAULT_BOARD, x: np.ndarray | None = None
+    out_dir: str | Path,
+    board: str = DEFAULT_BOARD,
+    x: np.ndarray | None = None,
+    *,
+    plan: HarnessPlan | None = None,
 ) -> BuildResult:
     """Build out_dir's model into out_dir/build/<board>/firmware.elf.
 
     x (sequences, timesteps, input_size) is compiled in as the harness input: int16 runs
     NAME_run, float runs NAME_run_f32; without it, one fixed pseudo-random int16 sequence.
+    ``plan`` instead names the entry points to call and their inputs.
     Raises FitError when the model or the firmware does not fit the board,
-    ToolchainMissingError without arm-none-eabi-gcc.
+    ToolchainMissingError without arm-none-eabi-gcc, FirmwareToolError when a tool fails.
     """
     out_dir = Path(out_dir)
     b = get_board(board)
     model = ModelInfo.load(out_dir)
+    if plan is None:
+        plan = HarnessPlan.for_input(default_input(model) if x is None else _check_input(x, model))
     check_fit(model, b)
-    x = default_input(model) if x is None else _check_input(x, model)
     bdir = build_dir(out_dir, board)
     bdir.mkdir(parents=True, exist_ok=True)
-    _render_sources(bdir, model, b, x)
-    objs = _compile(_sources(out_dir, model, b, bdir), _compile_flags(b, out_dir, bdir), bdir)
+    _render_sources(bdir, model, b, plan)
+    flags = _compile_flags(b, out_dir, bdir)
+    objs = _compile(_sources(out_dir, model, b, bdir), flags, bdir, board)
     elf, map_file = _link(objs, b, bdir, model)
     size = elf_sizes(elf)
     model_size = model_sizes(map_file, model.name, state_symbol="harness_state")
@@ -477,7 +583,13 @@ def qemu_command(board: Board, elf: Path, extra: tuple[str, ...] = ()) -> list[s
     ]
 
 
-def _run_firmware(cmd: list[str], timeout: float) -> str:
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def _run_firmware(cmd: list[str], timeout: float, log: Path | None = None) -> str:
     try:
         proc = subprocess.run(
             cmd,
@@ -488,52 +600,93 @@ def _run_firmware(cmd: list[str], timeout: float) -> str:
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise FirmwareError(f"QEMU did not exit within {timeout:.0f} s:\n{' '.join(cmd)}") from exc
+        output = _text(exc.stdout) + _text(exc.stderr)
+        raise FirmwareToolError(
+            f"QEMU did not exit within {timeout:.0f} s", cmd, output, log=log
+        ) from exc
     if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-5:])
-        command = " ".join(cmd)
-        raise FirmwareError(
-            f"firmware exited with status {proc.returncode}:\n{command}\n{tail}\n{proc.stderr}"
+        raise FirmwareToolError(
+            f"the firmware failed in QEMU ({exit_description(proc.returncode)})",
+            cmd,
+            proc.stdout + proc.stderr,
+            log=log,
         )
     return proc.stdout
+
+
+def parse_entry_output(
+    stdout: str, model: ModelInfo, entry: str, x_shape: tuple[int, ...]
+) -> np.ndarray:
+    """The harness's lines for one entry point -> an array shaped like
+    ``hostbuild.run_entry_point``'s output (int16, or float32 from the printed bits)."""
+    e = entry_point(entry)
+    shape = output_shape(e, x_shape, model.input_size, model.output_size, model.return_sequences)
+    rows = [line.split()[1:] for line in stdout.splitlines() if line.split(" ", 1)[0] == entry]
+    if not any(line.startswith("done ") for line in stdout.splitlines()) or len(rows) != shape[0]:
+        raise FirmwareError(
+            f"harness output incomplete: {len(rows)} of {shape[0]} {entry} sequences"
+            f"\n{stdout[-500:]}"
+        )
+    per_sequence = int(np.prod(shape[1:]))
+    for row in rows:
+        if len(row) != per_sequence:
+            raise FirmwareError(
+                f"{entry}: expected {per_sequence} values a sequence, got {len(row)}"
+            )
+    y = np.array([[int(v) for v in row] for row in rows], dtype=np.int64)
+    values = y.astype(np.uint32).view(np.float32) if e.float_output else y.astype(np.int16)
+    return values.reshape(shape)
 
 
 def parse_output(
     stdout: str, model: ModelInfo, x_shape: tuple[int, ...], f32: bool = False
 ) -> np.ndarray:
-    """Harness output lines -> array shaped like hostbuild.run_host's output:
+    """run (or run_f32) lines -> array shaped like hostbuild.run_host's output:
     (sequences, timesteps, output_size) when the model returns sequences, else
     (sequences, output_size); int16, or float32 when the harness ran run_f32."""
-    n, steps = x_shape[0], x_shape[1]
-    out_steps = steps if model.return_sequences else 1
-    rows = [line.split()[1:] for line in stdout.splitlines() if line.startswith("y")]
-    if f"done {n}" not in stdout.splitlines() or len(rows) != n:
-        raise FirmwareError(
-            f"harness output incomplete: {len(rows)} of {n} sequences\n{stdout[-500:]}"
-        )
-    y = np.array([[int(v) for v in row] for row in rows], dtype=np.int64)
-    if y.shape[1] != out_steps * model.output_size:
-        raise FirmwareError(
-            f"expected {out_steps * model.output_size} outputs a sequence, got {y.shape[1]}"
-        )
-    shape = (n, steps, model.output_size) if model.return_sequences else (n, model.output_size)
-    values = y.astype(np.uint32).view(np.float32) if f32 else y.astype(np.int16)
-    return values.reshape(shape)
+    return parse_entry_output(stdout, model, "run_f32" if f32 else "run", x_shape)
 
 
 def parse_cycles(stdout: str) -> list[int]:
-    """DWT cycle counts per sequence (all 0 under QEMU)."""
+    """DWT cycle counts per run/run_f32 call (all 0 under QEMU)."""
     return [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("cycles ")]
 
 
-def _run(out_dir: Path, board: str, x_in: np.ndarray, timeout: float) -> np.ndarray:
-    model = ModelInfo.load(out_dir)
-    x = _check_input(x_in, model)
+def _execute(
+    out_dir: Path, board: str, model: ModelInfo, plan: HarnessPlan, timeout: float
+) -> dict[str, np.ndarray]:
     b = get_board(board)
     qemu_command(b, Path("firmware.elf"))  # refuse real boards before building
-    result = build(out_dir, board, x)
-    stdout = _run_firmware(qemu_command(b, result.elf), timeout)
-    return parse_output(stdout, model, x.shape, f32=x.dtype == np.float32)
+    result = build(out_dir, board, plan=plan)
+    cmd = qemu_command(b, result.elf)
+    log = result.elf.parent / "qemu.log"
+    stdout = _run_firmware(cmd, timeout, log)
+    try:
+        return {
+            e: parse_entry_output(stdout, model, e, plan.input_for(e).shape) for e in plan.entries
+        }
+    except FirmwareError as error:
+        summary = str(error).splitlines()[0]
+        raise FirmwareToolError(summary, cmd, stdout, log=log) from error
+
+
+def run_entry_points(
+    out_dir: str | Path,
+    board: str,
+    entries: Sequence[str],
+    x_q: np.ndarray | None = None,
+    x: np.ndarray | None = None,
+    timeout: float = QEMU_TIMEOUT_S,
+    check_finite: bool = True,
+) -> dict[str, np.ndarray]:
+    """Build one firmware image that calls each of ``entries`` (run, step: on the int16
+    ``x_q``; run_f32, step_f32, quantize_input: on the float ``x``) on every sequence, run it
+    in QEMU, and return each entry point's outputs, shaped like
+    ``hostbuild.run_entry_point``'s. ``check_finite=False`` compiles NaN and infinity in
+    (tests of the C's documented handling)."""
+    model = ModelInfo.load(Path(out_dir))
+    plan = HarnessPlan.make(model, entries, x_q, x, check_finite)
+    return _execute(Path(out_dir), board, model, plan, timeout)
 
 
 def run_qemu(
@@ -543,16 +696,14 @@ def run_qemu(
 
     Returns int16 (N, T, k) when the model returns sequences, else (N, k), like run_host.
     """
-    if np.asarray(x_q).dtype.kind == "f":
-        raise ValueError("run_qemu takes int16 input; use run_qemu_f32 for float input")
-    return _run(Path(out_dir), board, x_q, timeout)
+    return run_entry_points(out_dir, board, ["run"], x_q=x_q, timeout=timeout)["run"]
 
 
 def run_qemu_f32(
     out_dir: str | Path, board: str, x: np.ndarray, timeout: float = QEMU_TIMEOUT_S
 ) -> np.ndarray:
     """Like run_qemu with float input through NAME_run_f32; float32 output, bits exact."""
-    return _run(Path(out_dir), board, np.asarray(x, dtype=np.float32), timeout)
+    return run_entry_points(out_dir, board, ["run_f32"], x=x, timeout=timeout)["run_f32"]
 
 
 # ---------------------------------------------------------------- instruction counts
@@ -619,7 +770,8 @@ def count_instructions(
         with open(fifo, errors="replace") as trace:
             counts = _count_between(trace, begin, end)
         if proc.wait(timeout=timeout) != 0:
-            raise FirmwareError(f"firmware exited with status {proc.returncode}: {' '.join(cmd)}")
+            summary = f"the firmware failed in QEMU ({exit_description(proc.returncode)})"
+            raise FirmwareToolError(summary, cmd, "(output not captured while tracing)")
     return counts
 
 

@@ -7,8 +7,14 @@ in a report rebuilds the exact model. The hypothesis tests draw specs; ``make fu
     python -m lstm_embed.fuzz --models 10000 --jobs 2
 
 which converts models in batches, compiles several into one sanitized binary (each model's
-``host_main.c`` with ``main`` renamed, plus a dispatcher), and compares the int16 and float
-entry points of every model with ``reference.run`` / ``reference.run_float`` bit for bit.
+``host_main.c`` with ``main`` renamed, plus a dispatcher), and compares every entry point of
+every model (run, step, run_f32, step_f32, quantize_input; reset through run and step) with
+the numpy reference bit for bit. ``make fuzz-qemu`` runs
+
+    python -m lstm_embed.fuzz --qemu --models 500 --jobs 2
+
+which builds every model into Cortex-M0, M4 and M55 firmware (one image per model and core
+calling all the entry points) and holds the outputs QEMU prints to the same reference.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, reference
+from . import __version__, firmware, reference
+from . import fixedpoint as fp
 from .emit import render
 from .hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
+from .inputs import ENTRY_POINTS
 from .ir import DenseLayer, LSTMLayer, Model
 from .pipeline import convert_ir
 from .qir import QModel
@@ -49,6 +57,8 @@ EXTRA_SANITIZE = ("-fsanitize=float-cast-overflow,float-divide-by-zero",)
 # Batches rotate through hostbuild's -O1 and the faster -O0, with the host's default
 # (reference) kernel and the plain-C optimized one.
 VARIANTS = (("-O1", "reference"), ("-O0", "plain"), ("-O1", "plain"), ("-O0", "reference"))
+# The QEMU profile: the portable/plain kernels (M0), the DSP kernel (M4), the MVE kernel (M55).
+QEMU_BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")
 
 
 def case_flags(optimize: str = "-O1") -> tuple[str, ...]:
@@ -106,8 +116,11 @@ class Case:
 @dataclass
 class Outcome:
     spec: ModelSpec
-    status: str  # "ok", "mismatch", "crash" (sanitizer or runner failure), "rejected"
+    # "ok", "mismatch", "crash" (sanitizer, runner or firmware failure), "rejected" (the
+    # converter refused, saying why), "too_big" (does not fit the board's flash or RAM)
+    status: str
     detail: str = ""
+    board: str = "host"
 
 
 # ---------------------------------------------------------------------------------- models
@@ -299,30 +312,62 @@ def first_difference(expected: np.ndarray, actual: np.ndarray) -> str:
     )
 
 
+def expected_output(q: QModel, entry: str, x: np.ndarray) -> np.ndarray:
+    """What entry point ``entry`` must return on x, from the numpy reference alone: int16 for
+    run, step and quantize_input, float32 for run_f32 and step_f32 (shapes as the runners')."""
+    with np.errstate(over="ignore", invalid="ignore"):  # huge or non-finite float input
+        return _expected_output(q, entry, x)
+
+
+def _expected_output(q: QModel, entry: str, x: np.ndarray) -> np.ndarray:
+    if entry == "run":
+        return reference.run(q, x).astype(np.int16)
+    if entry == "run_f32":
+        return reference.run_float(q, x).astype(np.float32)
+    if entry == "quantize_input":
+        return fp.quantize_input(x, q.input_inv_scale)
+    x_q = x if entry == "step" else fp.quantize_input(x, q.input_inv_scale)
+    states = reference.initial_state(q, x_q.shape[0])
+    steps = [reference.step(q, states, x_q[:, t]) for t in range(x_q.shape[1])]
+    y_q = np.stack(steps, axis=1).astype(np.int16)
+    return y_q if entry == "step" else fp.dequantize(y_q, q.output_scale).astype(np.float32)
+
+
+def compare_output(entry: str, want: np.ndarray, got: np.ndarray) -> str | None:
+    """None when got equals want bit for bit (floats as bit patterns: -0.0 != 0.0), else
+    where they first differ."""
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return f"{entry}: {got.dtype} {got.shape}, want {want.dtype} {want.shape}"
+    bits = np.int32 if want.dtype == np.float32 else np.int16
+    if np.array_equal(got.view(bits), want.view(bits)):
+        return None
+    return f"{entry}: {first_difference(want, got)}"
+
+
+def _inputs_for(case: Case, entry: str) -> np.ndarray:
+    return case.x if ENTRY_POINTS[entry].float_input else case.x_q
+
+
 def _compare(item: _Converted, runner: Path, index: int) -> Outcome:
     case, q = item.case, item.qmodel
-    expected = {"q": reference.run(q, case.x_q), "f": reference.run_float(q, case.x)}
-    inputs = {"q": case.x_q, "f": case.x}
-    for mode in ("q", "f"):
-        in_path, out_path = item.folder / f"x_{mode}.bin", item.folder / f"y_{mode}.bin"
-        _write_input(in_path, inputs[mode])
+    for entry in ENTRY_POINTS:
+        x = _inputs_for(case, entry)
+        want = expected_output(q, entry, x)
+        in_path, out_path = item.folder / f"x_{entry}.bin", item.folder / f"y_{entry}.bin"
+        _write_input(in_path, x)
         proc = subprocess.run(
-            [str(runner), str(index), mode, str(in_path), str(out_path)],
+            [str(runner), str(index), entry, str(in_path), str(out_path)],
             capture_output=True,
             text=True,
         )
         if proc.returncode != 0:
-            return Outcome(case.spec, "crash", f"{mode} run exit {proc.returncode}: {proc.stderr}")
-        dtype = np.float32 if mode == "f" else np.int16
-        want = expected[mode].astype(dtype)
-        got = np.fromfile(out_path, dtype=dtype)
+            return Outcome(case.spec, "crash", f"{entry} exit {proc.returncode}: {proc.stderr}")
+        got = np.fromfile(out_path, dtype=want.dtype)
         if got.size != want.size:
-            return Outcome(case.spec, "mismatch", f"{mode}: {got.size} values, want {want.size}")
-        got = got.reshape(want.shape)
-        # bit patterns, so that the float path is compared exactly (and -0.0 != 0.0)
-        bits = np.int32 if mode == "f" else np.int16
-        if not np.array_equal(got.view(bits), want.view(bits)):
-            return Outcome(case.spec, "mismatch", f"{mode}: {first_difference(want, got)}")
+            return Outcome(case.spec, "mismatch", f"{entry}: {got.size} values, want {want.size}")
+        difference = compare_output(entry, want, got.reshape(want.shape))
+        if difference:
+            return Outcome(case.spec, "mismatch", difference)
     return Outcome(case.spec, "ok")
 
 
@@ -415,6 +460,83 @@ def check_specs(
             shutil.rmtree(root, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------------- QEMU
+
+
+def check_qemu(case: Case, folder: Path, boards: tuple[str, ...] = QEMU_BOARDS) -> list[Outcome]:
+    """Convert one case, build it for each board (one image calling every entry point on the
+    case's int16 and float inputs, NaN and infinity included) and compare what QEMU prints
+    with the reference; one outcome per board."""
+    item = _convert(case, folder / "net", "net")
+    if isinstance(item, Outcome):
+        return [Outcome(item.spec, item.status, item.detail, board) for board in boards]
+    return [check_on_board(item, board) for board in boards]
+
+
+def check_on_board(item: _Converted, board: str) -> Outcome:
+    """One converted case on one emulated board, every entry point against the reference."""
+    case = item.case
+    try:
+        got = firmware.run_entry_points(
+            item.folder, board, list(ENTRY_POINTS), case.x_q, case.x, check_finite=False
+        )
+    except firmware.FitError as error:
+        return Outcome(case.spec, "too_big", str(error), board)
+    except firmware.FirmwareError as error:
+        return Outcome(case.spec, "crash", str(error)[:4000], board)
+    differences = [
+        compare_output(e, expected_output(item.qmodel, e, _inputs_for(case, e)), got[e])
+        for e in ENTRY_POINTS
+    ]
+    found = [d for d in differences if d]
+    return Outcome(case.spec, "mismatch" if found else "ok", "; ".join(found), board)
+
+
+def check_qemu_specs(
+    specs: list[ModelSpec],
+    boards: tuple[str, ...] = QEMU_BOARDS,
+    jobs: int = 2,
+    keep: Path | None = None,
+) -> list[Outcome]:
+    """check_qemu for many specs, ``jobs`` models at a time (compiles and QEMU dominate)."""
+    root = Path(tempfile.mkdtemp(prefix="lstm-embed-fuzz-qemu-", dir=keep))
+
+    def work(k: int) -> list[Outcome]:
+        folder = root / f"model{k}"
+        folder.mkdir()
+        with np.errstate(all="ignore"):
+            outcomes = check_qemu(build_case(specs[k]), folder, boards)
+        if all(o.status in ("ok", "too_big") for o in outcomes):
+            shutil.rmtree(folder, ignore_errors=True)
+        return outcomes
+
+    try:
+        with ThreadPoolExecutor(jobs) as pool:
+            return [o for outcomes in pool.map(work, range(len(specs))) for o in outcomes]
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _commit() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+        check=False,
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent,
+        check=False,
+    )
+    commit = proc.stdout.strip() or "unknown"
+    return commit + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
 # ---------------------------------------------------------------------------------- CLI
 
 
@@ -429,7 +551,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=128, help="models between progress lines")
     parser.add_argument("--keep", type=Path, help="keep failing batches under this folder")
     parser.add_argument("--log", type=Path, help="append one JSON line per non-ok model")
+    parser.add_argument(
+        "--qemu",
+        action="store_true",
+        help=f"firmware in QEMU instead of the host build, on {', '.join(QEMU_BOARDS)}",
+    )
+    parser.add_argument(
+        "--boards",
+        help="comma list of emulated boards for --qemu (default: " + ",".join(QEMU_BOARDS) + ")",
+    )
     args = parser.parse_args(argv)
+    boards = tuple(args.boards.split(",")) if args.boards else QEMU_BOARDS
+    if args.boards and not args.qemu:
+        parser.error("--boards needs --qemu")
+    for board in boards if args.qemu else ():
+        try:
+            emulated = firmware.get_board(board).emulated
+        except ValueError as error:
+            parser.error(f"--boards: {error}")
+        if not emulated:
+            parser.error(f"--boards: {board} is real hardware; QEMU runs emulated boards only")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
@@ -437,20 +578,35 @@ def main(argv: list[str] | None = None) -> int:
     for first in range(args.seed, args.seed + args.models, args.chunk):
         last = min(first + args.chunk, args.seed + args.models)
         specs = [random_spec(seed) for seed in range(first, last)]
-        for outcome in check_specs(specs, args.jobs, args.batch, args.keep):
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        if args.qemu:
+            outcomes = check_qemu_specs(specs, boards, args.jobs, args.keep)
+        else:
+            outcomes = check_specs(specs, args.jobs, args.batch, args.keep)
+        for outcome in outcomes:
+            key = f"{outcome.board} {outcome.status}" if args.qemu else outcome.status
+            counts[key] = counts.get(key, 0) + 1
             if outcome.status != "ok":
-                line = {"status": outcome.status, "detail": outcome.detail[:2000]}
+                line = {"status": outcome.status, "board": outcome.board}
+                line["detail"] = outcome.detail[:2000]
                 line["spec"] = asdict(outcome.spec)
-                print(json.dumps(line), file=sys.stderr)
+                if outcome.status != "too_big":
+                    print(json.dumps(line), file=sys.stderr)
                 if args.log:
                     with args.log.open("a") as log:
                         log.write(json.dumps(line) + "\n")
         elapsed = time.monotonic() - start
-        print(f"{last - args.seed} models in {elapsed:.0f} s: {counts}", flush=True)
-    print(f"fuzz: variants (optimization, kernel) rotated per batch: {VARIANTS}")
-    bad = sum(n for status, n in counts.items() if status in ("mismatch", "crash"))
-    print(f"fuzz: {args.models} models from seed {args.seed}: {counts}")
+        print(f"{last - args.seed} models in {elapsed:.0f} s: {dict(sorted(counts.items()))}")
+        sys.stdout.flush()
+    minutes = (time.monotonic() - start) / 60
+    if args.qemu:
+        print(f"fuzz: boards {', '.join(boards)}; entry points {', '.join(ENTRY_POINTS)}")
+    else:
+        print(f"fuzz: variants (optimization, kernel) rotated per batch: {VARIANTS}")
+    bad = sum(n for key, n in counts.items() if key.split()[-1] in ("mismatch", "crash"))
+    print(
+        f"fuzz: {args.models} models from seed {args.seed}, commit {_commit()},"
+        f" {minutes:.1f} minutes: {dict(sorted(counts.items()))}"
+    )
     return 1 if bad else 0
 
 

@@ -1,6 +1,9 @@
 """Compile a converted model with the host C compiler and run it on arrays.
 
-Builds are cached by a hash of the sources and flags, so repeated runs cost one compile.
+Every entry point of the generated C API can be run (``run_entry_point``); ``run_host``
+picks run() for int16 input and run_f32() for float input. Input is validated by
+``inputs.check_input``, the check every entry point shares. Builds are cached by a hash of
+the sources and flags, so repeated runs cost one compile.
 """
 
 from __future__ import annotations
@@ -8,22 +11,75 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .emit import render
+from .inputs import InputRule, check_input, entry_point, output_shape
 
 STRICT_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wshadow", "-Werror")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1")
 
 
+TAIL_LINES = 30  # of a failed tool's output, on the command line (the log has all)
+
+
+class ToolFailure(RuntimeError):
+    """An external program (compiler, linker, QEMU, the host runner) failed.
+
+    ``str()`` holds the summary, the command and the program's whole output, for Python
+    callers; the command line prints the summary, the last ``TAIL_LINES`` lines of the output
+    and the path of ``log``, which holds everything.
+    """
+
+    def __init__(
+        self, summary: str, command: Sequence[str], output: str, log: Path | None = None
+    ) -> None:
+        self.summary = summary
+        self.command = [str(c) for c in command]
+        self.output = output.rstrip()
+        self.log = log
+        if log is not None:
+            try:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(f"{summary}\n$ {shlex.join(self.command)}\n{self.output}\n")
+            except OSError:
+                self.log = None
+        super().__init__(f"{summary}\n$ {shlex.join(self.command)}\n{self.output}")
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        """The last ``lines`` lines of the output, saying how many came before."""
+        out = self.output.splitlines()
+        shown = "\n".join(out[-lines:])
+        if len(out) > lines:
+            return f"[... {len(out) - lines} earlier lines]\n{shown}"
+        return shown
+
+
 class HostBuildError(RuntimeError):
     pass
+
+
+class HostToolError(HostBuildError, ToolFailure):
+    """The host compiler or the compiled runner failed; carries the tool's output."""
+
+
+def exit_description(status: int) -> str:
+    """'exit 1', or 'killed by signal 6 (SIGABRT)' for a negative subprocess status."""
+    if status < 0:
+        try:
+            return f"killed by signal {-status} ({signal.Signals(-status).name})"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit {status}"
 
 
 def compiler() -> str:
@@ -83,33 +139,67 @@ def build_host(out_dir: Path, sanitize: bool = False) -> Path:
         ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise HostBuildError(f"host compile failed: {' '.join(cmd)}\n{result.stderr}")
+            raise HostToolError(
+                f"compiling {name}.c for the host failed ({exit_description(result.returncode)})",
+                cmd,
+                result.stdout + result.stderr,
+                log=target.parent / "compile.log",
+            )
         os.replace(exe, target)
     return target
+
+
+def run_entry_point(
+    out_dir: Path,
+    entry: str,
+    x: np.ndarray,
+    sanitize: bool = False,
+    check_finite: bool = True,
+) -> np.ndarray:
+    """Run one entry point of the compiled model on every sequence of x (N, T, m).
+
+    ``entry``: run / step (int16 in and out), run_f32 / step_f32 (float32 in and out),
+    quantize_input (float32 in, int16 out). Output (N, T, k) for step, step_f32 and when the
+    model returns sequences, else (N, k); quantize_input gives (N, T, m).
+    ``check_finite=False`` passes NaN and infinity to the C (tests of its documented handling).
+    """
+    report = read_report(out_dir)
+    e = entry_point(entry)
+    rule = InputRule.from_report(report)
+    x = check_input(x, rule, "float32" if e.float_input else "int16", check_finite=check_finite)
+    return _run_checked(Path(out_dir), report, entry, x, sanitize)
 
 
 def run_host(out_dir: Path, x: np.ndarray, sanitize: bool = False) -> np.ndarray:
     """Run the compiled model on x (N, T, m): int16 -> int16 via run(), float -> float32 via
     run_f32(). Output (N, T, k) when the model returns sequences, else (N, k)."""
     report = read_report(out_dir)
-    x = np.asarray(x)
-    is_float = x.dtype.kind == "f"
-    dtype = np.float32 if is_float else np.int16
-    if x.ndim != 3 or x.shape[2] != report["input_size"]:
-        raise HostBuildError(f"input shape {x.shape}; expected (N, T, {report['input_size']})")
+    x = check_input(x, InputRule.from_report(report))
+    entry = "run_f32" if x.dtype == np.float32 else "run"
+    return _run_checked(Path(out_dir), report, entry, x, sanitize)
+
+
+def _run_checked(
+    out_dir: Path, report: dict, entry: str, x: np.ndarray, sanitize: bool
+) -> np.ndarray:
+    e = entry_point(entry)
     runner = build_host(out_dir, sanitize)
     with tempfile.TemporaryDirectory() as tmp:
         in_path, out_path = Path(tmp) / "x.bin", Path(tmp) / "y.bin"
         header = np.array(x.shape[:2], dtype=np.int32).tobytes()
-        in_path.write_bytes(header + np.ascontiguousarray(x, dtype=dtype).tobytes())
-        result = subprocess.run(
-            [str(runner), "f" if is_float else "q", str(in_path), str(out_path)],
-            capture_output=True,
-            text=True,
-        )
+        in_path.write_bytes(header + x.tobytes())
+        cmd = [str(runner), entry, str(in_path), str(out_path)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise HostBuildError(f"host runner failed ({result.returncode}): {result.stderr}")
-        y = np.fromfile(out_path, dtype=dtype)
-    steps = x.shape[1] if report["return_sequences"] else None
-    shape = (x.shape[0], steps, report["output_size"]) if steps else (x.shape[0], -1)
+            raise HostToolError(
+                f"the host build of {report['name']} failed in {entry}()"
+                f" ({exit_description(result.returncode)})",
+                cmd,
+                result.stdout + result.stderr,
+                log=runner.parent / "run.log",
+            )
+        y = np.fromfile(out_path, dtype=np.float32 if e.float_output else np.int16)
+    shape = output_shape(
+        e, x.shape, report["input_size"], report["output_size"], report["return_sequences"]
+    )
     return y.reshape(shape)

@@ -318,11 +318,18 @@ def test_model_named_like_a_firmware_file_is_refused(fake_model: Path) -> None:
 
 def test_parse_output_shapes(fake_model: Path) -> None:
     model = firmware.ModelInfo.load(fake_model)
-    stdout = "y 1 2 3 4 5 6\ncycles 0\ny -1 -2 -3 -4 -5 -6\ncycles 0\ndone 2\n"
+    stdout = "run 1 2 3 4 5 6\ncycles 0\nrun -1 -2 -3 -4 -5 -6\ncycles 0\ndone 2\n"
     y = firmware.parse_output(stdout, model, (2, 2, 2))
     assert y.dtype == np.int16 and y.shape == (2, 2, 3) and y[1, 1, 2] == -6
     with pytest.raises(firmware.FirmwareError, match="incomplete"):
-        firmware.parse_output("y 1 2 3 4 5 6\n", model, (2, 2, 2))
+        firmware.parse_output("run 1 2 3 4 5 6\n", model, (2, 2, 2))
+    with pytest.raises(firmware.FirmwareError, match="expected 6 values"):
+        firmware.parse_output("run 1 2 3\nrun 1 2 3\ndone 2\n", model, (2, 2, 2))
+    bits = np.array([1.5, -0.0, np.inf], np.float32).view(np.uint32)
+    stdout = "step_f32 " + " ".join(str(b) for b in np.tile(bits, 2)) + "\ndone 1\n"
+    y = firmware.parse_entry_output(stdout, model, "step_f32", (1, 2, 2))
+    assert y.dtype == np.float32 and y.shape == (1, 2, 3)
+    assert np.array_equal(y.view(np.uint32).ravel(), np.tile(bits, 2))
 
 
 @pytest.mark.skipif(shutil.which("cppcheck") is None, reason="cppcheck not installed")

@@ -95,6 +95,17 @@ def test_seeded_random_models_c_equals_reference() -> None:
         assert_ok(fuzz.check_specs(specs, jobs=2, batch_size=12))
 
 
+@pytest.mark.firmware
+def test_seeded_random_models_on_qemu(toolchain: None) -> None:
+    """A sample of ``make fuzz-qemu``: random models as Cortex-M0, M4 and M55 firmware, every
+    entry point (NaN and infinity in the float input) equal to the reference bit for bit.
+    Reproduces with ``python -m lstm_embed.fuzz --qemu --seed 2000000 --models 4``."""
+    specs = [fuzz.random_spec(seed) for seed in range(2_000_000, 2_000_004)]
+    outcomes = fuzz.check_qemu_specs(specs, jobs=2)
+    assert {o.board for o in outcomes} == set(fuzz.QEMU_BOARDS)
+    assert_ok(outcomes)
+
+
 # ------------------------------------------------------------------ the fuzzer can fail
 
 
@@ -119,6 +130,22 @@ def test_fuzz_reports_a_changed_weight(converted, tmp_path: Path) -> None:
     runner = fuzz._build([converted], tmp_path, fuzz.case_flags())
     outcome = fuzz._compare(converted, runner, 0)
     assert outcome.status == "mismatch"
+    assert "first difference at" in outcome.detail
+
+
+@pytest.mark.firmware
+def test_qemu_fuzz_reports_a_changed_scale(toolchain: None, converted) -> None:
+    """The input scale is shared by every kernel: doubling one feature's changes the float
+    entry points (and quantize_input) on any core."""
+    source = converted.folder / "m0.c"
+    assert fuzz.check_on_board(converted, "qemu-m4").status == "ok"
+    text = source.read_text()
+    start = text.index("m0_input_inv_scale[")
+    literal_at = text.index("{\n", start) + 2
+    end = text.index(",", literal_at)
+    source.write_text(f"{text[:literal_at]}({text[literal_at:end].strip()} * 2.0f){text[end:]}")
+    outcome = fuzz.check_on_board(converted, "qemu-m4")
+    assert outcome.status == "mismatch" and outcome.board == "qemu-m4"
     assert "first difference at" in outcome.detail
 
 

@@ -1,0 +1,161 @@
+"""The input contract of every entry point that runs a converted model.
+
+The host runner (``hostbuild``), the QEMU runs (``firmware``), the command line and the
+Python API all validate input with ``check_input``; the same bad input gets the same
+``InputError`` message from each of them.
+
+Policies (README, "Reliability"):
+
+* Shape: ``(sequences, timesteps, input_size)`` with at least one sequence and one timestep.
+* Timesteps: any length, also for a model built with a fixed length, as Keras 3's
+  ``Sequential.predict`` does (measured with Keras 3.15: a Sequential model built for T=40
+  predicts T=20 and T=60 without a warning; a functional model refuses both). An LSTM is
+  defined at every length, and the generated ``run()`` takes the length as an argument.
+  The cell formats were calibrated at the built length, so much longer windows may saturate
+  the cell more often than ``report.json`` says.
+* Values: integer input is the model's quantized int16 format and must lie in int16's range;
+  float input (any float dtype, converted to float32) must be finite in float32. NaN and
+  infinity are refused, naming the first one, because a quantized model cannot represent
+  them (Keras would propagate NaN to the outputs). The C float entry points, which have no
+  way to refuse, quantize a NaN feature to 0 and +/-infinity to the int16 limits (after the
+  input scale), exactly as ``fixedpoint.quantize_input``; ``check_finite=False`` exists only
+  so that tests can hold the C to that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+INT16_MIN, INT16_MAX = -32768, 32767
+
+
+class InputError(ValueError):
+    """Input a model cannot run; the message is one line naming what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """What a converted model accepts, from its report.json."""
+
+    name: str
+    input_size: int
+    timesteps: int  # the length the model was built for; 0 when built for any length
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any]) -> InputRule:
+        return cls(str(report["name"]), int(report["input_size"]), int(report["timesteps"] or 0))
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """A function of the generated C API that a runner can call on whole sequences."""
+
+    name: str  # NAME_<name> in C
+    float_input: bool  # float32 in, else int16
+    float_output: bool  # float32 out, else int16
+    per_timestep: bool  # one output vector per timestep whatever RETURN_SEQUENCES says
+    output_is_input: bool = False  # quantize_input: INPUT_SIZE values per timestep
+
+
+# The runners reset() the state before every stepped sequence (run() does so itself) and
+# start from a state filled with a non-zero pattern, so reset() is exercised too.
+ENTRY_POINTS: dict[str, EntryPoint] = {
+    e.name: e
+    for e in (
+        EntryPoint("run", float_input=False, float_output=False, per_timestep=False),
+        EntryPoint("step", float_input=False, float_output=False, per_timestep=True),
+        EntryPoint("run_f32", float_input=True, float_output=True, per_timestep=False),
+        EntryPoint("step_f32", float_input=True, float_output=True, per_timestep=True),
+        EntryPoint(
+            "quantize_input",
+            float_input=True,
+            float_output=False,
+            per_timestep=True,
+            output_is_input=True,
+        ),
+    )
+}
+
+
+def entry_point(name: str) -> EntryPoint:
+    try:
+        return ENTRY_POINTS[name]
+    except KeyError:
+        known = ", ".join(ENTRY_POINTS)
+        raise ValueError(f"unknown entry point {name!r} (known: {known})") from None
+
+
+def output_shape(
+    entry: EntryPoint,
+    x_shape: tuple[int, ...],
+    input_size: int,
+    output_size: int,
+    return_sequences: bool,
+) -> tuple[int, ...]:
+    """(N, T, k) per timestep (return_sequences, step, quantize_input), else (N, k)."""
+    n, steps = x_shape[0], x_shape[1]
+    width = input_size if entry.output_is_input else output_size
+    if entry.per_timestep or return_sequences:
+        return (n, steps, width)
+    return (n, width)
+
+
+def _first(x: np.ndarray, bad: np.ndarray, what: str) -> str:
+    """'input holds V at (sequence, timestep, feature) = (s, t, f), WHAT (and K more)'."""
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    others = int(np.count_nonzero(bad)) - 1
+    more = f" (and {others} more)" if others else ""
+    value = x[index].item()
+    return f"input holds {value!r} at (sequence, timestep, feature) = {index}, {what}{more}"
+
+
+def check_input(
+    x_in: Any,
+    rule: InputRule,
+    dtype: str | None = None,
+    *,
+    check_finite: bool = True,
+) -> np.ndarray:
+    """The validated input: int16 (for run/step) or float32 (for the float entry points).
+
+    ``dtype`` "int16" or "float32" asks for one kind; None takes float input as float32 and
+    integer input as int16. Raises InputError with one line saying what is wrong.
+    """
+    x = np.asarray(x_in)
+    expected = f"(sequences, timesteps, {rule.input_size})"
+    if x.ndim != 3 or x.shape[2] != rule.input_size:
+        features = f"; model {rule.name} takes {rule.input_size} feature(s) per timestep"
+        raise InputError(f"input shape {x.shape}: expected {expected}{features}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise InputError(f"input shape {x.shape}: needs at least one sequence and one timestep")
+    kind = x.dtype.kind
+    if kind not in "fiu":
+        raise InputError(f"input dtype {x.dtype}: expected float or int16 values")
+    if dtype is None:
+        dtype = "float32" if kind == "f" else "int16"
+    if dtype == "int16":
+        if kind == "f":
+            raise InputError(
+                f"input dtype {x.dtype}: the integer entry points take int16 (the model's"
+                " quantized format); pass float input to the float entry points"
+            )
+        if x.dtype != np.int16:
+            outside = (x < INT16_MIN) | (x > INT16_MAX)
+            if outside.any():
+                raise InputError(_first(x, outside, "outside int16's range"))
+        return np.ascontiguousarray(x, dtype=np.int16)
+    if dtype != "float32":
+        raise ValueError(f"dtype must be 'int16' or 'float32', not {dtype!r}")
+    with np.errstate(over="ignore"):
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if check_finite:
+        bad = ~np.isfinite(x32)
+        if bad.any():
+            first = tuple(np.argwhere(bad)[0])
+            what = "infinite in float32" if np.isfinite(x[first]) else "not a finite number"
+            raise InputError(_first(x, bad, what) + "; the model takes finite values only")
+    return x32

@@ -1,0 +1,270 @@
+"""Every generated entry point (reset, step, run, step_f32, run_f32, quantize_input) executed on
+the host (ASan/UBSan build) and in QEMU on every emulated core, equal to the numpy reference
+bit for bit; and one input contract (``lstm_embed.inputs``) for every way of running a model.
+
+Oracles: ``reference.run`` / ``reference.step`` / ``fixedpoint.quantize_input`` (through
+``fuzz.expected_output``, which calls nothing but them), the documented NaN/infinity values, and
+Keras 3 itself for the timesteps policy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_embed import firmware
+from lstm_embed import fixedpoint as fp
+from lstm_embed.boards import EMULATED_BOARDS
+from lstm_embed.fuzz import compare_output, expected_output
+from lstm_embed.hostbuild import run_entry_point, run_host
+from lstm_embed.inputs import ENTRY_POINTS, InputError, InputRule, check_input
+from lstm_embed.pipeline import convert_ir
+from lstm_embed.qir import QModel
+from lstm_embed.quantize import QuantizeOptions
+
+from .helpers import random_inputs, random_model
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+ENTRIES = tuple(ENTRY_POINTS)
+
+
+@dataclass(frozen=True)
+class Case:
+    out_dir: Path
+    qmodel: QModel
+    x: np.ndarray  # float32 (4, T, m): calibration-like, 3x beyond it, row 0 again, non-finite
+    x_q: np.ndarray  # int16 (4, T, m): the same quantized, the last row at the int16 extremes
+
+    def input_for(self, entry: str) -> np.ndarray:
+        return self.x if ENTRY_POINTS[entry].float_input else self.x_q
+
+
+# label -> (model, steps of the test input, quantize options)
+MODELS = {
+    # causal: step() must give run()'s outputs at every timestep
+    "sequences": (
+        lambda: random_model(21, 3, [6, 5], None, return_sequences=True, dense=[(2, "tanh")]),
+        7,
+        None,
+    ),
+    "last_softmax": (lambda: random_model(22, 2, [7], 6, dense=[(3, "softmax")]), 6, None),
+    "int16_int8": (
+        lambda: random_model(23, 4, [5, 3], 5, recurrent="hard_sigmoid"),
+        5,
+        QuantizeOptions(weight_bits=(16, 8)),
+    ),
+}
+
+
+def _inputs(seed: int, steps: int, width: int, qmodel: QModel) -> tuple[np.ndarray, np.ndarray]:
+    base = random_inputs(seed, 2, steps, width)
+    weird = np.resize(np.array([np.nan, np.inf, -np.inf, 1e30, -0.0], np.float32), (steps, width))
+    x = np.stack([base[0], 3 * base[1], base[0], weird]).astype(np.float32)
+    with np.errstate(over="ignore"):  # 1e30 and infinity saturate
+        x_q = fp.quantize_input(np.nan_to_num(x, nan=0.0), qmodel.input_inv_scale)
+    x_q[3] = np.where(np.arange(steps * width).reshape(steps, width) % 2, 32767, -32768)
+    return x, x_q
+
+
+@pytest.fixture(scope="session")
+def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
+    result = {}
+    for seed, (label, (make, steps, options)) in enumerate(MODELS.items()):
+        model = make()
+        calibration = random_inputs(seed, 16, steps, model.input_size)
+        out_dir = tmp_path_factory.mktemp(label) / "out"
+        qmodel = convert_ir(model, calibration, out_dir, name="net", options=options).qmodel
+        x, x_q = _inputs(seed, steps, model.input_size, qmodel)
+        result[label] = Case(out_dir, qmodel, x, x_q)
+    return result
+
+
+def assert_equal_bits(entry: str, want: np.ndarray, got: np.ndarray, where: str) -> None:
+    difference = compare_output(entry, want, got)
+    assert difference is None, f"{where}: {difference}"
+
+
+# ---------------------------------------------------------------- every entry point
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("label", MODELS)
+def test_host_entry_point_equals_reference(cases: dict[str, Case], label: str, entry: str) -> None:
+    """Sanitized host build; NaN and infinity reach the C float entry points (not refused)."""
+    case = cases[label]
+    x = case.input_for(entry)
+    got = run_entry_point(case.out_dir, entry, x, sanitize=True, check_finite=False)
+    assert_equal_bits(entry, expected_output(case.qmodel, entry, x), got, f"{label} on host")
+
+
+@pytest.mark.firmware
+@pytest.mark.parametrize("board", EMULATED_BOARDS)
+@pytest.mark.parametrize("label", MODELS)
+def test_qemu_entry_points_equal_reference(
+    toolchain: None, cases: dict[str, Case], label: str, board: str
+) -> None:
+    """One image per core calls all five entry points; each output equals the reference."""
+    case = cases[label]
+    got = firmware.run_entry_points(
+        case.out_dir, board, ENTRIES, case.x_q, case.x, check_finite=False
+    )
+    for entry in ENTRIES:
+        want = expected_output(case.qmodel, entry, case.input_for(entry))
+        assert_equal_bits(entry, want, got[entry], f"{label} on {board}")
+
+
+def test_step_equals_run_and_reset_restarts(cases: dict[str, Case]) -> None:
+    """step() per timestep gives run()'s outputs (causal model: at every timestep; last-output
+    model: at the last); the runner keeps one state for all sequences, so sequence 2 (= 0)
+    repeating sequence 0 exactly shows reset() cleared what sequence 1 left."""
+    for label, case in cases.items():
+        stepped = run_entry_point(case.out_dir, "step", case.x_q)
+        ran = run_entry_point(case.out_dir, "run", case.x_q)
+        assert np.array_equal(stepped if ran.ndim == 3 else stepped[:, -1], ran), label
+        stepped_f = run_entry_point(case.out_dir, "step_f32", case.x[:3])
+        ran_f = run_entry_point(case.out_dir, "run_f32", case.x[:3])
+        last = stepped_f if ran_f.ndim == 3 else stepped_f[:, -1]
+        assert np.array_equal(last.view(np.int32), ran_f.view(np.int32)), label
+        for y in (stepped, ran, stepped_f):
+            assert np.array_equal(y[2], y[0]) and not np.array_equal(y[1], y[0]), label
+
+
+# ---------------------------------------------------------------- the NaN / infinity policy
+
+# Documented (README, inputs.py): the C float entry points map NaN to 0 and +/-infinity to the
+# int16 limits; the Python and command-line entry points refuse them.
+NONFINITE_Q = {np.nan: 0, np.inf: 32767, -np.inf: -32768}
+
+
+@pytest.mark.parametrize("where", ["host", "qemu-m4"])
+def test_c_quantizes_nan_and_infinity_as_documented(
+    request: pytest.FixtureRequest, cases: dict[str, Case], where: str
+) -> None:
+    case = cases["last_softmax"]
+    values = np.array(list(NONFINITE_Q), np.float32)
+    x = np.resize(values, (1, 6, 2)).astype(np.float32)
+    if where == "host":
+        got = run_entry_point(case.out_dir, "quantize_input", x, check_finite=False)
+    else:
+        request.getfixturevalue("toolchain")
+        out = firmware.run_entry_points(
+            case.out_dir, where, ["quantize_input"], x=x, check_finite=False
+        )
+        got = out["quantize_input"]
+    want = np.resize(np.array(list(NONFINITE_Q.values()), np.int16), x.shape)
+    assert np.array_equal(got, want)
+
+
+# ---------------------------------------------------------------- one input contract
+
+
+def _bad_inputs(m: int, steps: int) -> dict[str, tuple[np.ndarray, str]]:
+    """name -> (input, words its message must contain)."""
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(3, steps, m)).astype(np.float32)
+    nan, inf = good.copy(), good.copy()
+    nan[1, 2, 0] = np.nan
+    nan[2, 0, 1] = np.nan
+    inf[0, 1, 1] = -np.inf
+    return {
+        "nan": (nan, "nan at (sequence, timestep, feature) = (1, 2, 0)"),
+        "infinity": (inf, "-inf at (sequence, timestep, feature) = (0, 1, 1)"),
+        "features": (good[:, :, :1], "expected (sequences, timesteps, 2)"),
+        "rank_2": (good[0], "expected (sequences, timesteps, 2)"),
+        "no_sequences": (good[:0], "at least one sequence"),
+        "no_timesteps": (good[:, :0], "at least one sequence and one timestep"),
+        "bool": (good > 0, "dtype bool"),
+    }
+
+
+BAD = sorted(_bad_inputs(2, 6))
+
+
+def _message(call) -> str:
+    with pytest.raises(InputError) as info:
+        call()
+    return str(info.value)
+
+
+@pytest.mark.parametrize("runner", ["host", "host_step_f32", "qemu-m4", "qemu-m4_step_f32"])
+@pytest.mark.parametrize("bad", BAD)
+def test_bad_input_gets_one_message_everywhere(
+    request: pytest.FixtureRequest, cases: dict[str, Case], bad: str, runner: str
+) -> None:
+    """The same bad input gets the same message from the host and QEMU runs and the Python API,
+    before anything is built."""
+    case = cases["last_softmax"]
+    x, words = _bad_inputs(2, 6)[bad]
+    rule = InputRule.from_report({"name": "net", "input_size": 2, "timesteps": 6})
+    want = _message(lambda: check_input(x, rule))
+    assert words in want
+    if runner == "host":
+        got = _message(lambda: run_host(case.out_dir, x))
+    elif runner == "host_step_f32":
+        got = _message(lambda: run_entry_point(case.out_dir, "step_f32", x))
+    else:
+        request.getfixturevalue("toolchain")
+        build = case.out_dir / "build" / "qemu-m4"
+        before = sorted(build.iterdir()) if build.exists() else []
+        if runner == "qemu-m4":
+            got = _message(lambda: firmware.run_qemu_f32(case.out_dir, "qemu-m4", x))
+        else:
+            entries = ["step_f32"]
+            got = _message(lambda: firmware.run_entry_points(case.out_dir, "qemu-m4", entries, x=x))
+        assert (sorted(build.iterdir()) if build.exists() else []) == before
+    assert got == want
+
+
+def test_integer_input_must_be_int16(cases: dict[str, Case]) -> None:
+    case = cases["last_softmax"]
+    wide = np.zeros((2, 6, 2), np.int32)
+    wide[1, 3, 1] = 40000
+    message = _message(lambda: run_host(case.out_dir, wide))
+    assert "40000 at (sequence, timestep, feature) = (1, 3, 1), outside int16" in message
+    as_int16 = run_host(case.out_dir, wide.clip(-32768, 32767))
+    assert np.array_equal(as_int16, expected_output(case.qmodel, "run", wide.clip(-32768, 32767)))
+    message = _message(lambda: run_entry_point(case.out_dir, "step", case.x[:1]))
+    assert "integer entry points take int16" in message
+
+
+# ---------------------------------------------------------------- the timesteps policy
+
+
+def test_keras_sequential_predicts_other_lengths() -> None:
+    """The premise of the policy, measured on the installed Keras: a Sequential LSTM model built
+    for 6 timesteps predicts 3 and 9 (a functional one refuses: its input spec check)."""
+    import keras
+
+    model = keras.Sequential([keras.Input((6, 2)), keras.layers.LSTM(3)])
+    for steps in (3, 9):
+        y = model.predict(np.zeros((1, steps, 2), np.float32), verbose=0)
+        assert y.shape == (1, 3)
+    x = keras.Input((6, 2))
+    functional = keras.Model(x, keras.layers.LSTM(3)(x))
+    with pytest.raises(ValueError, match="incompatible"):
+        functional.predict(np.zeros((1, 3, 2), np.float32), verbose=0)
+
+
+@pytest.mark.parametrize("where", ["host", "qemu-m4"])
+@pytest.mark.parametrize("steps", [3, 9])
+def test_fixed_length_model_runs_other_lengths(
+    request: pytest.FixtureRequest, cases: dict[str, Case], where: str, steps: int
+) -> None:
+    """Built for 6 timesteps, run on 3 and 9 as Keras' Sequential.predict does, everywhere."""
+    case = cases["last_softmax"]
+    assert case.qmodel.timesteps == 6
+    x = random_inputs(40 + steps, 2, steps, 2)
+    x_q = fp.quantize_input(x, case.qmodel.input_inv_scale)
+    if where == "host":
+        got, got_f = run_host(case.out_dir, x_q), run_host(case.out_dir, x)
+    else:
+        request.getfixturevalue("toolchain")
+        out = firmware.run_entry_points(case.out_dir, where, ["run", "run_f32"], x_q, x)
+        got, got_f = out["run"], out["run_f32"]
+    assert_equal_bits("run", expected_output(case.qmodel, "run", x_q), got, where)
+    assert_equal_bits("run_f32", expected_output(case.qmodel, "run_f32", x), got_f, where)
