@@ -1,6 +1,8 @@
 """Command line: lstm-embed inspect | convert | run | compare (and firmware commands).
 
-Every failure is one line on stderr naming the file, layer or option, and a non-zero exit.
+Bad input is one line on stderr naming the file, layer or option, exit status 2; a failed
+compiler, linker or QEMU run prints that line, the tool's last lines and where its whole log is;
+an unexpected exception says it is a bug in lstm-embed (exit 3). --debug adds the traceback.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
         prog="lstm-embed", description="Keras LSTM models -> fixed-point C for Cortex-M"
     )
     top.add_argument("--version", action="version", version=f"lstm-embed {__version__}")
+    top.add_argument("--debug", action="store_true", help="on errors, print the traceback too")
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="per-layer table of a Keras model, like summary()")
@@ -310,16 +313,80 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(bench.main(args.bench_args) or 0)
 
 
+EXIT_INTERNAL = 3  # an exception nobody raised on purpose: a bug in lstm-embed
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _raised_here(error: BaseException) -> bool:
+    """Whether a `raise` statement of lstm-embed's own code raised error (not numpy, say,
+    whose C functions raise from the line that called them)."""
+    import linecache
+
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return True
+    filename = tb.tb_frame.f_code.co_filename
+    if PACKAGE_DIR not in Path(filename).resolve().parents:
+        return False
+    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
+def _is_user_error(error: BaseException) -> bool:
+    """Errors raised on purpose (bad input, unsupported models, missing or failing tools) or by
+    the system about files; anything else (a KeyError, or a ValueError out of numpy) is a bug."""
+    if isinstance(error, (CLIError, OSError)):
+        return True
+    if isinstance(error, (NotImplementedError, RecursionError)):
+        return False
+    return isinstance(error, (ValueError, RuntimeError)) and _raised_here(error)
+
+
+def _report_error(args: argparse.Namespace, error: Exception, debug: bool) -> int:
+    """One line for bad input; a failed tool's output (its last lines and its log); for a
+    bug, a line saying so. --debug prints the traceback first."""
+    import traceback
+
+    from .hostbuild import ToolFailure
+    from .inputs import InputError
+
+    if debug:
+        traceback.print_exception(error)
+    prefix = f"lstm-embed {args.command}"
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else repr(error)
+    if not _is_user_error(error):
+        hint = "" if debug else "; rerun with --debug for the traceback"
+        print(
+            f"{prefix}: internal error: {type(error).__name__}: {first} (this is a bug in"
+            f" lstm-embed {__version__}; please report it with the command line{hint})",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    if isinstance(error, ToolFailure):
+        print(f"{prefix}: error: {error.summary}", file=sys.stderr)
+        if error.output:
+            print(error.tail(), file=sys.stderr)
+        if error.log is not None:
+            print(f"{prefix}: the command and its whole output: {error.log}", file=sys.stderr)
+        return EXIT_ERROR
+    if isinstance(error, InputError) and getattr(args, "input", None):
+        first = f"--input {args.input}: {first}"
+    print(f"{prefix}: error: {first}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    args = parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (CLIError, ValueError, RuntimeError, FileNotFoundError, OSError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        print(f"lstm-embed {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+    except Exception as error:
+        return _report_error(args, error, debug)
 
 
 if __name__ == "__main__":

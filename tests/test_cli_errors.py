@@ -7,6 +7,7 @@ subprocess to prove the real exit status and the absence of a traceback.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -372,3 +373,135 @@ def test_flash_dry_run_prints_the_pyocd_command(toolchain: None, converted: Path
 def test_unknown_board(converted: Path, capsys) -> None:
     status, _, err = run_cli(["build", converted, "--board", "stm32-nowhere"], capsys)
     assert_error(status, err, "stm32-nowhere", "qemu-m4")
+
+
+# ------------------------------------------------------------------ failing tools, bugs, --debug
+
+
+@pytest.fixture
+def broken_copy(converted: Path, tmp_path: Path) -> Callable[[str, str], Path]:
+    """A copy of the converted folder whose net.c has every `old` replaced by `new`."""
+
+    def make(old: str, new: str) -> Path:
+        out = tmp_path / "broken"
+        shutil.copytree(converted, out)
+        source = out / "net.c"
+        text = source.read_text()
+        assert old in text
+        source.write_text(text.replace(old, new))
+        return out
+
+    return make
+
+
+def assert_tool_failure(status: int, err: str, summary: str, *shown: str) -> Path:
+    """Exit 2; the first line names what failed; the tool's own lines follow; the last line
+    says where the whole log is, and the log exists. Returns the log's path."""
+    assert status == cli.EXIT_ERROR
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("lstm-embed ") and summary in lines[0], lines[0]
+    assert "Traceback" not in err
+    for needle in shown:
+        assert needle in err, (needle, err)
+    assert "its whole output: " in lines[-1], lines[-1]
+    log = Path(lines[-1].split("its whole output: ", 1)[1])
+    assert log.is_file()
+    return log
+
+
+SYNTAX_ERROR = "int lstm_embed_test_error = ;\n"
+
+
+def test_host_compile_failure_shows_the_compiler(
+    broken_copy, files, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("LSTM_EMBED_CACHE", str(tmp_path / "cache"))
+    out = broken_copy("#include", SYNTAX_ERROR + "#include")
+    args = ["run", out, "--input", files["calib"], "-o", tmp_path / "y.npy"]
+    status, _, err = run_cli(args, capsys)
+    log = assert_tool_failure(status, err, "compiling net.c for the host failed", "error:")
+    assert "lstm_embed_test_error" in err and "net.c" in err
+    assert "lstm_embed_test_error" in log.read_text()
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_firmware_compile_failure_shows_the_last_30_lines(
+    toolchain: None, broken_copy, capsys
+) -> None:
+    """More output than 30 lines: the last 30 on the terminal, all of it in the log."""
+    errors = "".join(f'#warning "lstm-embed test warning {k}"\n' for k in range(40))
+    out = broken_copy("#include", errors + SYNTAX_ERROR + "#include")
+    status, _, err = run_cli(["build", out, "--board", "qemu-m4"], capsys)
+    log = assert_tool_failure(
+        status, err, "compiling net.c for qemu-m4 failed", "earlier lines]", "error:"
+    )
+    assert len(err.strip().splitlines()) <= 30 + 3
+    assert "test warning 39" in err and 'test warning 0"' not in err
+    assert all(f'test warning {k}"' in log.read_text() for k in range(40))
+    assert log.parent == out / "build" / "qemu-m4"
+
+
+RUN_FAILURES = {
+    "host": ("the host build of net failed in run_f32() (exit 2)", "the entry point returned"),
+    "qemu-m4": ("the firmware failed in QEMU (exit 3)", "run_f32: the model returned an error"),
+}
+
+
+@pytest.mark.parametrize("board", sorted(RUN_FAILURES))
+def test_run_failure_shows_the_runner_output(
+    request, broken_copy, files, tmp_path: Path, capsys, monkeypatch, board: str
+) -> None:
+    """run_f32() returning an error: the runner's or the firmware's own line is shown."""
+    if board != "host":
+        request.getfixturevalue("toolchain")
+    monkeypatch.setenv("LSTM_EMBED_CACHE", str(tmp_path / "cache"))
+    out = broken_copy("    net_reset(state);\n", "    return NET_ERROR_ARGUMENT;\n")
+    args = ["run", out, "--board", board, "--input", files["calib"], "-o", tmp_path / "y.npy"]
+    status, _, err = run_cli(args, capsys)
+    assert_tool_failure(status, err, *RUN_FAILURES[board])
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_internal_error_says_it_is_a_bug(
+    converted: Path, files, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from lstm_embed import hostbuild
+
+    report = hostbuild.read_report(converted)
+    monkeypatch.setattr(hostbuild, "read_report", lambda _: {**report, "output_size": "three"})
+    args = ["run", converted, "--input", files["calib"], "-o", tmp_path / "y.npy"]
+    status, _, err = run_cli(args, capsys)
+    assert status == cli.EXIT_INTERNAL
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "internal error" in lines[0] and "bug in lstm-embed" in lines[0]
+    assert "--debug" in lines[0]
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_a_value_error_out_of_numpy_is_a_bug_too(
+    converted: Path, files, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A ValueError that no `raise` of lstm-embed wrote (numpy's reshape here) is not a user
+    error, though user errors are ValueErrors too."""
+    from lstm_embed import hostbuild
+
+    report = hostbuild.read_report(converted)
+    monkeypatch.setattr(hostbuild, "read_report", lambda _: {**report, "output_size": 7})
+    args = ["run", converted, "--input", files["calib"], "-o", tmp_path / "y.npy"]
+    status, _, err = run_cli(args, capsys)
+    assert status == cli.EXIT_INTERNAL
+    assert "internal error: ValueError" in err and "reshape" in err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(files, tmp_path: Path, capsys, where: str) -> None:
+    """--debug anywhere on the line: the traceback, then the same one-line message."""
+    args = convert_args(files["good"], files["calib_nan"], tmp_path / "out")
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    status, _, err = run_cli(args, capsys)
+    assert status == cli.EXIT_ERROR
+    assert err.startswith("Traceback (most recent call last):")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lstm-embed convert: error:") and "NaN" in last
+    assert_nothing_written(tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import firmware
+from lstm_embed import cli, firmware
 from lstm_embed import fixedpoint as fp
 from lstm_embed.boards import EMULATED_BOARDS
 from lstm_embed.fuzz import compare_output, expected_output
@@ -218,6 +218,32 @@ def test_bad_input_gets_one_message_everywhere(
             got = _message(lambda: firmware.run_entry_points(case.out_dir, "qemu-m4", entries, x=x))
         assert (sorted(build.iterdir()) if build.exists() else []) == before
     assert got == want
+
+
+@pytest.mark.parametrize("board", ["host", "qemu-m4"])
+@pytest.mark.parametrize("bad", ["nan", "infinity", "features", "no_sequences"])
+def test_cli_run_gives_the_same_message(
+    request: pytest.FixtureRequest,
+    cases: dict[str, Case],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    bad: str,
+    board: str,
+) -> None:
+    if board != "host":
+        request.getfixturevalue("toolchain")
+    case = cases["last_softmax"]
+    x, _ = _bad_inputs(2, 6)[bad]
+    rule = InputRule.from_report({"name": "net", "input_size": 2, "timesteps": 6})
+    want = _message(lambda: check_input(x, rule))
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    args = ["run", str(case.out_dir), "-i", str(path), "-o", str(tmp_path / "y.npy")]
+    status = cli.main([*args, "--board", board])
+    err = capsys.readouterr().err
+    assert status == cli.EXIT_ERROR
+    assert err == f"lstm-embed run: error: --input {path}: {want}\n"
+    assert not (tmp_path / "y.npy").exists()
 
 
 def test_integer_input_must_be_int16(cases: dict[str, Case]) -> None:
