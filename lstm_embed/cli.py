@@ -64,16 +64,29 @@ def _input_shift(text: str) -> str | int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .frontend import load_keras_file
-    from .report import INSPECT_COLUMNS, format_table, layer_rows
+    from .frontend import inspect_rows, read_spec
+    from .report import INSPECT_COLUMNS, format_table
 
-    ir = load_keras_file(args.model)
-    rows = layer_rows(ir)
-    steps = ir.timesteps if ir.timesteps is not None else "any"
-    print(f"{args.model}: input (timesteps={steps}, features={ir.input_size})")
+    spec = read_spec(args.model)
+    rows = inspect_rows(spec, _weight_bits(args.weights))
+    steps = spec.input_shape[0] if spec.input_shape and spec.input_shape[0] else "any"
+    features = spec.input_shape[-1] if spec.input_shape else "?"
+    print(
+        f"{args.model}: {spec.file_format} file (Keras {spec.keras_version or '?'}),"
+        f" input (timesteps={steps}, features={features})"
+    )
     print(format_table(rows, INSPECT_COLUMNS))
-    flash = sum(r["flash_bytes"] for r in rows)
-    print(f"total params: {ir.params}; flash after quantization: {flash} bytes + activation tables")
+    flash = sum(r.get("flash_bytes") or 0 for r in rows)
+    params = sum(r["params"] for r in rows)
+    print(f"total params: {params}; flash after quantization: {flash} bytes + activation tables")
+    unsupported = [
+        f"layer '{r['name']}' ({r['type']}): {r['unsupported']}" for r in rows if r["unsupported"]
+    ]
+    if unsupported:
+        print(
+            f"lstm-embed inspect: error: {args.model}: " + "; ".join(unsupported), file=sys.stderr
+        )
+        return EXIT_ERROR
     return 0
 
 
@@ -123,12 +136,14 @@ def print_summary(report: dict) -> None:
         )
         clipped = calibration["input"]["clipped_values"]
         print(f"cell formats: {cells}; calibration inputs clipped: {clipped}")
-    error = report.get("calibration_error_vs_keras")
-    if error:
-        print(
-            f"vs Keras on the calibration data: max abs error {error['max_abs_error']:.3g},"
-            f" mean {error['mean_abs_error']:.3g}"
-        )
+    for key, oracle in (("calibration_error_vs_keras", "Keras"),
+                        ("calibration_error_vs_float_model", "the float model")):  # fmt: skip
+        error = report.get(key)
+        if error:
+            print(
+                f"vs {oracle} on the calibration data: max abs error"
+                f" {error['max_abs_error']:.3g}, mean {error['mean_abs_error']:.3g}"
+            )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -218,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="per-layer table of a Keras model, like summary()")
     p.add_argument("model", help=".keras or .h5 file")
+    p.add_argument("--weights", default="int8", help="weights for the flash column, as in convert")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("convert", help="Keras model -> C sources + report.json")

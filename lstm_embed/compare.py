@@ -10,8 +10,7 @@ The integer model is read from ``qmodel.npz`` in the output folder (``save_qmode
 
 from __future__ import annotations
 
-import json
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,15 @@ from . import fixedpoint as fp
 from . import reference
 from .compare_report import jsonable, write_report
 from .float_model import forward
-from .frontend.keras import load_keras_model, read_keras_model
+from .frontend import load_model
 from .hostbuild import read_report, run_host
-from .ir import DenseLayer, LSTMLayer, Model
-from .qir import Q15_SCALE, QDenseLayer, QLSTMLayer, QModel
+from .ir import Model
+from .qir import Q15_SCALE, QMODEL_FILE, QModel, load_qmodel, save_qmodel
 from .report import errors
 from .report import task_metrics as report_task_metrics
 
-QMODEL_FILE = "qmodel.npz"
+__all__ = ["QMODEL_FILE", "compare", "dequantized_ir", "load_qmodel", "save_qmodel"]
+
 STREAM_STEPS = 1000  # long-sequence error growth: steps streamed through step()
 STREAM_SEQUENCES = 32
 
@@ -48,8 +48,8 @@ def compare(
     out_dir = Path(out_dir)
     report = read_report(out_dir)
     x = np.asarray(x, dtype=np.float32)
-    keras_model = load_keras_model(model_path)
-    keras_y = np.asarray(keras_model.predict(x, verbose=0), dtype=np.float64)
+    ir = load_model(model_path)
+    keras_y, oracle = live_predict(model_path, ir, x)
     c_y = run_host(out_dir, x).astype(np.float64)
     if c_y.shape != keras_y.shape:
         raise ValueError(
@@ -58,6 +58,7 @@ def compare(
         )
     numbers: dict[str, Any] = {
         "model": str(model_path),
+        "oracle": oracle,
         "out_dir": str(out_dir),
         "samples": int(x.shape[0]),
         **errors(keras_y, c_y),
@@ -67,11 +68,23 @@ def compare(
     if report_dir is not None:
         if qmodel is None and (out_dir / QMODEL_FILE).is_file():
             qmodel = load_qmodel(out_dir / QMODEL_FILE)
-        ir = read_keras_model(keras_model, source=str(model_path))
         numbers.update(analyse(ir, qmodel, x, keras_y, c_y) if qmodel is not None else {})
         numbers["report_dir"] = str(report_dir)
         write_report(Path(report_dir), numbers, keras_y, c_y)
     return {"json": jsonable(numbers), "text": _text(numbers)}
+
+
+def live_predict(model_path: str | Path, ir: Model, x: np.ndarray) -> tuple[np.ndarray, str]:
+    """model.predict of the file with Keras when Keras and a backend are installed, else the
+    project's float forward pass (which the tests hold equal to Keras); says which it used."""
+    from . import keras_live
+
+    live = keras_live.load(model_path)
+    if live is not None:
+        model, description = live
+        return np.asarray(model.predict(x, verbose=0), dtype=np.float64), description
+    y, _ = forward(ir, np.asarray(x, np.float64))
+    return y, "lstm-embed float model (Keras is not importable here; tests hold it equal to Keras)"
 
 
 def is_classifier(report: dict[str, Any], labels: np.ndarray | None, shape: tuple) -> bool:
@@ -113,21 +126,13 @@ def input_clipping(x: np.ndarray, input_scale: np.ndarray) -> dict[str, Any]:
 # Analysis against the float forward pass (the IR's float forward equals Keras to ~1e-6)
 
 
-def every_step(model: Model) -> Model:
-    """The same model with every LSTM returning sequences (one head output per step)."""
-    layers = [
-        replace(la, return_sequences=True) if isinstance(la, LSTMLayer) else la
-        for la in model.layers
-    ]
+def every_step(model: Model | QModel) -> Model | QModel:
+    """The same model with every recurrent layer returning sequences (an output per step)."""
+    layers = [replace(la, return_sequences=True) if la.recurrent else la for la in model.layers]
     return replace(model, layers=tuple(layers))
 
 
-def every_step_q(model: QModel) -> QModel:
-    layers = [
-        replace(la, return_sequences=True) if isinstance(la, QLSTMLayer) else la
-        for la in model.layers
-    ]
-    return replace(model, layers=tuple(layers))
+every_step_q = every_step
 
 
 def _per_step(error: np.ndarray) -> dict[str, list[float]]:
@@ -145,9 +150,7 @@ def layer_errors(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any
     trace = reference.Trace()
     reference.run(qmodel, x_q, trace=trace)
     _, float_traces = forward(ir, x.astype(np.float64))
-    lstm_traces = [
-        t for t, la in zip(float_traces, ir.layers, strict=True) if isinstance(la, LSTMLayer)
-    ]
+    lstm_traces = [t for t, la in zip(float_traces, ir.layers, strict=True) if la.kind == "lstm"]
     result = []
     for k, (qlayer, float_trace) in enumerate(zip(qmodel.lstm_layers, lstm_traces, strict=True)):
         h = np.stack([step[k].h_q15 for step in trace.steps], axis=1) * Q15_SCALE
@@ -259,54 +262,6 @@ def _text(numbers: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------
-# The integer model on disk (the report needs it; the C alone cannot be traced per gate)
-
-
-def _split(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
-    if isinstance(obj, np.ndarray):
-        arrays[prefix] = obj
-        return {"__array__": prefix}
-    if is_dataclass(obj):
-        body = {
-            f.name: _split(getattr(obj, f.name), f"{prefix}.{f.name}", arrays) for f in fields(obj)
-        }
-        return {"__type__": type(obj).__name__, **body}
-    if isinstance(obj, dict):
-        return {k: _split(v, f"{prefix}.{k}", arrays) for k, v in obj.items()}
-    if isinstance(obj, tuple | list):
-        return [_split(v, f"{prefix}.{i}", arrays) for i, v in enumerate(obj)]
-    return obj
-
-
-def save_qmodel(qmodel: QModel, path: Path) -> None:
-    """QModel -> one .npz (arrays + a JSON description); ``load_qmodel`` reads it back."""
-    arrays: dict[str, np.ndarray] = {}
-    description = _split(qmodel, "m", arrays)
-    np.savez(path, __description__=np.array(json.dumps(description)), **arrays)
-
-
-def _join(obj: Any, arrays: Any, types: dict[str, type]) -> Any:
-    if isinstance(obj, list):
-        return tuple(_join(v, arrays, types) for v in obj)
-    if not isinstance(obj, dict):
-        return obj
-    if "__array__" in obj:
-        return arrays[obj["__array__"]]
-    body = {k: _join(v, arrays, types) for k, v in obj.items() if k != "__type__"}
-    return types[obj["__type__"]](**body) if "__type__" in obj else body
-
-
-def load_qmodel(path: Path) -> QModel:
-    from .fixedpoint import ActivationTable
-
-    types = {t.__name__: t for t in (QModel, QLSTMLayer, QDenseLayer, ActivationTable)}
-    with np.load(path, allow_pickle=False) as data:
-        description = json.loads(str(data["__description__"]))
-        arrays = {k: data[k] for k in data.files}
-    return _join(description, arrays, types)
-
-
 def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
     """The float IR with the quantized weights and biases of ``qmodel``, everything else float.
 
@@ -314,32 +269,10 @@ def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
     against it is the cost of the integer arithmetic (input, activations, cell, h, outputs).
     """
     feature_scale = qmodel.input_scale.astype(np.float64)
-    layers: list[LSTMLayer | DenseLayer] = []
+    layers = []
     for layer, qlayer in zip(ir.layers, qmodel.layers, strict=True):
-        if isinstance(layer, LSTMLayer) and isinstance(qlayer, QLSTMLayer):
-            rows = qlayer.weights * qlayer.weight_scale[..., None]  # (n, 4, m + n)
-            # undo the input fold and the input columns' power-of-two scale
-            rows[..., : layer.input_size] *= Q15_SCALE / feature_scale * 2**qlayer.input_shift
-            weights = rows.transpose(2, 1, 0).reshape(qlayer.row_length, 4 * layer.units)
-            unit = fp.accumulator_unit(qlayer.weight_bits)
-            bias = (qlayer.bias_s32 * qlayer.weight_scale * unit * Q15_SCALE).T.reshape(-1)
-            layers.append(
-                replace(
-                    layer,
-                    kernel=weights[: layer.input_size],
-                    recurrent_kernel=weights[layer.input_size :],
-                    bias=bias if layer.bias is not None else None,
-                )
-            )
-            feature_scale = np.full(layer.units, Q15_SCALE)
-        elif isinstance(layer, DenseLayer) and isinstance(qlayer, QDenseLayer):
-            scale = qlayer.weight_scale
-            unit = fp.accumulator_unit(qlayer.weight_bits)
-            bias = qlayer.bias_s32 * scale * unit * qlayer.input_scale
-            kernel = (qlayer.weights * scale[:, None]).T
-            layers.append(
-                replace(layer, kernel=kernel, bias=bias if layer.bias is not None else None)
-            )
-        else:
+        if layer.kind != qlayer.kind or layer.name != qlayer.name:
             raise ValueError(f"layer '{layer.name}': float and quantized layers do not match")
+        layers.append(layer.dequantized(qlayer, feature_scale))
+        feature_scale = qlayer.output_feature_scale
     return replace(ir, layers=tuple(layers))

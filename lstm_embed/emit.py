@@ -14,7 +14,7 @@ import jinja2
 
 from . import __version__, cformat, layouts
 from . import fixedpoint as fp
-from .qir import QDenseLayer, QLSTMLayer, QModel
+from .qir import QModel
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -61,50 +61,6 @@ def _table_context(table: fp.ActivationTable) -> dict[str, Any]:
     }
 
 
-def _lstm_context(layer: QLSTMLayer, index: int) -> dict[str, Any]:
-    return {
-        "index": index,
-        "name": layer.name,
-        "input_size": layer.input_size,
-        "units": layer.units,
-        "rows": 4 * layer.units,
-        "return_sequences": layer.return_sequences,
-        "recurrent_activation": layer.recurrent_activation,
-        "has_bias": layer.has_bias,
-        "cell_frac": layer.cell_frac,
-        "cell_int_bits": layer.cell_int_bits,
-        "wide_cell": layer.wide_cell,
-        "cell_type": "int32_t" if layer.wide_cell else "int16_t",
-        "cell_format": f"Q{layer.cell_int_bits}.{layer.cell_stored_frac}"
-        + (" (int32)" if layer.wide_cell else ""),
-        "weights": cformat.c_int_array(layer.weights, per_line=layer.row_length),
-        "weights_count": layer.weights.size,
-        **_weight_format(layer.weight_bits),
-        "bias": cformat.c_int_array(layer.bias_s32, per_line=8),
-        "multiplier": cformat.c_int_array(layer.multiplier, per_line=8),
-        "shift": cformat.c_int_array(layer.shift, per_line=16),
-        "input_shift": layer.input_shift,
-        "portable_only": layer.portable_only,
-        **({} if layer.portable_only else _kernel_context(layer)),
-    }
-
-
-def _weight_format(bits: int) -> dict[str, Any]:
-    """int16-weight layers always run on the reference kernel (int64 row sums)."""
-    return {"weight_bits": bits, "weight_type": f"int{bits}_t", "weight_suffix": f"s{bits}"}
-
-
-def _kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
-    """Offline layouts of the optimized kernels (templates/kernels/); see ``layouts``."""
-    return layouts.kernel_context(layer)
-
-
-def _c_int32_array(values: Any, per_line: int = 8) -> str:
-    """Like cformat.c_int_array, for values that may be INT32_MIN (which has no literal)."""
-    items = [cformat.c_int32(v) for v in values.ravel()]
-    return ",\n".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
-
-
 def _table_pairs_context(table: fp.ActivationTable) -> dict[str, Any]:
     pairs = layouts.table_pairs(table, odd=table.name == "tanh")
     return {
@@ -118,39 +74,100 @@ def _table_pairs_context(table: fp.ActivationTable) -> dict[str, Any]:
     }
 
 
-def _dense_context(layer: QDenseLayer, index: int) -> dict[str, Any]:
-    output_format = "Q0.15" if layer.uses_table else f"int16, scale {layer.output_scale:.6g}"
-    return {
-        "index": index,
-        "name": layer.name,
-        "input_size": layer.input_size,
-        "units": layer.units,
-        "activation": layer.activation,
-        "output_format": output_format,
-        "weights": cformat.c_int_array(layer.weights, per_line=min(layer.input_size, 32)),
-        "weights_count": layer.weights.size,
-        **_weight_format(layer.weight_bits),
-        "bias": cformat.c_int_array(layer.bias_s32, per_line=8),
-        "multiplier": cformat.c_int_array(layer.multiplier, per_line=8),
-        "shift": cformat.c_int_array(layer.shift, per_line=16),
-    }
+def wire(model: QModel) -> list[dict[str, str]]:
+    """C expressions each layer reads from (src), writes to (dst) and works in (tmp).
+
+    Recurrent layers write their output into their own state; other layers write into one of
+    the two ping-pong scratch buffers (never the one they read), the head's last layer into
+    y_q. The head is called with the advance's output as ``h_q15``.
+    """
+    wiring, src, src_buffer = [], "x_q", None
+    last = len(model.layers) - 1
+    for index, layer in enumerate(model.layers):
+        if index == model.head_start:
+            src, src_buffer = "h_q15", None
+        free = 1 if src_buffer == 0 else 0
+        scratch = f"state->scratch_q[{free}]"
+        if layer.recurrent:
+            dst = f"state->h_q15_{index}"
+            wiring.append({"src": src, "dst": dst, "tmp": scratch})
+            src, src_buffer = dst, None
+        else:
+            dst = "y_q" if index == last else scratch
+            wiring.append({"src": src, "dst": dst, "tmp": ""})
+            src, src_buffer = dst, free
+    return wiring
 
 
 def scratch_size(model: QModel) -> int:
-    """Largest LSTM layer (its new h) or intermediate Dense output."""
-    widths = [la.units for la in model.lstm_layers] + [d.units for d in model.dense_layers[:-1]]
-    return max(widths)
+    """Widest value a layer keeps in a ping-pong scratch buffer (the last layer writes y_q)."""
+    widths = [la.scratch_width() for la in model.layers[:-1]]
+    widths += [la.scratch_width() for la in model.layers[-1:] if la.recurrent]
+    return max(widths, default=1)
+
+
+def shared_scratch(model: QModel) -> list[dict[str, Any]]:
+    """Scratch members several layers may share, each as large as its largest user."""
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in model.layers:
+        for field in layer.shared_scratch():
+            old = merged.get(field["name"])
+            if old is None or field["size"] > old["size"]:
+                merged[field["name"]] = dict(field)
+    return list(merged.values())
+
+
+def _state_groups(fields: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
+    """State members zeroed by reset(), grouped by length (one loop each)."""
+    groups: dict[int, list[str]] = {}
+    for field in fields:
+        groups.setdefault(field["size"], []).append(f"{field['name']}_{index}")
+    return [{"size": size, "fields": names} for size, names in groups.items()]
+
+
+def layer_contexts(model: QModel) -> list[dict[str, Any]]:
+    contexts = []
+    for index, (layer, wiring) in enumerate(zip(model.layers, wire(model), strict=True)):
+        fields = layer.state_fields()
+        contexts.append(
+            {
+                **layer.context(index),
+                **wiring,
+                "kind": layer.kind,
+                "template": layer.template,
+                "call_template": layer.template.replace(".c.j2", "_call.c.j2"),
+                "state_fields": fields,
+                "state_groups": _state_groups(fields, index),
+            }
+        )
+    return contexts
+
+
+HARD_SIGMOID_DESCRIPTIONS = {
+    "hard_sigmoid": "relu6(z + 3) / 6 = clamp(z / 6 + 1/2, 0, 1)",
+    "hard_sigmoid_keras2": "Keras 2's hard_sigmoid: clamp(0.2 z + 1/2, 0, 1)",
+}
+
+
+def _hard_sigmoid_slope(model: QModel) -> dict[str, int]:
+    """The one hard_sigmoid slope of the model's C (Keras 2 and 3 differ; a file has one)."""
+    kinds = {la.recurrent_activation for la in model.recurrent_layers if la.hard_sigmoid}
+    if len(kinds) > 1:
+        raise ValueError(f"{model.source}: layers mix hard_sigmoid slopes ({sorted(kinds)})")
+    kind = kinds.pop() if kinds else "hard_sigmoid"
+    slope = fp.HARD_SIGMOID_SLOPES[kind]
+    return {
+        "multiplier": slope.multiplier,
+        "shift": slope.shift,
+        "description": HARD_SIGMOID_DESCRIPTIONS[kind],
+    }
 
 
 def model_context(model: QModel, name: str) -> dict[str, Any]:
     name = cformat.c_identifier(name)
-    lstm = [_lstm_context(la, i) for i, la in enumerate(model.layers) if isinstance(la, QLSTMLayer)]
-    dense = [
-        _dense_context(la, i) for i, la in enumerate(model.layers) if isinstance(la, QDenseLayer)
-    ]
-    activations = [d.activation for d in model.dense_layers]
-    recurrent = {la.recurrent_activation for la in model.lstm_layers}
-    softmax = [d.units for d in model.dense_layers if d.activation == "softmax"]
+    layers = layer_contexts(model)
+    head = layers[model.head_start :]
+    uses = set().union(*(la.uses() for la in model.layers))
     return {
         "tool_version": __version__,
         "source": model.source,
@@ -163,30 +180,38 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
         "output_scale": cformat.c_float(model.output_scale),
         "input_inv_scale": cformat.c_float_array(model.input_inv_scale),
         "z_frac_bits": fp.Z_FRAC_BITS,
-        "lstm_layers": lstm,
-        "dense_layers": dense,
-        "dense_activations": sorted(set(activations)),
+        "layers": layers,
+        "advance_layers": layers[: model.head_start],
+        "advance_output": layers[model.head_start - 1]["dst"],
+        "head_layers": head,
+        "head_uses_state": any(
+            "state->" in la["dst"] or (la["kind"] == "dense" and la["activation"] == "softmax")
+            for la in head
+        ),
+        "lstm_layers": [la for la in layers if la["kind"] == "lstm"],
+        "dense_layers": [la for la in layers if la["kind"] == "dense"],
+        "dense_activations": sorted({la["activation"] for la in layers if la["kind"] == "dense"}),
         "scratch_size": scratch_size(model),
-        "softmax_size": max(softmax, default=0),
+        "shared_scratch": shared_scratch(model),
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
         "tables": [_table_context(t) for t in model.tables.values()],
         "table_by_name": {t.name: _table_context(t) for t in model.tables.values()},
         "table_pairs": {
             t.name: _table_pairs_context(t) for t in model.tables.values() if t.name != "exp"
         },
-        "hard_sigmoid": {
-            "multiplier": fp.HARD_SIGMOID_SLOPE.multiplier,
-            "shift": fp.HARD_SIGMOID_SLOPE.shift,
-        },
+        "hard_sigmoid": _hard_sigmoid_slope(model),
         "uses": {
-            "sigmoid": "sigmoid" in model.tables,
-            "hard_sigmoid": "hard_sigmoid" in recurrent,
-            "softmax": bool(softmax),
-            "wide_lstm": any(la.weight_bits == 16 for la in model.lstm_layers),
-            "portable_lstm": any(la.portable_only for la in model.lstm_layers),
-            "optimized_lstm": any(not la.portable_only for la in model.lstm_layers),
-            "wide_dense": any(la.weight_bits == 16 for la in model.dense_layers),
-        },
+            flag: flag in uses
+            for flag in (
+                "hard_sigmoid",
+                "softmax",
+                "wide_lstm",
+                "portable_lstm",
+                "optimized_lstm",
+                "wide_dense",
+            )
+        }
+        | {"sigmoid": "sigmoid" in model.tables},
         "wide_acc_shift": fp.WIDE_ACC_SHIFT,
     }
 

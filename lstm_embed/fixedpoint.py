@@ -123,6 +123,14 @@ def wide_accumulator(dot: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return saturate_s32(rounding_shift_right(dot, WIDE_ACC_SHIFT) + np.asarray(bias, np.int64))
 
 
+def accumulate(dot: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:
+    """int8 rows: bias + dot in int32 (bounded by the quantizer); int16 rows: int64 rounded."""
+    return wide_accumulator(dot, bias) if bits == 16 else dot + bias
+
+
+BIAS_ROW_BYTES = 4 + 4 + 1  # flash per output row: int32 bias, int32 multiplier, int8 shift
+
+
 def accumulator_unit(bits: int) -> float:
     """Accumulator LSB in units of weight LSB * activation LSB."""
     return 2.0**WIDE_ACC_SHIFT if bits == 16 else 1.0
@@ -148,6 +156,35 @@ def accumulator_headroom(row_length: int, bits: int = 8) -> int:
 
 def quantize_bias_s32(bias: np.ndarray, acc_scale: np.ndarray) -> np.ndarray:
     return round_half_away(np.asarray(bias, dtype=np.float64) / acc_scale).astype(np.int32)
+
+
+def row_scales(rows, bias, activation_scale: float, bits: int, row_length: int | None = None):
+    """int8/int16 rows, their scales and the bias in accumulator units.
+
+    The scales are widened where needed so that |bias_q| fits the accumulator headroom.
+    Returns (weights, weight scale, bias_s32, accumulator scale / activation scale).
+    """
+    unit = accumulator_unit(bits)
+    headroom = accumulator_headroom(row_length or rows.shape[-1], bits)
+    min_scale = np.abs(bias) / (activation_scale * unit * headroom)
+    weights, scale = quantize_rows(rows, bits, min_scale=min_scale)
+    bias_s32 = quantize_bias_s32(bias, scale * activation_scale * unit)
+    return weights, scale, bias_s32, scale * unit
+
+
+# Largest factor a (multiplier, shift >= 1) pair holds. A larger one (a layer whose calibrated
+# output is ~0 behind huge weights) changes no output: |acc| >= 1 times 2**30 already saturates
+# every consumer (int16 outputs, activation tables, the softmax logit clamp), acc = 0 stays 0.
+MAX_MULTIPLIER = (2**31 - 1) / 2
+
+
+def multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row (multiplier, shift) arrays for real factors of any shape."""
+    real = np.minimum(real, MAX_MULTIPLIER)
+    pairs = [quantize_multiplier(float(r)) for r in np.ravel(real)]
+    multiplier = np.array([p.multiplier for p in pairs], dtype=np.int64).reshape(np.shape(real))
+    shift = np.array([p.shift for p in pairs], dtype=np.int64).reshape(np.shape(real))
+    return multiplier, shift
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,11 +282,16 @@ def exp_neg_q15(u: np.ndarray, table: ActivationTable) -> np.ndarray:
     return INT16_MAX - table_lookup(table, u)
 
 
-HARD_SIGMOID_SLOPE = quantize_multiplier(Q15_ONE / 6 / 2**Z_FRAC_BITS)  # relu6(x + 3) / 6
+# clamp(slope * x + 1/2, 0, 1): Keras 3's relu6(x + 3) / 6 has slope 1/6, Keras 2's 0.2
+HARD_SIGMOID_SLOPES = {
+    "hard_sigmoid": quantize_multiplier(Q15_ONE / 6 / 2**Z_FRAC_BITS),
+    "hard_sigmoid_keras2": quantize_multiplier(Q15_ONE * 0.2 / 2**Z_FRAC_BITS),
+}
+HARD_SIGMOID_SLOPE = HARD_SIGMOID_SLOPES["hard_sigmoid"]
 
 
-def hard_sigmoid_q15(z: np.ndarray) -> np.ndarray:
-    m = HARD_SIGMOID_SLOPE
+def hard_sigmoid_q15(z: np.ndarray, kind: str = "hard_sigmoid") -> np.ndarray:
+    m = HARD_SIGMOID_SLOPES[kind]
     return saturate(requantize(z, m.multiplier, m.shift) + Q15_ONE // 2, 0, INT16_MAX)
 
 

@@ -12,13 +12,15 @@ stored input activations, in the DSP and MVE kernels' input weights (as int16, |
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import cformat
 from . import fixedpoint as fp
-from .qir import QLSTMLayer
+
+if TYPE_CHECKING:
+    from .layers.lstm import QLSTMLayer
 
 FAST_REQUANT_MIN_SHIFT = 33  # shift >= 33: z = ((acc * m) >> 32 + 2^(s-33)) >> (s-32) exactly
 MVE_LANES = 8  # int16 lanes of one MVE vector

@@ -14,9 +14,9 @@ import numpy as np
 
 from . import __version__, cformat
 from .emit import emit_model
-from .frontend import keras as keras_frontend
+from .float_model import forward
 from .ir import Model
-from .qir import QModel
+from .qir import QMODEL_FILE, QModel, save_qmodel
 from .quantize import QuantizeOptions, quantize
 from .reference import run_float
 from .report import calibration_ranges, errors, input_clipping, layer_rows, sizes
@@ -97,6 +97,8 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
         "output_size": ir.output_size,
         "timesteps": ir.timesteps or 0,
         "return_sequences": ir.return_sequences,
+        "keras_version": ir.meta.get("keras_version", ""),
+        "file_format": ir.meta.get("file_format", ""),
         "params": ir.params,
         "macs_per_step": qmodel.macs_per_step,
         "layers": layer_rows(ir, qmodel),
@@ -111,6 +113,9 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
     }
     if keras_y is not None:
         report["calibration_error_vs_keras"] = errors(keras_y, run_float(qmodel, x))
+    else:  # converting a file imports no Keras; the float model is held equal to it in tests
+        float_y, _ = forward(ir, x.astype(np.float64))
+        report["calibration_error_vs_float_model"] = errors(float_y, run_float(qmodel, x))
     return report
 
 
@@ -123,15 +128,14 @@ def convert(
     force: bool = False,
 ) -> Conversion:
     """Keras model (in memory, or a .keras/.h5 path) + calibration inputs -> C in out_dir."""
-    if isinstance(model, str | Path):
-        keras_model = keras_frontend.load_keras_model(model)
-        ir = keras_frontend.read_keras_model(keras_model, source=str(model))
-    else:
-        keras_model = model
-        ir = keras_frontend.read_keras_model(model)
+    from . import frontend
+
+    if isinstance(model, str | Path):  # a file: no ML framework; the float model is the oracle
+        return convert_ir(frontend.load_model(model), calibration, out_dir, name, options, force)
+    ir = frontend.read_keras_model(model)
 
     def keras_predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(keras_model.predict(x, verbose=0), dtype=np.float64)
+        return np.asarray(model.predict(x, verbose=0), dtype=np.float64)
 
     return convert_ir(ir, calibration, out_dir, name, options, force, keras_predict)
 
@@ -155,11 +159,10 @@ def convert_ir(
     report = build_report(ir, qmodel, name, keras_y, x)
 
     def write(folder: Path) -> None:
-        from .compare import QMODEL_FILE, save_qmodel
-
         emit_model(qmodel, folder, name)
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        save_qmodel(qmodel, folder / QMODEL_FILE)  # lets `compare` trace every layer
+        # the integer model lets compare and trace follow every layer
+        save_qmodel(qmodel, folder / QMODEL_FILE)
 
     write_atomically(out_dir, write)
     return Conversion(ir, qmodel, report, out_dir)

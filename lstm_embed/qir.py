@@ -1,140 +1,32 @@
-"""Integer IR: the quantized model that the reference executes and the emitter renders.
+"""Integer IR: the quantized chain that the reference executes and the emitter renders, and its
+file form (``qmodel.npz`` in every output folder; ``save_qmodel`` / ``load_qmodel``).
 
-Formats are values: activations are int16 with a float ``scale`` (real = q * scale); the hidden
-state is Q0.15; each LSTM layer's cell state is int16 with ``cell_frac`` fractional bits; gate
-pre-activations are int32 with ``fixedpoint.Z_FRAC_BITS`` fractional bits.
+Formats are values: activations are int16 with a float scale (real = q * scale); each layer
+kind documents its own (``lstm_embed.layers``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .fixedpoint import ActivationTable
 from .ir import LayerStack
+from .layers import QLAYER_TYPES, QDenseLayer, QLayer, QLSTMLayer
+from .layers.base import Q15_SCALE
 
-Q15_SCALE = 2.0**-15
+__all__ = ["Q15_SCALE", "QDenseLayer", "QLSTMLayer", "QLayer", "QModel"]
 
-
-@dataclass(frozen=True)
-class QLSTMLayer:
-    kind: ClassVar[str] = "lstm"
-    name: str
-    input_size: int
-    units: int
-    recurrent_activation: str
-    return_sequences: bool
-    weights: np.ndarray  # int8 or int16 (units, 4, input_size + units): rows per unit, i f g o
-    bias_s32: np.ndarray  # (units, 4)
-    multiplier: np.ndarray  # (units, 4) int32, accumulator -> Z_FRAC_BITS
-    shift: np.ndarray  # (units, 4)
-    weight_scale: np.ndarray  # (units, 4) float, real weight = q * weight_scale (after folding)
-    # cell state range +/-2**(15 - cell_frac): int16 with cell_frac fractional bits, or for
-    # int16-weight layers int32 with 15 more (the int16 cell's rounding then dominates)
-    cell_frac: int
-    has_bias: bool = True
-    input_shift: int = 0  # the input columns' partial sum is multiplied by 2**input_shift
-
-    def __post_init__(self) -> None:
-        k = self.input_size + self.units
-        assert self.weights.shape == (self.units, 4, k)
-        assert self.weights.dtype in (np.int8, np.int16)
-        assert self.bias_s32.shape == (self.units, 4)
-        assert 1 <= self.cell_frac <= 15
-
-    @property
-    def weight_bits(self) -> int:
-        return self.weights.dtype.itemsize * 8
-
-    @property
-    def weights_s8(self) -> np.ndarray:
-        """The int8 weights (only for layers quantized to 8 bits)."""
-        if self.weight_bits != 8:
-            raise ValueError(f"layer '{self.name}' has {self.weight_bits}-bit weights")
-        return self.weights
-
-    @property
-    def row_length(self) -> int:
-        return self.input_size + self.units
-
-    @property
-    def effective_row_length(self) -> int:
-        """Row length for overflow bounds: input columns count 2**input_shift times."""
-        return self.input_size * 2**self.input_shift + self.units
-
-    @property
-    def portable_only(self) -> bool:
-        """int16-weight layers run the reference kernel on every core (int64 row sums)."""
-        return self.weight_bits != 8
-
-    @property
-    def wide_cell(self) -> bool:
-        return self.weight_bits == 16
-
-    @property
-    def cell_stored_frac(self) -> int:
-        """Fractional bits of the stored cell value."""
-        return self.cell_frac + (15 if self.wide_cell else 0)
-
-    @property
-    def cell_limits(self) -> tuple[int, int]:
-        """Saturation limits of the stored cell (the int16 range, scaled for a wide cell)."""
-        scale = 2**15 if self.wide_cell else 1
-        return -(2**15) * scale, (2**15) * scale - 1
-
-    @property
-    def cell_int_bits(self) -> int:
-        return 15 - self.cell_frac
-
-    @property
-    def macs(self) -> int:
-        return 4 * self.units * self.row_length
-
-    @property
-    def output_size(self) -> int:
-        return self.units
+QMODEL_FILE = "qmodel.npz"
+QMODEL_FORMAT = 2  # bump when a field changes; older folders are refused with "convert again"
 
 
-@dataclass(frozen=True)
-class QDenseLayer:
-    kind: ClassVar[str] = "dense"
-    name: str
-    input_size: int
-    units: int
-    activation: str
-    weights: np.ndarray  # int8 or int16 (units, input_size)
-    bias_s32: np.ndarray  # (units,)
-    multiplier: np.ndarray  # (units,)
-    shift: np.ndarray  # (units,)
-    weight_scale: np.ndarray  # (units,)
-    input_scale: float
-    output_scale: float  # Q0.15 (2**-15) for sigmoid, tanh, softmax
-    has_bias: bool = True
-
-    def __post_init__(self) -> None:
-        assert self.weights.shape == (self.units, self.input_size)
-        assert self.weights.dtype in (np.int8, np.int16)
-
-    @property
-    def weight_bits(self) -> int:
-        return self.weights.dtype.itemsize * 8
-
-    @property
-    def uses_table(self) -> bool:
-        return self.activation in ("sigmoid", "tanh", "softmax")
-
-    @property
-    def macs(self) -> int:
-        return self.units * self.input_size
-
-    @property
-    def output_size(self) -> int:
-        return self.units
-
-
-QLayer = QLSTMLayer | QDenseLayer
+class QModelFileError(ValueError):
+    """An integer model file that this version cannot read."""
 
 
 @dataclass(frozen=True)
@@ -156,3 +48,67 @@ class QModel(LayerStack):
     @property
     def input_inv_scale(self) -> np.ndarray:
         return (1.0 / self.input_scale.astype(np.float64)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# On disk: arrays in an .npz, the structure as JSON beside them
+
+
+def _split(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(obj, np.ndarray):
+        arrays[prefix] = obj
+        return {"__array__": prefix}
+    if is_dataclass(obj):
+        body = {
+            f.name: _split(getattr(obj, f.name), f"{prefix}.{f.name}", arrays) for f in fields(obj)
+        }
+        return {"__type__": type(obj).__name__, **body}
+    if isinstance(obj, dict):
+        return {k: _split(v, f"{prefix}.{k}", arrays) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [_split(v, f"{prefix}.{i}", arrays) for i, v in enumerate(obj)]
+    return obj
+
+
+def save_qmodel(qmodel: QModel, path: Path, tool: str | None = None) -> None:
+    """QModel -> one .npz (arrays + a JSON description with the format version and writer)."""
+    from . import __version__
+
+    tool = tool or f"lstm-embed {__version__}"
+    arrays: dict[str, np.ndarray] = {}
+    description = {"format": QMODEL_FORMAT, "tool": tool, "model": _split(qmodel, "m", arrays)}
+    np.savez(path, __description__=np.array(json.dumps(description)), **arrays)
+
+
+def _join(obj: Any, arrays: Any, types: dict[str, type]) -> Any:
+    if isinstance(obj, list):
+        return tuple(_join(v, arrays, types) for v in obj)
+    if not isinstance(obj, dict):
+        return obj
+    if "__array__" in obj:
+        return arrays[obj["__array__"]]
+    body = {k: _join(v, arrays, types) for k, v in obj.items() if k != "__type__"}
+    return types[obj["__type__"]](**body) if "__type__" in obj else body
+
+
+def load_qmodel(path: Path) -> QModel:
+    """Read back what ``save_qmodel`` wrote; a file of another format version is refused."""
+    types = {"QModel": QModel, "ActivationTable": ActivationTable, **QLAYER_TYPES}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            description = json.loads(str(data["__description__"]))
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, KeyError, ValueError) as error:
+        raise QModelFileError(f"{path}: not an lstm-embed integer model ({error})") from error
+    info = description if isinstance(description, dict) else {}
+    version = info.get("format", 1)  # format 1 (lstm-embed 0.1) had no version field
+    if version != QMODEL_FORMAT:
+        writer = info.get("tool", "lstm-embed 0.1")
+        raise QModelFileError(
+            f"{path.parent}: written by {writer} (integer model format {version}; this version"
+            f" reads {QMODEL_FORMAT}); convert again"
+        )
+    try:
+        return _join(description["model"], arrays, types)
+    except (KeyError, TypeError) as error:
+        raise QModelFileError(f"{path}: damaged integer model ({error}); convert again") from error

@@ -6,31 +6,20 @@ from typing import Any
 
 import numpy as np
 
-from .emit import scratch_size
-from .ir import DenseLayer, LSTMLayer, Model
-from .qir import QDenseLayer, QLSTMLayer, QModel
-
-BIAS_ROW_BYTES = 4 + 4 + 1  # int32 bias, int32 multiplier, int8 shift per output row
-
-
-def layer_flash(layer: QLSTMLayer | QDenseLayer | LSTMLayer | DenseLayer) -> dict[str, int]:
-    """Bytes of int8 weights and per-row constants; the same for a float or quantized layer."""
-    lstm = isinstance(layer, QLSTMLayer | LSTMLayer)
-    rows = 4 * layer.units if lstm else layer.units
-    weight_bytes = getattr(layer, "weight_bits", 8) // 8
-    weights = rows * (layer.input_size + layer.units if lstm else layer.input_size) * weight_bytes
-    return {"weights": weights, "biases": rows * BIAS_ROW_BYTES}
+from .emit import scratch_size, shared_scratch
+from .ir import Model, sequence_kept
+from .qir import QModel
 
 
 def sizes(model: QModel) -> dict[str, dict[str, int]]:
     """Flash of the constant data and RAM of the state struct, in bytes (code not included)."""
-    per_layer = [layer_flash(la) for la in model.layers]
+    per_layer = [la.flash_bytes() for la in model.layers]
     weights = sum(p["weights"] for p in per_layer)
     biases = sum(p["biases"] for p in per_layer) + 4 * model.input_size  # + input scales
     tables = sum(2 * len(t.entries) for t in model.tables.values())
-    state = sum((2 + (4 if la.wide_cell else 2)) * la.units for la in model.lstm_layers)
-    softmax = max((d.units for d in model.dense_layers if d.activation == "softmax"), default=0)
-    scratch = 2 * 2 * scratch_size(model) + 4 * softmax
+    state = sum(la.state_bytes for la in model.layers)
+    shared = sum(f["size"] * (4 if f["type"] == "int32_t" else 2) for f in shared_scratch(model))
+    scratch = 2 * 2 * scratch_size(model) + shared
     return {
         "flash_bytes": {
             "weights": weights,
@@ -42,51 +31,30 @@ def sizes(model: QModel) -> dict[str, dict[str, int]]:
     }
 
 
-def layer_rows(ir: Model, model: QModel | None = None) -> list[dict[str, Any]]:
+def layer_rows(ir: Model, model: QModel | None = None, bits: int = 8) -> list[dict[str, Any]]:
     rows = []
     for index, layer in enumerate(ir.layers):
-        if isinstance(layer, LSTMLayer):
-            formula = f"4*{layer.units}*({layer.input_size}+{layer.units}+1)"
-            if layer.bias is None:
-                formula = f"4*{layer.units}*({layer.input_size}+{layer.units})"
-            kind, extra = "LSTM", layer.recurrent_activation
-        else:
-            formula = f"{layer.input_size}*{layer.units}+{layer.units}"
-            if layer.bias is None:
-                formula = f"{layer.input_size}*{layer.units}"
-            kind, extra = "Dense", layer.activation
         row: dict[str, Any] = {
             "name": layer.name,
-            "type": kind,
-            "activation": extra,
-            "units": layer.units,
+            **layer.summary(),
             "input_size": layer.input_size,
-            "output_shape": _output_shape(ir, index),
+            "output_shape": output_shape(ir, index),
             "params": layer.params,
-            "params_formula": formula,
         }
-        row["flash_bytes"] = sum(layer_flash(layer).values())
         if model is not None:
-            row["format"] = _format(model.layers[index])
+            qlayer = model.layers[index]
+            row["flash_bytes"] = sum(qlayer.flash_bytes().values())
+            row["format"] = qlayer.format()
+        else:
+            row["flash_bytes"] = layer.flash_bytes(bits)
         rows.append(row)
     return rows
 
 
-def _output_shape(ir: Model, index: int) -> list[int | None]:
+def output_shape(ir: Model, index: int) -> list[int | None]:
     """Keras-style output shape of layer ``index`` (batch dimension as None)."""
-    steps_kept = all(la.return_sequences for la in ir.lstm_layers if ir.layers.index(la) <= index)
-    shape = [None, ir.timesteps] if steps_kept else [None]
+    shape = [None, ir.timesteps] if sequence_kept(ir.layers, index) else [None]
     return [*shape, ir.layers[index].output_size]
-
-
-def _format(layer: QLSTMLayer | QDenseLayer) -> str:
-    if isinstance(layer, QLSTMLayer):
-        wide = " int32" if layer.wide_cell else ""
-        cell = f"c Q{layer.cell_int_bits}.{layer.cell_stored_frac}{wide}"
-        return f"w int{layer.weight_bits}, h Q0.15, {cell}"
-    if layer.uses_table:
-        return f"w int{layer.weight_bits}, out Q0.15"
-    return f"w int{layer.weight_bits}, out int16 x {layer.output_scale:.3g}"
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -118,6 +86,7 @@ INSPECT_COLUMNS = [
     ("params", "params"),
     ("params_formula", "formula"),
     ("flash_bytes", "flash bytes"),
+    ("unsupported", "not supported"),
 ]
 
 
@@ -167,7 +136,7 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
     rows: list[dict[str, Any]] = []
     lstm_index = 0
     for layer, float_trace, qlayer in zip(ir.layers, traces, qmodel.layers, strict=True):
-        if not isinstance(layer, LSTMLayer):
+        if layer.kind != "lstm":
             continue
         steps = [step[lstm_index] for step in trace.steps]
         c_q = np.stack([s.c for s in steps])

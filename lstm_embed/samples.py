@@ -8,8 +8,9 @@
   LSTM(64) -> Dense(4) linear logits.
 
 Trained models are cached under ``$LSTM_EMBED_CACHE/samples`` (default
-``~/.cache/lstm-embed/samples``) keyed by a hash of this file and the Keras version, so a change
-to the data or the training here retrains; the data itself is regenerated (it is cheap).
+``~/.cache/lstm-embed/samples``) keyed by a hash of this file, the Keras version and its
+backend, so a change to the data or the training here retrains; the data itself is regenerated
+(it is cheap). On TensorFlow, training runs with op determinism: the same weights everywhere.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras
 
@@ -185,6 +186,10 @@ RECIPES: dict[str, Recipe] = {
 def train(name: str, data: Data) -> keras.Model:
     recipe = RECIPES[name]
     keras.utils.set_random_seed(SEED)
+    if keras.backend.backend() == "tensorflow":  # same weights on every machine and run
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     model = recipe.build()
     model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=recipe.loss)
     model.fit(
@@ -205,7 +210,7 @@ def cache_dir() -> Path:
 
 def cache_key() -> str:
     digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(keras.__version__.encode())
+    digest.update(f"{keras.__version__} {keras.backend.backend()}".encode())
     return digest.hexdigest()[:16]
 
 

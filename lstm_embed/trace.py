@@ -8,7 +8,7 @@ import numpy as np
 
 from . import fixedpoint as fp
 from . import reference
-from .compare import QMODEL_FILE, load_qmodel
+from .qir import QMODEL_FILE, load_qmodel
 
 
 def trace_to_arrays(out_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:

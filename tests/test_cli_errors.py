@@ -157,10 +157,10 @@ def convert_args(model: Path, calibration: Path, out: Path, *extra: str) -> list
 
 MODEL_ERRORS = {
     "missing": (None, "no such file"),
-    "corrupt": ("corrupt", "cannot be read as a Keras model"),
-    "garbage_h5": ("garbage_h5", "cannot be read as a Keras model"),
-    "zip_not_keras": ("zip_not_keras", "cannot be read as a Keras model"),
-    "text": ("text", "not a Keras model file"),
+    "corrupt": ("corrupt", "not a zip archive"),
+    "garbage_h5": ("garbage_h5", "not an HDF5 file"),
+    "zip_not_keras": ("zip_not_keras", "no config.json"),
+    "text": ("text", "expected a Keras model file"),
     "nan_weights": ("nan_weights", "NaN or Inf"),
     "inf_weights": ("inf_weights", "NaN or Inf"),
 }

@@ -251,7 +251,8 @@ def streamed(converted) -> Callable[[str], Stream]:
             y_q = np.stack(
                 [reference.step(qmodel, states, x_q[:, t], trace) for t in range(len(x[0]))], 1
             )
-            cells = [np.abs(np.stack([s[k].c for s in trace.steps])) for k in range(len(states))]
+            recurrent = range(len(qmodel.recurrent_layers))
+            cells = [np.abs(np.stack([s[k].c for s in trace.steps])) for k in recurrent]
             every_step = dataclasses.replace(
                 case.conversion.ir,
                 layers=tuple(

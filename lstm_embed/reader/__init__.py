@@ -51,7 +51,9 @@ def _read(path: Path, source: str) -> ModelSpec:
         input_shape, batch_size = _input_shape(chain)
         # all datasets are located (and their sizes summed) before any is read
         arrays = load([opened.datasets(leaf) for leaf in chain.leaves])
-        layers = tuple(_layer(leaf, w) for leaf, w in zip(chain.leaves, arrays, strict=True))
+        layers = tuple(
+            _layer(leaf, w, major == 2) for leaf, w in zip(chain.leaves, arrays, strict=True)
+        )
         return ModelSpec(
             name=chain.name,
             source=source,
@@ -81,12 +83,12 @@ def _is_dim(value: object) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
-def _layer(leaf: Leaf, arrays: tuple) -> LayerSpec:
+def _layer(leaf: Leaf, arrays: tuple, keras2: bool) -> LayerSpec:
     class_name, module, registered = normalize.split_class_name(leaf.entry)
     return LayerSpec(
         name=leaf.name,
         class_name=class_name,
-        config=normalize.layer_config(class_name, leaf.entry.get("config", {})),
+        config=normalize.layer_config(class_name, leaf.entry.get("config", {}), keras2),
         weights=arrays,
         module=module,
         registered_name=registered,

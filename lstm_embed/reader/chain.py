@@ -213,7 +213,11 @@ def _sources(layers: list[dict], names: list[str]) -> dict[str, str]:
             raise Problem(f"layer {q(name)} is called {count} times; {CHAIN_ONLY}")
         tensors = _node_tensors(nodes[0])
         if len(tensors) != 1:
-            raise Problem(f"layer {q(name)} takes {len(tensors)} inputs; {CHAIN_ONLY}")
+            kind = layer["class_name"]
+            raise Problem(
+                f"layer {q(name)} takes {len(tensors)} inputs; {CHAIN_ONLY} ({kind} with several"
+                " inputs is not supported)"
+            )
         src, _node, index = tensors[0]
         if src not in known:
             raise Problem(f"layer {q(name)} takes its input from an unknown layer {q(src)}")

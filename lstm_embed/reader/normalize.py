@@ -36,7 +36,7 @@ def split_class_name(entry: dict[str, Any]) -> tuple[str, str, str | None]:
     return class_name, str(module or ""), None if registered is None else str(registered)
 
 
-def layer_config(class_name: str, config: Any) -> dict[str, Any]:
+def layer_config(class_name: str, config: Any, keras2: bool = False) -> dict[str, Any]:
     """A layer's config with version differences removed (a new dict; the input is unchanged)."""
     if not isinstance(config, dict):
         return {"config": config}  # Keras 1 style or a custom class's oddity: keep it whole
@@ -56,8 +56,11 @@ def layer_config(class_name: str, config: Any) -> dict[str, Any]:
             continue
         if key in ACTIVATION_KEYS:
             value = activation_name(value)
+            if keras2 and value == "hard_sigmoid":
+                # Keras 2's hard_sigmoid is clip(0.2x + 0.5); Keras 3's is relu6(x + 3) / 6
+                value = "hard_sigmoid_keras2"
         elif key in WRAPPED_KEYS and isinstance(value, dict) and "class_name" in value:
-            value = wrapped_layer(value)
+            value = wrapped_layer(value, keras2)
         out[key] = value
     if class_name == "InputLayer" and "batch_input_shape" in out:
         # Keras 2 InputLayer: "batch_input_shape"; Keras 3 calls the same list "batch_shape"
@@ -65,14 +68,14 @@ def layer_config(class_name: str, config: Any) -> dict[str, Any]:
     return out
 
 
-def wrapped_layer(entry: dict[str, Any]) -> dict[str, Any]:
+def wrapped_layer(entry: dict[str, Any], keras2: bool = False) -> dict[str, Any]:
     """A wrapper's inner serialized layer, with its class split and its config normalized."""
     class_name, module, registered = split_class_name(entry)
     return {
         "class_name": class_name,
         "module": module,
         "registered_name": registered,
-        "config": layer_config(class_name, entry.get("config", {})),
+        "config": layer_config(class_name, entry.get("config", {}), keras2),
     }
 
 

@@ -1,0 +1,67 @@
+"""Layer kinds, one module each; ``READERS`` maps a Keras class name to its reader.
+
+Adding a kind: a module here with ``read(spec, input_size)`` returning a float layer (see
+``base.FloatLayer``) whose ``quantize`` returns a quantized layer (``base.QLayer``), a template
+``templates/layers/<kind>.c.j2`` and one line in ``READERS`` (README: "Adding a layer kind").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..reader.spec import LayerSpec
+from . import dense, identity, lstm
+from .base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
+from .dense import DenseLayer, QDenseLayer
+from .lstm import LSTMLayer, QLSTMLayer
+
+Reader = Callable[[LayerSpec, int], FloatLayer | None]
+
+READERS: dict[str, Reader] = {
+    "LSTM": lstm.read,
+    "Dense": dense.read,
+    **{name: identity.read for name in identity.IDENTITY_CLASSES},
+}
+
+# Quantized layer types by class name, for reading an integer model back from disk
+QLAYER_TYPES: dict[str, type] = {t.__name__: t for t in (QLSTMLayer, QDenseLayer)}
+
+SUPPORTED = ", ".join(["InputLayer", *READERS])
+
+
+def read_layer(spec: LayerSpec, input_size: int) -> FloatLayer | None:
+    """LayerSpec -> float layer (None for identities); Unsupported lists every reason."""
+    if spec.class_name == "Lambda":
+        reason = (
+            "Lambda layers hold Python code, which lstm-embed never runs; rebuild the model"
+            " with built-in Keras layers"
+        )
+        raise Unsupported([reason])
+    if spec.registered_name or not spec.module.startswith("keras"):
+        reason = (
+            f"custom class '{spec.registered_name or spec.class_name}' (module"
+            f" '{spec.module}') is not a built-in Keras layer; lstm-embed reads only built-in"
+            f" layers ({SUPPORTED})"
+        )
+        raise Unsupported([reason])
+    reader = READERS.get(spec.class_name)
+    if reader is None:
+        raise Unsupported([f"type {spec.class_name} is not supported (supported: {SUPPORTED})"])
+    return reader(spec, input_size)
+
+
+__all__ = [
+    "QLAYER_TYPES",
+    "READERS",
+    "SUPPORTED",
+    "DenseLayer",
+    "FloatLayer",
+    "IRError",
+    "LSTMLayer",
+    "QDenseLayer",
+    "QLSTMLayer",
+    "QLayer",
+    "QuantizeError",
+    "Unsupported",
+    "read_layer",
+]

@@ -1,0 +1,180 @@
+"""What every layer kind provides, and the small types the kinds share.
+
+A layer kind is one module in this package holding, for one Keras class: reading its config and
+weights (``read``), the float IR layer with its forward pass, its quantization, the quantized
+layer with its integer reference and its emitter context, beside ``templates/layers/<kind>.c.j2``.
+The generic stages (float_model, quantize, reference, emit, report) only loop over the chain and
+call the methods declared here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+Q15_SCALE = 2.0**-15
+
+
+class IRError(ValueError):
+    """A model that the IR cannot represent; the message names the layer and the problem."""
+
+
+class QuantizeError(ValueError):
+    """Calibration data or an option that cannot be used; the message says which and why."""
+
+
+class Unsupported(ValueError):
+    """A layer, or an option of it, that lstm-embed cannot convert; ``reasons`` say which."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+def check_finite(layer: str, what: str, array: np.ndarray) -> None:
+    if not np.all(np.isfinite(array)):
+        raise IRError(
+            f"layer '{layer}': {what} contains NaN or Inf; only finite weights are supported"
+        )
+
+
+def check_shape(layer: str, what: str, array: np.ndarray, expected: tuple[int, ...]) -> None:
+    if tuple(array.shape) != expected:
+        raise IRError(f"layer '{layer}': {what} shape {tuple(array.shape)} != {expected}")
+
+
+@dataclass
+class LayerTrace:
+    """Per-layer float tensors seen during a forward pass (for calibration and reports).
+
+    ``output`` is everything the layer computes (every timestep for a recurrent layer), which
+    the next layer receives after ``FloatLayer.chain_output``.
+    """
+
+    output: np.ndarray
+    cell: np.ndarray | None = None  # (N, T, n) for LSTM layers
+    gate_preactivations: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class FloatLayer:
+    """Interface of a float IR layer (frozen dataclasses in the kind modules)."""
+
+    kind: ClassVar[str]
+    keras_class: ClassVar[str]
+    recurrent: ClassVar[bool] = False  # holds state from one timestep to the next
+    streaming: ClassVar[bool] = True  # can run one timestep at a time (step())
+    name: str
+    input_size: int
+
+    @property
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def params(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def keeps_timesteps(self) -> bool:
+        """False for a layer that turns a sequence into one vector (return_sequences=False)."""
+        return True
+
+    def forward(self, x: np.ndarray) -> LayerTrace:
+        raise NotImplementedError
+
+    def chain_output(self, trace: LayerTrace) -> np.ndarray:
+        return trace.output
+
+    def quantize(self, ctx: QuantContext) -> Any:
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, Any]:
+        """inspect columns: type, activation, units, params formula."""
+        raise NotImplementedError
+
+    def flash_bytes(self, bits: int) -> int:
+        raise NotImplementedError
+
+    def dequantized(self, qlayer: Any, feature_scale: np.ndarray) -> FloatLayer:
+        """This layer with the rounded weights of ``qlayer`` (the weight-rounding error alone)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class QuantContext:
+    """What quantizing one layer may use: the real value of one LSB of each input feature,
+    the layer's float inputs and trace on the calibration data, the weight width and options."""
+
+    feature_scale: np.ndarray
+    layer_input: np.ndarray
+    trace: LayerTrace
+    bits: int
+    options: Any
+
+
+class QLayer:
+    """Interface of a quantized layer: integer reference and emitter context."""
+
+    kind: ClassVar[str]
+    recurrent: ClassVar[bool] = False
+    template: ClassVar[str]  # templates/layers/<kind>.c.j2
+    name: str
+    input_size: int
+
+    @property
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def output_feature_scale(self) -> np.ndarray:
+        """Real value of one LSB of each output feature (the next layer folds it in)."""
+        raise NotImplementedError
+
+    @property
+    def macs(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def weight_bits(self) -> int:
+        raise NotImplementedError
+
+    def initial_state(self, batch: int) -> Any:
+        return None
+
+    def step(self, x_q: np.ndarray, state: Any, tables: dict) -> tuple[np.ndarray, Any]:
+        """One timestep (or the one vector): int16 (N, input_size) -> (output, trace or None)."""
+        raise NotImplementedError
+
+    def tables_needed(self) -> set[str]:
+        return set()
+
+    def uses(self) -> set[str]:
+        """Flags that switch on shared C helpers in templates/ops.c.j2."""
+        return set()
+
+    def state_fields(self) -> list[dict[str, Any]]:
+        """Members of the caller-owned state struct: {type, name, size, comment}."""
+        return []
+
+    def shared_scratch(self) -> list[dict[str, Any]]:
+        """Scratch members shared by all layers (largest size wins): {type, name, size, comment}."""
+        return []
+
+    def scratch_width(self) -> int:
+        """int16 values this layer needs in a ping-pong scratch buffer (0: none)."""
+        return 0
+
+    def context(self, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def format(self) -> str:
+        raise NotImplementedError
+
+    def flash_bytes(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    @property
+    def state_bytes(self) -> int:
+        return 0

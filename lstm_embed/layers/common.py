@@ -1,0 +1,61 @@
+"""Helpers shared by the layer kinds: option checks, float activations, C weight formats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def require_options(config: dict[str, Any], rules: dict[str, tuple[tuple, Any]]) -> list[str]:
+    """Every option whose value is not supported, as 'option=value (supported: ...)'.
+
+    ``rules``: option -> (supported values, default when the config omits it).
+    """
+    reasons = []
+    for option, (supported, default) in rules.items():
+        value = config.get(option, default)
+        if value not in supported:
+            allowed = " or ".join(repr(v) if not isinstance(v, str) else v for v in supported)
+            reasons.append(f"{option}={value!r} is not supported (supported: {allowed})")
+    return reasons
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def hard_sigmoid(z: np.ndarray) -> np.ndarray:
+    """Keras 3's hard_sigmoid: relu6(x + 3) / 6."""
+    return np.clip(z / 6.0 + 0.5, 0.0, 1.0)
+
+
+def hard_sigmoid_keras2(z: np.ndarray) -> np.ndarray:
+    """Keras 2's (tf.keras, tf_keras) hard_sigmoid: clip(0.2x + 0.5, 0, 1)."""
+    return np.clip(0.2 * z + 0.5, 0.0, 1.0)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda z: z,
+    "relu": lambda z: np.maximum(z, 0.0),
+    "sigmoid": sigmoid,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_sigmoid_keras2": hard_sigmoid_keras2,
+    "tanh": np.tanh,
+    "softmax": softmax,
+}
+
+
+def activation_function(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    return ACTIVATIONS[name]
+
+
+def weight_format(bits: int) -> dict[str, Any]:
+    """C names of a layer's weight type (CMSIS-NN style suffixes)."""
+    return {"weight_bits": bits, "weight_type": f"int{bits}_t", "weight_suffix": f"s{bits}"}

@@ -1,0 +1,12 @@
+"""Layers that do nothing at inference: read, then left out of the chain."""
+
+from __future__ import annotations
+
+from ..reader.spec import LayerSpec
+
+# Keras classes that are the identity when the model predicts (training-time noise and dropout)
+IDENTITY_CLASSES = ("Dropout",)
+
+
+def read(spec: LayerSpec, input_size: int) -> None:
+    return None

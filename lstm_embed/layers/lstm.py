@@ -1,0 +1,547 @@
+"""LSTM: Keras config and weights, float forward pass, quantization, integer reference, C context.
+
+Keras' gate order (i, f, c, o) is stated once here (``GATES``); weights are split into gates
+only through ``LSTMLayer.gate``. Templates: templates/layers/lstm.c.j2 (and the optimized
+kernels in templates/kernels/, laid out by ``lstm_embed.layouts``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .. import cformat, layouts
+from .. import fixedpoint as fp
+from ..reader.spec import LayerSpec
+from .base import (
+    Q15_SCALE,
+    FloatLayer,
+    IRError,
+    LayerTrace,
+    QLayer,
+    QuantContext,
+    QuantizeError,
+    Unsupported,
+    check_finite,
+    check_shape,
+)
+from .common import activation_function, require_options, weight_format
+
+GATES = ("i", "f", "g", "o")  # Keras order: input, forget, cell candidate ("c" in Keras), output
+RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+# the reader's name for a Keras 2 file's hard_sigmoid (slope 0.2 instead of 1/6); a model has
+# one hard_sigmoid slope (its file's), so random models draw from RECURRENT_ACTIVATIONS only
+ACCEPTED_RECURRENT_ACTIVATIONS = (*RECURRENT_ACTIVATIONS, "hard_sigmoid_keras2")
+CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 bit of precision
+MAX_INPUT_SHIFT = 6
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras config and weights
+
+
+def read(spec: LayerSpec, input_size: int) -> LSTMLayer:
+    config = spec.config
+    reasons = require_options(
+        config,
+        {
+            "activation": (("tanh",), "tanh"),
+            "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
+            "go_backwards": ((False,), False),
+            "stateful": ((False,), False),
+            "return_state": ((False,), False),
+            "time_major": ((False,), False),
+        },
+    )
+    if reasons:
+        raise Unsupported(reasons)
+    use_bias = bool(config.get("use_bias", True))
+    weights = [np.asarray(w, np.float64) for w in spec.weights]
+    if len(weights) != (3 if use_bias else 2):
+        raise IRError(
+            f"layer '{spec.name}': {len(weights)} weight arrays in the file; an LSTM with"
+            f" use_bias={use_bias} has {3 if use_bias else 2}"
+        )
+    return LSTMLayer(
+        name=spec.name,
+        input_size=input_size,
+        units=int(config["units"]),
+        kernel=weights[0],
+        recurrent_kernel=weights[1],
+        bias=weights[2] if use_bias else None,
+        recurrent_activation=config.get("recurrent_activation", "sigmoid"),
+        return_sequences=bool(config.get("return_sequences", False)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Float IR layer
+
+
+@dataclass(frozen=True)
+class LSTMLayer(FloatLayer):
+    kind: ClassVar[str] = "lstm"
+    keras_class: ClassVar[str] = "LSTM"
+    recurrent: ClassVar[bool] = True
+    name: str
+    input_size: int
+    units: int
+    kernel: np.ndarray  # (input_size, 4*units), Keras layout
+    recurrent_kernel: np.ndarray  # (units, 4*units)
+    bias: np.ndarray | None  # (4*units,) or None when use_bias=False
+    recurrent_activation: str = "sigmoid"
+    return_sequences: bool = False
+
+    def __post_init__(self) -> None:
+        n, m = self.units, self.input_size
+        if n < 1 or m < 1:
+            raise IRError(f"layer '{self.name}': units and input size must be >= 1")
+        # shapes first: a config may declare any number of units, the weights are what is real
+        check_shape(self.name, "kernel", self.kernel, (m, 4 * n))
+        check_shape(self.name, "recurrent kernel", self.recurrent_kernel, (n, 4 * n))
+        if self.bias is not None:
+            check_shape(self.name, "bias", self.bias, (4 * n,))
+        if self.recurrent_activation not in ACCEPTED_RECURRENT_ACTIVATIONS:
+            raise IRError(
+                f"layer '{self.name}': recurrent_activation '{self.recurrent_activation}' is not"
+                f" supported (supported: {', '.join(RECURRENT_ACTIVATIONS)})"
+            )
+        check_finite(self.name, "kernel", self.kernel)
+        check_finite(self.name, "recurrent_kernel", self.recurrent_kernel)
+        if self.bias is not None:
+            check_finite(self.name, "bias", self.bias)
+
+    @property
+    def params(self) -> int:
+        bias = 4 * self.units if self.bias is not None else 0
+        return 4 * self.units * (self.input_size + self.units) + bias
+
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+    @property
+    def keeps_timesteps(self) -> bool:
+        return self.return_sequences
+
+    def gate(self, gate: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(kernel (m, n), recurrent kernel (n, n), bias (n,)) of one gate."""
+        k = GATES.index(gate)
+        cols = slice(k * self.units, (k + 1) * self.units)
+        bias = self.bias[cols] if self.bias is not None else np.zeros(self.units)
+        return self.kernel[:, cols], self.recurrent_kernel[:, cols], bias
+
+    def forward(self, x: np.ndarray) -> LayerTrace:
+        """x (N, T, m) -> trace with h (N, T, n) for every step."""
+        batch, steps, _ = x.shape
+        n = self.units
+        act = activation_function(self.recurrent_activation)
+        bias = self.bias if self.bias is not None else np.zeros(4 * n)
+        h = np.zeros((batch, n))
+        c = np.zeros((batch, n))
+        hs, cs, zs = [], [], []
+        for t in range(steps):
+            z = x[:, t] @ self.kernel + h @ self.recurrent_kernel + bias
+            zi, zf, zg, zo = (z[:, k * n : (k + 1) * n] for k in range(4))
+            c = act(zf) * c + act(zi) * np.tanh(zg)
+            h = act(zo) * np.tanh(c)
+            hs.append(h)
+            cs.append(c)
+            zs.append(z)
+        z_all = np.stack(zs, axis=1)
+        gates = {g: z_all[..., k * n : (k + 1) * n] for k, g in enumerate(GATES)}
+        return LayerTrace(np.stack(hs, axis=1), np.stack(cs, axis=1), gates)
+
+    def chain_output(self, trace: LayerTrace) -> np.ndarray:
+        return trace.output if self.return_sequences else trace.output[:, -1]
+
+    def quantize(self, ctx: QuantContext) -> QLSTMLayer:
+        max_cell = float(np.max(np.abs(ctx.trace.cell)))
+        option = ctx.options.input_shift
+        if option == "auto":  # int16 rows have the precision without it
+            shift = (
+                choose_input_shift(self, ctx.feature_scale, ctx.layer_input, ctx.trace.output)
+                if ctx.bits == 8
+                else 0
+            )
+        else:
+            shift = int(option)
+        return quantize_lstm(self, ctx.feature_scale, max_cell, ctx.bits, shift)
+
+    def summary(self) -> dict[str, Any]:
+        bias = "+1" if self.bias is not None else ""
+        return {
+            "type": "LSTM",
+            "activation": f"tanh, {self.recurrent_activation}",
+            "units": self.units,
+            "params_formula": f"4*{self.units}*({self.input_size}+{self.units}{bias})",
+        }
+
+    def flash_bytes(self, bits: int) -> int:
+        rows = 4 * self.units
+        return rows * (self.input_size + self.units) * bits // 8 + rows * fp.BIAS_ROW_BYTES
+
+    def dequantized(self, qlayer: QLSTMLayer, feature_scale: np.ndarray) -> LSTMLayer:
+        rows = qlayer.weights * qlayer.weight_scale[..., None]  # (n, 4, m + n)
+        # undo the input fold and the input columns' power-of-two scale
+        rows[..., : self.input_size] *= Q15_SCALE / feature_scale * 2**qlayer.input_shift
+        weights = rows.transpose(2, 1, 0).reshape(qlayer.row_length, 4 * self.units)
+        unit = fp.accumulator_unit(qlayer.weight_bits)
+        bias = (qlayer.bias_s32 * qlayer.weight_scale * unit * Q15_SCALE).T.reshape(-1)
+        return LSTMLayer(
+            self.name,
+            self.input_size,
+            self.units,
+            weights[: self.input_size],
+            weights[self.input_size :],
+            bias if self.bias is not None else None,
+            self.recurrent_activation,
+            self.return_sequences,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization
+
+
+def cell_frac_bits(max_abs_cell: float) -> int:
+    """Fractional bits of the int16 cell so that max|c| * CELL_HEADROOM fits; in [1, 15]."""
+    peak = max(max_abs_cell * CELL_HEADROOM, 1e-9)
+    int_bits = max(0, math.ceil(math.log2(peak)))
+    return int(min(15, max(1, 15 - int_bits)))
+
+
+def lstm_rows(layer: LSTMLayer, feature_scale: np.ndarray, input_shift: int):
+    """Float gate rows (units, 4, m + n) against [x_q; h_q15] in units of 2**-15, the input
+    columns divided by 2**input_shift, and the biases (units, 4)."""
+    fold = np.asarray(feature_scale, np.float64)[:, None] / Q15_SCALE / 2**input_shift
+    kernel = layer.kernel * fold
+    rows, biases = [], []
+    for k, gate in enumerate(GATES):
+        cols = slice(k * layer.units, (k + 1) * layer.units)
+        rows.append(np.concatenate([kernel[:, cols], layer.recurrent_kernel[:, cols]]).T)
+        biases.append(layer.gate(gate)[2])
+    return np.stack(rows, axis=1), np.stack(biases, axis=1)
+
+
+def quantize_lstm(
+    layer: LSTMLayer,
+    feature_scale: np.ndarray,
+    max_abs_cell: float,
+    bits: int = 8,
+    input_shift: int = 0,
+) -> QLSTMLayer:
+    """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM)."""
+    rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
+    row_length = layer.input_size * 2**input_shift + layer.units
+    try:
+        weights, scale, bias_s32, acc_scale = fp.row_scales(
+            rows_f, bias_f, Q15_SCALE, bits, row_length
+        )
+    except ValueError as error:
+        raise QuantizeError(
+            f"layer '{layer.name}': {error}; use --weights int16 for this layer"
+        ) from error
+    multiplier, shift = fp.multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
+    return QLSTMLayer(
+        name=layer.name,
+        input_size=layer.input_size,
+        units=layer.units,
+        recurrent_activation=layer.recurrent_activation,
+        return_sequences=layer.return_sequences,
+        weights=weights,
+        bias_s32=bias_s32,
+        multiplier=multiplier,
+        shift=shift,
+        weight_scale=scale,
+        cell_frac=cell_frac_bits(max_abs_cell),
+        has_bias=layer.bias is not None,
+        input_shift=input_shift,
+    )
+
+
+def choose_input_shift(
+    layer: LSTMLayer, feature_scale: np.ndarray, x: np.ndarray, h: np.ndarray
+) -> int:
+    """The input shift that minimizes the expected rounding noise of the gate sums.
+
+    A row's int8 step is max(max|input part| / 2**k, max|recurrent part|) / 127; rounding noise
+    of a column scales with step**2 times the power of what it multiplies: 4**k * E[x**2] for
+    the input columns (in units of 2**-15), E[h**2] for the recurrent ones, both measured on the
+    calibration data (x: the layer's float inputs, h: its float outputs). On the trained samples
+    this picks the same shift as simulating each candidate.
+    """
+    m = layer.input_size
+    input_power = float(np.sum(np.mean((x * Q15_SCALE / feature_scale) ** 2, axis=(0, 1))))
+    hidden_power = float(np.sum(np.mean(h**2, axis=(0, 1))))
+    best, best_cost = 0, np.inf
+    for k in range(MAX_INPUT_SHIFT + 1):
+        if m * 2**k + layer.units > fp.INT32_MAX // (fp.WEIGHT_MAX * fp.ACTIVATION_MAX):
+            break
+        rows, _ = lstm_rows(layer, feature_scale, k)
+        step = np.maximum(np.abs(rows[..., :m]).max(-1), np.abs(rows[..., m:]).max(-1))
+        cost = float(np.sum(step**2 * (4**k * input_power + hidden_power)))
+        if cost < best_cost:
+            best, best_cost = k, cost
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantized layer and its integer reference
+
+
+@dataclass
+class LSTMState:
+    h_q15: np.ndarray  # (N, units)
+    c: np.ndarray  # (N, units), cell_stored_frac fractional bits
+
+
+@dataclass
+class StepTrace:
+    """Every gate of one step of one LSTM layer (for trace and mismatch reports)."""
+
+    layer: str
+    z: np.ndarray  # (N, units, 4) gate pre-activations, Z_FRAC_BITS
+    gates_q15: np.ndarray  # (N, units, 4) activated i, f, g, o
+    c: np.ndarray
+    h_q15: np.ndarray
+
+
+@dataclass(frozen=True)
+class QLSTMLayer(QLayer):
+    """Formats: input int16 (folded scale), hidden Q0.15, cell int16 with ``cell_frac``
+    fractional bits (int32 with 15 more for int16-weight layers), gate pre-activations int32
+    with ``fixedpoint.Z_FRAC_BITS`` fractional bits."""
+
+    kind: ClassVar[str] = "lstm"
+    recurrent: ClassVar[bool] = True
+    template: ClassVar[str] = "layers/lstm.c.j2"
+    name: str
+    input_size: int
+    units: int
+    recurrent_activation: str
+    return_sequences: bool
+    weights: np.ndarray  # int8 or int16 (units, 4, input_size + units): rows per unit, i f g o
+    bias_s32: np.ndarray  # (units, 4)
+    multiplier: np.ndarray  # (units, 4) int32, accumulator -> Z_FRAC_BITS
+    shift: np.ndarray  # (units, 4)
+    weight_scale: np.ndarray  # (units, 4) float, real weight = q * weight_scale (after folding)
+    # cell state range +/-2**(15 - cell_frac): int16 with cell_frac fractional bits, or for
+    # int16-weight layers int32 with 15 more (the int16 cell's rounding then dominates)
+    cell_frac: int
+    has_bias: bool = True
+    input_shift: int = 0  # the input columns' partial sum is multiplied by 2**input_shift
+
+    def __post_init__(self) -> None:
+        k = self.input_size + self.units
+        assert self.weights.shape == (self.units, 4, k)
+        assert self.weights.dtype in (np.int8, np.int16)
+        assert self.bias_s32.shape == (self.units, 4)
+        assert 1 <= self.cell_frac <= 15
+
+    @property
+    def weight_bits(self) -> int:
+        return self.weights.dtype.itemsize * 8
+
+    @property
+    def hard_sigmoid(self) -> bool:
+        return self.recurrent_activation.startswith("hard_sigmoid")
+
+    @property
+    def weights_s8(self) -> np.ndarray:
+        """The int8 weights (only for layers quantized to 8 bits)."""
+        if self.weight_bits != 8:
+            raise ValueError(f"layer '{self.name}' has {self.weight_bits}-bit weights")
+        return self.weights
+
+    @property
+    def row_length(self) -> int:
+        return self.input_size + self.units
+
+    @property
+    def effective_row_length(self) -> int:
+        """Row length for overflow bounds: input columns count 2**input_shift times."""
+        return self.input_size * 2**self.input_shift + self.units
+
+    @property
+    def portable_only(self) -> bool:
+        """int16-weight layers run the reference kernel on every core (int64 row sums)."""
+        return self.weight_bits != 8
+
+    @property
+    def wide_cell(self) -> bool:
+        return self.weight_bits == 16
+
+    @property
+    def cell_stored_frac(self) -> int:
+        """Fractional bits of the stored cell value."""
+        return self.cell_frac + (15 if self.wide_cell else 0)
+
+    @property
+    def cell_limits(self) -> tuple[int, int]:
+        """Saturation limits of the stored cell (the int16 range, scaled for a wide cell)."""
+        scale = 2**15 if self.wide_cell else 1
+        return -(2**15) * scale, (2**15) * scale - 1
+
+    @property
+    def cell_int_bits(self) -> int:
+        return 15 - self.cell_frac
+
+    @property
+    def macs(self) -> int:
+        return 4 * self.units * self.row_length
+
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+    @property
+    def output_feature_scale(self) -> np.ndarray:
+        return np.full(self.units, Q15_SCALE)
+
+    # -- integer reference (the C equals it bit for bit) --
+
+    def initial_state(self, batch: int) -> LSTMState:
+        zeros = np.zeros((batch, self.units), np.int64)
+        return LSTMState(zeros, zeros.copy())
+
+    def step(self, x_q: np.ndarray, state: LSTMState, tables: dict) -> tuple[np.ndarray, Any]:
+        z = gate_preactivations(self, x_q, state.h_q15)
+        gates = np.empty_like(z)
+        for k in (0, 1, 3):
+            gates[..., k] = recurrent_activation(self, z[..., k], tables)
+        gates[..., 2] = fp.tanh_q15(z[..., 2], tables["tanh"])
+        state.c = cell_update(self, gates, state.c)
+        state.h_q15 = hidden_update(self, gates[..., 3], state.c, tables)
+        return state.h_q15, StepTrace(self.name, z, gates, state.c, state.h_q15)
+
+    def tables_needed(self) -> set[str]:
+        return {"tanh", "sigmoid"} if self.recurrent_activation == "sigmoid" else {"tanh"}
+
+    # -- emitter --
+
+    def uses(self) -> set[str]:
+        flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
+        if self.wide_cell:
+            flags.add("wide_lstm")
+        if self.hard_sigmoid:
+            flags.add("hard_sigmoid")
+        return flags
+
+    @property
+    def cell_format(self) -> str:
+        return f"Q{self.cell_int_bits}.{self.cell_stored_frac}" + (
+            " (int32)" if self.wide_cell else ""
+        )
+
+    def state_fields(self) -> list[dict[str, Any]]:
+        cell_type = "int32_t" if self.wide_cell else "int16_t"
+        label = cformat.c_comment(self.name)
+        return [
+            {
+                "type": "int16_t",
+                "name": "h_q15",
+                "size": self.units,
+                "comment": f"'{label}' hidden state, Q0.15",
+            },
+            {
+                "type": cell_type,
+                "name": "c",
+                "size": self.units,
+                "comment": f"'{label}' cell state, {self.cell_format}",
+            },
+        ]
+
+    def scratch_width(self) -> int:
+        return self.units  # the new hidden state while the layer updates
+
+    @property
+    def state_bytes(self) -> int:
+        return (2 + (4 if self.wide_cell else 2)) * self.units
+
+    def context(self, index: int) -> dict[str, Any]:
+        return {
+            "index": index,
+            "name": self.name,
+            "input_size": self.input_size,
+            "units": self.units,
+            "rows": 4 * self.units,
+            "return_sequences": self.return_sequences,
+            "recurrent_activation": self.recurrent_activation,
+            "hard_sigmoid": self.hard_sigmoid,
+            "has_bias": self.has_bias,
+            "cell_frac": self.cell_frac,
+            "cell_int_bits": self.cell_int_bits,
+            "wide_cell": self.wide_cell,
+            "cell_type": "int32_t" if self.wide_cell else "int16_t",
+            "cell_format": self.cell_format,
+            "weights": cformat.c_int_array(self.weights, per_line=self.row_length),
+            "weights_count": self.weights.size,
+            **weight_format(self.weight_bits),
+            "bias": cformat.c_int_array(self.bias_s32, per_line=8),
+            "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
+            "shift": cformat.c_int_array(self.shift, per_line=16),
+            "input_shift": self.input_shift,
+            "portable_only": self.portable_only,
+            **({} if self.portable_only else layouts.kernel_context(self)),
+        }
+
+    def format(self) -> str:
+        wide = " int32" if self.wide_cell else ""
+        cell = f"c Q{self.cell_int_bits}.{self.cell_stored_frac}{wide}"
+        return f"w int{self.weight_bits}, h Q0.15, {cell}"
+
+    def flash_bytes(self) -> dict[str, int]:
+        rows = 4 * self.units
+        weights = rows * self.row_length * self.weight_bits // 8
+        return {"weights": weights, "biases": rows * fp.BIAS_ROW_BYTES}
+
+
+def recurrent_activation(layer: QLSTMLayer, z: np.ndarray, tables: dict) -> np.ndarray:
+    if layer.hard_sigmoid:
+        return fp.hard_sigmoid_q15(z, layer.recurrent_activation)
+    return fp.sigmoid_q15(z, tables["sigmoid"])
+
+
+def gate_preactivations(layer: QLSTMLayer, x_q: np.ndarray, h_q15: np.ndarray) -> np.ndarray:
+    """(N, units, 4) int32 gate pre-activations with Z_FRAC_BITS fractional bits.
+
+    acc = bias + dot(w_x, x) * 2**input_shift + dot(w_h, h): the input columns carry their own
+    power-of-two scale so that a wide input range does not coarsen the recurrent weights.
+    """
+    w = layer.weights.astype(np.int64)
+    m = layer.input_size
+    dot_x = np.einsum("ugk,nk->nug", w[..., :m], x_q.astype(np.int64))
+    dot_h = np.einsum("ugk,nk->nug", w[..., m:], h_q15.astype(np.int64))
+    dot = dot_x * (1 << layer.input_shift) + dot_h
+    return fp.requantize(
+        fp.accumulate(dot, layer.bias_s32, layer.weight_bits), layer.multiplier, layer.shift
+    )
+
+
+def cell_update(layer: QLSTMLayer, gates_q15: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """c' = f*c + i*g, with cf = cell_frac. int16 cell: f*c is Q(15+cf); i*g (Q30) is shifted to
+    Q(15+cf); the sum is rounded back to Qcf. Wide (int32, Q(cf+15)) cell: f*c is rounded
+    from Q(30+cf) to Q(15+cf), i*g shifted to it, the sum kept."""
+    i, f, g = gates_q15[..., 0], gates_q15[..., 1], gates_q15[..., 2]
+    ig = fp.rounding_shift_right(i * g, 15 - layer.cell_frac)
+    low, high = layer.cell_limits
+    if layer.wide_cell:
+        return fp.saturate(fp.rounding_shift_right(f * c, 15) + ig, low, high)
+    return fp.saturate(fp.rounding_shift_right(f * c + ig, 15), low, high)
+
+
+def cell_to_z(layer: QLSTMLayer, c: np.ndarray) -> np.ndarray:
+    """Cell -> Z_FRAC_BITS: an exact multiplication (int16 cell) or a rounded shift (wide)."""
+    if layer.wide_cell:
+        return fp.rounding_shift_right(c, layer.cell_stored_frac - fp.Z_FRAC_BITS)
+    return c * (1 << (fp.Z_FRAC_BITS - layer.cell_frac))
+
+
+def hidden_update(layer: QLSTMLayer, o_q15: np.ndarray, c: np.ndarray, tables: dict):
+    """h' = o * tanh(c)."""
+    tanh_c = fp.tanh_q15(cell_to_z(layer, c), tables["tanh"])
+    return fp.saturate_s16(fp.rounding_shift_right(o_q15 * tanh_c, 15))

@@ -1,0 +1,285 @@
+"""Model files -> IR -> C without an ML framework: every file kind, hostile files, inspect.
+
+The fixtures (tests/fixtures/keras/, made by scripts/make_keras_fixtures.py with the versions in
+its manifest.json) hold files written by Keras 3 and by tf_keras, each with the writer's own
+``model.predict`` output on a fixed input: the oracle the converted C is held to here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_embed import cli
+from lstm_embed.frontend import FrontendError, load_model
+from lstm_embed.hostbuild import run_host
+from lstm_embed.pipeline import convert
+
+FIXTURES = Path(__file__).parent / "fixtures" / "keras"
+ROOT = Path(__file__).parent.parent
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+
+# Models whose every layer lstm-embed supports; each exists in all four file kinds.
+SUPPORTED = ("lstm_tiny", "lstm_dense", "stacked", "seq_any_length", "nested", "functional_chain")
+FILE_KINDS = ("k3.keras", "k3.h5", "k2.h5", "k2.keras")
+
+# int8 C vs the writer's model.predict on these random-weight fixtures: weight rounding to 8 bits
+# (1/254 of each row's largest weight) through at most three layers stays within 2% of the
+# output range plus 1e-3 absolute (outputs of a 1-unit model span little); measured worst: see
+# test_converted_c_is_close_to_predict's message.
+FIXTURE_RANGE_FRACTION = 0.02
+FIXTURE_ABS = 1e-3
+FLOAT_FORWARD_TOLERANCE = 1e-5  # float64 IR forward vs float32 predict
+
+
+def fixture(model: str, kind: str) -> Path:
+    return FIXTURES / f"{model}.{kind}"
+
+
+def oracle(model: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    writer = kind.split(".")[0]
+    with np.load(FIXTURES / f"{model}.{writer}.npz") as data:
+        return data["x"], data["y"]
+
+
+# The one difference Keras 2 and 3 files may keep: Keras 2's hard_sigmoid is another function
+# (clip(0.2x + 0.5) instead of relu6(x + 3) / 6), so its IR names it apart.
+KERAS2_NAMES = {"hard_sigmoid_keras2": "hard_sigmoid"}
+
+
+def layer_fields(layer) -> dict:
+    values = {f.name: getattr(layer, f.name) for f in fields(layer)}
+    return {k: KERAS2_NAMES.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def assert_same_ir(a, b) -> None:
+    assert (a.input_size, a.timesteps, len(a.layers)) == (b.input_size, b.timesteps, len(b.layers))
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        assert type(la) is type(lb)
+        fa, fb = layer_fields(la), layer_fields(lb)
+        for key in fa:
+            if key == "name":
+                continue  # Keras 2 and 3 number auto-named layers differently
+            if isinstance(fa[key], np.ndarray):
+                np.testing.assert_array_equal(fa[key], fb[key], err_msg=f"{la.name}.{key}")
+            else:
+                assert fa[key] == fb[key], (la.name, key)
+
+
+@pytest.mark.parametrize("model", SUPPORTED)
+def test_every_file_kind_gives_the_same_ir(model):
+    irs = {kind: load_model(fixture(model, kind)) for kind in FILE_KINDS}
+    for kind in FILE_KINDS[1:]:
+        assert_same_ir(irs[FILE_KINDS[0]], irs[kind])
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+@pytest.mark.parametrize("model", SUPPORTED)
+def test_float_ir_equals_predict(model, kind):
+    """The IR read without Keras reproduces the writer's predict: weights, gate order, nesting."""
+    from lstm_embed.float_model import forward
+
+    x, y = oracle(model, kind)
+    ir = load_model(fixture(model, kind))
+    np.testing.assert_allclose(forward(ir, x)[0], y, atol=FLOAT_FORWARD_TOLERANCE)
+    assert ir.params == sum(MANIFEST["files"][fixture(model, kind).name]["count_params"])
+
+
+@pytest.mark.parametrize("kind", FILE_KINDS)
+@pytest.mark.parametrize("model", SUPPORTED)
+def test_converted_c_is_close_to_predict(tmp_path, model, kind):
+    x, y = oracle(model, kind)
+    out = tmp_path / "out"
+    convert(fixture(model, kind), x, out)
+    c_y = run_host(out, x)
+    error = float(np.max(np.abs(c_y - y)))
+    limit = FIXTURE_RANGE_FRACTION * float(np.ptp(y)) + FIXTURE_ABS
+    assert error <= limit, f"{model}.{kind}: max abs error {error:.3g} > {limit:.3g}"
+
+
+def test_inspect_and_convert_import_no_ml_framework(tmp_path):
+    """Run in a fresh interpreter: after inspect and convert, no keras/tensorflow/jax/torch."""
+    x_path = tmp_path / "x.npy"
+    np.save(x_path, oracle("lstm_dense", "k3.keras")[0])
+    script = f"""
+import sys
+from lstm_embed import cli
+for argv in (["inspect", {str(fixture("lstm_dense", "k2.h5"))!r}],
+             ["convert", {str(fixture("lstm_dense", "k3.keras"))!r}, "-c", {str(x_path)!r},
+              "-o", {str(tmp_path / "out")!r}]):
+    assert cli.main(argv) == 0, argv
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "jax",
+                "torch", "tf_keras"))
+print("LOADED", loaded)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout, result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile files: one clear line, exit 2, no traceback, no output folder, bounded memory and time
+
+
+def _zip_with(path: Path, source: Path, edit) -> Path:
+    """A copy of a .keras file with its members changed by ``edit(name, data) -> data|None``."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = edit(info.filename, src.read(info.filename))
+            if data is not None:
+                dst.writestr(info.filename, data)
+    return path
+
+
+def _edit_config(change):
+    def edit(name: str, data: bytes) -> bytes:
+        if name != "config.json":
+            return data
+        config = json.loads(data)
+        change(config)
+        return json.dumps(config).encode()
+
+    return edit
+
+
+def _layers(config: dict) -> list:
+    return config["config"]["layers"]
+
+
+def _set_units(config: dict) -> None:
+    next(la for la in _layers(config) if la["class_name"] == "LSTM")["config"]["units"] = 10**9
+
+
+def _rename_class(name: str):
+    def change(config: dict) -> None:
+        layer = next(la for la in _layers(config) if la["class_name"] == "Dense")
+        layer["class_name"] = name
+        if name == "Lambda":
+            layer["config"]["function"] = {"class_name": "__lambda__", "config": {"code": "AAAA"}}
+        else:
+            layer["module"] = "my_project.layers"
+            layer["registered_name"] = f"my_project>{name}"
+
+    return change
+
+
+def _wrong_shape(name: str, data: bytes) -> bytes:
+    return data
+
+
+def _hostile(tmp_path: Path, case: str) -> Path:
+    good = fixture("lstm_dense", "k3.keras")
+    if case == "truncated zip":
+        path = tmp_path / "truncated.keras"
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "random bytes":
+        path = tmp_path / "random.h5"
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif case == "no config.json":
+        path = _zip_with(tmp_path / "m.keras", good, lambda n, d: None if n == "config.json" else d)
+    elif case == "no weights":
+        path = _zip_with(tmp_path / "m.keras", good, lambda n, d: None if n.endswith(".h5") else d)
+    elif case == "shapes disagree":
+        other = fixture("stacked", "k3.keras")
+        with zipfile.ZipFile(other) as z:
+            weights = z.read("model.weights.h5")
+        path = _zip_with(
+            tmp_path / "m.keras", good, lambda n, d: weights if n.endswith(".h5") else d
+        )
+    elif case == "10^9 units":
+        path = _zip_with(tmp_path / "m.keras", good, _edit_config(_set_units))
+    elif case == "unknown class":
+        path = _zip_with(tmp_path / "m.keras", good, _edit_config(_rename_class("FancyDense")))
+    elif case == "Lambda layer":
+        path = _zip_with(tmp_path / "m.keras", good, _edit_config(_rename_class("Lambda")))
+    else:  # SavedModel folder
+        path = tmp_path / "saved_model_dir"
+        (path / "variables").mkdir(parents=True)
+        (path / "saved_model.pb").write_bytes(b"\x08\x01")
+    return path
+
+
+HOSTILE = {
+    "truncated zip": "",
+    "random bytes": "",
+    "no config.json": "config.json",
+    "no weights": "weights",
+    "shapes disagree": "shape",
+    "10^9 units": "shape",
+    "unknown class": "FancyDense",
+    "Lambda layer": "Lambda",
+    "SavedModel folder": 'model.save("model.keras")',
+}
+
+
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_hostile_file_one_line_exit_2(tmp_path, case, command):
+    path = _hostile(tmp_path, case)
+    x_path = tmp_path / "x.npy"
+    np.save(x_path, oracle("lstm_dense", "k3.keras")[0])
+    out = tmp_path / "out"
+    argv = ["inspect", str(path)]
+    if command == "convert":
+        argv = ["convert", str(path), "-c", str(x_path), "-o", str(out)]
+    # a fresh interpreter under a 1 GB address-space limit and a 10 s budget
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30));"
+        "from lstm_embed import cli; sys.exit(cli.main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, cwd=ROOT, timeout=10
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    if command == "convert" or case not in ("unknown class", "Lambda layer", "10^9 units",
+                                            "shapes disagree"):  # fmt: skip
+        assert len(lines) == 1, result.stderr
+        assert str(path) in lines[0]
+    assert HOSTILE[case] in result.stderr + result.stdout
+    assert not out.exists()
+
+
+def test_inspect_lists_every_unsupported_layer(capsys):
+    """A Conv1D + MaxPooling1D front-end: the whole table, both layers marked, exit 2."""
+    assert cli.main(["inspect", str(fixture("conv_lstm", "k3.keras"))]) == 2
+    captured = capsys.readouterr()
+    table = captured.out
+    conv = next(line for line in table.splitlines() if line.startswith("conv1d"))
+    pool = next(line for line in table.splitlines() if line.startswith("max_pooling1d"))
+    assert "not supported" in conv and "Conv1D" in conv
+    assert "MaxPooling1D" in pool
+    assert "LSTM" in table and "Dense" in table
+    assert "conv1d" in captured.err and "max_pooling1d" in captured.err
+    params = MANIFEST["files"]["conv_lstm.k3.keras"]["count_params"]
+    for count in params:
+        assert str(count) in table
+
+
+def test_functional_branch_is_refused_naming_the_layer(tmp_path):
+    """A Functional model that is not a single chain gets an error naming the layer."""
+    good = fixture("functional_chain", "k3.keras")
+
+    def branch(config: dict) -> None:
+        layers = _layers(config)
+        dense = next(la for la in layers if la["class_name"] == "Dense")
+        extra = json.loads(json.dumps(dense))
+        extra["name"] = extra["config"]["name"] = "side_dense"
+        layers.append(extra)
+        config["config"]["output_layers"] = [[dense["name"], 0, 0], ["side_dense", 0, 0]]
+
+    path = _zip_with(tmp_path / "m.keras", good, _edit_config(branch))
+    with pytest.raises(FrontendError, match=r"output|side_dense|chain"):
+        load_model(path)
