@@ -40,7 +40,7 @@ def read_model(path: str | Path) -> ModelSpec:
         raise ReaderError(one_line(f"{source}: {exc}")) from None
     except Exception as exc:  # h5py, zipfile, OS errors on hostile input: never a traceback
         detail = one_line(str(exc))[:ERROR_TEXT]
-        message = f"{source}: cannot read the file ({type(exc).__name__}: {detail})"
+        message = f"{source}: cannot read the file; is it damaged? ({type(exc).__name__}: {detail})"
         raise ReaderError(one_line(message)) from exc
 
 

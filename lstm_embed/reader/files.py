@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from . import weights
 from .chain import Leaf
 from .errors import Problem, q
+from .hdf5check import check_global_heaps
 
 SUFFIXES = (".keras", ".h5")
 MAX_JSON_BYTES = 2**24  # config.json, metadata.json or the model_config attribute
@@ -119,12 +121,18 @@ def _open_zip(path: Path) -> Iterator[Opened]:
                 f"model.weights.h5 in the archive claims {info.file_size} bytes, more than the"
                 f" {MAX_MEMBER_BYTES} (MAX_MEMBER_BYTES) this reader accepts"
             )
-        with _member_stream(path, archive, info) as stream, _h5(stream, "model.weights.h5") as wf:
-            version = str(meta.get("keras_version", ""))
-            extra = {k: str(v) for k, v in meta.items() if k != "keras_version"}
-            yield Opened(
-                config, text, version, ".keras", lambda leaf: weights.zip_datasets(wf, leaf), extra
-            )
+        with _member_stream(path, archive, info) as stream:
+            check_global_heaps(stream, info.file_size)
+            stream.seek(0)
+            with _h5(stream, "model.weights.h5") as wf:
+                yield _zip_opened(config, text, meta, wf)
+
+
+def _zip_opened(config: Any, text: str, meta: dict, wf: h5py.File) -> Opened:
+
+    version = str(meta.get("keras_version", ""))
+    extra = {k: str(v) for k, v in meta.items() if k != "keras_version"}
+    return Opened(config, text, version, ".keras", partial(weights.zip_datasets, wf), extra)
 
 
 def _sharded(members: dict[str, zipfile.ZipInfo]) -> bool:
@@ -137,9 +145,18 @@ def _member_text(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
             f"{info.filename} in the archive claims {info.file_size} bytes, more than the"
             f" {MAX_JSON_BYTES} (MAX_JSON_BYTES) this reader accepts"
         )
-    with archive.open(info) as member:
-        data = member.read(MAX_JSON_BYTES + 1)
+    data = b"".join(_chunks(archive, info))
     return data.decode("utf-8", errors="replace")
+
+
+def _chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """A member's bytes, 1 MiB at a time; zipfile checks the CRC at the end."""
+    try:
+        with archive.open(info) as member:
+            while chunk := member.read(2**20):
+                yield chunk
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise Problem(f"{info.filename} in the archive is corrupt ({exc})") from None
 
 
 @contextmanager
@@ -151,6 +168,8 @@ def _member_stream(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) 
     """
     if info.flag_bits & 0x1:
         raise Problem(f"{info.filename} in the archive is encrypted")
+    for _ in _chunks(archive, info):
+        pass  # a damaged archive is caught by its CRC here, before libhdf5 parses it
     if info.compress_type != zipfile.ZIP_STORED:
         with archive.open(info) as member:
             yield member
@@ -201,6 +220,8 @@ class _Window(io.RawIOBase):
 
 @contextmanager
 def _open_h5(path: Path) -> Iterator[Opened]:
+    with open(path, "rb") as raw:
+        check_global_heaps(raw, path.stat().st_size)
     with _h5(str(path), "the file") as f:
         text = _attr_text(f, "model_config")
         if text is None:
@@ -215,15 +236,13 @@ def _open_h5(path: Path) -> Iterator[Opened]:
         version = _attr_text(f, "keras_version") or _attr_text(group, "keras_version") or ""
         backend = _attr_text(f, "backend")
         meta = {"backend": backend} if backend else {}
-        yield Opened(
-            config, text, version, ".h5", lambda leaf: weights.h5_datasets(group, leaf), meta
-        )
+        yield Opened(config, text, version, ".h5", partial(weights.h5_datasets, group), meta)
 
 
 def _attr_text(obj: h5py.HLObject, name: str) -> str | None:
     if name not in obj.attrs:
         return None
-    value = obj.attrs[name]
+    value = weights.read_attr(obj, name)
     if isinstance(value, np.ndarray):
         if value.size != 1:
             raise Problem(f"the {name} attribute is not a single text")

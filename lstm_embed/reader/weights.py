@@ -25,6 +25,7 @@ from .errors import Problem, q
 
 MAX_WEIGHT_ELEMENTS = 2**24  # numbers in all weights together; larger files are refused unread
 MAX_DEPTH = 32  # sub-object groups deeper than this are refused
+MAX_ATTR_ITEMS = 2**20  # strings in one list attribute (layer_names, weight_names)
 
 # get_weights() order of a layer's sub-objects: an RNN's cell, Bidirectional's forward then
 # backward layer, a wrapper's layer; anything else after these, in name order.
@@ -99,9 +100,27 @@ def attr_strings(obj: h5py.HLObject, name: str) -> list[str] | None:
         return None
     out: list[str] = []
     for key in keys:
-        value = np.asarray(obj.attrs[key])
+        value = np.asarray(read_attr(obj, key))
         out.extend(text(v) for v in value.reshape(-1))
     return out
+
+
+def read_attr(obj: h5py.HLObject, name: str) -> Any:
+    """An attribute that must be text (or an empty list), checked before libhdf5 reads it.
+
+    A corrupted type or shape makes libhdf5 read out of bounds; Keras writes only strings.
+    """
+    attr = h5py.h5a.open(obj.id, name.encode())
+    space = attr.get_space()
+    kind = space.get_simple_extent_type()
+    count = space.get_simple_extent_npoints() if kind == h5py.h5s.SIMPLE else 1
+    if kind == h5py.h5s.NULL or count == 0:
+        return np.array([], dtype=object)  # Keras 3 writes an empty weight_names as float64
+    if attr.get_type().get_class() != h5py.h5t.STRING:
+        raise Problem(f"the {name} attribute of {q(obj.name)} is not text")
+    if count > MAX_ATTR_ITEMS or space.get_simple_extent_ndims() > 1:
+        raise Problem(f"the {name} attribute of {q(obj.name)} has an absurd shape")
+    return obj.attrs[name]
 
 
 def text(value: Any) -> str:
@@ -147,7 +166,8 @@ def _saved_name(group: h5py.Group) -> str | None:
     own = walk(group, "vars")
     if not isinstance(own, h5py.Group) or "name" not in own.attrs:
         return None  # tf_keras writes no names
-    return text(own.attrs["name"])
+    value = np.asarray(read_attr(own, "name")).reshape(-1)
+    return text(value[0]) if value.size == 1 else None
 
 
 def _collect(group: h5py.Group, depth: int, layer: str) -> Named:
@@ -205,12 +225,14 @@ def dataset(group: h5py.Group, name: str, layer: str) -> h5py.Dataset:
     """A weight dataset, checked to be a float array stored in this file."""
     ds = walk(group, name)
     if not isinstance(ds, h5py.Dataset):
-        raise Problem(f"weight {q(name)} of layer {q(layer)} is missing from the weights")
+        where = name if "/" in name else f"{group.name}/{name}"  # the zip's bare "0", "1", ...
+        raise Problem(f"weight {q(where)} of layer {q(layer)} is missing from the weights")
+    where = q(ds.name)  # the full path in the file, e.g. '/layers/dense/vars/0'
     if ds.is_virtual or ds.external:
-        raise Problem(f"weight {q(name)} of layer {q(layer)} is stored outside the file; refused")
+        raise Problem(f"weight {where} of layer {q(layer)} is stored outside the file; refused")
     if ds.dtype.kind != "f":
         raise Problem(
-            f"weight {q(name)} of layer {q(layer)} has dtype {ds.dtype}; only float weights"
+            f"weight {where} of layer {q(layer)} has dtype {ds.dtype}; only float weights"
             " are read (a quantized model? save the float model)"
         )
     return ds
