@@ -243,7 +243,7 @@ def analyse(
 
 
 def _text(numbers: dict[str, Any]) -> str:
-    lines = [f"C (host build) vs Keras on {numbers['samples']} sequences:"]
+    lines = [f"C (host build) vs {numbers['oracle']} on {numbers['samples']} sequences:"]
     for key in ("max_abs_error", "mean_abs_error", "max_abs_error_pct_of_range"):
         lines.append(f"  {key:28s} {numbers[key]:.4g}")
     for key in ("keras_accuracy", "c_accuracy", "keras_rmse", "c_rmse"):

@@ -122,7 +122,8 @@ def read_keras_model(model: Any, source: str = "<in-memory model>") -> Model:
 def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[dict[str, Any]]:
     """One row per layer of the file, supported or not (``unsupported`` gives the reasons)."""
     steps: Any = spec.input_shape[0] if spec.input_shape else None
-    shape: Any = [None, *spec.input_shape]
+    batch = spec.batch_size  # None, or the fixed batch of a stateful model
+    shape: Any = [batch, *spec.input_shape]
     rows = []
     for index, reading in enumerate(read_layers(spec)):
         config, layer = reading.spec.config, reading.layer
@@ -141,7 +142,7 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
             row.update(layer.summary())
             row["flash_bytes"] = layer.flash_bytes(weight_bits[min(index, len(weight_bits) - 1)])
             timesteps = isinstance(shape, list) and len(shape) == 3 and layer.keeps_timesteps
-            shape = [None, steps, layer.output_size] if timesteps else [None, layer.output_size]
+            shape = [batch, steps, layer.output_size] if timesteps else [batch, layer.output_size]
         elif reading.problems:
             shape = "?"  # what an unsupported layer outputs is not worked out here
         row["output_shape"] = shape

@@ -105,16 +105,20 @@ def test_converted_c_is_close_to_predict(tmp_path, model, kind):
     assert error <= limit, f"{model}.{kind}: max abs error {error:.3g} > {limit:.3g}"
 
 
-def test_inspect_and_convert_import_no_ml_framework(tmp_path):
-    """Run in a fresh interpreter: after inspect and convert, no keras/tensorflow/jax/torch."""
+def test_commands_import_no_ml_framework(tmp_path):
+    """Run in a fresh interpreter: after inspect, convert, run and trace, no keras, tensorflow,
+    jax or torch module is loaded."""
     x_path = tmp_path / "x.npy"
     np.save(x_path, oracle("lstm_dense", "k3.keras")[0])
+    out = str(tmp_path / "out")
     script = f"""
 import sys
 from lstm_embed import cli
 for argv in (["inspect", {str(fixture("lstm_dense", "k2.h5"))!r}],
              ["convert", {str(fixture("lstm_dense", "k3.keras"))!r}, "-c", {str(x_path)!r},
-              "-o", {str(tmp_path / "out")!r}]):
+              "-o", {out!r}],
+             ["run", {out!r}, "-i", {str(x_path)!r}, "-o", {str(tmp_path / "y.npy")!r}],
+             ["trace", {out!r}, "-i", {str(x_path)!r}, "-o", {str(tmp_path / "t.npz")!r}]):
     assert cli.main(argv) == 0, argv
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "jax",
                 "torch", "tf_keras"))
@@ -126,6 +130,40 @@ print("LOADED", loaded)
     )
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout, result.stdout
+
+
+def _compare(tmp_path: Path, kind: str, block_keras: bool) -> str:
+    """`lstm-embed compare` in a fresh interpreter, optionally with Keras made unimportable."""
+    x, _ = oracle("lstm_dense", kind)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out"
+    convert(fixture("lstm_dense", kind), x, out, force=True)
+    block = "sys.modules['keras'] = sys.modules['tf_keras'] = None;" if block_keras else ""
+    script = f"import sys; {block} from lstm_embed import cli; sys.exit(cli.main(sys.argv[1:]))"
+    argv = ["compare", str(fixture("lstm_dense", kind)), str(out), "-i", str(tmp_path / "x.npy")]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    "kind, oracle_name", [("k3.keras", "Keras 3."), ("k2.h5", "tf_keras 2.")], ids=["k3", "k2"]
+)
+def test_compare_uses_the_keras_that_reads_the_file(tmp_path, kind, oracle_name):
+    assert oracle_name in _compare(tmp_path, kind, block_keras=False).splitlines()[0]
+
+
+def test_compare_without_keras_uses_the_float_model_and_says_so(tmp_path):
+    text = _compare(tmp_path, "k3.keras", block_keras=True)
+    assert "lstm-embed float model" in text.splitlines()[0]
+    error = float(next(line for line in text.splitlines() if "max_abs_error " in line).split()[-1])
+    x, y = oracle("lstm_dense", "k3.keras")
+    c_y = run_host(tmp_path / "out", x)
+    # the float model stands in for Keras: the reported error is the C's error against predict
+    # up to the float model's own distance from it
+    assert abs(error - float(np.max(np.abs(c_y - y)))) <= FLOAT_FORWARD_TOLERANCE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +304,20 @@ def test_inspect_lists_every_unsupported_layer(capsys):
     params = MANIFEST["files"]["conv_lstm.k3.keras"]["count_params"]
     for count in params:
         assert str(count) in table
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["files"]))
+def test_inspect_params_equal_count_params_for_every_file(name):
+    """Every fixture, supported or not: one row per layer with Keras' count_params()."""
+    from lstm_embed.frontend import inspect_rows, read_spec
+
+    rows = inspect_rows(read_spec(FIXTURES / name))
+    entry = MANIFEST["files"][name]
+    assert [r["type"] for r in rows] == entry["chain"]
+    assert [r["params"] for r in rows] == entry["count_params"]
+    for row, shape in zip(rows, entry["output_shapes"], strict=True):
+        if not row["unsupported"] and row["output_shape"] != "?":
+            assert list(row["output_shape"]) == shape, (name, row["name"])
 
 
 def test_functional_branch_is_refused_naming_the_layer(tmp_path):
