@@ -49,6 +49,12 @@ def _models(keras: Any, writer: str) -> dict[str, Callable[[], Any]]:
         out = L.Dense(2)(L.LSTM(3)(inp))
         return keras.Model(inp, out, name="functional_chain")
 
+    def nested_functional() -> Any:
+        # the transfer-learning shape: a Functional base inside a Sequential
+        base_in = keras.Input(shape=(5, 2))
+        base = keras.Model(base_in, L.Dense(2)(L.LSTM(3)(base_in)), name="base")
+        return keras.Sequential([keras.Input((5, 2)), base, L.Dense(1)], name="nested_functional")
+
     models: dict[str, Callable[[], Any]] = {
         "lstm_tiny": lambda: seq("lstm_tiny", (1, 1), L.LSTM(1)),
         "lstm_dense": lambda: seq(
@@ -70,6 +76,7 @@ def _models(keras: Any, writer: str) -> dict[str, Callable[[], Any]]:
         ),
         "nested": nested,
         "functional_chain": functional_chain,
+        "nested_functional": nested_functional,
         "conv_lstm": lambda: seq(
             "conv_lstm",
             (8, 2),

@@ -206,6 +206,13 @@ def test_wrappers_hold_their_inner_layers_normalized() -> None:
     assert td["layer"]["class_name"] == "Dense" and "dtype" not in td["layer"]["config"]
 
 
+@pytest.mark.parametrize("name", BY_MODEL["stacked"])
+def test_hard_sigmoid_is_named_per_version(name: str) -> None:
+    """Keras 2's hard_sigmoid is clip(0.2x + 0.5); Keras 3's relu6(x + 3) / 6: not the same."""
+    want = "hard_sigmoid_keras2" if ".k2." in name else "hard_sigmoid"
+    assert read_model(fixture(name)).layers[2].config["recurrent_activation"] == want
+
+
 def test_keras2_time_major_true_is_kept(tmp_path: Path) -> None:
     path = h5_copy("lstm_dense.k2.h5", tmp_path, config=lambda c: _set(c, 1, time_major=True))
     assert read_model(path).layers[0].config["time_major"] is True

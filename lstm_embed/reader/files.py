@@ -129,7 +129,6 @@ def _open_zip(path: Path) -> Iterator[Opened]:
 
 
 def _zip_opened(config: Any, text: str, meta: dict, wf: h5py.File) -> Opened:
-
     version = str(meta.get("keras_version", ""))
     extra = {k: str(v) for k, v in meta.items() if k != "keras_version"}
     return Opened(config, text, version, ".keras", partial(weights.zip_datasets, wf), extra)
