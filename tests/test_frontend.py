@@ -28,7 +28,15 @@ ROOT = Path(__file__).parent.parent
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 
 # Models whose every layer lstm-embed supports; each exists in all four file kinds.
-SUPPORTED = ("lstm_tiny", "lstm_dense", "stacked", "seq_any_length", "nested", "functional_chain")
+SUPPORTED = (
+    "lstm_tiny",
+    "lstm_dense",
+    "stacked",
+    "seq_any_length",
+    "nested",
+    "nested_functional",
+    "functional_chain",
+)
 FILE_KINDS = ("k3.keras", "k3.h5", "k2.h5", "k2.keras")
 
 # int8 C vs the writer's model.predict on these random-weight fixtures: weight rounding to 8 bits
