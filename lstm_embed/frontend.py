@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .ir import Model
-from .layers import FloatLayer, IRError, Unsupported, read_layer
+from .layers import FloatLayer, IRError, Unsupported, fold_chain, read_layer
 from .reader import ReaderError, read_model
 from .reader.spec import LayerSpec, ModelSpec
 
@@ -90,10 +90,12 @@ def build_ir(spec: ModelSpec) -> Model:
     ]
     if problems:
         raise FrontendError(f"{spec.source}: " + "; ".join(problems))
-    layers = tuple(r.layer for r in readings if r.layer is not None)
+    layers, folding = fold_chain([r.layer for r in readings if r.layer is not None])
+    if folding:
+        raise FrontendError(f"{spec.source}: " + "; ".join(folding))
     meta = {"keras_version": spec.keras_version, "file_format": spec.file_format}
     try:
-        return Model(model_name(spec), int(shape[1]), shape[0], layers, spec.source, meta)
+        return Model(model_name(spec), int(shape[1]), shape[0], tuple(layers), spec.source, meta)
     except IRError as error:
         raise FrontendError(f"{spec.source}: {error}") from error
 
@@ -139,7 +141,7 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
             "unsupported": "; ".join(reading.problems),
         }
         if layer is not None:
-            row.update(layer.summary())
+            row.update({k: v for k, v in layer.summary().items() if k != "type"})  # file's class
             row["flash_bytes"] = layer.flash_bytes(weight_bits[min(index, len(weight_bits) - 1)])
             timesteps = isinstance(shape, list) and len(shape) == 3 and layer.keeps_timesteps
             shape = [batch, steps, layer.output_size] if timesteps else [batch, layer.output_size]

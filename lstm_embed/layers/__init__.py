@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..reader.spec import LayerSpec
-from . import dense, identity, lstm
+from . import batch_norm, dense, identity, lstm, time_distributed
 from .base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
 from .dense import DenseLayer, QDenseLayer
 from .lstm import LSTMLayer, QLSTMLayer
@@ -20,6 +20,8 @@ Reader = Callable[[LayerSpec, int], FloatLayer | None]
 READERS: dict[str, Reader] = {
     "LSTM": lstm.read,
     "Dense": dense.read,
+    "TimeDistributed": time_distributed.read,
+    "BatchNormalization": batch_norm.read,
     **{name: identity.read for name in identity.IDENTITY_CLASSES},
 }
 
@@ -27,6 +29,18 @@ READERS: dict[str, Reader] = {
 QLAYER_TYPES: dict[str, type] = {t.__name__: t for t in (QLSTMLayer, QDenseLayer)}
 
 SUPPORTED = ", ".join(["InputLayer", *READERS])
+
+# Chain rewrites that are exact in float (a layer absorbed by its neighbour); each returns the
+# new chain and a reason for every layer it could not place
+FOLDS: list[Callable[[list[FloatLayer]], tuple[list[FloatLayer], list[str]]]] = [batch_norm.fold]
+
+
+def fold_chain(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
+    problems: list[str] = []
+    for rewrite in FOLDS:
+        layers, found = rewrite(layers)
+        problems += found
+    return layers, problems
 
 
 def read_layer(spec: LayerSpec, input_size: int) -> FloatLayer | None:
@@ -63,5 +77,6 @@ __all__ = [
     "QLayer",
     "QuantizeError",
     "Unsupported",
+    "fold_chain",
     "read_layer",
 ]

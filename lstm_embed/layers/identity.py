@@ -5,7 +5,14 @@ from __future__ import annotations
 from ..reader.spec import LayerSpec
 
 # Keras classes that are the identity when the model predicts (training-time noise and dropout)
-IDENTITY_CLASSES = ("Dropout",)
+IDENTITY_CLASSES = (
+    "Dropout",
+    "SpatialDropout1D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+)
 
 
 def read(spec: LayerSpec, input_size: int) -> None:
