@@ -23,20 +23,22 @@ from .base import (
     LayerTrace,
     QLayer,
     QuantContext,
-    QuantizeError,
     Unsupported,
     check_finite,
     check_shape,
 )
 from .common import activation_function, require_options, weight_format
+from .recurrent import (
+    ACCEPTED_RECURRENT_ACTIVATIONS,
+    RECURRENT_ACTIVATIONS,
+    quantize_gate_rows,
+    resolve_input_shift,
+)
+from .recurrent import choose_input_shift as choose_rows_input_shift
+from .recurrent import recurrent_activation as recurrent_activation_q15
 
 GATES = ("i", "f", "g", "o")  # Keras order: input, forget, cell candidate ("c" in Keras), output
-RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
-# the reader's name for a Keras 2 file's hard_sigmoid (slope 0.2 instead of 1/6); a model has
-# one hard_sigmoid slope (its file's), so random models draw from RECURRENT_ACTIVATIONS only
-ACCEPTED_RECURRENT_ACTIVATIONS = (*RECURRENT_ACTIVATIONS, "hard_sigmoid_keras2")
 CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 bit of precision
-MAX_INPUT_SHIFT = 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,15 +162,10 @@ class LSTMLayer(FloatLayer):
 
     def quantize(self, ctx: QuantContext) -> QLSTMLayer:
         max_cell = float(np.max(np.abs(ctx.trace.cell)))
-        option = ctx.options.input_shift
-        if option == "auto":  # int16 rows have the precision without it
-            shift = (
-                choose_input_shift(self, ctx.feature_scale, ctx.layer_input, ctx.trace.output)
-                if ctx.bits == 8
-                else 0
-            )
-        else:
-            shift = int(option)
+        shift = resolve_input_shift(
+            ctx,
+            lambda: choose_input_shift(self, ctx.feature_scale, ctx.layer_input, ctx.trace.output),
+        )
         return quantize_lstm(self, ctx.feature_scale, max_cell, ctx.bits, shift)
 
     def summary(self) -> dict[str, Any]:
@@ -237,15 +234,9 @@ def quantize_lstm(
     """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM)."""
     rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
     row_length = layer.input_size * 2**input_shift + layer.units
-    try:
-        weights, scale, bias_s32, acc_scale = fp.row_scales(
-            rows_f, bias_f, Q15_SCALE, bits, row_length
-        )
-    except ValueError as error:
-        raise QuantizeError(
-            f"layer '{layer.name}': {error}; use --weights int16 for this layer"
-        ) from error
-    multiplier, shift = fp.multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
+    weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
+        layer.name, rows_f, bias_f, bits, row_length
+    )
     return QLSTMLayer(
         name=layer.name,
         input_size=layer.input_size,
@@ -266,27 +257,16 @@ def quantize_lstm(
 def choose_input_shift(
     layer: LSTMLayer, feature_scale: np.ndarray, x: np.ndarray, h: np.ndarray
 ) -> int:
-    """The input shift that minimizes the expected rounding noise of the gate sums.
-
-    A row's int8 step is max(max|input part| / 2**k, max|recurrent part|) / 127; rounding noise
-    of a column scales with step**2 times the power of what it multiplies: 4**k * E[x**2] for
-    the input columns (in units of 2**-15), E[h**2] for the recurrent ones, both measured on the
-    calibration data (x: the layer's float inputs, h: its float outputs). On the trained samples
-    this picks the same shift as simulating each candidate.
-    """
-    m = layer.input_size
-    input_power = float(np.sum(np.mean((x * Q15_SCALE / feature_scale) ** 2, axis=(0, 1))))
-    hidden_power = float(np.sum(np.mean(h**2, axis=(0, 1))))
-    best, best_cost = 0, np.inf
-    for k in range(MAX_INPUT_SHIFT + 1):
-        if m * 2**k + layer.units > fp.INT32_MAX // (fp.WEIGHT_MAX * fp.ACTIVATION_MAX):
-            break
-        rows, _ = lstm_rows(layer, feature_scale, k)
-        step = np.maximum(np.abs(rows[..., :m]).max(-1), np.abs(rows[..., m:]).max(-1))
-        cost = float(np.sum(step**2 * (4**k * input_power + hidden_power)))
-        if cost < best_cost:
-            best, best_cost = k, cost
-    return best
+    """The input shift that minimizes the expected rounding noise of the gate sums
+    (``recurrent.choose_input_shift`` on the LSTM's four rows per unit)."""
+    return choose_rows_input_shift(
+        lambda k: lstm_rows(layer, feature_scale, k)[0],
+        layer.input_size,
+        layer.units,
+        feature_scale,
+        x,
+        h,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,9 +481,7 @@ class QLSTMLayer(QLayer):
 
 
 def recurrent_activation(layer: QLSTMLayer, z: np.ndarray, tables: dict) -> np.ndarray:
-    if layer.hard_sigmoid:
-        return fp.hard_sigmoid_q15(z, layer.recurrent_activation)
-    return fp.sigmoid_q15(z, tables["sigmoid"])
+    return recurrent_activation_q15(layer.recurrent_activation, z, tables)
 
 
 def gate_preactivations(layer: QLSTMLayer, x_q: np.ndarray, h_q15: np.ndarray) -> np.ndarray:
