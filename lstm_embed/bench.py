@@ -164,16 +164,21 @@ def bench_input(input_size: int, timesteps: int = BENCH_TIMESTEPS, seed: int = 0
     return rng.integers(-12000, 12000, size=(timesteps, input_size), dtype=np.int16)
 
 
-def compile_flags(board: Board, reference: bool = False) -> list[str]:
+def compile_flags(board: Board, reference: bool = False, name: str = NAME) -> list[str]:
     """Flags the model is compiled with (also printed in BENCHMARKS.md)."""
     flags = [*board.cpu_flags, *board.opt_flags, *firmware.MODEL_WARNING_FLAGS]
-    return flags + ([f"-D{NAME.upper()}_USE_REFERENCE_KERNEL"] if reference else [])
+    return flags + ([f"-D{name.upper()}_USE_REFERENCE_KERNEL"] if reference else [])
 
 
 def build_bench(
-    out_dir: Path, board_name: str, x_q: np.ndarray, reference: bool, bdir: Path
+    out_dir: Path,
+    board_name: str,
+    x_q: np.ndarray,
+    reference: bool,
+    bdir: Path,
+    name: str = NAME,
 ) -> tuple[Path, Path]:
-    """Compile out_dir's model with the bench harness into bdir; returns (elf, map)."""
+    """Compile out_dir's model ``name`` with the bench harness into bdir; returns (elf, map)."""
     board = get_board(board_name)
     bdir.mkdir(parents=True, exist_ok=True)
     origin = {
@@ -184,8 +189,8 @@ def build_bench(
     (bdir / "harness.c").write_text(
         render(
             "firmware/bench_harness.c.j2",
-            name=NAME,
-            prefix=NAME.upper(),
+            name=name,
+            prefix=name.upper(),
             board=board.name,
             timesteps=x_q.shape[0],
             values=c_int_array(x_q, per_line=max(1, min(x_q.shape[1], 16))),
@@ -194,14 +199,14 @@ def build_bench(
     )
     common = firmware.firmware_dir() / "common"
     flags = [
-        *compile_flags(board, reference),
+        *compile_flags(board, reference, name),
         *firmware.SECTION_FLAGS,
         f"-DBOARD_IRQ_COUNT={board.irq_count}",
         f"-I{out_dir.resolve()}",
         f"-I{common}",
     ]
     sources = [
-        out_dir / f"{NAME}.c",
+        out_dir / f"{name}.c",
         bdir / "harness.c",
         *(firmware.firmware_dir() / s for s in (*firmware.FIRMWARE_SOURCES, board.board_source)),
     ]

@@ -317,10 +317,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("profile", help="your model on emulated cores: instructions, flash, RAM")
+    p.add_argument("out_dir", help="folder written by convert")
+    p.add_argument(
+        "--board",
+        action="append",
+        help="emulated board (repeatable; default qemu-m0, qemu-m4, qemu-m55)",
+    )
+    p.add_argument("--json", metavar="F", help="also write the results as JSON here")
+    p.set_defaults(func=cmd_profile)
+
     p = sub.add_parser("bench", help="instructions per step, flash and RAM on every core")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of the benchmark")
     p.set_defaults(func=cmd_bench)
     return top
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from . import profile
+
+    boards = tuple(args.board) if args.board else profile.DEFAULT_BOARDS
+    results = profile.profile(Path(args.out_dir), boards)
+    print(profile.table(results))
+    if args.json:
+        profile.write_json(results, Path(args.json))
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -395,6 +417,10 @@ def _report_error(args: argparse.Namespace, error: Exception, debug: bool) -> in
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark parses its own options (`bench --quick --json F`)
+        from . import bench
+
+        return int(bench.main(argv[1:]) or 0)
     debug = "--debug" in argv  # accepted anywhere on the line
     args = parser().parse_args([a for a in argv if a != "--debug"])
     try:
