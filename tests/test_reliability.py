@@ -106,6 +106,17 @@ def test_seeded_random_models_on_qemu(toolchain: None) -> None:
     assert_ok(outcomes)
 
 
+@pytest.mark.firmware
+def test_qemu_fuzz_steps_a_model_whose_run_buffers_do_not_fit(toolchain: None, tmp_path) -> None:
+    """Seed 266 of ``make fuzz-qemu``: run_f32's 72 x 53 float outputs overflow the M0's 16 KB
+    of RAM; step, step_f32 and quantize_input still run there and equal the reference."""
+    with np.errstate(all="ignore"):
+        case = fuzz.build_case(fuzz.random_spec(266))
+        (outcome,) = fuzz.check_qemu(case, tmp_path, ("qemu-m0",))
+    assert outcome.status == "stepped_only", outcome.detail
+    assert "RAM (16384 bytes) overflowed" in outcome.detail
+
+
 # ------------------------------------------------------------------ the fuzzer can fail
 
 
