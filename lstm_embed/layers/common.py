@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ..reader.spec import LayerSpec
+from .base import IRError
+
 
 def require_options(config: dict[str, Any], rules: dict[str, tuple[tuple, Any]]) -> list[str]:
     """Every option whose value is not supported, as 'option=value (supported: ...)'.
@@ -20,6 +23,19 @@ def require_options(config: dict[str, Any], rules: dict[str, tuple[tuple, Any]])
             allowed = " or ".join(repr(v) if not isinstance(v, str) else v for v in supported)
             reasons.append(f"{option}={value!r} is not supported (supported: {allowed})")
     return reasons
+
+
+def layer_weights(spec: LayerSpec, kind: str, count: int) -> tuple[list[np.ndarray], Any]:
+    """The ``count`` weight arrays of a layer (float64) before its bias, and the bias (None when
+    use_bias=False); an IRError names the layer when the file holds another number of arrays."""
+    use_bias = bool(spec.config.get("use_bias", True))
+    weights = [np.asarray(w, np.float64) for w in spec.weights]
+    if len(weights) != count + use_bias:
+        raise IRError(
+            f"layer '{spec.name}': {len(weights)} weight arrays in the file; {kind} with"
+            f" use_bias={use_bias} has {count + use_bias}"
+        )
+    return weights[:count], weights[count] if use_bias else None
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:

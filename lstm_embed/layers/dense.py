@@ -24,7 +24,7 @@ from .base import (
     check_finite,
     check_shape,
 )
-from .common import activation_function, require_options, weight_format
+from .common import activation_function, layer_weights, require_options, weight_format
 
 DENSE_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 TABLE_ACTIVATIONS = ("sigmoid", "tanh", "softmax")  # outputs Q0.15 through a table
@@ -36,19 +36,13 @@ def read(spec: LayerSpec, input_size: int) -> DenseLayer:
     reasons = require_options(config, {"activation": (DENSE_ACTIVATIONS, "linear")})
     if reasons:
         raise Unsupported(reasons)
-    use_bias = bool(config.get("use_bias", True))
-    weights = [np.asarray(w, np.float64) for w in spec.weights]
-    if len(weights) != (2 if use_bias else 1):
-        raise IRError(
-            f"layer '{spec.name}': {len(weights)} weight arrays in the file; a Dense layer with"
-            f" use_bias={use_bias} has {2 if use_bias else 1}"
-        )
+    (kernel,), bias = layer_weights(spec, "a Dense layer", 1)
     return DenseLayer(
         name=spec.name,
         input_size=input_size,
         units=int(config["units"]),
-        kernel=weights[0],
-        bias=weights[1] if use_bias else None,
+        kernel=kernel,
+        bias=bias,
         activation=config.get("activation", "linear"),
     )
 

@@ -27,7 +27,7 @@ from .base import (
     check_finite,
     check_shape,
 )
-from .common import activation_function, require_options, weight_format
+from .common import activation_function, layer_weights, require_options, weight_format
 from .recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
@@ -60,20 +60,14 @@ def read(spec: LayerSpec, input_size: int) -> LSTMLayer:
     )
     if reasons:
         raise Unsupported(reasons)
-    use_bias = bool(config.get("use_bias", True))
-    weights = [np.asarray(w, np.float64) for w in spec.weights]
-    if len(weights) != (3 if use_bias else 2):
-        raise IRError(
-            f"layer '{spec.name}': {len(weights)} weight arrays in the file; an LSTM with"
-            f" use_bias={use_bias} has {3 if use_bias else 2}"
-        )
+    (kernel, recurrent_kernel), bias = layer_weights(spec, "an LSTM", 2)
     return LSTMLayer(
         name=spec.name,
         input_size=input_size,
         units=int(config["units"]),
-        kernel=weights[0],
-        recurrent_kernel=weights[1],
-        bias=weights[2] if use_bias else None,
+        kernel=kernel,
+        recurrent_kernel=recurrent_kernel,
+        bias=bias,
         recurrent_activation=config.get("recurrent_activation", "sigmoid"),
         return_sequences=bool(config.get("return_sequences", False)),
     )
