@@ -22,6 +22,7 @@ from .compare_report import jsonable, write_report
 from .float_model import forward
 from .frontend import load_model
 from .hostbuild import read_report, run_host
+from .inputs import InputRule, check_input
 from .ir import Model
 from .qir import Q15_SCALE, QMODEL_FILE, QModel, load_qmodel, save_qmodel
 from .report import errors
@@ -47,7 +48,7 @@ def compare(
     """
     out_dir = Path(out_dir)
     report = read_report(out_dir)
-    x = np.asarray(x, dtype=np.float32)
+    x = check_input(x, InputRule.from_report(report))  # the runners' check, before Keras sees x
     ir = load_model(model_path)
     keras_y, oracle = live_predict(model_path, ir, x)
     c_y = run_host(out_dir, x).astype(np.float64)
