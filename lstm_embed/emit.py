@@ -79,13 +79,15 @@ def wire(model: QModel) -> list[dict[str, str]]:
 
     Recurrent layers write their output into their own state; other layers write into one of
     the two ping-pong scratch buffers (never the one they read), the head's last layer into
-    y_q. The head is called with the advance's output as ``h_q15``.
+    y_q. The head is called with the advance's output as ``h_q15``, which may be a scratch
+    buffer (a per-step layer with state that is not recurrent ends the advance): the head's
+    first layer then writes the other one.
     """
     wiring, src, src_buffer = [], "x_q", None
     last = len(model.layers) - 1
     for index, layer in enumerate(model.layers):
         if index == model.head_start:
-            src, src_buffer = "h_q15", None
+            src = "h_q15"
         free = 1 if src_buffer == 0 else 0
         scratch = f"state->scratch_q[{free}]"
         if layer.recurrent:
@@ -93,16 +95,18 @@ def wire(model: QModel) -> list[dict[str, str]]:
             wiring.append({"src": src, "dst": dst, "tmp": scratch})
             src, src_buffer = dst, None
         else:
-            dst = "y_q" if index == last else scratch
+            dst = "y_q" if index == last and index >= model.head_start else scratch
             wiring.append({"src": src, "dst": dst, "tmp": ""})
             src, src_buffer = dst, free
     return wiring
 
 
 def scratch_size(model: QModel) -> int:
-    """Widest value a layer keeps in a ping-pong scratch buffer (the last layer writes y_q)."""
+    """Widest value a layer keeps in a ping-pong scratch buffer (the last layer writes y_q
+    when it is in the head)."""
+    last = len(model.layers) - 1
     widths = [la.scratch_width() for la in model.layers[:-1]]
-    widths += [la.scratch_width() for la in model.layers[-1:] if la.recurrent]
+    widths += [la.scratch_width() for la in model.layers[-1:] if last < model.head_start]
     return max(widths, default=1)
 
 
@@ -168,6 +172,8 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
     layers = layer_contexts(model)
     head = layers[model.head_start :]
     uses = set().union(*(la.uses() for la in model.layers))
+    dense_activations = {f.removeprefix("dense_") for f in uses if f.startswith("dense_")}
+    table_users = {f.removeprefix("table_") for f in uses if f.startswith("table_")}
     return {
         "tool_version": __version__,
         "source": model.source,
@@ -189,8 +195,13 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
             for la in head
         ),
         "lstm_layers": [la for la in layers if la["kind"] == "lstm"],
-        "dense_layers": [la for la in layers if la["kind"] == "dense"],
-        "dense_activations": sorted({la["activation"] for la in layers if la["kind"] == "dense"}),
+        # the Dense rows and their activations, also for kinds that run them (Conv1D)
+        "dense_layers": [
+            la for la, q in zip(layers, model.layers, strict=True) if "dense" in q.uses()
+        ],
+        "dense_activations": sorted(dense_activations),
+        # activations evaluated outside the recurrent kernels (Dense heads, activation layers)
+        "table_users": sorted(dense_activations | table_users),
         "scratch_size": scratch_size(model),
         "shared_scratch": shared_scratch(model),
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
@@ -209,6 +220,9 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
                 "portable_lstm",
                 "optimized_lstm",
                 "wide_dense",
+                "affine",
+                "rsqrt",
+                "relu_family",
             )
         }
         | {"sigmoid": "sigmoid" in model.tables},

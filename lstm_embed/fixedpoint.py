@@ -304,3 +304,64 @@ def softmax_q15(z: np.ndarray, table: ActivationTable) -> np.ndarray:
     e = exp_neg_q15(np.max(z, axis=-1, keepdims=True) - z, table)
     total = np.sum(e, axis=-1, keepdims=True)
     return np.minimum((e * Q15_ONE + total // 2) // total, INT16_MAX)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-feature affine and normalization (BatchNormalization without a Dense neighbour,
+# LayerNormalization, activation layers)
+
+
+def signed_multipliers(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``multipliers`` of |real| with the sign of real carried by the multiplier (int32 range
+    either way: |multiplier| < 2**31); requantize rounds the negative products the same way."""
+    real = np.asarray(real, np.float64)
+    multiplier, shift = multipliers(np.abs(real))
+    return np.where(real < 0, -multiplier, multiplier), shift
+
+
+def affine_s16(v: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, offset: np.ndarray):
+    """sat16(requantize(v, multiplier, shift) + offset): int32 v, signed multiplier, int32
+    offset (summed in int64)."""
+    return saturate_s16(requantize(v, multiplier, shift) + np.asarray(offset, np.int64))
+
+
+def div_round_positive(a: np.ndarray, b: int) -> np.ndarray:
+    """round(a / b) for a >= 0, b > 0, ties up: (a + b // 2) // b (C: the same on uint64)."""
+    return (np.asarray(a, np.int64) + b // 2) // b
+
+
+RSQRT_NORM_LOW = 60  # v is scaled by 4**k into [2**60, 2**62) before its square root
+RSQRT_MAX = 2**62 - 1  # largest v rsqrt_multiplier takes (callers saturate to it)
+RSQRT_ONE = 2**61 - 1  # (2**61 - 1) // isqrt(w) lies in [2**30, 2**31) for w in [2**60, 2**62)
+
+
+def isqrt(v: np.ndarray) -> np.ndarray:
+    """Exact floor(sqrt(v)) of non-negative int64 values (the C uses the digit-by-digit
+    method, exact too)."""
+    flat = [math.isqrt(int(a)) for a in np.ravel(v)]
+    return np.array(flat, np.int64).reshape(np.shape(v))
+
+
+def rsqrt_multiplier(v: np.ndarray, frac_bits: int = Z_FRAC_BITS):
+    """(multiplier, shift) with requantize(d, multiplier, shift) ~ d * 2**frac_bits / sqrt(v),
+    for 1 <= v <= RSQRT_MAX: v = w / 4**k with w in [2**60, 2**62), s = isqrt(w) in
+    [2**30, 2**31) (relative error < 2**-30), multiplier = (2**61 - 1) // s, so 1/sqrt(v) =
+    multiplier * 2**(k - 61) (relative error < 2**-29) and shift = 61 - frac_bits - k."""
+    v = np.asarray(v, np.int64)
+    bits = np.array([int(a).bit_length() for a in np.ravel(v)], np.int64).reshape(v.shape)
+    k = np.maximum(0, (RSQRT_NORM_LOW + 2 - bits) // 2)
+    s = isqrt(v << (2 * k))
+    return RSQRT_ONE // s, 61 - frac_bits - k
+
+
+RELU_THRESHOLD_LIMIT = 2**20  # |threshold| in input LSBs: x - threshold stays far inside int32
+
+
+def relu_s16(x, threshold, max_value, multiplier, shift) -> np.ndarray:
+    """Keras' relu(x, negative_slope, max_value, threshold) on int16 x (per-feature int32
+    threshold and max_value in the input's LSBs, the slope as multiplier and shift):
+    sat16(clip(x if x > threshold else 0, 0, max_value) + slope * min(x - threshold, 0))."""
+    x = np.asarray(x, np.int64)
+    positive = np.clip(np.where(x > threshold, x, 0), 0, max_value)
+    negative = requantize(np.minimum(x - threshold, 0), multiplier, shift)
+    return saturate_s16(positive + negative)

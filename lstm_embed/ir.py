@@ -46,10 +46,16 @@ class LayerStack:
 
     @property
     def head_start(self) -> int:
-        """Index of the first layer after the last recurrent one: the head, which runs only
-        when an output is due (every step if the model returns sequences, else the last)."""
-        recurrent = [i for i, la in enumerate(self.layers) if la.recurrent]
-        return recurrent[-1] + 1 if recurrent else 0
+        """Index of the first layer after the last one with per-step state (recurrent layers,
+        and e.g. a causal Conv1D holding its last inputs: ``per_step_state``): the head, which
+        runs only when an output is due (every step if the model returns sequences, else the
+        last)."""
+        stateful = [
+            i
+            for i, la in enumerate(self.layers)
+            if la.recurrent or getattr(la, "per_step_state", False)
+        ]
+        return stateful[-1] + 1 if stateful else 0
 
     @property
     def return_sequences(self) -> bool:

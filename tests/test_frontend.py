@@ -333,15 +333,17 @@ def test_inspect_params_equal_count_params_for_every_file(name):
             assert list(row["output_shape"]) == shape, (name, row["name"])
 
 
-def test_batch_norm_without_a_dense_neighbour_is_refused(tmp_path):
+def test_softmax_layer_without_a_linear_dense_before_it_is_refused(tmp_path):
+    """(A BatchNormalization without a Dense neighbour is an integer affine now:
+    tests/test_around_core.py.)"""
     import keras
 
     layers = keras.layers
-    chain = [layers.LSTM(3, return_sequences=True), layers.BatchNormalization(), layers.LSTM(2)]
+    chain = [layers.LSTM(3, return_sequences=True), layers.Softmax(), layers.LSTM(2)]
     model = keras.Sequential([keras.Input((4, 2)), *chain])
     path = tmp_path / "m.keras"
     model.save(path)
-    with pytest.raises(FrontendError, match=r"batch_normalization.*folded"):
+    with pytest.raises(FrontendError, match=r"softmax.*after a Dense layer with a linear"):
         load_model(path)
 
 

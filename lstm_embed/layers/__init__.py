@@ -10,10 +10,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..reader.spec import LayerSpec
-from . import batch_norm, dense, identity, lstm, time_distributed
+from . import (
+    activation,
+    batch_norm,
+    conv1d,
+    dense,
+    identity,
+    layer_norm,
+    lstm,
+    time_distributed,
+)
 from .base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
 from .dense import DenseLayer, QDenseLayer
 from .lstm import LSTMLayer, QLSTMLayer
+
+# the quantized layers of the kinds around the recurrent core
+AROUND_CORE_QLAYERS = (
+    activation.QActivationLayer,
+    batch_norm.QAffineLayer,
+    layer_norm.QLayerNormLayer,
+    conv1d.QConv1DLayer,
+)
 
 Reader = Callable[[LayerSpec, int], FloatLayer | None]
 
@@ -22,17 +39,28 @@ READERS: dict[str, Reader] = {
     "Dense": dense.read,
     "TimeDistributed": time_distributed.read,
     "BatchNormalization": batch_norm.read,
+    "LayerNormalization": layer_norm.read,
+    "Activation": activation.read,
+    "ReLU": activation.read,
+    "LeakyReLU": activation.read,
+    "Softmax": activation.read,
+    "Conv1D": conv1d.read,
     **{name: identity.read for name in identity.IDENTITY_CLASSES},
 }
 
 # Quantized layer types by class name, for reading an integer model back from disk
-QLAYER_TYPES: dict[str, type] = {t.__name__: t for t in (QLSTMLayer, QDenseLayer)}
+QLAYER_TYPES: dict[str, type] = {
+    t.__name__: t for t in (QLSTMLayer, QDenseLayer, *AROUND_CORE_QLAYERS)
+}
 
 SUPPORTED = ", ".join(["InputLayer", *READERS])
 
 # Chain rewrites that are exact in float (a layer absorbed by its neighbour); each returns the
 # new chain and a reason for every layer it could not place
-FOLDS: list[Callable[[list[FloatLayer]], tuple[list[FloatLayer], list[str]]]] = [batch_norm.fold]
+FOLDS: list[Callable[[list[FloatLayer]], tuple[list[FloatLayer], list[str]]]] = [
+    batch_norm.fold,
+    activation.fold,
+]
 
 
 def fold_chain(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:

@@ -1,0 +1,316 @@
+"""Layers around the recurrent core, in trained models: Conv1D, activation layers,
+BatchNormalization, LayerNormalization, Dense per timestep.
+
+Each model trains with fixed seeds on a synthetic task (a few seconds), converts once per
+session, and is held to: its float IR equal to ``model.predict``; the int8 C within a named
+tolerance of Keras; the host C (strict warnings, and ASan/UBSan) equal to the numpy reference
+bit for bit on every entry point; the firmware of Cortex-M0, M4 and M55 in QEMU equal to the
+reference on every entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from lstm_embed import cli, reference
+from lstm_embed import fixedpoint as fp
+from lstm_embed.float_model import forward
+from lstm_embed.frontend import read_keras_model
+from lstm_embed.fuzz import compare_output, expected_output
+from lstm_embed.hostbuild import run_entry_point
+from lstm_embed.inputs import ENTRY_POINTS
+from lstm_embed.ir import Model
+from lstm_embed.pipeline import convert_ir
+from lstm_embed.qir import QModel
+
+pytestmark = pytest.mark.slow
+
+L = keras.layers
+T, FEATURES = 24, 2
+# Float IR (float64) vs predict (float32): rounding only.
+FLOAT_FORWARD_TOLERANCE = 1e-5
+# The issue's bound for int8 weights: max abs error vs Keras <= 5% of the output range.
+INT8_MAX_PCT_OF_RANGE = 5.0
+# Integer LayerNormalization against the float formula on the same int16 inputs, in output
+# LSBs: the output rounding (0.5) plus the Z16 normalized value's rounding (2**-17) times
+# gamma / output scale; measured 1.04 LSB on the trained model.
+LAYER_NORM_MAX_LSB = 1.5
+QEMU_BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")
+# The models learned their task (so the tolerances are measured on trained weights): held-out
+# accuracy of the classifiers, RMSE of the regressor as a fraction of the target's spread.
+MIN_ACCURACY = 0.9
+MAX_RELATIVE_RMSE = 0.2
+# The C's held-out accuracy against Keras', in points (one of 256 sequences is 0.4 points)
+ACCURACY_POINTS = 1.0
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def sine_classes(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy two-channel sines of one of three frequencies: (x (n, T, 2), class (n,))."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 3, n)
+    t = np.arange(T)
+    freq = (0.15 + 0.12 * label)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, (n, 1))
+    a = np.sin(freq * t + phase)
+    b = np.cos(0.5 * freq * t + phase) * rng.uniform(0.5, 1.5, (n, 1))
+    x = np.stack([a, b], -1) + 0.1 * rng.normal(size=(n, T, 2))
+    return x.astype(np.float32), label
+
+
+def smoothing_target(x: np.ndarray) -> np.ndarray:
+    """Per timestep: the mean of channel 0 over the last 5 steps minus channel 1 two steps ago
+    (a causal target, so a streaming model can learn it)."""
+    padded = np.concatenate([np.zeros_like(x[:, :4]), x], axis=1)
+    mean = np.mean([padded[:, k : k + T, 0] for k in range(5)], axis=0)
+    return (mean - padded[:, 2 : 2 + T, 1])[..., None].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class Recipe:
+    layers: Callable[[], list]
+    task: str  # "classes" (softmax over 3), "sequence" (per-step regression), "last" (regression)
+    epochs: int = 8
+
+
+RECIPES: dict[str, Recipe] = {
+    # causal Conv1D + LSTM, returning sequences: streamed with step(), equal to run()
+    "causal_conv_lstm": Recipe(
+        lambda: [
+            L.Conv1D(8, 3, padding="causal", dilation_rate=2, activation="relu"),
+            L.LSTM(16, return_sequences=True),
+            L.Dense(1),
+        ],
+        "sequence",
+    ),
+    "dense_relu_lstm": Recipe(
+        lambda: [L.Dense(8, activation="relu"), L.LSTM(12), L.Dense(3, activation="softmax")],
+        "classes",
+    ),
+    # BatchNormalization folds into the Dense after it
+    "lstm_batchnorm_dense": Recipe(
+        lambda: [L.LSTM(12), L.BatchNormalization(), L.Dense(3, activation="softmax")],
+        "classes",
+    ),
+    # ... and between two LSTMs it is an integer affine
+    "lstm_batchnorm_lstm": Recipe(
+        lambda: [
+            L.LSTM(12, return_sequences=True),
+            L.BatchNormalization(),
+            L.LSTM(8),
+            L.Dense(3, activation="softmax"),
+        ],
+        "classes",
+    ),
+    "lstm_layernorm_lstm": Recipe(
+        lambda: [
+            L.LSTM(12, return_sequences=True),
+            L.LayerNormalization(),
+            L.LSTM(8),
+            L.Dense(3, activation="softmax"),
+        ],
+        "classes",
+    ),
+    # activation layers: on their own (LeakyReLU, ReLU with options, tanh) and folded (Softmax)
+    "activation_layers": Recipe(
+        lambda: [
+            L.LSTM(12, return_sequences=True),
+            L.LeakyReLU(0.2),
+            L.LSTM(8, return_sequences=True),
+            L.Activation("tanh"),
+            L.ReLU(max_value=0.6, negative_slope=0.05),
+            L.Conv1D(6, 2, padding="causal"),
+            L.Activation("sigmoid"),
+            L.LSTM(6),
+            L.Dense(3),
+            L.Softmax(),
+        ],
+        "classes",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: keras.Model
+    ir: Model
+    qmodel: QModel
+    out: Path
+    x_test: np.ndarray  # float32, held out
+    keras_y: np.ndarray
+    target: np.ndarray  # the held-out classes or regression targets
+
+
+def train(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
+    """The trained model, its training inputs, the held-out inputs and their targets."""
+    recipe = RECIPES[name]
+    keras.utils.set_random_seed(sorted(RECIPES).index(name) + 1)
+    x, label = sine_classes(0, 768)
+    model = keras.Sequential([keras.Input((T, FEATURES)), *recipe.layers()])
+    if recipe.task == "classes":
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        y = label
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        y = smoothing_target(x)
+    model.fit(x[:512], y[:512], epochs=recipe.epochs, batch_size=32, verbose=0)
+    return model, x[:512], x[512:], y[512:]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained]:
+    cache: dict[str, Trained] = {}
+
+    def get(name: str) -> Trained:
+        if name not in cache:
+            model, x_train, x_test, target = train(name)
+            ir = read_keras_model(model, source=f"test_around_core {name}")
+            out = tmp_path_factory.mktemp(name) / "out"
+            conversion = convert_ir(ir, x_train[:256], out)
+            keras_y = model.predict(x_test, verbose=0)
+            cache[name] = Trained(model, ir, conversion.qmodel, out, x_test, keras_y, target)
+        return cache[name]
+
+    return get
+
+
+def inputs_of(case: Trained) -> tuple[np.ndarray, np.ndarray]:
+    """(int16, float32) inputs: held-out data, 3x beyond it, and saturating extremes."""
+    x = np.concatenate([case.x_test[:24], 3 * case.x_test[24:32]])
+    x_q = fp.quantize_input(x, case.qmodel.input_inv_scale)
+    x_q[-1] = np.where(np.arange(T)[:, None] % 2 == 0, -32768, 32767)
+    return x_q, x
+
+
+# ---------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_float_ir_equals_predict(trained, name):
+    case = trained(name)
+    y, _ = forward(case.ir, case.x_test)
+    np.testing.assert_allclose(y, case.keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_int8_c_within_tolerance_of_keras(trained, name):
+    case = trained(name)
+    y = run_entry_point(case.out, "run_f32", case.x_test)
+    error = float(np.max(np.abs(y - case.keras_y)))
+    pct = 100 * error / float(np.ptp(case.keras_y))
+    print(f"{name}: max abs error {error:.4g} = {pct:.2f}% of the output range")
+    assert pct <= INT8_MAX_PCT_OF_RANGE, f"{name}: {pct:.2f}% of the output range"
+    if RECIPES[name].task == "classes":
+        keras_accuracy = float(np.mean(np.argmax(case.keras_y, -1) == case.target))
+        c_accuracy = float(np.mean(np.argmax(y, -1) == case.target))
+        print(f"{name}: accuracy Keras {keras_accuracy:.4f}, C {c_accuracy:.4f}")
+        assert keras_accuracy >= MIN_ACCURACY
+        assert abs(c_accuracy - keras_accuracy) * 100 <= ACCURACY_POINTS
+    else:
+        rmse = float(np.sqrt(np.mean((case.keras_y - case.target) ** 2)))
+        assert rmse <= MAX_RELATIVE_RMSE * float(np.std(case.target))
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["strict", "asan-ubsan"])
+@pytest.mark.parametrize("name", RECIPES)
+def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
+    case = trained(name)
+    x_q, x = inputs_of(case)
+    for entry, e in ENTRY_POINTS.items():
+        inputs = x if e.float_input else x_q
+        got = run_entry_point(case.out, entry, inputs, sanitize=sanitize)
+        difference = compare_output(entry, expected_output(case.qmodel, entry, inputs), got)
+        assert difference is None, f"{name}: {difference}"
+
+
+def test_causal_conv_streams_step_equal_to_run(trained):
+    """The causal Conv1D holds its last inputs in the state: step() one timestep at a time
+    gives run()'s outputs at every timestep (host C), and both equal Keras per timestep."""
+    case = trained("causal_conv_lstm")
+    assert case.qmodel.head_start == 2  # the Conv1D and the LSTM advance every step
+    x_q, _ = inputs_of(case)
+    stepped = run_entry_point(case.out, "step", x_q)
+    assert np.array_equal(stepped, run_entry_point(case.out, "run", x_q))
+    states = reference.initial_state(case.qmodel, len(x_q))
+    streamed = np.stack([reference.step(case.qmodel, states, x_q[:, t]) for t in range(T)], axis=1)
+    assert np.array_equal(stepped, streamed)
+
+
+def test_batch_norm_folds_next_to_dense_and_is_an_affine_elsewhere(trained):
+    assert [la.kind for la in trained("lstm_batchnorm_dense").qmodel.layers] == ["lstm", "dense"]
+    kinds = [la.kind for la in trained("lstm_batchnorm_lstm").qmodel.layers]
+    assert kinds == ["lstm", "batch_norm", "lstm", "dense"]
+
+
+def test_softmax_folds_into_a_linear_dense(trained):
+    layers = trained("activation_layers").qmodel.layers
+    kinds = [la.kind for la in layers]
+    assert kinds[-1] == "dense" and layers[-1].activation == "softmax"
+    assert kinds.count("activation") == 4
+
+
+def test_layer_norm_integer_error(trained):
+    """The integer LayerNormalization alone, on the int16 outputs of the LSTM before it,
+    against the float formula on the same values (the quantized LSTM's error left out)."""
+    case = trained("lstm_layernorm_lstm")
+    lstm, norm = case.qmodel.layers[:2]
+    x_q = fp.quantize_input(case.x_test, case.qmodel.input_inv_scale)
+    state = lstm.initial_state(len(x_q))
+    h_q = np.stack([lstm.step(x_q[:, t], state, case.qmodel.tables)[0] for t in range(T)], 1)
+    y_q = np.stack([norm.step(h_q[:, t], None, {})[0] for t in range(T)], axis=1)
+    y = case.ir.layers[1].forward(h_q * 2.0**-15).output
+    lsb = float(np.max(np.abs(y_q * norm.output_scale - y)) / norm.output_scale)
+    print(f"integer LayerNormalization: max error {lsb:.2f} output LSBs")
+    assert lsb <= LAYER_NORM_MAX_LSB
+
+
+def test_inspect_counts_keras_params(trained, tmp_path, capsys):
+    for name in RECIPES:
+        model = trained(name).model
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        assert cli.main(["inspect", str(path)]) == 0, name
+        table = capsys.readouterr().out
+        for layer in model.layers:
+            row = next(line for line in table.splitlines() if line.startswith(layer.name + " "))
+            assert str(layer.count_params()) in row.split(), (name, layer.name, row)
+
+
+def test_trace_and_compare_report(trained, tmp_path):
+    case = trained("activation_layers")
+    np.save(tmp_path / "x.npy", case.x_test[:16])
+    path = tmp_path / "m.keras"
+    case.model.save(path)
+    assert cli.main(["trace", str(case.out), "-i", str(tmp_path / "x.npy"),
+                     "-o", str(tmp_path / "t.npz")]) == 0  # fmt: skip
+    argv = ["compare", str(path), str(case.out), "-i", str(tmp_path / "x.npy"),
+            "--report", str(tmp_path / "report")]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+@pytest.mark.firmware
+@pytest.mark.parametrize("board", QEMU_BOARDS)
+@pytest.mark.parametrize("name", RECIPES)
+def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
+    from lstm_embed import firmware
+
+    case = trained(name)
+    x_q, x = inputs_of(case)
+    x_q, x = x_q[-6:], x[-6:]  # the beyond-range and saturating sequences among them
+    got = firmware.run_entry_points(case.out, board, list(ENTRY_POINTS), x_q, x)
+    for entry, e in ENTRY_POINTS.items():
+        want = expected_output(case.qmodel, entry, x if e.float_input else x_q)
+        difference = compare_output(entry, want, got[entry])
+        assert difference is None, f"{name} on {board}: {difference}"
