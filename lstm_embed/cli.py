@@ -132,10 +132,11 @@ def print_summary(report: dict) -> None:
     if calibration:
         cells = ", ".join(
             f"{la['layer']} {la['cell_format'].split()[0]} ({la['cell_saturated']} saturated)"
-            for la in calibration["lstm_layers"]
+            for la in calibration["recurrent_layers"]
+            if "cell_format" in la  # LSTM layers; a GRU's state is h alone (Q0.15)
         )
         clipped = calibration["input"]["clipped_values"]
-        print(f"cell formats: {cells}; calibration inputs clipped: {clipped}")
+        print(f"cell formats: {cells or 'none'}; calibration inputs clipped: {clipped}")
     for key, oracle in (("calibration_error_vs_keras", "Keras"),
                         ("calibration_error_vs_float_model", "the float model")):  # fmt: skip
         error = report.get(key)

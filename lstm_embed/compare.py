@@ -27,6 +27,7 @@ from .ir import Model
 from .qir import Q15_SCALE, QMODEL_FILE, QModel, load_qmodel, save_qmodel
 from .report import errors
 from .report import task_metrics as report_task_metrics
+from .trace import layer_steps
 
 __all__ = ["QMODEL_FILE", "compare", "dequantized_ir", "load_qmodel", "save_qmodel"]
 
@@ -146,30 +147,35 @@ def _per_step(error: np.ndarray) -> dict[str, list[float]]:
 
 
 def layer_errors(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any]]:
-    """Per LSTM layer and timestep: |h| and |c| error of the integer reference vs float."""
+    """Per recurrent layer and timestep: |h| error (and an LSTM's |c| error) of the integer
+    reference vs float."""
     x_q = fp.quantize_input(x, qmodel.input_inv_scale)
     trace = reference.Trace()
     reference.run(qmodel, x_q, trace=trace)
     _, float_traces = forward(ir, x.astype(np.float64))
-    lstm_traces = [t for t, la in zip(float_traces, ir.layers, strict=True) if la.kind == "lstm"]
     result = []
-    for k, (qlayer, float_trace) in enumerate(zip(qmodel.lstm_layers, lstm_traces, strict=True)):
-        h = np.stack([step[k].h_q15 for step in trace.steps], axis=1) * Q15_SCALE
-        c_q = np.stack([step[k].c for step in trace.steps], axis=1)
-        c = c_q * 2.0**-qlayer.cell_stored_frac
-        result.append(
-            {
-                "layer": qlayer.name,
+    for qlayer, float_trace in zip(qmodel.layers, float_traces, strict=True):
+        steps = layer_steps(trace, qlayer.name) if qlayer.recurrent else []
+        if not steps:
+            continue
+        h = np.stack([s.h_q15 for s in steps], axis=1) * Q15_SCALE
+        row: dict[str, Any] = {
+            "layer": qlayer.name,
+            "h_error": _per_step(np.abs(h - float_trace.output)),
+            "h_max_abs_error": float(np.max(np.abs(h - float_trace.output))),
+        }
+        if float_trace.cell is not None:
+            c_q = np.stack([s.c for s in steps], axis=1)
+            c = c_q * 2.0**-qlayer.cell_stored_frac
+            row |= {
                 "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_stored_frac}",
-                "h_error": _per_step(np.abs(h - float_trace.output)),
                 "c_error": _per_step(np.abs(c - float_trace.cell)),
-                "h_max_abs_error": float(np.max(np.abs(h - float_trace.output))),
                 "c_max_abs_error": float(np.max(np.abs(c - float_trace.cell))),
                 "cell_saturated": int(np.sum(np.abs(c_q) >= qlayer.cell_limits[1])),
                 "float_max_abs_cell": float(np.max(np.abs(float_trace.cell))),
                 "cell_limit": float(fp.INT16_MAX * 2.0**-qlayer.cell_frac),
             }
-        )
+        result.append(row)
     return result
 
 
@@ -196,8 +202,10 @@ def stream_errors(ir: Model, qmodel: QModel, x: np.ndarray, steps: int) -> dict[
     float_y, float_traces = forward(every_step(ir), streams.astype(np.float64))
     error = np.abs(y - float_y)
     saturated = [
-        int(sum(np.sum(np.abs(step[k].c) >= layer.cell_limits[1]) for step in trace.steps))
-        for k, layer in enumerate(qmodel.lstm_layers)
+        int(
+            sum(np.sum(np.abs(s.c) >= layer.cell_limits[1]) for s in layer_steps(trace, layer.name))
+        )
+        for layer in qmodel.lstm_layers
     ]
     float_cells = [float(np.max(np.abs(t.cell))) for t in float_traces if t.cell is not None]
     return {

@@ -55,6 +55,8 @@ def plot_layers(path: Path, layers: list[dict[str, Any]]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharex=True)
     for layer in layers:
         for ax, key in zip(axes, ("h_error", "c_error"), strict=True):
+            if key not in layer:  # a GRU keeps no cell
+                continue
             steps = np.arange(len(layer[key]["max"]))
             (line,) = ax.plot(steps, layer[key]["max"], label=f"{layer['layer']} max")
             ax.plot(steps, layer[key]["mean"], "--", color=line.get_color(), label="mean")
@@ -156,11 +158,11 @@ def _analysis(numbers: dict[str, Any]) -> list[str]:
         "## Per layer",
         "",
         "Integer reference (equal to the C bit for bit) against the float forward pass of the"
-        " same Keras weights, per LSTM layer over all timesteps.",
+        " same Keras weights, per recurrent layer over all timesteps (cell columns: LSTM).",
         "",
         *_table(
             [heading for _, heading in LAYER_COLUMNS],
-            [[la[key] for key, _ in LAYER_COLUMNS] for la in numbers["layers"]],
+            [[la.get(key, "") for key, _ in LAYER_COLUMNS] for la in numbers["layers"]],
         ),
         "",
         f"![h and c error per timestep]({LAYERS})",

@@ -109,7 +109,7 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
     report["calibration"] = {
         "samples": len(x),
         "input": input_clipping(qmodel, x),
-        "lstm_layers": calibration_ranges(ir, qmodel, x),
+        "recurrent_layers": calibration_ranges(ir, qmodel, x),
     }
     if keras_y is not None:
         report["calibration_error_vs_keras"] = errors(keras_y, run_float(qmodel, x))

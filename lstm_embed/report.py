@@ -121,12 +121,14 @@ def task_metrics(
 
 
 def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any]]:
-    """Per LSTM layer on the calibration data: float ranges of every gate pre-activation, the
-    cell and the hidden state (formats are chosen from the max), and how many integer values
-    saturated (cell at the int16 limits, gate pre-activations at the int32 limits)."""
+    """Per recurrent layer on the calibration data: float ranges of every gate (row)
+    pre-activation and of the hidden state, of an LSTM's cell too (formats are chosen from the
+    max), and how many integer values saturated (gate pre-activations at the int32 limits, LSTM
+    cells at their limits)."""
     from . import fixedpoint as fp
     from . import reference
     from .float_model import forward
+    from .trace import layer_steps
 
     sample = np.asarray(x[: min(len(x), 512)], dtype=np.float32)
     _, traces = forward(ir, sample)
@@ -134,19 +136,21 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
     x_q = fp.quantize_input(sample, qmodel.input_inv_scale)
     reference.run(qmodel, x_q, trace)
     rows: list[dict[str, Any]] = []
-    lstm_index = 0
     for layer, float_trace, qlayer in zip(ir.layers, traces, qmodel.layers, strict=True):
-        if layer.kind != "lstm":
+        steps = layer_steps(trace, qlayer.name) if layer.recurrent else []
+        if not steps:
             continue
-        steps = [step[lstm_index] for step in trace.steps]
-        c_q = np.stack([s.c for s in steps])
         z_q = np.stack([s.z for s in steps])
-        rows.append(
-            {
-                "layer": layer.name,
-                "gate_preactivation_max_abs": {
-                    g: float(np.max(np.abs(z))) for g, z in float_trace.gate_preactivations.items()
-                },
+        row: dict[str, Any] = {
+            "layer": layer.name,
+            "type": layer.keras_class,
+            "gate_preactivation_max_abs": {
+                g: float(np.max(np.abs(z))) for g, z in float_trace.gate_preactivations.items()
+            },
+        }
+        if float_trace.cell is not None:
+            c_q = np.stack([s.c for s in steps])
+            row |= {
                 "cell_max_abs": float(np.max(np.abs(float_trace.cell))),
                 "hidden_max_abs": float(np.max(np.abs(float_trace.output))),
                 "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_stored_frac}"
@@ -154,11 +158,12 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
                 "cell_saturated": int(
                     np.sum((c_q >= qlayer.cell_limits[1]) | (c_q <= qlayer.cell_limits[0]))
                 ),
-                "gate_saturated": int(np.sum(np.abs(z_q) >= fp.INT32_MAX)),
-                "values": int(c_q.size),
             }
-        )
-        lstm_index += 1
+        else:
+            row["hidden_max_abs"] = float(np.max(np.abs(float_trace.output)))
+        row["gate_saturated"] = int(np.sum(np.abs(z_q) >= fp.INT32_MAX))
+        row["values"] = int(np.stack([s.h_q15 for s in steps]).size)
+        rows.append(row)
     return rows
 
 

@@ -38,6 +38,8 @@ SUPPORTED = (
     "functional_chain",
     "time_distributed",
     "batchnorm",
+    "gru",  # reset_after=True: bias (2, 3n)
+    "gru_reset_before",  # reset_after=False: bias (3n,)
 )
 # BatchNormalization is folded into its Dense neighbour: the IR holds fewer parameters
 FOLDED = ("batchnorm",)

@@ -15,6 +15,7 @@ from . import (
     batch_norm,
     conv1d,
     dense,
+    gru,
     identity,
     layer_norm,
     lstm,
@@ -22,6 +23,7 @@ from . import (
 )
 from .base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
 from .dense import DenseLayer, QDenseLayer
+from .gru import GRULayer, QGRULayer
 from .lstm import LSTMLayer, QLSTMLayer
 
 # the quantized layers of the kinds around the recurrent core
@@ -36,6 +38,7 @@ Reader = Callable[[LayerSpec, int], FloatLayer | None]
 
 READERS: dict[str, Reader] = {
     "LSTM": lstm.read,
+    "GRU": gru.read,
     "Dense": dense.read,
     "TimeDistributed": time_distributed.read,
     "BatchNormalization": batch_norm.read,
@@ -50,7 +53,7 @@ READERS: dict[str, Reader] = {
 
 # Quantized layer types by class name, for reading an integer model back from disk
 QLAYER_TYPES: dict[str, type] = {
-    t.__name__: t for t in (QLSTMLayer, QDenseLayer, *AROUND_CORE_QLAYERS)
+    t.__name__: t for t in (QLSTMLayer, QGRULayer, QDenseLayer, *AROUND_CORE_QLAYERS)
 }
 
 SUPPORTED = ", ".join(["InputLayer", *READERS])
@@ -98,9 +101,11 @@ __all__ = [
     "SUPPORTED",
     "DenseLayer",
     "FloatLayer",
+    "GRULayer",
     "IRError",
     "LSTMLayer",
     "QDenseLayer",
+    "QGRULayer",
     "QLSTMLayer",
     "QLayer",
     "QuantizeError",
