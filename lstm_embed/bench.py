@@ -31,6 +31,7 @@ from .boards import EMULATED_BOARDS, Board, get_board
 from .cformat import c_int_array
 from .emit import render
 from .ir import DenseLayer, LSTMLayer, Model
+from .layers.gru import GRULayer
 from .pipeline import Conversion, convert_ir
 from .quantize import QuantizeOptions
 
@@ -39,34 +40,47 @@ KERNELS = ("reference", "optimized")
 NAME = "bench"
 
 
+LAYER_KINDS = ("lstm", "gru")
+GATE_ROWS = {"lstm": 4, "gru": 3}  # weight rows per unit: MACs = rows * n * (m + n)
+
+
 @dataclass(frozen=True)
 class Shape:
-    """One benchmarked model: LSTM layers (units each), then Dense layers (units, activation)."""
+    """One benchmarked model: recurrent layers of kind ``layer`` (LSTM or GRU; units each),
+    then Dense layers (units, activation)."""
 
     label: str
     input_size: int
-    lstm_units: tuple[int, ...]
+    lstm_units: tuple[int, ...]  # units of each recurrent layer (LSTM or GRU)
     dense: tuple[tuple[int, str], ...] = ()
     recurrent_activation: str = "sigmoid"
     input_scale: float = 1.0  # calibration range; a wide one makes input rows' shifts < 33
     input_shift: int | str = 0  # QuantizeOptions.input_shift: 0..6 or "auto"
     gate_bias: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 0.0)  # i f g o; forget 1
+    layer: str = "lstm"  # the recurrent layers' kind
+    reset_after: bool = True  # GRU: Keras' default form
 
     @property
     def macs(self) -> int:
-        """4*n*(m+n) per LSTM layer plus inputs*units per Dense layer."""
+        """4*n*(m+n) per LSTM layer (3*n*(m+n) per GRU layer) plus inputs*units per Dense
+        layer."""
         total, width = 0, self.input_size
         for n in self.lstm_units:
-            total, width = total + 4 * n * (width + n), n
+            total, width = total + GATE_ROWS[self.layer] * n * (width + n), n
         for units, _ in self.dense:
             total, width = total + width * units, units
         return total
 
     def ir(self, seed: int) -> Model:
         rng = np.random.default_rng(seed)
-        layers: list[LSTMLayer | DenseLayer] = []
+        layers: list[LSTMLayer | GRULayer | DenseLayer] = []
         width = self.input_size
         for k, n in enumerate(self.lstm_units):
+            sequences = k + 1 < len(self.lstm_units)
+            if self.layer == "gru":
+                layers.append(self._gru(rng, k, width, n, sequences))
+                width = n
+                continue
             limit = np.sqrt(6.0 / (width + 4 * n))  # Glorot uniform, like Keras' default
             bias = np.repeat(np.asarray(self.gate_bias, dtype=np.float64), n)
             layers.append(
@@ -78,7 +92,7 @@ class Shape:
                     recurrent_kernel=rng.normal(0.0, 1.0 / np.sqrt(n), (n, 4 * n)),
                     bias=bias,
                     recurrent_activation=self.recurrent_activation,
-                    return_sequences=k + 1 < len(self.lstm_units),
+                    return_sequences=sequences,
                 )
             )
             width = n
@@ -90,6 +104,22 @@ class Shape:
             width = units
         return Model(name=NAME, input_size=self.input_size, timesteps=None, layers=tuple(layers))
 
+    def _gru(self, rng: np.random.Generator, k: int, width: int, n: int, sequences: bool):
+        """A GRU with Keras' default initializers' scales and small random biases (z, r, h)."""
+        limit = np.sqrt(6.0 / (width + 3 * n))
+        shape = (2, 3 * n) if self.reset_after else (3 * n,)
+        return GRULayer(
+            name=f"gru{k}",
+            input_size=width,
+            units=n,
+            kernel=rng.uniform(-limit, limit, (width, 3 * n)),
+            recurrent_kernel=rng.normal(0.0, 1.0 / np.sqrt(n), (n, 3 * n)),
+            bias=rng.uniform(-0.1, 0.1, shape),
+            reset_after=self.reset_after,
+            recurrent_activation=self.recurrent_activation,
+            return_sequences=sequences,
+        )
+
 
 SHAPES = (
     Shape("1/3", 1, (3,)),
@@ -100,6 +130,9 @@ SHAPES = (
     Shape("6/64+dense 6 softmax", 6, (64,), ((6, "softmax"),)),
     # inputs of scale 4: --input-shift auto picks k > 0 (3), the cost of the scaled input part
     Shape("6/64 inputs x4, input shift auto", 6, (64,), input_scale=4.0, input_shift="auto"),
+    Shape("gru 1/3", 1, (3,), layer="gru"),
+    Shape("gru 8/32", 8, (32,), layer="gru"),
+    Shape("gru 6/64", 6, (64,), layer="gru"),
 )
 QUICK_SHAPES = (SHAPES[0], SHAPES[1])
 QUICK_BOARDS = ("qemu-m0", "qemu-m4")
@@ -111,6 +144,11 @@ TARGETS = (
     ("qemu-m4", "1/3", "per_step", 400.0),
     ("qemu-m0", "6/64", "per_mac", 5.5),
     ("qemu-m55", "6/64", "per_mac", 0.5),
+    # the GRU issue: MACs = 3*n*(m+n)
+    ("qemu-m4", "gru 6/64", "per_mac", 1.6),
+    ("qemu-m4", "gru 1/3", "per_step", 450.0),
+    ("qemu-m0", "gru 6/64", "per_mac", 6.0),
+    ("qemu-m55", "gru 6/64", "per_mac", 0.55),
 )
 # CMSIS-NN arm_lstm_unidirectional_s8 measured the same way (../shared/notes/cortex-m-qemu.md)
 CMSIS_NN = {("qemu-m4", "6/64"): 4.06, ("qemu-m4", "8/32"): 5.76, ("qemu-m0", "6/64"): 10.6}
@@ -129,6 +167,7 @@ class Result:
     state_bytes: int  # the state struct: h, c, scratch
     stack_bytes: int  # stack high-water mark of NAME_step, by painting
     units: int
+    layer: str = "lstm"  # the recurrent layers' kind (bench.LAYER_KINDS)
     outputs: list[list[int]] = field(default_factory=list, repr=False)
 
     @property
@@ -323,6 +362,7 @@ def run_one(shape: Shape, board_name: str, kernel: str, work: Path, report: dict
         state_bytes=sizes.bss,
         stack_bytes=stack,
         units=sum(shape.lstm_units),
+        layer=shape.layer,
         outputs=outputs,
     )
 

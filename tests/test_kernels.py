@@ -41,6 +41,33 @@ SHIFT_SHAPES = (
         "3x7,2 hard shift 2 wide", 3, (7, 2), (), "hard_sigmoid", input_scale=1e2, input_shift=2
     ),
 )
+# GRU layers (Shape(layer="gru")): the same tails and paths, plus the DSP kernel's looped
+# recurrent pairs (50 units: 25 pairs = 3 x 8 + 1; M55: 7 chunks), the reset_after=False form
+# ("gru_b": z and r first, then the candidate over [x; r*h]) and odd inputs with a shift, whose
+# input and recurrent columns every GRU layout pads apart.
+GRU_SHAPES = (
+    bench.Shape("gru 1x1", 1, (1,), layer="gru"),
+    bench.Shape("gru 7x3+dense", 7, (3,), ((2, "linear"),), layer="gru"),
+    bench.Shape("gru 7x13,5", 7, (13, 5), layer="gru"),
+    bench.Shape("gru 3x50", 3, (50,), layer="gru"),
+    bench.Shape("gru 9x6 wide", 9, (6,), input_scale=100.0, layer="gru"),
+    bench.Shape("gru 3x7,2 hard wide", 3, (7, 2), (), "hard_sigmoid", 1e2, layer="gru"),
+    bench.Shape("gru 1x5 shift 1", 1, (5,), input_shift=1, layer="gru"),
+    bench.Shape("gru 9x44 shift 3 wide", 9, (44,), input_scale=4.0, input_shift=3, layer="gru"),
+    bench.Shape("gru_b 7x13,5", 7, (13, 5), layer="gru", reset_after=False),
+    bench.Shape("gru_b 3x50", 3, (50,), layer="gru", reset_after=False),
+    bench.Shape("gru_b 9x6 wide", 9, (6,), input_scale=100.0, layer="gru", reset_after=False),
+    bench.Shape(
+        "gru_b 3x7,2 hard shift 2",
+        3,
+        (7, 2),
+        (),
+        "hard_sigmoid",
+        input_shift=2,
+        layer="gru",
+        reset_after=False,
+    ),
+)
 SHAPES = (
     bench.Shape("1x1", 1, (1,)),
     bench.Shape("7x3", 7, (3,)),
@@ -51,6 +78,7 @@ SHAPES = (
     bench.Shape("3x7,2 hard wide", 3, (7, 2), recurrent_activation="hard_sigmoid", input_scale=1e2),
     *SHIFT_SHAPES,
     bench.Shape(SATURATING, 4, (6,), gate_bias=(5.0, 5.0, 5.0, 0.0)),
+    *GRU_SHAPES,
 )
 CORES = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")  # M7/M33 share the M4's DSP kernel
 
@@ -108,6 +136,32 @@ def test_shapes_exercise_every_kernel_path(converted: dict) -> None:
     assert layers["3x7,2 hard wide"] == [(False, "hard_sigmoid"), (True, "hard_sigmoid")]
     assert layers["9x44"] == [(True, "sigmoid")]
     assert layers["3x7,2 hard shift 2 wide"] == [(False, "hard_sigmoid"), (True, "hard_sigmoid")]
+
+
+def test_gru_shapes_exercise_every_kernel_path(converted: dict) -> None:
+    """Both requantizations and both GRU forms, hard_sigmoid, input shifts, and recurrent parts
+    long enough for the DSP kernel's pair loop (> 16 pairs) and the MVE kernel's chunk loop
+    (> 4 chunks) keep being covered, all on the optimized kernels."""
+    layers = {
+        label: [
+            (layouts.fast_requant(la), la.reset_after, la.recurrent_activation, la.input_shift)
+            for la in conv.recurrent_layers
+        ]
+        for label, (_, _, conv) in converted.items()
+        if label.startswith("gru")
+    }
+    assert layers["gru 9x6 wide"] == [(False, True, "sigmoid", 0)]
+    assert layers["gru_b 9x6 wide"] == [(False, False, "sigmoid", 0)]
+    assert layers["gru 3x7,2 hard wide"] == [
+        (False, True, "hard_sigmoid", 0),
+        (True,) * 2 + ("hard_sigmoid", 0),
+    ]
+    assert layers["gru_b 3x7,2 hard shift 2"][0][1:] == (False, "hard_sigmoid", 2)
+    assert layers["gru 9x44 shift 3 wide"] == [(True, True, "sigmoid", 3)]
+    assert all(la.units > 48 for la in converted["gru 3x50"][2].recurrent_layers)
+    for label, (_, _, conv) in converted.items():
+        if label.startswith("gru"):
+            assert all(la.kind == "gru" and not la.portable_only for la in conv.recurrent_layers)
 
 
 def test_shift_shapes_run_the_optimized_kernels(converted: dict) -> None:
