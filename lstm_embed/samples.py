@@ -6,6 +6,8 @@
   LSTM(16, return_sequences) -> LSTM(16) -> Dense(1) predicting the next clean position.
 - ``logits``: which of 4 frequency patterns a noisy 6-channel signal carries (T=50),
   LSTM(64) -> Dense(4) linear logits.
+- ``gru_digits``: the digits as above, GRU(32) -> Dense(10, softmax).
+- ``gru_stacked``: the oscillator as above, GRU(16, return_sequences) -> LSTM(16) -> Dense(1).
 
 Trained models are cached under ``$LSTM_EMBED_CACHE/samples`` (default
 ``~/.cache/lstm-embed/samples``) keyed by a hash of this file, the Keras version and its
@@ -155,6 +157,25 @@ def _logits_model() -> keras.Model:
     )
 
 
+def _gru_digits_model() -> keras.Model:
+    return keras.Sequential(
+        [keras.Input((8, 8)), keras.layers.GRU(32), keras.layers.Dense(10, "softmax")],
+        name="gru_digits",
+    )
+
+
+def _gru_stacked_model() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((50, 2)),
+            keras.layers.GRU(16, return_sequences=True),
+            keras.layers.LSTM(16),
+            keras.layers.Dense(1),
+        ],
+        name="gru_stacked",
+    )
+
+
 @dataclass(frozen=True)
 class Recipe:
     kind: str
@@ -180,6 +201,16 @@ RECIPES: dict[str, Recipe] = {
         32,
         5e-3,
     ),
+    "gru_digits": Recipe(
+        "classifier",
+        digits_data,
+        _gru_digits_model,
+        "sparse_categorical_crossentropy",
+        40,
+        32,
+        1e-2,
+    ),
+    "gru_stacked": Recipe("regressor", stacked_data, _gru_stacked_model, "mse", 25, 32, 5e-3),
 }
 
 

@@ -49,7 +49,7 @@ def describe(s: Sample) -> str:
     layers = [
         f"{type(la).__name__}({la.units})"
         for la in s.model.layers
-        if isinstance(la, keras.layers.LSTM | keras.layers.Dense)
+        if isinstance(la, keras.layers.LSTM | keras.layers.GRU | keras.layers.Dense)
     ]
     steps, features = s.model.input_shape[1:]
     return f"{s.name}: {steps}x{features} -> " + " -> ".join(layers)
