@@ -23,7 +23,7 @@ from .float_model import forward
 from .frontend import load_model
 from .hostbuild import read_report, run_host
 from .inputs import InputRule, check_input
-from .ir import Model
+from .ir import Model, leaf_traces
 from .qir import Q15_SCALE, QMODEL_FILE, QModel, load_qmodel, save_qmodel
 from .report import errors
 from .report import task_metrics as report_task_metrics
@@ -84,7 +84,9 @@ def live_predict(model_path: str | Path, ir: Model, x: np.ndarray) -> tuple[np.n
     live = keras_live.load(model_path)
     if live is not None:
         model, description = live
-        return np.asarray(model.predict(x, verbose=0), dtype=np.float64), description
+        # a stateful model: the rows are one stream (Keras needs batch_size=1 for it)
+        batch = 1 if ir.stateful else None
+        return np.asarray(model.predict(x, verbose=0, batch_size=batch), np.float64), description
     y, _ = forward(ir, np.asarray(x, np.float64))
     return y, "lstm-embed float model (Keras is not importable here; tests hold it equal to Keras)"
 
@@ -130,8 +132,16 @@ def input_clipping(x: np.ndarray, input_scale: np.ndarray) -> dict[str, Any]:
 
 def every_step(model: Model | QModel) -> Model | QModel:
     """The same model with every recurrent layer returning sequences (an output per step)."""
-    layers = [replace(la, return_sequences=True) if la.recurrent else la for la in model.layers]
-    return replace(model, layers=tuple(layers))
+    return replace(model, layers=tuple(_returning_sequences(la) for la in model.layers))
+
+
+def _returning_sequences(layer: Any) -> Any:
+    if not layer.recurrent:
+        return layer
+    inner = getattr(layer, "layer", None)  # go_backwards / stateful around a kind
+    if inner is not None:
+        return replace(layer, layer=_returning_sequences(inner))
+    return replace(layer, return_sequences=True)
 
 
 every_step_q = every_step
@@ -154,11 +164,13 @@ def layer_errors(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any
     reference.run(qmodel, x_q, trace=trace)
     _, float_traces = forward(ir, x.astype(np.float64))
     result = []
-    for qlayer, float_trace in zip(qmodel.layers, float_traces, strict=True):
+    # a Bidirectional's forward and backward layers apart; each in its processing order
+    leaves = zip(qmodel.leaf_layers, leaf_traces(ir.layers, float_traces), strict=True)
+    for qlayer, float_trace in leaves:
         steps = layer_steps(trace, qlayer.name) if qlayer.recurrent else []
         if not steps:
             continue
-        h = np.stack([s.h_q15 for s in steps], axis=1) * Q15_SCALE
+        h = np.stack([s.h_q15 for s in steps], axis=1) * qlayer.output_feature_scale
         row: dict[str, Any] = {
             "layer": qlayer.name,
             "h_error": _per_step(np.abs(h - float_trace.output)),
@@ -242,7 +254,8 @@ def analyse(
 ) -> dict[str, Any]:
     return {
         "layers": layer_errors(ir, qmodel, x),
-        "stream": stream_errors(ir, qmodel, x, steps),
+        # step() streams; a run-only model has no step()
+        **({"stream": stream_errors(ir, qmodel, x, steps)} if qmodel.streaming else {}),
         "error_budget": error_budget(ir, qmodel, x, keras_y),
     }
 

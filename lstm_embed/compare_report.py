@@ -153,7 +153,6 @@ LAYER_COLUMNS = [
 
 def _analysis(numbers: dict[str, Any]) -> list[str]:
     budget = numbers["error_budget"]
-    stream = numbers["stream"]
     lines = [
         "## Per layer",
         "",
@@ -183,6 +182,12 @@ def _analysis(numbers: dict[str, Any]) -> list[str]:
         "",
         "## Long sequences",
         "",
+    ]
+    stream = numbers.get("stream")
+    if stream is None:  # a run-only model (Bidirectional, go_backwards): no step() to stream
+        return [*lines, "The model has no step() (run only): no streamed steps to measure.", ""]
+    return [
+        *lines,
         f"{stream['sequences']} streams of {stream['steps']} steps (consecutive input sequences"
         " joined), one step() at a time, against the float forward pass. Max abs output error"
         f" {stream['max_abs_error_first_quarter']:.4g} in the first quarter,"
@@ -192,7 +197,6 @@ def _analysis(numbers: dict[str, Any]) -> list[str]:
         f"![error over a long stream]({STREAM})",
         "",
     ]
-    return lines
 
 
 def write_report(
@@ -202,6 +206,7 @@ def write_report(
     plot_histogram(report_dir / HISTOGRAM, keras_y, c_y)
     if "layers" in numbers:
         plot_layers(report_dir / LAYERS, numbers["layers"])
-        plot_stream(report_dir / STREAM, numbers["stream"])
+        if "stream" in numbers:
+            plot_stream(report_dir / STREAM, numbers["stream"])
     (report_dir / "report.md").write_text(markdown(numbers))
     (report_dir / "report.json").write_text(json.dumps(jsonable(numbers), indent=2) + "\n")

@@ -121,21 +121,80 @@ def shared_scratch(model: QModel) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+def _member(field: dict[str, Any], index: int) -> str:
+    """The state struct member of a layer's field: <name>_<index>, then the field's suffix
+    (a Bidirectional's inner layers: <name>_<index>f, <name>_<index>b)."""
+    return f"{field['name']}_{index}{field.get('suffix', '')}"
+
+
 def _state_groups(fields: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
     """State members zeroed by reset(), grouped by length (one loop each)."""
     groups: dict[int, list[str]] = {}
     for field in fields:
-        groups.setdefault(field["size"], []).append(f"{field['name']}_{index}")
+        groups.setdefault(field["size"], []).append(_member(field, index))
     return [{"size": size, "fields": names} for size, names in groups.items()]
+
+
+def window_wiring(model: QModel) -> list[dict[str, Any]]:
+    """Run-only models: what each layer reads and writes over the window (layer by layer).
+
+    Layer i reads the model input (layer 0) or state->seq_q[(i - 1) % 2] and writes
+    state->seq_q[i % 2], the last one y_q; ``sequence_in``: its input has a timestep axis.
+    Layers that step (``per_step``) are called once per timestep with ``src`` pointing at the
+    timestep they read (from the last one first when ``go_backwards``); a recurrent one leaves
+    its output in its state (``dst``), copied to ``out`` + slot; a whole-window layer
+    (Bidirectional) is called once on the buffers.
+    """
+    wiring = []
+    last = len(model.layers) - 1
+    src, width, sequence = "x_q", model.input_size, True
+    for index, layer in enumerate(model.layers):
+        out = "y_q" if index == last else f"state->seq_q[{index % 2}]"
+        size = layer.output_size
+        keeps = not layer.recurrent or layer.return_sequences
+        backwards = bool(getattr(layer, "go_backwards", False))
+        per_step = not (sequence and hasattr(layer, "window"))  # else its own window function
+        item: dict[str, Any] = {
+            "in": src,
+            "out": out,
+            "in_width": width,
+            "out_width": size,
+            "sequence_in": sequence,
+            "sequence_out": sequence and keeps,
+            "per_step": per_step,
+            "recurrent": layer.recurrent,
+            "backwards": backwards,
+            "tmp": "state->scratch_q[0]",
+        }
+        at = "(timesteps - 1 - t)" if backwards else "t"
+        if not per_step:
+            item |= {"src": src, "dst": out}
+        elif layer.recurrent:
+            output = layer.state_fields()[0]["name"]  # every recurrent kind's output state
+            item |= {"src": f"{src} + {at} * {width}", "dst": f"state->{output}_{index}"}
+        elif sequence:
+            item |= {"src": f"{src} + t * {width}", "dst": f"{out} + t * {size}"}
+        else:
+            item |= {"src": src, "dst": out}
+        wiring.append(item)
+        src, width, sequence = out, size, sequence and keeps
+    return wiring
+
+
+def window_width(model: QModel) -> int:
+    """int16 values per timestep of a run-only model's two window buffers: the widest of the
+    input (run_f32 quantizes it there) and every layer's output."""
+    return max([model.input_size, *(la.output_size for la in model.layers)])
 
 
 def layer_contexts(model: QModel) -> list[dict[str, Any]]:
     contexts = []
     for index, (layer, wiring) in enumerate(zip(model.layers, wire(model), strict=True)):
-        fields = layer.state_fields()
+        fields = [{**f, "member": _member(f, index)} for f in layer.state_fields()]
         contexts.append(
             {
                 **layer.context(index),
+                "stateful": bool(getattr(layer, "stateful", False)),
                 **wiring,
                 "kind": layer.kind,
                 "template": layer.template,
@@ -155,7 +214,9 @@ HARD_SIGMOID_DESCRIPTIONS = {
 
 def _hard_sigmoid_slope(model: QModel) -> dict[str, int]:
     """The one hard_sigmoid slope of the model's C (Keras 2 and 3 differ; a file has one)."""
-    kinds = {la.recurrent_activation for la in model.recurrent_layers if la.hard_sigmoid}
+    kinds = {
+        la.recurrent_activation for la in model.leaf_layers if getattr(la, "hard_sigmoid", False)
+    }
     if len(kinds) > 1:
         raise ValueError(f"{model.source}: layers mix hard_sigmoid slopes ({sorted(kinds)})")
     kind = kinds.pop() if kinds else "hard_sigmoid"
@@ -174,6 +235,9 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
     uses = set().union(*(la.uses() for la in model.layers))
     dense_activations = {f.removeprefix("dense_") for f in uses if f.startswith("dense_")}
     table_users = {f.removeprefix("table_") for f in uses if f.startswith("table_")}
+    # tables some layer reads (quantize always builds tanh; a relu SimpleRNN model needs none)
+    needed = set().union(*(la.tables_needed() for la in model.layers))
+    tables = [t for t in model.tables.values() if t.name in needed]
     return {
         "tool_version": __version__,
         "source": model.source,
@@ -187,6 +251,9 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
         "input_inv_scale": cformat.c_float_array(model.input_inv_scale),
         "z_frac_bits": fp.Z_FRAC_BITS,
         "layers": layers,
+        # every layer with a template of its own, in the file's order: what kinds that bring
+        # shared helpers once (GRU) look through
+        "leaf_layers": [inner for la in layers for inner in la.get("inners", [la])],
         "advance_layers": layers[: model.head_start],
         "advance_output": layers[model.head_start - 1]["dst"],
         "head_layers": head,
@@ -205,8 +272,8 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
         "scratch_size": scratch_size(model),
         "shared_scratch": shared_scratch(model),
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
-        "tables": [_table_context(t) for t in model.tables.values()],
-        "table_by_name": {t.name: _table_context(t) for t in model.tables.values()},
+        "tables": [_table_context(t) for t in tables],
+        "table_by_name": {t.name: _table_context(t) for t in tables},
         "table_pairs": {
             t.name: _table_pairs_context(t) for t in model.tables.values() if t.name != "exp"
         },
@@ -223,11 +290,42 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
                 "affine",
                 "rsqrt",
                 "relu_family",
+                "wide_rows",
             )
         }
         | {"sigmoid": "sigmoid" in model.tables},
         "wide_acc_shift": fp.WIDE_ACC_SHIFT,
+        # the LSTM reference kernel and the recurrent helpers (LSTM and GRU use them)
+        "lstm_kernels": bool(uses & {"portable_lstm", "optimized_lstm"}),
+        **_chain_context(model, layers),
     }
+
+
+def _chain_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """What run() does besides stepping: which layers it resets (not the stateful ones), and
+    for a run-only model the layer-by-layer window (``window_wiring``)."""
+    context: dict[str, Any] = {
+        "stateful": model.stateful,
+        "stateful_names": ", ".join(
+            f"'{cformat.c_comment(la.name)}'" for la in model.stateful_layers
+        ),
+        "restart_layers": [la for la in layers if la["state_groups"] and not la["stateful"]],
+        "streaming": model.streaming,
+        "run_only_reason": cformat.c_comment(model.run_only_reason),
+    }
+    if model.streaming:
+        return context
+    window = [
+        {**layer, **wiring} for layer, wiring in zip(layers, window_wiring(model), strict=True)
+    ]
+    context |= {
+        "window_layers": window,
+        "window_width": window_width(model),
+        "window_loops": any(la["per_step"] and la["sequence_in"] for la in window),
+        "window_copies": any(la["per_step"] and la["recurrent"] for la in window),
+        "last_layer_buffer": f"state->seq_q[{(len(model.layers) - 1) % 2}]",
+    }
+    return context
 
 
 def emit_model(model: QModel, out_dir: Path, name: str) -> list[Path]:

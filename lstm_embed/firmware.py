@@ -30,7 +30,7 @@ from lstm_embed.boards import DEFAULT_BOARD, Board, get_board
 from lstm_embed.cformat import c_identifier, c_int_array
 from lstm_embed.emit import render
 from lstm_embed.hostbuild import ToolFailure, exit_description
-from lstm_embed.inputs import InputRule, check_input, entry_point, output_shape
+from lstm_embed.inputs import InputRule, check_entry, check_input, entry_point, output_shape
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -228,7 +228,7 @@ class HarnessPlan:
         x: np.ndarray | None = None,
         check_finite: bool = True,
     ) -> HarnessPlan:
-        kinds = [entry_point(e) for e in entries]
+        kinds = [check_entry(e, model.rule) for e in entries]
         if not kinds:
             raise ValueError("no entry points to run")
         if len(set(entries)) != len(entries):

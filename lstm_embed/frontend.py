@@ -94,6 +94,7 @@ def build_ir(spec: ModelSpec) -> Model:
     if folding:
         raise FrontendError(f"{spec.source}: " + "; ".join(folding))
     meta = {"keras_version": spec.keras_version, "file_format": spec.file_format}
+    meta["batch_size"] = str(spec.batch_size)  # a stateful model must run one stream
     try:
         return Model(model_name(spec), int(shape[1]), shape[0], tuple(layers), spec.source, meta)
     except IRError as error:

@@ -28,8 +28,9 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,10 +40,18 @@ from .emit import render
 from .hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
 from .inputs import ENTRY_POINTS
 from .ir import DenseLayer, LSTMLayer, Model
+from .layers.bidirectional import MERGE_MODES, BidirectionalLayer
+from .layers.common import RecurrentOptions
+from .layers.simple_rnn import ACTIVATIONS as RNN_ACTIVATIONS
+from .layers.simple_rnn import SimpleRNNLayer
 from .pipeline import convert_ir
 from .qir import QModel
 from .quantize import QuantizeOptions
 
+# relu/linear SimpleRNN draws: recurrent kernels scaled to at most this spectral norm, so the
+# state stays bounded and the converter can hold it (diverging states are refused by design,
+# tested on their own)
+RNN_CONTRACTION = 0.9
 # Ranges of the issue: units 1-64, inputs 1-16, T 1-100.
 UNITS = (1, 64)
 INPUTS = (1, 16)
@@ -74,10 +83,17 @@ def kernel_defines(names: list[str], kernel: str) -> list[str]:
 
 @dataclass(frozen=True)
 class LSTMSpec:
+    """One recurrent layer (an LSTM unless ``kind`` says otherwise)."""
+
     units: int
     recurrent_activation: str = "sigmoid"
     weights: str = "normal"
     bias: str | None = "normal"  # a weight kind, or None for use_bias=False
+    kind: str = "lstm"  # or "simple_rnn"
+    activation: str = "tanh"  # SimpleRNN: tanh, relu or linear
+    go_backwards: bool = False
+    stateful: bool = False
+    bidirectional: str | None = None  # a merge mode: the layer wrapped in Bidirectional
 
 
 @dataclass(frozen=True)
@@ -151,30 +167,68 @@ def build_model(spec: ModelSpec) -> Model:
     layers: list[LSTMLayer | DenseLayer] = []
     size = spec.inputs
     for k, la in enumerate(spec.lstm):
-        n = la.units
         last = k == len(spec.lstm) - 1
-        bias = weights(rng, la.bias, (4 * n,)) if la.bias else None
-        layers.append(
-            LSTMLayer(
-                name=f"lstm_{k}",
-                input_size=size,
-                units=n,
-                kernel=weights(rng, la.weights, (size, 4 * n)),
-                recurrent_kernel=weights(rng, la.weights, (n, 4 * n)),
-                bias=bias,
-                recurrent_activation=la.recurrent_activation,
-                return_sequences=spec.return_sequences or not last,
+        sequences = spec.return_sequences or not last
+        layer = _recurrent(rng, la, f"lstm_{k}", size, sequences)
+        if la.bidirectional:
+            backward = _recurrent(rng, la, f"backward_lstm_{k}", size, sequences)
+            backward = RecurrentOptions(backward, go_backwards=not la.go_backwards)
+            layer = BidirectionalLayer(
+                f"bidirectional_{k}", size, layer, backward, la.bidirectional
             )
-        )
-        size = n
+        layers.append(layer)
+        size = layer.output_size
     for k, de in enumerate(spec.dense):
         bias = weights(rng, de.bias, (de.units,)) if de.bias else None
         kernel = weights(rng, de.weights, (size, de.units))
         layers.append(DenseLayer(f"dense_{k}", size, de.units, kernel, bias, de.activation))
         size = de.units
-    timesteps = spec.timesteps if spec.fixed_length else None
+    # a layer that needs the whole window (go_backwards, Bidirectional) needs a fixed length
+    whole_window = any(la.go_backwards or la.bidirectional for la in spec.lstm)
+    timesteps = spec.timesteps if spec.fixed_length or whole_window else None
     source = f"fuzz spec {spec.to_json()}"
     return Model("net", spec.inputs, timesteps, tuple(layers), source=source)
+
+
+def _recurrent(
+    rng: np.random.Generator, la: LSTMSpec, name: str, size: int, sequences: bool
+) -> Any:
+    """One recurrent layer of the spec's kind, go_backwards and stateful applied (inside a
+    Bidirectional: go_backwards of its forward layer only, stateful not)."""
+    n = la.units
+    if la.kind == "simple_rnn":
+        recurrent = weights(rng, la.weights, (n, n))
+        if la.activation != "tanh":  # a relu/linear state the converter can hold: contracting
+            norm = float(np.linalg.norm(recurrent, 2))
+            recurrent = (
+                recurrent * (RNN_CONTRACTION / norm) if norm > RNN_CONTRACTION else recurrent
+            )
+        layer: Any = SimpleRNNLayer(
+            name,
+            size,
+            n,
+            weights(rng, la.weights, (size, n)),
+            recurrent,
+            weights(rng, la.bias, (n,)) if la.bias else None,
+            la.activation,
+            sequences,
+        )
+    else:
+        bias = weights(rng, la.bias, (4 * n,)) if la.bias else None  # drawn first, as ever
+        layer = LSTMLayer(
+            name=name,
+            input_size=size,
+            units=n,
+            kernel=weights(rng, la.weights, (size, 4 * n)),
+            recurrent_kernel=weights(rng, la.weights, (n, 4 * n)),
+            bias=bias,
+            recurrent_activation=la.recurrent_activation,
+            return_sequences=sequences,
+        )
+    stateful = la.stateful and not la.bidirectional
+    if la.go_backwards or stateful:
+        layer = RecurrentOptions(layer, la.go_backwards, stateful)
+    return layer
 
 
 def build_inputs(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -246,6 +300,7 @@ def random_spec(seed: int) -> ModelSpec:
         )
         for _ in range(int(rng.integers(0, MAX_DENSE_LAYERS + 1)))
     )
+    lstm = _recurrent_family(seed, lstm)
     scale = 0.0 if rng.random() < 0.05 else float(10 ** rng.uniform(-3, 3))
     return ModelSpec(
         seed=seed,
@@ -258,6 +313,28 @@ def random_spec(seed: int) -> ModelSpec:
         calibration_scale=scale,
         weight_bits=_weight_bits(rng, len(lstm) + len(dense)),
     )
+
+
+def _recurrent_family(seed: int, layers: tuple[LSTMSpec, ...]) -> tuple[LSTMSpec, ...]:
+    """SimpleRNN instead of LSTM, go_backwards, stateful and Bidirectional, drawn from a stream
+    of their own (the other fields of a seed's spec stay what they were before these kinds)."""
+    rng = np.random.default_rng([seed, 0xFA11])
+    drawn = []
+    for la in layers:
+        kind = "simple_rnn" if rng.random() < 0.25 else la.kind
+        activation = str(rng.choice(RNN_ACTIVATIONS)) if kind == "simple_rnn" else "tanh"
+        merge = str(rng.choice(MERGE_MODES)) if rng.random() < 0.15 else None
+        drawn.append(
+            replace(
+                la,
+                kind=kind,
+                activation=activation,
+                go_backwards=bool(rng.random() < 0.15),
+                stateful=bool(rng.random() < 0.1) and merge is None,
+                bidirectional=merge,
+            )
+        )
+    return tuple(drawn)
 
 
 def _weight_bits(rng: np.random.Generator, layers: int) -> tuple[int, ...]:
@@ -328,9 +405,12 @@ def _expected_output(q: QModel, entry: str, x: np.ndarray) -> np.ndarray:
     if entry == "quantize_input":
         return fp.quantize_input(x, q.input_inv_scale)
     x_q = x if entry == "step" else fp.quantize_input(x, q.input_inv_scale)
+    rows, length = x_q.shape[:2]
+    if q.stateful:  # the sequences are one stream: reset once, then step through them all
+        x_q = x_q.reshape(1, rows * length, -1)
     states = reference.initial_state(q, x_q.shape[0])
     steps = [reference.step(q, states, x_q[:, t]) for t in range(x_q.shape[1])]
-    y_q = np.stack(steps, axis=1).astype(np.int16)
+    y_q = np.stack(steps, axis=1).reshape(rows, length, -1).astype(np.int16)
     return y_q if entry == "step" else fp.dequantize(y_q, q.output_scale).astype(np.float32)
 
 
@@ -345,13 +425,18 @@ def compare_output(entry: str, want: np.ndarray, got: np.ndarray) -> str | None:
     return f"{entry}: {first_difference(want, got)}"
 
 
+def model_entries(q: QModel) -> tuple[str, ...]:
+    """The entry points the model's C has (a run-only model: no step, step_f32)."""
+    return tuple(e for e in ENTRY_POINTS if q.streaming or not ENTRY_POINTS[e].steps)
+
+
 def _inputs_for(case: Case, entry: str) -> np.ndarray:
     return case.x if ENTRY_POINTS[entry].float_input else case.x_q
 
 
 def _compare(item: _Converted, runner: Path, index: int) -> Outcome:
     case, q = item.case, item.qmodel
-    for entry in ENTRY_POINTS:
+    for entry in model_entries(q):
         x = _inputs_for(case, entry)
         want = expected_output(q, entry, x)
         in_path, out_path = item.folder / f"x_{entry}.bin", item.folder / f"y_{entry}.bin"
@@ -484,14 +569,15 @@ def check_on_board(item: _Converted, board: str, entries: tuple[str, ...] = ()) 
     window's outputs, more than the M0's 16 KB for some shapes), the stepped entry points are
     still checked: status "stepped_only" when they equal the reference."""
     case = item.case
-    entries = entries or tuple(ENTRY_POINTS)
+    entries = entries or model_entries(item.qmodel)
     try:
         got = firmware.run_entry_points(
             item.folder, board, list(entries), case.x_q, case.x, check_finite=False
         )
     except firmware.FitError as error:
-        if entries != STEPPED:
-            outcome = check_on_board(item, board, STEPPED)
+        stepped = tuple(e for e in STEPPED if e in model_entries(item.qmodel))
+        if entries != stepped:
+            outcome = check_on_board(item, board, stepped)
             if outcome.status == "ok":
                 return Outcome(case.spec, "stepped_only", str(error), board)
             if outcome.status != "too_big":

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .emit import render
-from .inputs import InputRule, check_input, entry_point, output_shape
+from .inputs import InputRule, check_entry, check_input, entry_point, output_shape
 
 STRICT_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wshadow", "-Werror")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1")
@@ -156,7 +156,8 @@ def run_entry_point(
     sanitize: bool = False,
     check_finite: bool = True,
 ) -> np.ndarray:
-    """Run one entry point of the compiled model on every sequence of x (N, T, m).
+    """Run one entry point of the compiled model on every sequence of x (N, T, m); for a
+    stateful model the sequences are one stream (the state reset once, before the first).
 
     ``entry``: run / step (int16 in and out), run_f32 / step_f32 (float32 in and out),
     quantize_input (float32 in, int16 out). Output (N, T, k) for step, step_f32 and when the
@@ -164,8 +165,8 @@ def run_entry_point(
     ``check_finite=False`` passes NaN and infinity to the C (tests of its documented handling).
     """
     report = read_report(out_dir)
-    e = entry_point(entry)
     rule = InputRule.from_report(report)
+    e = check_entry(entry, rule)
     x = check_input(x, rule, "float32" if e.float_input else "int16", check_finite=check_finite)
     return _run_checked(Path(out_dir), report, entry, x, sanitize)
 

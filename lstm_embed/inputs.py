@@ -7,6 +7,13 @@ Python API all validate input with ``check_input``; the same bad input gets the 
 Policies (README, "Reliability"):
 
 * Shape: ``(sequences, timesteps, input_size)`` with at least one sequence and one timestep.
+* Run-only models (a Bidirectional or go_backwards layer needs the whole window): no step or
+  step_f32, and at most the built length, which sizes the C's window buffers (Keras would take
+  any length; the error says why not).
+* Stateful models (Keras stateful=True): the sequences of one input are one stream, each
+  starting from the state the one before left, as Keras' predict(x, batch_size=1) takes the rows
+  of a stateful model whose state was reset once before the first row (checked with Keras 3 and
+  tf_keras); every runner resets once per input and entry point, never between sequences.
 * Timesteps: any length, also for a model built with a fixed length, as Keras 3's
   ``Sequential.predict`` does (measured with Keras 3.15: a Sequential model built for T=40
   predicts T=20 and T=60 without a warning; a functional model refuses both). An LSTM is
@@ -44,10 +51,23 @@ class InputRule:
     name: str
     input_size: int
     timesteps: int  # the length the model was built for; 0 when built for any length
+    run_only: str = ""  # why the model has no step() (run-only models); "" when it has one
+    stateful: bool = False  # the sequences are one stream
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> InputRule:
-        return cls(str(report["name"]), int(report["input_size"]), int(report["timesteps"] or 0))
+        return cls(
+            str(report["name"]),
+            int(report["input_size"]),
+            int(report["timesteps"] or 0),
+            str(report.get("run_only", "") or ""),
+            bool(report.get("stateful", False)),
+        )
+
+    @property
+    def entry_points(self) -> tuple[str, ...]:
+        """The entry points the model's C has."""
+        return tuple(e for e in ENTRY_POINTS if not (self.run_only and ENTRY_POINTS[e].steps))
 
 
 @dataclass(frozen=True)
@@ -59,17 +79,19 @@ class EntryPoint:
     float_output: bool  # float32 out, else int16
     per_timestep: bool  # one output vector per timestep whatever RETURN_SEQUENCES says
     output_is_input: bool = False  # quantize_input: INPUT_SIZE values per timestep
+    steps: bool = False  # NAME_step / NAME_step_f32: absent from run-only models
 
 
 # The runners reset() the state before every stepped sequence (run() does so itself) and
-# start from a state filled with a non-zero pattern, so reset() is exercised too.
+# start from a state filled with a non-zero pattern, so reset() is exercised too; for a
+# stateful model they reset once per input and entry point (the sequences are one stream).
 ENTRY_POINTS: dict[str, EntryPoint] = {
     e.name: e
     for e in (
         EntryPoint("run", float_input=False, float_output=False, per_timestep=False),
-        EntryPoint("step", float_input=False, float_output=False, per_timestep=True),
+        EntryPoint("step", float_input=False, float_output=False, per_timestep=True, steps=True),
         EntryPoint("run_f32", float_input=True, float_output=True, per_timestep=False),
-        EntryPoint("step_f32", float_input=True, float_output=True, per_timestep=True),
+        EntryPoint("step_f32", float_input=True, float_output=True, per_timestep=True, steps=True),
         EntryPoint(
             "quantize_input",
             float_input=True,
@@ -87,6 +109,14 @@ def entry_point(name: str) -> EntryPoint:
     except KeyError:
         known = ", ".join(ENTRY_POINTS)
         raise ValueError(f"unknown entry point {name!r} (known: {known})") from None
+
+
+def check_entry(entry: str, rule: InputRule) -> EntryPoint:
+    """The entry point, or an InputError when the model's C does not have it."""
+    e = entry_point(entry)
+    if rule.run_only and e.steps:
+        raise InputError(f"model {rule.name} has no {entry}(): {rule.run_only}; use run()")
+    return e
 
 
 def output_shape(
@@ -132,6 +162,11 @@ def check_input(
         raise InputError(f"input shape {x.shape}: expected {expected}{features}")
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise InputError(f"input shape {x.shape}: needs at least one sequence and one timestep")
+    if rule.run_only and x.shape[1] > rule.timesteps:
+        raise InputError(
+            f"input shape {x.shape}: model {rule.name} takes at most {rule.timesteps} timesteps"
+            f" ({rule.run_only}, held in buffers of {rule.timesteps} timesteps)"
+        )
     kind = x.dtype.kind
     if kind not in "fiu":
         raise InputError(f"input dtype {x.dtype}: expected float or int16 values")

@@ -66,6 +66,54 @@ class LayerStack:
     def output_size(self) -> int:
         return self.layers[-1].output_size
 
+    @property
+    def stateful(self) -> bool:
+        """Keras stateful=True on some layer: run() does not reset that layer's state, so
+        consecutive calls (and the rows of one input) continue one stream."""
+        return any(getattr(la, "stateful", False) for la in self.layers)
+
+    @property
+    def stateful_layers(self) -> list:
+        return [la for la in self.layers if getattr(la, "stateful", False)]
+
+    @property
+    def whole_window_layer(self):  # -> layer | None
+        """The first layer that needs the whole window (Bidirectional, go_backwards): with one,
+        the model has run() only (no step())."""
+        return next((la for la in self.layers if not getattr(la, "streaming", True)), None)
+
+    @property
+    def streaming(self) -> bool:
+        return self.whole_window_layer is None
+
+    @property
+    def run_only_reason(self) -> str:
+        """Why the model has no step(): '' for a streaming model."""
+        layer = self.whole_window_layer
+        if layer is None:
+            return ""
+        return f"layer '{layer.name}' needs the whole window ({layer.whole_window_reason})"
+
+    @property
+    def leaf_layers(self) -> list:
+        """The layers with a trace of their own: a Bidirectional's forward and backward layers
+        in its place (``sublayers``), every other layer as it is."""
+        return [leaf for la in self.layers for leaf in leaves(la)]
+
+
+def leaves(layer):  # -> list of layers
+    sub = getattr(layer, "sublayers", None)
+    return [leaf for inner in sub() for leaf in leaves(inner)] if sub else [layer]
+
+
+def leaf_traces(layers, traces) -> list:
+    """The float traces of ``leaves`` of each layer, in the same order (``subtraces``)."""
+    result = []
+    for layer, trace in zip(layers, traces, strict=True):
+        sub = getattr(layer, "sublayers", None)
+        result += leaf_traces(sub(), layer.subtraces(trace)) if sub else [trace]
+    return result
+
 
 def sequence_kept(layers: tuple, index: int) -> bool:
     """Whether the output of layer ``index`` still has a timestep axis."""
@@ -85,7 +133,10 @@ class Model(LayerStack):
 
     def __post_init__(self) -> None:
         if not self.recurrent_layers:
-            raise IRError(f"{self.source}: the model has no recurrent layer (supported: LSTM)")
+            raise IRError(
+                f"{self.source}: the model has no recurrent layer"
+                " (supported: LSTM, GRU, SimpleRNN, Bidirectional)"
+            )
         size = self.input_size
         for index, layer in enumerate(self.layers):
             if layer.input_size != size:
@@ -96,6 +147,19 @@ class Model(LayerStack):
                     " before it must return sequences)"
                 )
             size = layer.output_size
+        if self.timesteps is None and not self.streaming:
+            raise IRError(
+                f"{self.source}: {self.run_only_reason}, which the C holds in buffers sized by"
+                " the model's timesteps; the input has none (Input((None, m))): build the model"
+                " with Input((T, m))"
+            )
+        batch = self.meta.get("batch_size")
+        if self.stateful and batch not in (None, "", "None", "1"):
+            raise IRError(
+                f"{self.source}: stateful layers with batch size {batch}: lstm-embed runs one"
+                " stream (batch size 1, as Keras' predict(x, batch_size=1)); rebuild the model"
+                " with batch_size=1"
+            )
 
     @property
     def params(self) -> int:

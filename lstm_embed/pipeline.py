@@ -97,6 +97,10 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
         "output_size": ir.output_size,
         "timesteps": ir.timesteps or 0,
         "return_sequences": ir.return_sequences,
+        # rows of one input are one stream; run() continues it (README, "Stateful models")
+        "stateful": ir.stateful,
+        # why there is no step() ("" for streaming models)
+        "run_only": ir.run_only_reason,
         "keras_version": ir.meta.get("keras_version", ""),
         "file_format": ir.meta.get("file_format", ""),
         "params": ir.params,
@@ -135,9 +139,22 @@ def convert(
     ir = frontend.read_keras_model(model)
 
     def keras_predict(x: np.ndarray) -> np.ndarray:
+        if ir.stateful:  # the rows as one stream from a reset state, as the C runs them
+            reset_states(model)
+            y = model.predict(x, verbose=0, batch_size=1)
+            reset_states(model)
+            return np.asarray(y, dtype=np.float64)
         return np.asarray(model.predict(x, verbose=0), dtype=np.float64)
 
     return convert_ir(ir, calibration, out_dir, name, options, force, keras_predict)
+
+
+def reset_states(model: Any) -> None:
+    """Zero a live Keras model's stateful layers (Keras 3 reset_state, Keras 2 reset_states)."""
+    for layer in getattr(model, "layers", ()):
+        if getattr(layer, "stateful", False):
+            (getattr(layer, "reset_state", None) or layer.reset_states)()
+        reset_states(layer)  # nested models
 
 
 def convert_ir(

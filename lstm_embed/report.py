@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .emit import scratch_size, shared_scratch
-from .ir import Model, sequence_kept
+from .emit import scratch_size, shared_scratch, window_width
+from .ir import Model, leaf_traces, sequence_kept
 from .qir import QModel
 
 
@@ -20,6 +20,8 @@ def sizes(model: QModel) -> dict[str, dict[str, int]]:
     state = sum(la.state_bytes for la in model.layers)
     shared = sum(f["size"] * (4 if f["type"] == "int32_t" else 2) for f in shared_scratch(model))
     scratch = 2 * 2 * scratch_size(model) + shared
+    if not model.streaming:  # run-only: two int16 window buffers of every layer's outputs
+        scratch += 2 * 2 * (model.timesteps or 0) * window_width(model)
     return {
         "flash_bytes": {
             "weights": weights,
@@ -136,7 +138,9 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
     x_q = fp.quantize_input(sample, qmodel.input_inv_scale)
     reference.run(qmodel, x_q, trace)
     rows: list[dict[str, Any]] = []
-    for layer, float_trace, qlayer in zip(ir.layers, traces, qmodel.layers, strict=True):
+    # a Bidirectional's forward and backward layers apart
+    leaves = zip(ir.leaf_layers, leaf_traces(ir.layers, traces), qmodel.leaf_layers, strict=True)
+    for layer, float_trace, qlayer in leaves:
         steps = layer_steps(trace, qlayer.name) if layer.recurrent else []
         if not steps:
             continue

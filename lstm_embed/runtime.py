@@ -10,6 +10,9 @@ the functions ``lstm-embed run`` runs, so the outputs are the same bits.
     y = model.predict(x)          # (N, T, m) float -> float32, int16 -> int16, like run
     model.reset()
     y_t = model.step(x[:, 0])     # one timestep of N streams (or x[0, 0]: one stream)
+
+A stateful model's predict takes the rows of x as one stream from a reset state (as Keras'
+predict(x, batch_size=1) after reset_states()); a run-only model has no step.
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ class Model:
                     f"{path}: {key} is {report[key]} but {self.name}.h says {value}; reconvert"
                 )
         self._report = report
+        self.stateful = bool(report.get("stateful", False))
+        self.run_only = str(report.get("run_only", "") or "")
         self._run_state = self._states(1)  # predict's: NAME_run resets it per sequence
         self._stream: np.ndarray | None = None  # step's states, one per stream
         self._streams = 0
@@ -150,12 +155,17 @@ class Model:
             "output_size": (i32, []),
             "timesteps": (i32, []),
             "return_sequences": (i32, []),
+            "has_step": (i32, []),
             "reset": (None, [vp, i32]),
             "run": (ctypes.c_int, [vp, i16, i32, i32, i16]),
             "run_f32": (ctypes.c_int, [vp, f32, i32, i32, f32]),
-            "step": (None, [vp, i32, i16, i16]),
-            "step_f32": (None, [vp, i32, f32, f32]),
         }
+        self.has_step = bool(self._fn("has_step")())  # run-only models have none
+        if self.has_step:
+            signatures |= {
+                "step": (None, [vp, i32, i16, i16]),
+                "step_f32": (None, [vp, i32, f32, f32]),
+            }
         for suffix, (restype, argtypes) in signatures.items():
             fn = self._fn(suffix)
             fn.restype, fn.argtypes = restype, argtypes
@@ -192,19 +202,28 @@ class Model:
         """x (N, T, m) -> (N, T, k) when the model returns sequences, else (N, k), like
         ``model.predict``. Float input runs NAME_run_f32 (float32 out); integer input is the
         quantized int16 format and runs NAME_run (int16 out). Any T >= 1 (an LSTM is defined
-        at every length); the stream state of ``step`` is not touched."""
+        at every length; a run-only model takes at most its built length); the stream state of
+        ``step`` is not touched. A stateful model takes the N rows as one stream, from a reset
+        state (each call: Keras' reset_states() then predict(x, batch_size=1))."""
         x = np.asarray(x)
         m = self.input_size
         if x.ndim != 3 or x.shape[2] != m:
             raise ValueError(f"predict: input shaped {x.shape}; expected (N, T, {m})")
         if x.shape[1] < 1:
             raise ValueError("predict: input has 0 timesteps; expected at least 1")
+        if self.run_only and x.shape[1] > self.timesteps:
+            raise ValueError(
+                f"predict: input has {x.shape[1]} timesteps; {self.name} takes at most"
+                f" {self.timesteps} ({self.run_only})"
+            )
         x = self._values(x, "predict")
         n, steps = x.shape[0], x.shape[1]
         out_steps = steps if self.return_sequences else 1
         is_float = x.dtype == np.float32
         y = np.empty((n, out_steps, self.output_size), dtype=x.dtype)
         if n:
+            if self.stateful:  # the rows are one stream from a reset state; run() continues it
+                self._fn("reset")(self._run_state.ctypes.data, 1)
             ctype = ctypes.c_float if is_float else ctypes.c_int16
             run = self._fn("run_f32" if is_float else "run")
             status = run(
@@ -226,6 +245,8 @@ class Model:
         Stream i keeps its state between calls (NAME_step); reset() starts again. The output
         is the model's output at this timestep: for a model that does not return sequences,
         what predict would give if the window ended here."""
+        if not self.has_step:
+            raise ValueError(f"step: {self.name} has no step(): {self.run_only}; use predict")
         x_t = np.asarray(x_t)
         m = self.input_size
         if x_t.ndim not in (1, 2) or x_t.shape[-1] != m:

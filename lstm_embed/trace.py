@@ -33,7 +33,8 @@ def trace_to_arrays(out_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     trace = reference.Trace()
     y_q = reference.run(qmodel, x_q, trace)
     arrays: dict[str, np.ndarray] = {"x_q": x_q, "y_q": y_q}
-    for index, layer in enumerate(qmodel.recurrent_layers):
+    # a Bidirectional's forward and backward layers apart, each in its processing order
+    for index, layer in enumerate(la for la in qmodel.leaf_layers if la.recurrent):
         steps = layer_steps(trace, layer.name)
         if not steps:
             continue

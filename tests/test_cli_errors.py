@@ -56,12 +56,16 @@ def _unsupported() -> dict[str, tuple[Callable, str]]:
         out, _, _ = layers.LSTM(4, return_state=True)(x)
         return keras.Model(x, out)
 
-    def stateful():
+    def stateful_bidirectional():
         x = keras.Input(batch_shape=(1, T, M))
-        return keras.Model(x, layers.LSTM(4, stateful=True)(x))
+        return keras.Model(x, layers.Bidirectional(layers.LSTM(4, stateful=True))(x))
 
     return {
-        "bidirectional": (seq(layers.Bidirectional(layers.LSTM(4))), "Bidirectional"),
+        # Bidirectional, go_backwards and stateful are supported; these of their options are not
+        "bidirectional_merge_none": (
+            seq(layers.Bidirectional(layers.LSTM(4), merge_mode=None)),
+            "merge_mode=None",
+        ),
         "gru_activation": (seq(layers.GRU(4, activation="relu")), "activation"),
         "conv1d": (seq(layers.Conv1D(4, 3), layers.LSTM(2)), "Conv1D"),
         "attention": (
@@ -73,9 +77,9 @@ def _unsupported() -> dict[str, tuple[Callable, str]]:
             "MultiHeadAttention",
         ),
         "masking": (seq(layers.Masking(), layers.LSTM(2)), "Masking"),
-        "go_backwards": (lambda: _lstm_model(go_backwards=True), "go_backwards"),
+        "simple_rnn_sigmoid": (seq(layers.SimpleRNN(4, activation="sigmoid")), "activation"),
         "return_state": (return_state, "return_state"),
-        "stateful": (stateful, "stateful"),
+        "stateful_bidirectional": (stateful_bidirectional, "stateful=True inside Bidirectional"),
         "activation_relu": (lambda: _lstm_model(activation="relu"), "activation"),
     }
 
@@ -177,15 +181,15 @@ def test_bad_model_file(case: str, files, tmp_path: Path, capsys) -> None:
 
 
 UNSUPPORTED_IDS = [
-    "bidirectional",
+    "bidirectional_merge_none",
     "gru_activation",
     "conv1d",
     "attention",
     "multi_head_attention",
     "masking",
-    "go_backwards",
+    "simple_rnn_sigmoid",
     "return_state",
-    "stateful",
+    "stateful_bidirectional",
     "activation_relu",
 ]
 
@@ -198,7 +202,7 @@ def test_unsupported_layer_or_option(case: str, files, tmp_path: Path, capsys) -
     assert_nothing_written(tmp_path)
 
 
-@pytest.mark.parametrize("case", ["gru_activation", "go_backwards"])
+@pytest.mark.parametrize("case", ["gru_activation", "simple_rnn_sigmoid"])
 def test_inspect_names_the_unsupported_part(case: str, files, capsys) -> None:
     status, _, err = run_cli(["inspect", files[case]], capsys)
     assert_error(status, err, _unsupported()[case][1], "not supported")

@@ -10,6 +10,7 @@ Keras 3 itself for the timesteps policy.
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,17 @@ from lstm_embed import cli, firmware
 from lstm_embed import fixedpoint as fp
 from lstm_embed.boards import EMULATED_BOARDS
 from lstm_embed.fuzz import compare_output, expected_output
-from lstm_embed.hostbuild import run_entry_point, run_host
+from lstm_embed.hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler, run_entry_point, run_host
 from lstm_embed.inputs import ENTRY_POINTS, InputError, InputRule, check_input
+from lstm_embed.ir import DenseLayer, Model
+from lstm_embed.layers.bidirectional import BidirectionalLayer
+from lstm_embed.layers.common import RecurrentOptions
+from lstm_embed.layers.simple_rnn import SimpleRNNLayer
 from lstm_embed.pipeline import convert_ir
 from lstm_embed.qir import QModel
 from lstm_embed.quantize import QuantizeOptions
 
-from .helpers import random_inputs, random_model
+from .helpers import random_inputs, random_lstm, random_model
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -43,6 +48,43 @@ class Case:
     def input_for(self, entry: str) -> np.ndarray:
         return self.x if ENTRY_POINTS[entry].float_input else self.x_q
 
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """The entry points its C has (run-only models: no step, step_f32)."""
+        return tuple(e for e in ENTRIES if self.qmodel.streaming or not ENTRY_POINTS[e].steps)
+
+
+def _rnn(rng: np.random.Generator, name: str, m: int, n: int, activation: str, sequences: bool):
+    kernel, recurrent = rng.uniform(-1, 1, (m, n)), rng.uniform(-0.6, 0.6, (n, n)) / np.sqrt(n)
+    return SimpleRNNLayer(name, m, n, kernel, recurrent, rng.uniform(-0.2, 0.2, n), activation,
+                          sequences)  # fmt: skip
+
+
+def _run_only() -> Model:
+    """Bidirectional(LSTM) returning sequences under a Dense head: no step()."""
+    rng = np.random.default_rng(24)
+    forward = random_lstm(rng, "forward_lstm", 3, 4, return_sequences=True)
+    backward = RecurrentOptions(random_lstm(rng, "backward_lstm", 3, 4, return_sequences=True),
+                                go_backwards=True)  # fmt: skip
+    head = DenseLayer("dense", 8, 2, rng.uniform(-1, 1, (8, 2)), None, "tanh")
+    bidirectional = BidirectionalLayer("bidirectional", 3, forward, backward, "concat")
+    return Model("net", 3, 6, (bidirectional, head), source="random run-only model")
+
+
+def _backwards_rnn() -> Model:
+    """A relu SimpleRNN that reads the window backwards, then an LSTM: no step()."""
+    rng = np.random.default_rng(25)
+    rnn = RecurrentOptions(_rnn(rng, "rnn", 2, 5, "relu", True), go_backwards=True)
+    return Model("net", 2, 7, (rnn, random_lstm(rng, "lstm", 5, 3)), source="random model")
+
+
+def _stateful() -> Model:
+    """Stateful LSTM and SimpleRNN (any length): the sequences of an input are one stream."""
+    rng = np.random.default_rng(26)
+    lstm = RecurrentOptions(random_lstm(rng, "lstm", 2, 4, return_sequences=True), stateful=True)
+    rnn = RecurrentOptions(_rnn(rng, "rnn", 4, 3, "tanh", True), stateful=True)
+    return Model("net", 2, None, (lstm, rnn), source="random stateful model")
+
 
 # label -> (model, steps of the test input, quantize options)
 MODELS = {
@@ -58,7 +100,12 @@ MODELS = {
         5,
         QuantizeOptions(weight_bits=(16, 8)),
     ),
+    # run-only: no step() (a layer needs the whole window); stateful: one stream per input
+    "run_only": (_run_only, 6, None),
+    "backwards_rnn": (_backwards_rnn, 7, QuantizeOptions(weight_bits=(16, 8))),
+    "stateful": (_stateful, 5, None),
 }
+STREAMING = [label for label in MODELS if label not in ("run_only", "backwards_rnn", "stateful")]
 
 
 def _inputs(seed: int, steps: int, width: int, qmodel: QModel) -> tuple[np.ndarray, np.ndarray]:
@@ -95,9 +142,14 @@ def assert_equal_bits(entry: str, want: np.ndarray, got: np.ndarray, where: str)
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("label", MODELS)
 def test_host_entry_point_equals_reference(cases: dict[str, Case], label: str, entry: str) -> None:
-    """Sanitized host build; NaN and infinity reach the C float entry points (not refused)."""
+    """Sanitized host build; NaN and infinity reach the C float entry points (not refused).
+    A run-only model has no step entry points: the runner says so and why."""
     case = cases[label]
     x = case.input_for(entry)
+    if entry not in case.entries:
+        with pytest.raises(InputError, match=r"has no step.*needs the whole window"):
+            run_entry_point(case.out_dir, entry, x, sanitize=True, check_finite=False)
+        return
     got = run_entry_point(case.out_dir, entry, x, sanitize=True, check_finite=False)
     assert_equal_bits(entry, expected_output(case.qmodel, entry, x), got, f"{label} on host")
 
@@ -108,12 +160,13 @@ def test_host_entry_point_equals_reference(cases: dict[str, Case], label: str, e
 def test_qemu_entry_points_equal_reference(
     toolchain: None, cases: dict[str, Case], label: str, board: str
 ) -> None:
-    """One image per core calls all five entry points; each output equals the reference."""
+    """One image per core calls every entry point the model has (all five, or run, run_f32 and
+    quantize_input for run-only models); each output equals the reference."""
     case = cases[label]
     got = firmware.run_entry_points(
-        case.out_dir, board, ENTRIES, case.x_q, case.x, check_finite=False
+        case.out_dir, board, case.entries, case.x_q, case.x, check_finite=False
     )
-    for entry in ENTRIES:
+    for entry in case.entries:
         want = expected_output(case.qmodel, entry, case.input_for(entry))
         assert_equal_bits(entry, want, got[entry], f"{label} on {board}")
 
@@ -122,7 +175,8 @@ def test_step_equals_run_and_reset_restarts(cases: dict[str, Case]) -> None:
     """step() per timestep gives run()'s outputs (causal model: at every timestep; last-output
     model: at the last); the runner keeps one state for all sequences, so sequence 2 (= 0)
     repeating sequence 0 exactly shows reset() cleared what sequence 1 left."""
-    for label, case in cases.items():
+    for label in STREAMING:
+        case = cases[label]
         stepped = run_entry_point(case.out_dir, "step", case.x_q)
         ran = run_entry_point(case.out_dir, "run", case.x_q)
         assert np.array_equal(stepped if ran.ndim == 3 else stepped[:, -1], ran), label
@@ -294,3 +348,54 @@ def test_fixed_length_model_runs_other_lengths(
         got, got_f = out["run"], out["run_f32"]
     assert_equal_bits("run", expected_output(case.qmodel, "run", x_q), got, where)
     assert_equal_bits("run_f32", expected_output(case.qmodel, "run_f32", x), got_f, where)
+
+
+# ---------------------------------------------------------------- stateful and run-only models
+
+
+def test_stateful_sequences_are_one_stream(cases: dict[str, Case]) -> None:
+    """A stateful model's sequences continue one another (Keras' predict(x, batch_size=1)):
+    run() on them equals step() through their timesteps joined, and equals run() on the joined
+    stream as one sequence; every call of a runner starts the stream again (reset once)."""
+    case = cases["stateful"]
+    assert case.qmodel.stateful and case.qmodel.return_sequences
+    x_q = case.x_q[:3]
+    ran = run_entry_point(case.out_dir, "run", x_q)
+    stepped = run_entry_point(case.out_dir, "step", x_q)
+    joined = run_entry_point(case.out_dir, "run", x_q.reshape(1, -1, x_q.shape[2]))
+    assert np.array_equal(ran, stepped)
+    assert np.array_equal(ran.reshape(joined.shape), joined)
+    assert np.array_equal(run_entry_point(case.out_dir, "run", x_q), ran)
+    alone = run_entry_point(case.out_dir, "run", x_q[1:2])  # row 1 from a reset state differs
+    assert not np.array_equal(alone[0], ran[1])
+
+
+@pytest.mark.parametrize("label", ["run_only", "backwards_rnn"])
+def test_run_only_takes_at_most_its_timesteps(cases: dict[str, Case], label: str) -> None:
+    """The window buffers hold TIMESTEPS steps: fewer run (as Keras' Sequential takes them),
+    more are refused by every runner with the reason, and the C refuses them itself."""
+    case = cases[label]
+    steps = case.qmodel.timesteps
+    shorter = case.x_q[:2, : steps - 2]
+    got = run_entry_point(case.out_dir, "run", shorter, sanitize=True)
+    assert_equal_bits("run", expected_output(case.qmodel, "run", shorter), got, label)
+    longer = np.concatenate([case.x_q[:2], case.x_q[:2]], axis=1)
+    with pytest.raises(InputError, match=f"at most {steps} timesteps"):
+        run_entry_point(case.out_dir, "run", longer)
+    # the C itself: run() and run_f32() return ERROR_ARGUMENT beyond TIMESTEPS, OK at it
+    main = case.out_dir / "too_long.c"
+    main.write_text(
+        '#include "net.h"\n'
+        "static net_state_t state;\n"
+        "static int16_t x_q[2 * NET_TIMESTEPS * NET_INPUT_SIZE], y_q[2 * NET_TIMESTEPS * 8];\n"
+        "static float x[2 * NET_TIMESTEPS * NET_INPUT_SIZE], y[2 * NET_TIMESTEPS * 8];\n"
+        "int main(void)\n{\n"
+        "    if (net_run(&state, x_q, NET_TIMESTEPS + 1, y_q) != NET_ERROR_ARGUMENT) return 1;\n"
+        "    if (net_run_f32(&state, x, NET_TIMESTEPS + 1, y) != NET_ERROR_ARGUMENT) return 2;\n"
+        "    return net_run(&state, x_q, NET_TIMESTEPS, y_q) == NET_OK ? 0 : 3;\n}\n"
+    )
+    exe = case.out_dir / "too_long"
+    build = [compiler(), *STRICT_FLAGS, *SANITIZE_FLAGS, f"-I{case.out_dir}",
+             str(case.out_dir / "net.c"), str(main), "-o", str(exe)]  # fmt: skip
+    subprocess.run(build, check=True)
+    assert subprocess.run([str(exe)]).returncode == 0

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import zipfile
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,10 @@ SUPPORTED = (
     "batchnorm",
     "gru",  # reset_after=True: bias (2, 3n)
     "gru_reset_before",  # reset_after=False: bias (3n,)
+    "simple_rnn",
+    "go_backwards",
+    "stateful",  # its oracle is Keras' predict(x, batch_size=1): the rows are one stream
+    "bidirectional",
 )
 # BatchNormalization is folded into its Dense neighbour: the IR holds fewer parameters
 FOLDED = ("batchnorm",)
@@ -77,15 +81,22 @@ def layer_fields(layer) -> dict:
 def assert_same_ir(a, b) -> None:
     assert (a.input_size, a.timesteps, len(a.layers)) == (b.input_size, b.timesteps, len(b.layers))
     for la, lb in zip(a.layers, b.layers, strict=True):
-        assert type(la) is type(lb)
-        fa, fb = layer_fields(la), layer_fields(lb)
-        for key in fa:
-            if key == "name":
-                continue  # Keras 2 and 3 number auto-named layers differently
-            if isinstance(fa[key], np.ndarray):
-                np.testing.assert_array_equal(fa[key], fb[key], err_msg=f"{la.name}.{key}")
-            else:
-                assert fa[key] == fb[key], (la.name, key)
+        assert_same_layer(la, lb)
+
+
+def assert_same_layer(la, lb) -> None:
+    """Field by field, into the layers a layer holds (Bidirectional, go_backwards/stateful)."""
+    assert type(la) is type(lb)
+    fa, fb = layer_fields(la), layer_fields(lb)
+    for key in fa:
+        if key == "name":
+            continue  # Keras 2 and 3 number auto-named layers differently
+        if isinstance(fa[key], np.ndarray):
+            np.testing.assert_array_equal(fa[key], fb[key], err_msg=f"{la.name}.{key}")
+        elif is_dataclass(fa[key]):
+            assert_same_layer(fa[key], fb[key])
+        else:
+            assert fa[key] == fb[key], (la.name, key)
 
 
 @pytest.mark.parametrize("model", SUPPORTED)

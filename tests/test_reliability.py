@@ -38,6 +38,12 @@ def lstm_specs() -> st.SearchStrategy[fuzz.LSTMSpec]:
         recurrent_activation=st.sampled_from(RECURRENT_ACTIVATIONS),
         weights=st.sampled_from(fuzz.WEIGHT_KINDS),
         bias=st.none() | st.sampled_from(fuzz.WEIGHT_KINDS),
+        # the recurrent family: SimpleRNN, go_backwards, stateful, Bidirectional
+        kind=st.sampled_from(["lstm", "lstm", "simple_rnn"]),
+        activation=st.sampled_from(fuzz.RNN_ACTIVATIONS),
+        go_backwards=st.booleans(),
+        stateful=st.booleans(),
+        bidirectional=st.none() | st.sampled_from(fuzz.MERGE_MODES),
     )
 
 

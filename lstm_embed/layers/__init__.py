@@ -13,18 +13,23 @@ from ..reader.spec import LayerSpec
 from . import (
     activation,
     batch_norm,
+    bidirectional,
     conv1d,
     dense,
     gru,
     identity,
     layer_norm,
     lstm,
+    simple_rnn,
     time_distributed,
 )
 from .base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
+from .bidirectional import QBidirectionalLayer
+from .common import QRecurrentOptions
 from .dense import DenseLayer, QDenseLayer
 from .gru import GRULayer, QGRULayer
 from .lstm import LSTMLayer, QLSTMLayer
+from .simple_rnn import QSimpleRNNLayer
 
 # the quantized layers of the kinds around the recurrent core
 AROUND_CORE_QLAYERS = (
@@ -34,11 +39,16 @@ AROUND_CORE_QLAYERS = (
     conv1d.QConv1DLayer,
 )
 
+# SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
+RECURRENT_FAMILY_QLAYERS = (QSimpleRNNLayer, QBidirectionalLayer, QRecurrentOptions)
+
 Reader = Callable[[LayerSpec, int], FloatLayer | None]
 
 READERS: dict[str, Reader] = {
     "LSTM": lstm.read,
     "GRU": gru.read,
+    "SimpleRNN": simple_rnn.read,
+    "Bidirectional": bidirectional.read,
     "Dense": dense.read,
     "TimeDistributed": time_distributed.read,
     "BatchNormalization": batch_norm.read,
@@ -53,7 +63,8 @@ READERS: dict[str, Reader] = {
 
 # Quantized layer types by class name, for reading an integer model back from disk
 QLAYER_TYPES: dict[str, type] = {
-    t.__name__: t for t in (QLSTMLayer, QGRULayer, QDenseLayer, *AROUND_CORE_QLAYERS)
+    t.__name__: t
+    for t in (QLSTMLayer, QGRULayer, QDenseLayer, *AROUND_CORE_QLAYERS, *RECURRENT_FAMILY_QLAYERS)
 }
 
 SUPPORTED = ", ".join(["InputLayer", *READERS])

@@ -27,7 +27,13 @@ from .base import (
     check_finite,
     check_shape,
 )
-from .common import activation_function, layer_weights, require_options, weight_format
+from .common import (
+    activation_function,
+    layer_weights,
+    require_options,
+    weight_format,
+    with_recurrent_options,
+)
 from .recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
@@ -45,15 +51,13 @@ CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 b
 # Keras config and weights
 
 
-def read(spec: LayerSpec, input_size: int) -> LSTMLayer:
+def read(spec: LayerSpec, input_size: int) -> Any:
     config = spec.config
     reasons = require_options(
         config,
         {
             "activation": (("tanh",), "tanh"),
             "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
-            "go_backwards": ((False,), False),
-            "stateful": ((False,), False),
             "return_state": ((False,), False),
             "time_major": ((False,), False),
         },
@@ -61,7 +65,7 @@ def read(spec: LayerSpec, input_size: int) -> LSTMLayer:
     if reasons:
         raise Unsupported(reasons)
     (kernel, recurrent_kernel), bias = layer_weights(spec, "an LSTM", 2)
-    return LSTMLayer(
+    layer = LSTMLayer(
         name=spec.name,
         input_size=input_size,
         units=int(config["units"]),
@@ -71,6 +75,7 @@ def read(spec: LayerSpec, input_size: int) -> LSTMLayer:
         recurrent_activation=config.get("recurrent_activation", "sigmoid"),
         return_sequences=bool(config.get("return_sequences", False)),
     )
+    return with_recurrent_options(config, layer)  # go_backwards, stateful
 
 
 # ---------------------------------------------------------------------------------------------
