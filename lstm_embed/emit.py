@@ -14,6 +14,7 @@ import jinja2
 
 from . import __version__, cformat, layouts
 from . import fixedpoint as fp
+from .layers.masking import mask_reach, masking_index
 from .qir import QModel
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -197,6 +198,7 @@ def layer_contexts(model: QModel) -> list[dict[str, Any]]:
                 "stateful": bool(getattr(layer, "stateful", False)),
                 **wiring,
                 "kind": layer.kind,
+                "masked": mask_reach(model.layers)[index],  # skips masked timesteps
                 "template": layer.template,
                 "call_template": layer.template.replace(".c.j2", "_call.c.j2"),
                 "state_fields": fields,
@@ -247,6 +249,7 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
         "output_size": model.output_size,
         "timesteps": model.timesteps or 0,
         "return_sequences": model.return_sequences,
+        "masking": masking_index(model.layers) is not None,
         "output_scale": cformat.c_float(model.output_scale),
         "input_inv_scale": cformat.c_float_array(model.input_inv_scale),
         "z_frac_bits": fp.Z_FRAC_BITS,

@@ -11,12 +11,15 @@ import numpy as np
 from .ir import Model
 from .layers.base import LayerTrace
 from .layers.common import hard_sigmoid, sigmoid, softmax
+from .layers.masking import forward_masked_chain, masking_index
 
 __all__ = ["LayerTrace", "forward", "hard_sigmoid", "sigmoid", "softmax"]
 
 
 def forward(model: Model, x: np.ndarray) -> tuple[np.ndarray, list[LayerTrace]]:
     """x (N, T, m) -> (output shaped like model.predict, per-layer traces)."""
+    if masking_index(model.layers) is not None:  # the recurrent layers skip masked steps
+        return forward_masked_chain(model.layers, x)
     y = np.asarray(x, dtype=np.float64)
     traces = []
     for layer in model.layers:

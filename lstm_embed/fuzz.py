@@ -42,6 +42,7 @@ from .inputs import ENTRY_POINTS
 from .ir import DenseLayer, LSTMLayer, Model
 from .layers.bidirectional import MERGE_MODES, BidirectionalLayer
 from .layers.common import RecurrentOptions
+from .layers.masking import float_step_masks
 from .layers.simple_rnn import ACTIVATIONS as RNN_ACTIVATIONS
 from .layers.simple_rnn import SimpleRNNLayer
 from .pipeline import convert_ir
@@ -409,7 +410,12 @@ def _expected_output(q: QModel, entry: str, x: np.ndarray) -> np.ndarray:
     if q.stateful:  # the sequences are one stream: reset once, then step through them all
         x_q = x_q.reshape(1, rows * length, -1)
     states = reference.initial_state(q, x_q.shape[0])
-    steps = [reference.step(q, states, x_q[:, t]) for t in range(x_q.shape[1])]
+    # step_f32 of a Masking model masks on the float input (layers/masking.py)
+    masks = float_step_masks(q, x) if entry == "step_f32" else None
+    steps = [
+        reference.step(q, states, x_q[:, t], mask=None if masks is None else masks[:, t])
+        for t in range(x_q.shape[1])
+    ]
     y_q = np.stack(steps, axis=1).reshape(rows, length, -1).astype(np.int16)
     return y_q if entry == "step" else fp.dequantize(y_q, q.output_scale).astype(np.float32)
 

@@ -18,6 +18,7 @@ import numpy as np
 from . import fixedpoint as fp
 from .layers.common import run_window
 from .layers.lstm import LSTMState, StepTrace
+from .layers.masking import masking_index, step_layer, step_mask
 from .qir import QModel
 
 __all__ = [
@@ -64,6 +65,7 @@ def step(
     x_q: np.ndarray,
     trace: Trace | None = None,
     head: bool = True,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """One timestep of a streaming model (its step()): x_q (N, m) -> head output (N, k), or the
     last recurrent layer's output when ``head`` is False (the head runs only when an output is
@@ -72,10 +74,12 @@ def step(
     if not model.streaming:
         raise ValueError(f"{model.source}: no step(): {model.run_only_reason}")
     y = np.asarray(x_q, dtype=np.int64)
+    # a Masking model: (N,) masked rows, ``mask`` or the integer rule (layers/masking.py)
+    mask = step_mask(model, y, mask)
     step_traces = []
     stop = len(model.layers) if head else model.head_start
     for layer, state in zip(model.layers[:stop], states[:stop], strict=True):
-        y, layer_trace = layer.step(y, state, model.tables)
+        y, layer_trace = step_layer(model, states, layer, y, state, mask)
         if layer_trace is not None:
             step_traces.append(layer_trace)
     if trace is not None:
@@ -94,6 +98,8 @@ def run(
     continue from ``states`` (default: as after reset()), which they are left in.
     """
     x_q = np.asarray(x_q)
+    if masking_index(model.layers) is not None:
+        return run_masked(model, x_q, trace)
     fresh = initial_state(model, x_q.shape[0])
     if states is None:
         states = fresh
@@ -111,5 +117,33 @@ def run(
 
 def run_float(model: QModel, x: np.ndarray) -> np.ndarray:
     """The float convenience path: quantize input, integer run, dequantize output."""
-    y_q = run(model, fp.quantize_input(x, model.input_inv_scale))
+    x_q = fp.quantize_input(x, model.input_inv_scale)
+    if masking_index(model.layers) is not None:  # the float input decides the mask (Keras')
+        masking = model.layers[masking_index(model.layers)]
+        y_q = run_masked(model, x_q, mask=masking.float_mask(x))
+    else:
+        y_q = run(model, x_q)
     return fp.dequantize(y_q, model.output_scale)
+
+
+def run_masked(
+    model: QModel, x_q: np.ndarray, trace: Trace | None = None, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """run() of a model with a Masking layer (streaming: its C goes timestep by timestep):
+    ``mask`` (N, T), default the integer rule on x_q (layers/masking.py)."""
+    states = initial_state(model, x_q.shape[0])
+    steps = x_q.shape[1]
+    outputs = [
+        step(
+            model,
+            states,
+            x_q[:, t],
+            trace,
+            head=model.return_sequences or t == steps - 1,
+            mask=None if mask is None else mask[:, t],
+        )
+        for t in range(steps)
+    ]
+    if model.return_sequences:
+        return np.stack(outputs, axis=1).astype(np.int16)
+    return outputs[-1].astype(np.int16)

@@ -20,6 +20,7 @@ from . import (
     identity,
     layer_norm,
     lstm,
+    masking,
     simple_rnn,
     time_distributed,
 )
@@ -37,6 +38,7 @@ AROUND_CORE_QLAYERS = (
     batch_norm.QAffineLayer,
     layer_norm.QLayerNormLayer,
     conv1d.QConv1DLayer,
+    masking.QMaskingLayer,
 )
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
@@ -58,6 +60,7 @@ READERS: dict[str, Reader] = {
     "LeakyReLU": activation.read,
     "Softmax": activation.read,
     "Conv1D": conv1d.read,
+    "Masking": masking.read,
     **{name: identity.read for name in identity.IDENTITY_CLASSES},
 }
 
@@ -74,6 +77,7 @@ SUPPORTED = ", ".join(["InputLayer", *READERS])
 FOLDS: list[Callable[[list[FloatLayer]], tuple[list[FloatLayer], list[str]]]] = [
     batch_norm.fold,
     activation.fold,
+    masking.check_chain,
 ]
 
 
