@@ -42,6 +42,7 @@ from .inputs import ENTRY_POINTS
 from .ir import DenseLayer, LSTMLayer, Model
 from .layers.bidirectional import MERGE_MODES, BidirectionalLayer
 from .layers.common import RecurrentOptions
+from .layers.gru import GRULayer
 from .layers.masking import float_step_masks
 from .layers.simple_rnn import ACTIVATIONS as RNN_ACTIVATIONS
 from .layers.simple_rnn import SimpleRNNLayer
@@ -58,6 +59,7 @@ UNITS = (1, 64)
 INPUTS = (1, 16)
 TIMESTEPS = (1, 100)
 MAX_LSTM_LAYERS, MAX_DENSE_LAYERS = 3, 3
+GRU_FRACTION = 0.3  # of the recurrent layers random_spec draws (before SimpleRNN's share)
 WEIGHT_KINDS = ("normal", "zeros", "huge", "tiny", "equal", "spiky")
 HUGE, TINY = 1e4, 1e-8
 FLOAT_SEQUENCES = 6  # calibration-like, zeros, +/-1e6, 100x calibration, alternating, NaN/Inf
@@ -90,11 +92,12 @@ class LSTMSpec:
     recurrent_activation: str = "sigmoid"
     weights: str = "normal"
     bias: str | None = "normal"  # a weight kind, or None for use_bias=False
-    kind: str = "lstm"  # or "simple_rnn"
+    kind: str = "lstm"  # or "simple_rnn", "gru"
     activation: str = "tanh"  # SimpleRNN: tanh, relu or linear
     go_backwards: bool = False
     stateful: bool = False
     bidirectional: str | None = None  # a merge mode: the layer wrapped in Bidirectional
+    reset_after: bool = True  # GRU: Keras' default form, or reset_after=False
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,20 @@ def _recurrent(
             la.activation,
             sequences,
         )
+    elif la.kind == "gru":
+        bias_shape = (2, 3 * n) if la.reset_after else (3 * n,)
+        bias = weights(rng, la.bias, bias_shape) if la.bias else None
+        layer = GRULayer(
+            name=name,
+            input_size=size,
+            units=n,
+            kernel=weights(rng, la.weights, (size, 3 * n)),
+            recurrent_kernel=weights(rng, la.weights, (n, 3 * n)),
+            bias=bias,
+            reset_after=la.reset_after,
+            recurrent_activation=la.recurrent_activation,
+            return_sequences=sequences,
+        )
     else:
         bias = weights(rng, la.bias, (4 * n,)) if la.bias else None  # drawn first, as ever
         layer = LSTMLayer(
@@ -301,7 +318,7 @@ def random_spec(seed: int) -> ModelSpec:
         )
         for _ in range(int(rng.integers(0, MAX_DENSE_LAYERS + 1)))
     )
-    lstm = _recurrent_family(seed, lstm)
+    lstm = _recurrent_family(seed, _grus(seed, lstm))
     scale = 0.0 if rng.random() < 0.05 else float(10 ** rng.uniform(-3, 3))
     return ModelSpec(
         seed=seed,
@@ -314,6 +331,18 @@ def random_spec(seed: int) -> ModelSpec:
         calibration_scale=scale,
         weight_bits=_weight_bits(rng, len(lstm) + len(dense)),
     )
+
+
+def _grus(seed: int, layers: tuple[LSTMSpec, ...]) -> tuple[LSTMSpec, ...]:
+    """GRU instead of LSTM in GRU_FRACTION of the layers (Keras' default reset_after in 3 of
+    4), drawn from a stream of their own, as _recurrent_family's kinds."""
+    rng = np.random.default_rng([seed, 0x6A0])
+    drawn = []
+    for la in layers:
+        gru = rng.random() < GRU_FRACTION
+        reset_after = bool(rng.random() < 0.75)
+        drawn.append(replace(la, kind="gru", reset_after=reset_after) if gru else la)
+    return tuple(drawn)
 
 
 def _recurrent_family(seed: int, layers: tuple[LSTMSpec, ...]) -> tuple[LSTMSpec, ...]:

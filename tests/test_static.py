@@ -35,6 +35,18 @@ MODELS = {
         return_sequences=True,
         fixed_length=False,
     ),
+    # GRU layers of both forms around an LSTM (sigmoid and hard_sigmoid)
+    "gru_ops": fuzz.ModelSpec(
+        seed=4,
+        inputs=3,
+        timesteps=5,
+        lstm=(
+            fuzz.LSTMSpec(9, kind="gru"),
+            fuzz.LSTMSpec(5, "hard_sigmoid", bias=None),
+            fuzz.LSTMSpec(7, "hard_sigmoid", kind="gru", reset_after=False),
+        ),
+        dense=(fuzz.DenseSpec(3, "softmax"),),
+    ),
     # the largest shapes of the issue
     "largest": fuzz.ModelSpec(
         seed=3,
@@ -81,7 +93,7 @@ CPPCHECK_FLAGS = [
 ]
 # cppcheck explores every #if configuration; on the 1.6 MB "largest" file that takes minutes,
 # and its code is the same template text as the others with bigger arrays.
-CPPCHECK_MODELS = ("tiny", "all_ops")
+CPPCHECK_MODELS = ("tiny", "all_ops", "gru_ops")
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
