@@ -91,19 +91,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .calibration import CalibrationWarning
     from .pipeline import convert
     from .quantize import QuantizeOptions
     from .report import INSPECT_COLUMNS, format_table
 
     x = _load_array(args.calibration, "--calibration")
+    validation = _load_array(args.validation, "--validation") if args.validation else None
     options = QuantizeOptions(
         input_range=_input_range(args.input_range),
         weight_bits=_weight_bits(args.weights),
         table_log2_entries=args.table_log2_entries,
         input_shift=_input_shift(args.input_shift),
+        rounding=args.rounding,
     )
-    result = convert(args.model, x, args.output, name=args.name, options=options, force=args.force)
+    with warnings.catch_warnings():  # printed below, as lstm-embed's own lines
+        warnings.simplefilter("ignore", CalibrationWarning)
+        result = convert(
+            args.model, x, args.output, args.name, options, args.force, validation=validation
+        )
     print_summary(result.report)
+    for text in result.report["warnings"]:
+        print(f"lstm-embed convert: {text}", file=sys.stderr)
     if args.verbose:
         print(format_table(result.report["layers"], INSPECT_COLUMNS))
     print(f"wrote {result.out_dir}/{result.report['name']}.h, .c and report.json")
@@ -145,6 +156,37 @@ def print_summary(report: dict) -> None:
                 f"vs {oracle} on the calibration data: max abs error"
                 f" {error['max_abs_error']:.3g}, mean {error['mean_abs_error']:.3g}"
             )
+    print_rounding(report)
+
+
+def print_rounding(report: dict) -> None:
+    """The weight rounding kept (auto: with its held-out figures) and the validation data."""
+    rounding = report.get("rounding")
+    if rounding:
+        line = f"weight rounding: {rounding['kept']}"
+        if rounding["option"] != rounding["kept"]:
+            line += f" (--rounding {rounding['option']})"
+        held = rounding.get("held_out")
+        if held:
+            near, kept = held["nearest"], held["gptq"]
+            line += (
+                f"; on {held['sequences']} held-out calibration sequences, gptq fitted on the"
+                f" other {held['fitted_on']}: max abs error {kept['max_abs_error']:.3g}"
+                f" (nearest {near['max_abs_error']:.3g}), mean {kept['mean_abs_error']:.3g}"
+                f" (nearest {near['mean_abs_error']:.3g})"
+            )
+        if rounding.get("note"):
+            line += f"; {rounding['note']}"
+        print(line)
+    validation = report.get("validation")
+    if validation:
+        error, ranges = validation["error"], validation["ranges"]
+        print(
+            f"vs {validation['oracle']} on {validation['samples']} validation sequences: max abs"
+            f" error {error['max_abs_error']:.3g} ({error['max_abs_error_pct_of_range']:.2f}% of"
+            f" the range), mean {error['mean_abs_error']:.3g}; inputs clipped:"
+            f" {ranges['inputs_clipped']} of {ranges['input_values']}"
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -254,6 +296,19 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="power-of-two scale of the input columns of LSTM rows: auto (default: chosen on"
         " the calibration data), or 0..6; 0 is a few instructions per unit faster",
+    )
+    p.add_argument(
+        "--rounding",
+        default="auto",
+        choices=("nearest", "gptq", "auto"),
+        help="weight rounding: nearest, gptq (error feedback against the calibration data, bias"
+        " corrected) or auto (default: gptq when, fitted on 3/4 of the calibration sequences,"
+        " it is no worse than nearest on the other 1/4)",
+    )
+    p.add_argument(
+        "--validation",
+        metavar="X.npy",
+        help="separate inputs (N, T, m): clipping and error vs Keras on them, in report.json",
     )
     p.add_argument(
         "--table-log2-entries",

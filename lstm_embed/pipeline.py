@@ -6,13 +6,22 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__, cformat
+from . import __version__, cformat, rounding
+from .calibration import (
+    NEAREST_QMODEL_FILE,
+    CalibrationWarning,
+    checked_validation,
+    held_out_check,
+    range_check,
+    trust_warnings,
+)
 from .emit import emit_model
 from .float_model import forward
 from .ir import Model
@@ -123,6 +132,34 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
     return report
 
 
+def add_trust(
+    report: dict[str, Any],
+    ir: Model,
+    qmodel: QModel,
+    x: np.ndarray,
+    options: QuantizeOptions,
+    x_val: np.ndarray | None,
+    keras_predict: Any,
+) -> None:
+    """report["calibration"]["held_out"] (the held-out part against ranges calibrated on the
+    rest), report["validation"] (clipping and error on separate data) and report["warnings"]."""
+    held_out = held_out_check(ir, x, options)
+    report["calibration"]["held_out"] = held_out
+    if x_val is not None:
+        x_val = x_val.astype(np.float32)
+        if keras_predict is not None:
+            oracle, expected = "Keras", keras_predict(x_val)
+        else:  # as for the calibration data: the float model, held equal to Keras in tests
+            oracle, expected = "the float model", forward(ir, x_val.astype(np.float64))[0]
+        report["validation"] = {
+            "samples": len(x_val),
+            "oracle": oracle,
+            "ranges": range_check(ir, qmodel, x_val),
+            "error": errors(expected, run_float(qmodel, x_val)),
+        }
+    report["warnings"] = trust_warnings(len(x), held_out, report.get("validation"))
+
+
 def convert(
     model: Any,
     calibration: np.ndarray,
@@ -130,12 +167,15 @@ def convert(
     name: str | None = None,
     options: QuantizeOptions | None = None,
     force: bool = False,
+    validation: np.ndarray | None = None,
 ) -> Conversion:
-    """Keras model (in memory, or a .keras/.h5 path) + calibration inputs -> C in out_dir."""
+    """Keras model (in memory, or a .keras/.h5 path) + calibration inputs -> C in out_dir;
+    ``validation``: separate inputs to measure clipping and error on."""
     from . import frontend
 
     if isinstance(model, str | Path):  # a file: no ML framework; the float model is the oracle
-        return convert_ir(frontend.load_model(model), calibration, out_dir, name, options, force)
+        ir = frontend.load_model(model)
+        return convert_ir(ir, calibration, out_dir, name, options, force, None, validation)
     ir = frontend.read_keras_model(model)
 
     def keras_predict(x: np.ndarray) -> np.ndarray:
@@ -146,7 +186,7 @@ def convert(
             return np.asarray(y, dtype=np.float64)
         return np.asarray(model.predict(x, verbose=0), dtype=np.float64)
 
-    return convert_ir(ir, calibration, out_dir, name, options, force, keras_predict)
+    return convert_ir(ir, calibration, out_dir, name, options, force, keras_predict, validation)
 
 
 def reset_states(model: Any) -> None:
@@ -165,21 +205,34 @@ def convert_ir(
     options: QuantizeOptions | None = None,
     force: bool = False,
     keras_predict: Any = None,
+    validation: np.ndarray | None = None,
 ) -> Conversion:
-    """IR -> C in out_dir (no Keras needed); ``keras_predict`` adds the error vs Keras."""
+    """IR -> C in out_dir (no Keras needed); ``keras_predict`` adds the error vs Keras,
+    ``validation`` (separate inputs) the clipping and error on them. Calibration that cannot be
+    trusted gives warnings (``CalibrationWarning``, and report["warnings"])."""
     name = cformat.c_identifier(ir.name if name is None else name)
     out_dir = Path(out_dir)
     check_output_folder(out_dir, force)
-    qmodel = quantize(ir, calibration, options)
+    options = options or QuantizeOptions()
+    x_val = None if validation is None else checked_validation(ir, validation)
+    rounder: list = []
+    qmodel = quantize(ir, calibration, options, rounding_record=rounder)
     x = np.asarray(calibration, dtype=np.float32)
     keras_y = keras_predict(x) if keras_predict is not None else None
     report = build_report(ir, qmodel, name, keras_y, x)
+    report["rounding"] = rounder[0].record()
+    add_trust(report, ir, qmodel, x, options, x_val, keras_predict)
+    for text in report["warnings"]:
+        warnings.warn(text.removeprefix("warning: "), CalibrationWarning, stacklevel=2)
 
     def write(folder: Path) -> None:
         emit_model(qmodel, folder, name)
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         # the integer model lets compare and trace follow every layer
         save_qmodel(qmodel, folder / QMODEL_FILE)
+        if rounder[0].kept != rounding.NEAREST:  # for compare --report: nearest vs kept
+            nearest = replace(qmodel, layers=tuple(rounder[0].nearest_layers))
+            save_qmodel(nearest, folder / NEAREST_QMODEL_FILE)
 
     write_atomically(out_dir, write)
     return Conversion(ir, qmodel, report, out_dir)

@@ -105,13 +105,28 @@ class FloatLayer:
 @dataclass(frozen=True)
 class QuantContext:
     """What quantizing one layer may use: the real value of one LSB of each input feature,
-    the layer's float inputs and trace on the calibration data, the weight width and options."""
+    the layer's float inputs and trace on the calibration data, the weight width and options.
+
+    ``rounding``: how to round the weights (``rounding.METHODS``; the quantizer resolves
+    ``auto``). For any but nearest, ``quantized_input`` is the layer's input as the C computes
+    it (integer values, real value ``* feature_scale``) on calibration data: the model input
+    quantized, run through the already quantized layers before this one. A kind keeps the
+    scales that the float ranges give and rounds its rows with ``rounding.rounded_weights``, on
+    statistics measured over the sequences ``fit_part`` keeps (all, or the part that
+    ``--rounding auto`` fits on; the ranges always come from every sequence)."""
 
     feature_scale: np.ndarray
     layer_input: np.ndarray
     trace: LayerTrace
     bits: int
     options: Any
+    rounding: str = "nearest"
+    quantized_input: np.ndarray | None = None
+    fit: np.ndarray | None = None  # indices of the calibration sequences statistics use
+
+    def fit_part(self, per_sequence: np.ndarray) -> np.ndarray:
+        """The sequences of ``per_sequence`` (first axis: calibration sequence) to fit on."""
+        return per_sequence if self.fit is None else per_sequence[self.fit]
 
 
 class QLayer:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import cformat
+from .. import cformat, rounding
 from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
 from .base import (
@@ -91,7 +91,13 @@ class DenseLayer(FloatLayer):
 
     def quantize(self, ctx: QuantContext) -> QDenseLayer:
         max_out = float(np.max(np.abs(ctx.trace.output)))
-        return quantize_dense(self, ctx.feature_scale, max_out, ctx.bits)
+        stats = None
+        if ctx.rounding != rounding.NEAREST:  # the rows multiply x_q times the input scale
+            scale = np.broadcast_to(ctx.feature_scale, (self.input_size,))
+            u = np.asarray(ctx.fit_part(ctx.quantized_input)) * np.max(scale)
+            v = ctx.fit_part(ctx.layer_input) / (scale / np.max(scale))
+            stats = rounding.InputStats.of(u, v)
+        return quantize_dense(self, ctx.feature_scale, max_out, ctx.bits, ctx.rounding, stats)
 
     def summary(self) -> dict[str, Any]:
         bias = f"+{self.units}" if self.bias is not None else ""
@@ -121,16 +127,27 @@ class DenseLayer(FloatLayer):
 
 
 def quantize_dense(
-    layer: DenseLayer, feature_scale: np.ndarray, max_abs_output: float, bits: int = 8
+    layer: DenseLayer,
+    feature_scale: np.ndarray,
+    max_abs_output: float,
+    bits: int = 8,
+    method: str = rounding.NEAREST,
+    stats: rounding.InputStats | None = None,
 ) -> QDenseLayer:
     """``feature_scale``: real value of one input LSB per feature. Features with a finer scale
-    than the coarsest (model inputs) are folded into the kernel, so one scale serves the row."""
+    than the coarsest (model inputs) are folded into the kernel, so one scale serves the row.
+    ``method``, ``stats``: the weight rounding and the moments of x_q * input scale it uses."""
     feature_scale = np.broadcast_to(np.asarray(feature_scale, np.float64), (layer.input_size,))
     in_scale = float(np.max(feature_scale))
     fold = feature_scale / in_scale
     weights, scale, bias_s32, acc_scale = fp.row_scales(
         (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, in_scale, bits
     )
+    if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
+        weights, bias_s32 = rounding.rounded_weights(
+            (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, scale, in_scale, bits,
+            method, stats, layer.bias is not None,
+        )  # fmt: skip
     if layer.activation in TABLE_ACTIVATIONS:
         out_scale = Q15_SCALE
         real = acc_scale * in_scale * 2.0**fp.Z_FRAC_BITS

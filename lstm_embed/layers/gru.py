@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import cformat
+from .. import cformat, rounding
 from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
 from .base import (
@@ -215,7 +215,8 @@ class GRULayer(FloatLayer):
                 *row_columns(self.reset_after),
             ),
         )
-        return quantize_gru(self, ctx.feature_scale, ctx.bits, shift)
+        stats = None if ctx.rounding == rounding.NEAREST else gru_input_stats(self, ctx, shift)
+        return quantize_gru(self, ctx.feature_scale, ctx.bits, shift, ctx.rounding, stats)
 
     def summary(self) -> dict[str, Any]:
         n, m = self.units, self.input_size
@@ -301,7 +302,12 @@ def gru_rows(layer: GRULayer, feature_scale: np.ndarray, input_shift: int):
 
 
 def quantize_gru(
-    layer: GRULayer, feature_scale: np.ndarray, bits: int = 8, input_shift: int = 0
+    layer: GRULayer,
+    feature_scale: np.ndarray,
+    bits: int = 8,
+    input_shift: int = 0,
+    method: str = rounding.NEAREST,
+    stats: dict[str, rounding.InputStats] | None = None,
 ) -> QGRULayer:
     """``feature_scale``: real value of one input LSB per feature (2**-15 after a recurrent
     layer). The candidate's input and recurrent rows of a reset_after layer get a scale each
@@ -311,6 +317,8 @@ def quantize_gru(
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
         layer.name, rows_f, bias_f, bits, row_length
     )
+    if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
+        weights, bias_s32 = gru_rounded(layer, rows_f, bias_f, scale, bits, method, stats)
     if layer.reset_after:  # hx holds zeros on the recurrent columns, hh on the input columns
         merged = weights[:, :3].copy()
         merged[:, 2, layer.input_size :] = weights[:, 3, layer.input_size :]
@@ -330,6 +338,56 @@ def quantize_gru(
         has_bias=layer.bias is not None,
         input_shift=input_shift,
     )
+
+
+def gru_input_stats(layer: GRULayer, ctx: QuantContext, input_shift: int):
+    """Moments of what the rows multiply (``gru_rows``' domain), over every sequence and step:
+    "gates", u = [x_q * 2**(k - 15); h_{t-1}] for z and r (and, by columns, a reset_after
+    candidate's two rows); "candidate", [x_q * 2**(k - 15); r * h_{t-1}] for reset_before.
+    x_q is the integer input the quantized layers before this one give, h and r this layer's
+    float values on it; the float model's values are the reference."""
+    k = input_shift - 15
+    act = activation_function(layer.recurrent_activation)
+
+    def prev(h: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+
+    x_q = np.asarray(ctx.fit_part(ctx.quantized_input), np.float64) * 2.0**k
+    x_f = ctx.fit_part(ctx.layer_input) / ctx.feature_scale * 2.0**k
+    device = layer.forward(x_q * 2.0**-k * ctx.feature_scale)
+    h_q, h_f = prev(device.output), prev(ctx.fit_part(ctx.trace.output))
+    stats = {"gates": rounding.InputStats.of(np.concatenate([x_q, h_q], -1),
+                                             np.concatenate([x_f, h_f], -1))}  # fmt: skip
+    if not layer.reset_after:
+        r_q = act(device.gate_preactivations["r"])
+        r_f = act(ctx.fit_part(ctx.trace.gate_preactivations["r"]))
+        stats["candidate"] = rounding.InputStats.of(
+            np.concatenate([x_q, r_q * h_q], -1), np.concatenate([x_f, r_f * h_f], -1)
+        )
+    return stats
+
+
+def gru_rounded(layer, rows_f, bias_f, scale, bits, method, stats):
+    """Weights and biases of ``gru_rows``' rows, rounded by ``method`` group by group: z and r
+    against [x; h], the candidate against [x; r * h] (reset_before) or its input row against x
+    and its recurrent row against h (reset_after: the columns each really multiplies)."""
+    m = layer.input_size
+    with_bias = layer.bias is not None
+    weights = np.zeros(rows_f.shape, np.int8 if bits == 8 else np.int16)
+    bias_s32 = np.zeros(bias_f.shape, np.int32)
+    groups = [(slice(0, 2), slice(None), stats["gates"])]
+    if layer.reset_after:
+        groups += [(slice(2, 3), slice(0, m), stats["gates"].columns(slice(0, m)))]
+        groups += [(slice(3, 4), slice(m, None), stats["gates"].columns(slice(m, None)))]
+    else:
+        groups += [(slice(2, 3), slice(None), stats["candidate"])]
+    row_length = rows_f.shape[-1]
+    for rows, columns, group_stats in groups:
+        weights[:, rows, columns], bias_s32[:, rows] = rounding.rounded_weights(
+            rows_f[:, rows, columns], bias_f[:, rows], scale[:, rows], Q15_SCALE, bits, method,
+            group_stats, with_bias, row_length,
+        )  # fmt: skip
+    return weights, bias_s32
 
 
 # ---------------------------------------------------------------------------------------------

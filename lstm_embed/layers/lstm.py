@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import cformat, layouts
+from .. import cformat, layouts, rounding
 from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
 from .base import (
@@ -165,7 +165,10 @@ class LSTMLayer(FloatLayer):
             ctx,
             lambda: choose_input_shift(self, ctx.feature_scale, ctx.layer_input, ctx.trace.output),
         )
-        return quantize_lstm(self, ctx.feature_scale, max_cell, ctx.bits, shift)
+        stats = None if ctx.rounding == rounding.NEAREST else lstm_input_stats(self, ctx, shift)
+        return quantize_lstm(
+            self, ctx.feature_scale, max_cell, ctx.bits, shift, ctx.rounding, stats
+        )
 
     def summary(self) -> dict[str, Any]:
         bias = "+1" if self.bias is not None else ""
@@ -229,13 +232,22 @@ def quantize_lstm(
     max_abs_cell: float,
     bits: int = 8,
     input_shift: int = 0,
+    method: str = rounding.NEAREST,
+    stats: rounding.InputStats | None = None,
 ) -> QLSTMLayer:
-    """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM)."""
+    """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM);
+    ``method``, ``stats``: the weight rounding and the moments of what the rows multiply
+    (``lstm_input_stats``)."""
     rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
     row_length = layer.input_size * 2**input_shift + layer.units
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
         layer.name, rows_f, bias_f, bits, row_length
     )
+    if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
+        weights, bias_s32 = rounding.rounded_weights(
+            rows_f, bias_f, scale, Q15_SCALE, bits, method, stats, layer.bias is not None,
+            row_length,
+        )  # fmt: skip
     return QLSTMLayer(
         name=layer.name,
         input_size=layer.input_size,
@@ -251,6 +263,25 @@ def quantize_lstm(
         has_bias=layer.bias is not None,
         input_shift=input_shift,
     )
+
+
+def lstm_input_stats(layer: LSTMLayer, ctx: QuantContext, input_shift: int):
+    """Moments of what the gate rows multiply, in their domain (``lstm_rows``), over every
+    sequence and step: u = [x_q * 2**(k - 15); h_{t-1}], x_q the integer input that the
+    quantized layers before this one give and h this layer's float state on it; the float
+    model's [x / feature_scale * 2**(k - 15); h_{t-1}] as the reference."""
+    k = input_shift - 15
+
+    def rows_input(x_lsb: np.ndarray, h: np.ndarray) -> np.ndarray:
+        h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+        return np.concatenate([x_lsb * 2.0**k, h_prev], axis=-1)
+
+    x_q = np.asarray(ctx.fit_part(ctx.quantized_input), np.float64)
+    u = rows_input(x_q, layer.forward(x_q * ctx.feature_scale).output)
+    v = rows_input(
+        ctx.fit_part(ctx.layer_input) / ctx.feature_scale, ctx.fit_part(ctx.trace.output)
+    )
+    return rounding.InputStats.of(u, v)
 
 
 def choose_input_shift(
