@@ -10,7 +10,7 @@ The integer model is read from ``qmodel.npz`` in the output folder (``save_qmode
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from .frontend import load_model
 from .hostbuild import read_report, run_host
 from .inputs import InputRule, check_input
 from .ir import Model, leaf_traces
-from .qir import Q15_SCALE, QMODEL_FILE, QModel, load_qmodel, save_qmodel
+from .qir import QMODEL_FILE, QModel, load_qmodel, save_qmodel
 from .report import errors
 from .report import task_metrics as report_task_metrics
 from .trace import layer_steps
@@ -71,6 +71,8 @@ def compare(
         if qmodel is None and (out_dir / QMODEL_FILE).is_file():
             qmodel = load_qmodel(out_dir / QMODEL_FILE)
         numbers.update(analyse(ir, qmodel, x, keras_y, c_y) if qmodel is not None else {})
+        if qmodel is not None:
+            numbers["rounding"] = rounding_section(ir, qmodel, out_dir, x, report.get("rounding"))
         numbers["report_dir"] = str(report_dir)
         write_report(Path(report_dir), numbers, keras_y, c_y)
     return {"json": jsonable(numbers), "text": _text(numbers)}
@@ -298,3 +300,57 @@ def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
         layers.append(layer.dequantized(qlayer, feature_scale))
         feature_scale = qlayer.output_feature_scale
     return replace(ir, layers=tuple(layers))
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight rounding: nearest against the rounding convert kept
+
+
+def layer_outputs(ir: Model, qmodel: QModel, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output of the integer reference (equal to the C), dequantized."""
+    from .calibration import run_layer
+
+    y_q = fp.quantize_input(x, qmodel.input_inv_scale)
+    outputs = []
+    for layer, qlayer in zip(ir.layers, qmodel.layers, strict=True):
+        y_q = run_layer(qlayer, layer, y_q, qmodel.tables)
+        outputs.append(y_q * np.asarray(qlayer.output_feature_scale))
+    return outputs
+
+
+def _same_weights(a: Any, b: Any) -> bool:
+    return all(
+        np.array_equal(getattr(a, f.name), getattr(b, f.name))
+        for f in fields(a)
+        if isinstance(getattr(a, f.name), np.ndarray)
+    )
+
+
+def rounding_section(
+    ir: Model, qmodel: QModel, out_dir: Path, x: np.ndarray, record: dict | None
+) -> dict[str, Any]:
+    """Per layer, its output error (integer reference vs float forward pass) with nearest
+    rounding and with the rounding convert kept (``qmodel_nearest.npz`` beside qmodel.npz when
+    they differ), and what convert measured on its held-out sequences."""
+    from .calibration import NEAREST_QMODEL_FILE
+
+    nearest_path = Path(out_dir) / NEAREST_QMODEL_FILE
+    nearest = load_qmodel(nearest_path) if nearest_path.is_file() else qmodel
+    _, traces = forward(ir, np.asarray(x, np.float64))
+    floats = [layer.chain_output(t) for layer, t in zip(ir.layers, traces, strict=True)]
+    variants = {"nearest": layer_outputs(ir, nearest, x)}
+    if nearest is not qmodel:
+        variants["kept"] = layer_outputs(ir, qmodel, x)
+    layers = []
+    for k, (qlayer, near) in enumerate(zip(qmodel.layers, nearest.layers, strict=True)):
+        kept = (record or {}).get("kept", "nearest")
+        row: dict[str, Any] = {
+            "layer": qlayer.name,
+            "rounding": "nearest" if _same_weights(qlayer, near) else kept,
+        }
+        for name, outputs in variants.items():
+            error = np.abs(outputs[k] - floats[k])
+            row[f"{name}_max_abs_error"] = float(error.max())
+            row[f"{name}_mean_abs_error"] = float(error.mean())
+        layers.append(row)
+    return {"convert": record or {}, "layers": layers}

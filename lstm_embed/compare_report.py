@@ -137,7 +137,43 @@ def markdown(numbers: dict[str, Any]) -> str:
         lines += _analysis(numbers)
     else:
         lines += [f"(No `qmodel.npz` in {numbers['out_dir']}: per-layer sections skipped.)", ""]
+    if "rounding" in numbers:
+        lines += _rounding(numbers["rounding"])
     return "\n".join(lines)
+
+
+def _rounding(section: dict[str, Any]) -> list[str]:
+    """Nearest rounding against the rounding convert kept, per layer."""
+    record = section["convert"]
+    kept = any("kept_max_abs_error" in la for la in section["layers"])
+    lines = [
+        "## Weight rounding",
+        "",
+        f"convert: `--rounding {record.get('option', 'nearest')}`, kept"
+        f" {record.get('kept', 'nearest')}. Each layer's output, integer reference against the"
+        " float forward pass on these inputs, with every layer rounded to nearest and with the"
+        " rounding kept.",
+        "",
+    ]
+    header = ["layer", "rounding", "nearest: max abs error", "nearest: mean abs error"]
+    keys = ["layer", "rounding", "nearest_max_abs_error", "nearest_mean_abs_error"]
+    if kept:
+        header += ["kept: max abs error", "kept: mean abs error"]
+        keys += ["kept_max_abs_error", "kept_mean_abs_error"]
+    lines += [*_table(header, [[la[k] for k in keys] for la in section["layers"]]), ""]
+    held = record.get("held_out")
+    if held:
+        near, gptq = held["nearest"], held["gptq"]
+        lines += [
+            f"convert's choice, on {held['sequences']} held-out calibration sequences (gptq"
+            f" fitted on the other {held['fitted_on']}): max abs error {gptq['max_abs_error']:.4g}"
+            f" (nearest {near['max_abs_error']:.4g}), mean {gptq['mean_abs_error']:.4g} (nearest"
+            f" {near['mean_abs_error']:.4g}).",
+            "",
+        ]
+    if record.get("note"):
+        lines += [f"convert: {record['note']}.", ""]
+    return lines
 
 
 LAYER_COLUMNS = [

@@ -411,3 +411,14 @@ def test_compare_report_folder(converted, tmp_path: Path) -> None:
     assert len(numbers["stream"]["error"]["max"]) == 1000
     rmse = np.sqrt(np.mean((keras_y - case.sample.y_test[:100]) ** 2))
     assert np.isclose(numbers["keras_rmse"], rmse, rtol=1e-5)
+    # nearest against the rounding kept, per layer: the head's output is the model's, and the
+    # nearest model convert kept beside qmodel.npz is what --rounding nearest converts
+    rounding = numbers["rounding"]
+    assert [la["layer"] for la in rounding["layers"]] == [la.name for la in qmodel.layers]
+    assert all(la["rounding"] == "gptq" for la in rounding["layers"])
+    float_y = forward(case.conversion.ir, x.astype(np.float64))[0]
+    nearest_y = reference.run_float(converted("stacked", "int8-nearest").conversion.qmodel, x)
+    head = rounding["layers"][-1]
+    assert np.isclose(head["kept_max_abs_error"], np.max(np.abs(c_y - float_y)), rtol=1e-4)
+    assert np.isclose(head["nearest_max_abs_error"], np.max(np.abs(nearest_y - float_y)), 1e-4)
+    assert "## Weight rounding" in (tmp_path / "report" / "report.md").read_text()
