@@ -77,7 +77,8 @@ def assert_bit_exact(expected: np.ndarray, actual: np.ndarray, label: str) -> No
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading: options refused through the same check as the LSTM's
+# Reading: options refused through the same check as the LSTM's (go_backwards and stateful
+# are the generic wrapper's, below)
 
 
 def _spec(**config) -> LayerSpec:
@@ -86,10 +87,7 @@ def _spec(**config) -> LayerSpec:
     return LayerSpec("gru", "GRU", {"units": n, **config}, weights)
 
 
-@pytest.mark.parametrize(
-    "option, value",
-    [("go_backwards", True), ("stateful", True), ("return_state", True), ("activation", "relu")],
-)
+@pytest.mark.parametrize("option, value", [("return_state", True), ("activation", "relu")])
 def test_unsupported_options_are_named(option: str, value) -> None:
     with pytest.raises(Unsupported) as error:
         read(_spec(**{option: value}), 2)
@@ -488,6 +486,54 @@ def test_compare_report_covers_the_gru(trained, tmp_path: Path) -> None:
     calibration = case.conversion.report["calibration"]["recurrent_layers"]
     assert [la["type"] for la in calibration] == ["GRU", "LSTM"]
     assert set(calibration[0]["gate_preactivation_max_abs"]) == {"z", "r", "hx", "hh"}
+
+
+# ---------------------------------------------------------------------------------------------
+# go_backwards and stateful: the wrapper every recurrent kind reads through
+
+
+def _keras_options_model(label: str):
+    """Random-weight Keras 3 models: GRU(go_backwards) returning its reversed sequence, and a
+    stateful stack (batch 1) with both GRU forms, one of them also going backwards."""
+    import keras
+
+    keras.utils.set_random_seed(9)
+    layers = keras.layers
+    if label == "go_backwards":
+        body = [
+            keras.Input((6, 3)),
+            layers.GRU(7, go_backwards=True, return_sequences=True),
+            layers.Dense(2),
+        ]
+    else:
+        body = [
+            keras.Input(batch_shape=(1, 4, 3)),
+            layers.GRU(6, stateful=True, return_sequences=True),
+            layers.GRU(5, stateful=True, go_backwards=True, reset_after=False),
+            layers.Dense(2),
+        ]
+    model = keras.Sequential(body)
+    rng = np.random.default_rng(9)
+    model.set_weights([rng.uniform(-0.6, 0.6, w.shape) for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("label", ["go_backwards", "stateful"])
+def test_go_backwards_and_stateful_gru_equal_predict(tmp_path: Path, label: str) -> None:
+    """Keras' semantics through the generic wrapper (layers/common.RecurrentOptions): the
+    reversed read and output order, and a stateful model's rows as one stream (Keras'
+    predict(x, batch_size=1)); the C within the small models' tolerance of predict and equal to
+    the reference bit for bit under the sanitizers."""
+    model = _keras_options_model(label)
+    x = np.random.default_rng(10).normal(size=(5, *model.input_shape[1:])).astype(np.float32)
+    keras_y = np.asarray(model.predict(x, verbose=0, batch_size=1 if label == "stateful" else 32))
+    conversion = lstm_embed.convert(model, calibration=x, out_dir=tmp_path / "out", name="net")
+    c_y = run_host(conversion.out_dir, x)
+    limit = SMALL_MODEL_RANGE_FRACTION * float(np.ptp(keras_y)) + SMALL_MODEL_ABS
+    assert float(np.max(np.abs(c_y - keras_y))) <= limit
+    x_q = fp.quantize_input(x, conversion.qmodel.input_inv_scale)
+    expected = reference.run(conversion.qmodel, x_q)
+    assert_bit_exact(expected, run_host(conversion.out_dir, x_q, sanitize=True), label)
 
 
 # ---------------------------------------------------------------------------------------------

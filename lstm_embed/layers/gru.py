@@ -39,7 +39,13 @@ from .base import (
     check_finite,
     check_shape,
 )
-from .common import activation_function, layer_weights, require_options, weight_format
+from .common import (
+    activation_function,
+    layer_weights,
+    require_options,
+    weight_format,
+    with_recurrent_options,
+)
 from .recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
@@ -61,15 +67,13 @@ ROWS_RESET_BEFORE = ("z", "r", "h")
 # Keras config and weights
 
 
-def read(spec: LayerSpec, input_size: int) -> GRULayer:
+def read(spec: LayerSpec, input_size: int) -> Any:
     config = spec.config
     reasons = require_options(
         config,
         {
             "activation": (("tanh",), "tanh"),
             "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
-            "go_backwards": ((False,), False),
-            "stateful": ((False,), False),
             "return_state": ((False,), False),
             "time_major": ((False,), False),
         },
@@ -77,7 +81,7 @@ def read(spec: LayerSpec, input_size: int) -> GRULayer:
     if reasons:
         raise Unsupported(reasons)
     (kernel, recurrent_kernel), bias = layer_weights(spec, "a GRU", 2)
-    return GRULayer(
+    layer = GRULayer(
         name=spec.name,
         input_size=input_size,
         units=int(config["units"]),
@@ -88,6 +92,7 @@ def read(spec: LayerSpec, input_size: int) -> GRULayer:
         recurrent_activation=config.get("recurrent_activation", "sigmoid"),
         return_sequences=bool(config.get("return_sequences", False)),
     )
+    return with_recurrent_options(config, layer)  # go_backwards, stateful
 
 
 # ---------------------------------------------------------------------------------------------
