@@ -534,6 +534,8 @@ class QGRULayer(QLayer):
         # the shared recurrent helpers of templates/ops.c.j2 (tables, their lookups) and of
         # kernels/common.c.j2 (table planes, fast requantization) carry the LSTM's flag names
         flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
+        if self.weight_bits == 16:
+            flags.add("wide_rows")  # ops.c.j2's int64 row sum of int16 weights
         if self.hard_sigmoid:
             flags.add("hard_sigmoid")
         return flags
