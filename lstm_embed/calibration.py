@@ -63,12 +63,12 @@ def activation_tables(log2_entries: int) -> dict[str, fp.ActivationTable]:
 def run_layer(qlayer: QLayer, layer: FloatLayer, x_q: np.ndarray, tables: dict) -> np.ndarray:
     """The integer outputs of one quantized layer on its integer inputs, (N, T, m) or (N, m),
     shaped as its float layer's ``chain_output`` (the last step when it drops the timesteps)."""
+    # as the reference runs it: go_backwards, stateful streams, Bidirectional's whole window
+    from .layers.common import run_window
+
     x_q = np.asarray(x_q, np.int64)
-    if x_q.ndim == 2:
-        return qlayer.step(x_q, qlayer.initial_state(len(x_q)), tables)[0]
-    state = qlayer.initial_state(len(x_q))
-    y = np.stack([qlayer.step(x_q[:, t], state, tables)[0] for t in range(x_q.shape[1])], 1)
-    return y if layer.keeps_timesteps else y[:, -1]
+    state = qlayer.initial_state(1 if getattr(qlayer, "stateful", False) else len(x_q))
+    return run_window(qlayer, x_q, state, tables)
 
 
 def float_rest(layers: tuple[FloatLayer, ...], y: np.ndarray) -> np.ndarray:
@@ -122,9 +122,11 @@ class LayerRounding:
                 method, note = rounding.NEAREST, "stateful: the rows are one stream; nearest"
             elif min(len(fit), len(held)) < MIN_AUTO_SEQUENCES:
                 method = rounding.NEAREST
+                plural = "s" if len(x) != 1 else ""
                 note = (
-                    f"{len(x)} calibration sequences: too few to hold out"
-                    f" {MIN_AUTO_SEQUENCES} and fit on {MIN_AUTO_SEQUENCES}; nearest rounding"
+                    f"{len(x)} calibration sequence{plural}: auto needs"
+                    f" {HOLDOUT_EVERY * MIN_AUTO_SEQUENCES} (every {HOLDOUT_EVERY}th held out);"
+                    " nearest rounding"
                 )
         if method == rounding.NEAREST:
             return cls(option, method, model.layers, {}, fit, held, note=note)
