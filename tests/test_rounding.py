@@ -157,7 +157,7 @@ def test_auto_needs_enough_sequences_to_hold_out() -> None:
     qmodel = quantize(model, x, QuantizeOptions(rounding=rounding.AUTO), rounding_record=record)
     nearest = quantize(model, x, QuantizeOptions(rounding=rounding.NEAREST))
     assert record[0].record()["kept"] == rounding.NEAREST
-    assert "too few" in record[0].record()["note"]
+    assert "auto needs 32" in record[0].record()["note"]
     for a, b in zip(qmodel.layers, nearest.layers, strict=True):
         assert np.array_equal(a.weights, b.weights) and np.array_equal(a.bias_s32, b.bias_s32)
 
