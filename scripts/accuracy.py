@@ -3,7 +3,8 @@
 Runs the real pipeline for each sample (lstm_embed.samples): convert with the training inputs as
 calibration, compile the generated C on the host, run it on the held-out test inputs. A second
 table splits the error into int8 weight rounding (a float model with the quantized weights) and
-the integer arithmetic (the reference against that float model).
+the integer arithmetic (the reference against that float model). The default weight rounding
+(--rounding auto) is shown beside nearest rounding, with the ratios of their errors.
 
     .venv/bin/python scripts/accuracy.py [--samples digits stacked logits]
 """
@@ -14,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,7 @@ def describe(s: Sample) -> str:
 
 SETTINGS = {
     "int8 (default)": QuantizeOptions(),
+    "int8, --rounding nearest": QuantizeOptions(rounding="nearest"),
     "int8, --input-shift 0": QuantizeOptions(input_shift=0),
     "int16": QuantizeOptions(weight_bits=(16,)),
 }
@@ -64,6 +67,7 @@ SETTINGS = {
 
 def measure(name: str, setting: str, work: Path) -> dict[str, str]:
     s = sample(name)
+    start = time.perf_counter()
     conversion = lstm_embed.convert(
         s.model,
         calibration=s.x_train,
@@ -72,6 +76,7 @@ def measure(name: str, setting: str, work: Path) -> dict[str, str]:
         options=SETTINGS[setting],
         force=True,
     )
+    seconds = time.perf_counter() - start
     x = s.x_test.astype(np.float32)
     keras_y = np.asarray(s.model.predict(x, verbose=0), np.float64)
     c_y = run_host(conversion.out_dir, x).astype(np.float64)
@@ -101,6 +106,10 @@ def measure(name: str, setting: str, work: Path) -> dict[str, str]:
         "input_pct": pct(weights_on_q_input, weights_y),
         "arith_pct": pct(reference_y, weights_on_q_input),
         "samples": str(len(x)),
+        "rounding": conversion.report["rounding"]["kept"],
+        "seconds": seconds,
+        "max_value": float(error.max()),
+        "mean_value": float(error.mean()),
     }
 
 
@@ -135,16 +144,49 @@ BUDGET_COLUMNS = [
 ]
 
 
+ROUNDING_COLUMNS = [
+    ("model", "model"),
+    ("kept", "rounding kept"),
+    ("max", "max abs error (nearest)"),
+    ("max_ratio", "max vs nearest"),
+    ("mean", "mean abs error (nearest)"),
+    ("mean_ratio", "mean vs nearest"),
+    ("time_ratio", "convert time vs nearest"),
+]
+
+
+def rounding_rows(rows: list[dict]) -> list[dict[str, str]]:
+    """The default row of each model against its --rounding nearest row."""
+    by_key = {(r["model"], r["setting"]): r for r in rows}
+    result = []
+    for (model, setting), auto in by_key.items():
+        nearest = by_key.get((model, "int8, --rounding nearest"))
+        if setting != "int8 (default)" or nearest is None:
+            continue
+        result.append(
+            {
+                "model": model,
+                "kept": auto["rounding"],
+                "max": f"{auto['max']} ({nearest['max']})",
+                "max_ratio": f"{auto['max_value'] / nearest['max_value']:.2f}x",
+                "mean": f"{auto['mean']} ({nearest['mean']})",
+                "mean_ratio": f"{auto['mean_value'] / nearest['mean_value']:.2f}x",
+                "time_ratio": f"{auto['seconds'] / nearest['seconds']:.1f}x",
+            }
+        )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
+        # untimed: the first conversion of a process also loads and compiles the templates
+        measure(args.samples[0], args.settings[0], Path(work))
         rows = [
-            measure(name, setting, Path(work))
-            for name in args.samples
-            for setting in args.settings
+            measure(name, setting, Path(work)) for name in args.samples for setting in args.settings
         ]
     print(
         f"Generated C (host build) vs Keras {keras.__version__} on held-out test"
@@ -153,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         f" (lstm-embed {lstm_embed.__version__}).\n"
     )
     print(table(rows, MAIN_COLUMNS))
+    ratios = rounding_rows(rows)
+    if ratios:
+        print(
+            "\nThe default rounding against nearest rounding (same int8 scales; C vs Keras on the"
+            " test inputs; convert time includes the error vs Keras on the calibration data):\n"
+        )
+        print(table(ratios, ROUNDING_COLUMNS))
     print("\nWhere the error comes from (max abs error, % of range; each column against the one")
     print("before it, the last against Keras):\n")
     print(table(rows, BUDGET_COLUMNS))
