@@ -14,6 +14,7 @@ import jinja2
 
 from . import __version__, cformat, layouts
 from . import fixedpoint as fp
+from .ir import sequence_out, timesteps_after
 from .layers.masking import mask_reach, masking_index
 from .qir import QModel
 
@@ -152,7 +153,7 @@ def window_wiring(model: QModel) -> list[dict[str, Any]]:
     for index, layer in enumerate(model.layers):
         out = "y_q" if index == last else f"state->seq_q[{index % 2}]"
         size = layer.output_size
-        keeps = not layer.recurrent or layer.return_sequences
+        keeps = sequence_out(layer, sequence)  # pooling, Flatten drop it; RepeatVector makes it
         backwards = bool(getattr(layer, "go_backwards", False))
         per_step = not (sequence and hasattr(layer, "window"))  # else its own window function
         item: dict[str, Any] = {
@@ -161,7 +162,7 @@ def window_wiring(model: QModel) -> list[dict[str, Any]]:
             "in_width": width,
             "out_width": size,
             "sequence_in": sequence,
-            "sequence_out": sequence and keeps,
+            "sequence_out": keeps,
             "per_step": per_step,
             "recurrent": layer.recurrent,
             "backwards": backwards,
@@ -178,14 +179,23 @@ def window_wiring(model: QModel) -> list[dict[str, Any]]:
         else:
             item |= {"src": src, "dst": out}
         wiring.append(item)
-        src, width, sequence = out, size, sequence and keeps
+        src, width, sequence = out, size, keeps
     return wiring
 
 
 def window_width(model: QModel) -> int:
     """int16 values per timestep of a run-only model's two window buffers: the widest of the
-    input (run_f32 quantizes it there) and every layer's output."""
-    return max([model.input_size, *(la.output_size for la in model.layers)])
+    input (run_f32 quantizes it there) and every layer's output. A layer that changes the
+    timesteps (``output_timesteps``: strided Conv1D, pooling, Flatten, RepeatVector) counts
+    the values it writes, spread over the model's timesteps."""
+    steps = model.timesteps or 1
+    widths = [model.input_size]
+    for layer, count in zip(model.layers, timesteps_after(model.layers, steps), strict=True):
+        if hasattr(layer, "output_timesteps"):
+            widths.append(-(-count * layer.output_size // steps))
+        else:
+            widths.append(layer.output_size)
+    return max(widths)
 
 
 def layer_contexts(model: QModel) -> list[dict[str, Any]]:
@@ -294,6 +304,8 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
                 "rsqrt",
                 "relu_family",
                 "wide_rows",
+                "window_geometry",
+                "div_round",
             )
         }
         | {"sigmoid": "sigmoid" in model.tables},
@@ -324,6 +336,8 @@ def _chain_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
     context |= {
         "window_layers": window,
         "window_width": window_width(model),
+        # Flatten and Reshape regroup exactly the model's timesteps: run() takes no other length
+        "exact_timesteps": any(getattr(la, "exact_timesteps", False) for la in model.layers),
         "window_loops": any(la["per_step"] and la["sequence_in"] for la in window),
         "window_copies": any(la["per_step"] and la["recurrent"] for la in window),
         "last_layer_buffer": f"state->seq_q[{(len(model.layers) - 1) % 2}]",

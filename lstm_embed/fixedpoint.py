@@ -365,3 +365,9 @@ def relu_s16(x, threshold, max_value, multiplier, shift) -> np.ndarray:
     positive = np.clip(np.where(x > threshold, x, 0), 0, max_value)
     negative = requantize(np.minimum(x - threshold, 0), multiplier, shift)
     return saturate_s16(positive + negative)
+
+
+def div_round_half_away(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b rounded to nearest, ties away from zero, b > 0 (the C: the same on int32)."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    return np.sign(a) * ((np.abs(a) + b // 2) // b)

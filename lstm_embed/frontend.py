@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .ir import Model
+from .ir import Model, sequence_out
 from .layers import FloatLayer, IRError, Unsupported, fold_chain, read_layer
 from .reader import ReaderError, read_model
 from .reader.spec import LayerSpec, ModelSpec
@@ -36,13 +36,14 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
     """Every layer of the chain, read as far as possible: an unsupported layer does not stop
     the rest (inspect shows them all); after it, input sizes come from the weights' shapes."""
     size = _feature_size(spec)
+    steps = spec.input_shape[0] if len(spec.input_shape) == 2 else None
     readings = []
     for layer_spec in spec.layers:
         reading = LayerReading(layer_spec, input_size=size)
         try:
             if size is None:
                 raise Unsupported(["input size unknown (after an unsupported layer)"])
-            reading.layer = read_layer(layer_spec, size)
+            reading.layer = read_layer(layer_spec, size, steps)
         except Unsupported as error:
             reading.problems = error.reasons
         except IRError as error:  # its message names the layer already: keep only the rest
@@ -50,10 +51,18 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
         readings.append(reading)
         if reading.layer is not None:
             size = reading.layer.output_size
+            steps = _steps_after(reading.layer, steps)
         elif reading.problems:
             size = _size_after(layer_spec, size)
+            steps = None
         # else: an identity at inference, the size carries through
     return readings
+
+
+def _steps_after(layer: FloatLayer, steps: int | None) -> int | None:
+    """The timesteps after a layer that changes them (``output_timesteps``)."""
+    change = getattr(layer, "output_timesteps", None)
+    return change(steps) if change is not None else steps
 
 
 def _feature_size(spec: ModelSpec) -> int | None:
@@ -144,7 +153,9 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
         if layer is not None:
             row.update({k: v for k, v in layer.summary().items() if k != "type"})  # file's class
             row["flash_bytes"] = layer.flash_bytes(weight_bits[min(index, len(weight_bits) - 1)])
-            timesteps = isinstance(shape, list) and len(shape) == 3 and layer.keeps_timesteps
+            sequence = isinstance(shape, list) and len(shape) == 3
+            steps = _steps_after(layer, steps)
+            timesteps = isinstance(shape, list) and sequence_out(layer, sequence)
             shape = [batch, steps, layer.output_size] if timesteps else [batch, layer.output_size]
         elif reading.problems:
             shape = "?"  # what an unsupported layer outputs is not worked out here

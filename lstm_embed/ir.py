@@ -59,8 +59,9 @@ class LayerStack:
 
     @property
     def return_sequences(self) -> bool:
-        """The output has a timestep axis (no layer turned the sequence into one vector)."""
-        return all(la.return_sequences for la in self.recurrent_layers)
+        """The output has a timestep axis (no layer turned the sequence into one vector, or
+        one made a sequence of the vector again: ``sequence_out``)."""
+        return sequence_kept(self.layers, len(self.layers) - 1)
 
     @property
     def output_size(self) -> int:
@@ -115,9 +116,38 @@ def leaf_traces(layers, traces) -> list:
     return result
 
 
+def sequence_out(layer, sequence: bool) -> bool:
+    """Whether ``layer``'s output has a timestep axis, given whether its input has: a
+    recurrent layer keeps it with return_sequences, another kind unless it pools or flattens
+    it away (``keeps_timesteps``); RepeatVector makes one (``makes_timesteps``)."""
+    if getattr(layer, "makes_timesteps", False):
+        return True
+    if layer.recurrent:
+        return sequence and layer.return_sequences
+    return sequence and getattr(layer, "keeps_timesteps", True)
+
+
 def sequence_kept(layers: tuple, index: int) -> bool:
     """Whether the output of layer ``index`` still has a timestep axis."""
-    return all(la.return_sequences for la in layers[: index + 1] if la.recurrent)
+    sequence = True
+    for layer in layers[: index + 1]:
+        sequence = sequence_out(layer, sequence)
+    return sequence
+
+
+def timesteps_after(layers: tuple, timesteps: int | None) -> list[int | None]:
+    """The timesteps of each layer's output (None: any length), through the layers that change
+    them (``output_timesteps``: strided Conv1D, pooling, RepeatVector); 1 after a layer whose
+    output has no timestep axis."""
+    out, sequence = [], True
+    for layer in layers:
+        change = getattr(layer, "output_timesteps", None)
+        if change is not None:
+            timesteps = change(timesteps)
+        sequence = sequence_out(layer, sequence)
+        out.append(timesteps if sequence else 1)
+        timesteps = timesteps if sequence else 1
+    return out
 
 
 @dataclass(frozen=True)
@@ -146,7 +176,16 @@ class Model(LayerStack):
                     f"layer '{layer.name}': its input has no timesteps (the recurrent layer"
                     " before it must return sequences)"
                 )
+            if getattr(layer, "needs_vector", False) and sequence_kept(self.layers, index - 1):
+                raise IRError(f"layer '{layer.name}': its input must be one vector per sequence")
             size = layer.output_size
+        steps = timesteps_after(self.layers, self.timesteps)
+        if self.return_sequences and steps[-1] != self.timesteps:
+            raise IRError(
+                f"{self.source}: the output has {steps[-1]} timesteps, the input"
+                f" {self.timesteps}; supported: as many output timesteps as input timesteps,"
+                " or one output vector (the runners return one output per input timestep)"
+            )
         if self.timesteps is None and not self.streaming:
             raise IRError(
                 f"{self.source}: {self.run_only_reason}, which the C holds in buffers sized by"

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .emit import scratch_size, shared_scratch, window_width
-from .ir import Model, leaf_traces, sequence_kept
+from .ir import Model, leaf_traces, sequence_kept, timesteps_after
 from .qir import QModel
 
 
@@ -55,7 +55,8 @@ def layer_rows(ir: Model, model: QModel | None = None, bits: int = 8) -> list[di
 
 def output_shape(ir: Model, index: int) -> list[int | None]:
     """Keras-style output shape of layer ``index`` (batch dimension as None)."""
-    shape = [None, ir.timesteps] if sequence_kept(ir.layers, index) else [None]
+    steps = timesteps_after(ir.layers, ir.timesteps)[index]
+    shape = [None, steps] if sequence_kept(ir.layers, index) else [None]
     return [*shape, ir.layers[index].output_size]
 
 

@@ -44,6 +44,8 @@ SUPPORTED = (
     "go_backwards",
     "stateful",  # its oracle is Keras' predict(x, batch_size=1): the rows are one stream
     "bidirectional",
+    "conv_lstm",  # Conv1D (valid) + MaxPooling1D: run-only
+    "masking",
 )
 # BatchNormalization is folded into its Dense neighbour: the IR holds fewer parameters
 FOLDED = ("batchnorm",)
@@ -316,20 +318,25 @@ def test_hostile_file_one_line_exit_2(tmp_path, case, command):
     assert not out.exists()
 
 
-def test_inspect_lists_every_unsupported_layer(capsys):
-    """A Conv1D + MaxPooling1D front-end: the whole table, both layers marked, exit 2."""
-    assert cli.main(["inspect", str(fixture("conv_lstm", "k3.keras"))]) == 2
+def test_inspect_lists_every_unsupported_layer(tmp_path, capsys):
+    """A ZeroPadding1D + UpSampling1D front-end: the whole table, both layers marked, exit 2."""
+    import keras
+
+    layers = keras.layers
+    chain = [layers.ZeroPadding1D(1), layers.UpSampling1D(2), layers.LSTM(4), layers.Dense(2)]
+    model = keras.Sequential([keras.Input((12, 3)), *chain])
+    model.save(tmp_path / "m.keras")
+    assert cli.main(["inspect", str(tmp_path / "m.keras")]) == 2
     captured = capsys.readouterr()
     table = captured.out
-    conv = next(line for line in table.splitlines() if line.startswith("conv1d"))
-    pool = next(line for line in table.splitlines() if line.startswith("max_pooling1d"))
-    assert "not supported" in conv and "Conv1D" in conv
-    assert "MaxPooling1D" in pool
+    padding = next(line for line in table.splitlines() if line.startswith("zero_padding1d"))
+    upsampling = next(line for line in table.splitlines() if line.startswith("up_sampling1d"))
+    assert "not supported" in padding and "ZeroPadding1D" in padding
+    assert "UpSampling1D" in upsampling
     assert "LSTM" in table and "Dense" in table
-    assert "conv1d" in captured.err and "max_pooling1d" in captured.err
-    params = MANIFEST["files"]["conv_lstm.k3.keras"]["count_params"]
-    for count in params:
-        assert str(count) in table
+    assert "zero_padding1d" in captured.err and "up_sampling1d" in captured.err
+    for layer in model.layers:
+        assert str(layer.count_params()) in table
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST["files"]))

@@ -21,6 +21,8 @@ from . import (
     layer_norm,
     lstm,
     masking,
+    pooling,
+    reshape,
     simple_rnn,
     time_distributed,
 )
@@ -38,7 +40,10 @@ AROUND_CORE_QLAYERS = (
     batch_norm.QAffineLayer,
     layer_norm.QLayerNormLayer,
     conv1d.QConv1DLayer,
+    conv1d.QConv1DWindowLayer,
     masking.QMaskingLayer,
+    pooling.QPoolingLayer,
+    reshape.QReshapeLayer,
 )
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
@@ -61,6 +66,8 @@ READERS: dict[str, Reader] = {
     "Softmax": activation.read,
     "Conv1D": conv1d.read,
     "Masking": masking.read,
+    **{name: pooling.read for name in pooling.MODES},
+    **{name: reshape.read for name in reshape.KINDS},
     **{name: identity.read for name in identity.IDENTITY_CLASSES},
 }
 
@@ -89,8 +96,13 @@ def fold_chain(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     return layers, problems
 
 
-def read_layer(spec: LayerSpec, input_size: int) -> FloatLayer | None:
-    """LayerSpec -> float layer (None for identities); Unsupported lists every reason."""
+# Readers that need the timesteps of their input (Flatten, Reshape: their output size)
+TIMESTEP_READERS = tuple(reshape.KINDS)
+
+
+def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> FloatLayer | None:
+    """LayerSpec -> float layer (None for identities); Unsupported lists every reason.
+    ``timesteps``: of the layer's input, None when any length."""
     if spec.class_name == "Lambda":
         reason = (
             "Lambda layers hold Python code, which lstm-embed never runs; rebuild the model"
@@ -107,6 +119,8 @@ def read_layer(spec: LayerSpec, input_size: int) -> FloatLayer | None:
     reader = READERS.get(spec.class_name)
     if reader is None:
         raise Unsupported([f"type {spec.class_name} is not supported (supported: {SUPPORTED})"])
+    if spec.class_name in TIMESTEP_READERS:
+        return reshape.read(spec, input_size, timesteps)
     return reader(spec, input_size)
 
 

@@ -1,4 +1,4 @@
-"""Conv1D, causal with stride 1: a Dense over a window of the last kernel_size inputs.
+"""Conv1D: a Dense over a window of kernel_size inputs.
 
 Keras: y_t = act(b + sum_j W[j] . x_{t - (K-1-j) d}), x before the sequence zero (padding
 "causal" pads (K-1) d zeros on the left), K = kernel_size, d = dilation_rate. That is a Dense
@@ -6,8 +6,11 @@ over the window [x_{t-(K-1)d}, ..., x_{t-d}, x_t] (K * m inputs, the kernel resh
 (K * m, filters)), quantized and computed exactly as Dense (``dense.quantize_dense``, the Dense
 helpers of templates/ops.c.j2). The last (K-1) d inputs live in the caller-owned state (a ring
 buffer with its write position, zero after reset(): the causal padding), so the layer runs one
-timestep at a time and ``step()`` streams it. kernel_size 1 is a Dense per timestep with any
-padding. Templates: templates/layers/conv1d.c.j2 and conv1d_call.c.j2.
+timestep at a time and ``step()`` streams it (causal, stride 1). kernel_size 1 is a Dense per
+timestep with any padding. Any other padding ("valid", "same") or a stride above 1 needs the
+whole window (``window``; run() only): the window of output step t starts at input
+t * strides - pad before (``layers/window.py``, Keras' rules), zeros outside the sequence.
+Templates: templates/layers/conv1d.c.j2 and conv1d_call.c.j2.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 
 from .. import cformat
 from ..reader.spec import LayerSpec
+from . import window as geometry
 from .base import (
     FloatLayer,
     IRError,
@@ -52,15 +56,13 @@ def read(spec: LayerSpec, input_size: int) -> Conv1DLayer:
             "activation": (CONV_ACTIVATIONS, "linear"),
             "data_format": (("channels_last",), "channels_last"),
             "groups": ((1,), 1),
-            "strides": ((1,), 1),
+            "padding": (tuple(geometry.PADDINGS), "valid"),
         },
     )
     padding = config.get("padding", "valid")
-    if kernel_size != 1 and padding != "causal":
-        reasons.append(
-            f"padding={padding!r} with kernel_size={kernel_size} is not supported yet"
-            " (supported: padding='causal', or kernel_size 1)"
-        )
+    strides = config.get("strides", 1)
+    if not isinstance(strides, int) or strides < 1:
+        reasons.append(f"strides={strides!r} is not supported (supported: >= 1)")
     dilation = config.get("dilation_rate", 1)
     if not isinstance(kernel_size, int) or kernel_size < 1:
         reasons.append(f"kernel_size={kernel_size!r} is not supported (supported: >= 1)")
@@ -84,6 +86,8 @@ def read(spec: LayerSpec, input_size: int) -> Conv1DLayer:
         kernel=weights[0],
         bias=weights[1] if use_bias else None,
         activation=config.get("activation", "linear"),
+        padding=padding,
+        strides=strides,
     )
 
 
@@ -99,8 +103,12 @@ class Conv1DLayer(FloatLayer):
     kernel: np.ndarray  # (kernel_size, input_size, filters), Keras layout
     bias: np.ndarray | None
     activation: str = "linear"
+    padding: str = "causal"
+    strides: int = 1
 
     def __post_init__(self) -> None:
+        if self.padding not in geometry.PADDINGS or self.strides < 1:
+            raise IRError(f"layer '{self.name}': padding or strides not supported")
         if self.filters < 1 or self.kernel_size < 1 or self.dilation < 1:
             raise IRError(f"layer '{self.name}': filters, kernel_size, dilation must be >= 1")
         check_shape(
@@ -119,8 +127,22 @@ class Conv1DLayer(FloatLayer):
         return (self.kernel_size - 1) * self.dilation
 
     @property
+    def streaming(self) -> bool:
+        """Causal with stride 1 (or kernel_size 1): one timestep at a time."""
+        return self.strides == 1 and (self.padding == "causal" or self.kernel_size == 1)
+
+    @property
+    def whole_window_reason(self) -> str:
+        return f"Conv1D padding={self.padding!r}, strides={self.strides}"
+
+    @property
     def per_step_state(self) -> bool:
-        return self.history > 0
+        return self.streaming and self.history > 0
+
+    def output_timesteps(self, steps: int | None) -> int | None:
+        if steps is None or self.streaming:
+            return steps
+        return geometry.output_length(steps, self.history + 1, self.strides, self.padding)
 
     @property
     def output_size(self) -> int:
@@ -139,12 +161,12 @@ class Conv1DLayer(FloatLayer):
         )
 
     def windows(self, x: np.ndarray) -> np.ndarray:
-        """(N, T, m) -> (N, T, K * m): each step's window, zeros before the sequence."""
-        padded = np.concatenate([np.zeros_like(x[:, : self.history]), x], axis=1)
-        steps = x.shape[1]
-        starts = range(0, self.kernel_size * self.dilation, self.dilation)
-        taps = [padded[:, start : start + steps] for start in starts]
-        return np.concatenate(taps, axis=-1)
+        """(N, T, m) -> (N, T_out, K * m): each output step's window, zeros outside."""
+        index = geometry.taps(
+            x.shape[1], self.kernel_size, self.dilation, self.strides, self.padding
+        )
+        taps = geometry.gather(x, index, 0)
+        return taps.reshape(*taps.shape[:2], -1)
 
     def forward(self, x: np.ndarray) -> LayerTrace:
         z = self.windows(x) @ self.window_dense().kernel + (
@@ -159,7 +181,11 @@ class Conv1DLayer(FloatLayer):
         dense = quantize_dense(
             self.window_dense(), np.tile(scale, self.kernel_size), max_out, ctx.bits
         )
-        return QConv1DLayer(self.name, self.input_size, self.kernel_size, self.dilation, dense)
+        kind = QConv1DLayer if self.streaming else QConv1DWindowLayer
+        return kind(
+            self.name, self.input_size, self.kernel_size, self.dilation, dense,
+            self.padding, self.strides,
+        )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         bias = f"+{self.filters}" if self.bias is not None else ""
@@ -179,7 +205,7 @@ class Conv1DLayer(FloatLayer):
         kernel = dense.kernel.reshape(self.kernel_size, self.input_size, self.filters)
         return Conv1DLayer(
             self.name, self.input_size, self.filters, self.kernel_size, self.dilation,
-            kernel, dense.bias, self.activation,
+            kernel, dense.bias, self.activation, self.padding, self.strides,
         )  # fmt: skip
 
 
@@ -200,14 +226,29 @@ class QConv1DLayer(QLayer):
     kernel_size: int
     dilation: int
     dense: QDenseLayer
+    padding: str = "causal"
+    strides: int = 1
 
     @property
     def history(self) -> int:
         return (self.kernel_size - 1) * self.dilation
 
     @property
+    def streaming(self) -> bool:
+        return self.strides == 1 and (self.padding == "causal" or self.kernel_size == 1)
+
+    @property
+    def whole_window_reason(self) -> str:
+        return f"Conv1D padding={self.padding!r}, strides={self.strides}"
+
+    @property
     def per_step_state(self) -> bool:
-        return self.history > 0
+        return self.streaming and self.history > 0
+
+    def output_timesteps(self, steps: int | None) -> int | None:
+        if steps is None or self.streaming:
+            return steps
+        return geometry.output_length(steps, self.history + 1, self.strides, self.padding)
 
     @property
     def output_size(self) -> int:
@@ -226,7 +267,7 @@ class QConv1DLayer(QLayer):
         return self.dense.weight_bits
 
     def initial_state(self, batch: int) -> ConvState | None:
-        if not self.history:
+        if not self.per_step_state:
             return None
         return ConvState(np.zeros((batch, self.history, self.input_size), np.int64))
 
@@ -248,10 +289,10 @@ class QConv1DLayer(QLayer):
         return self.dense.tables_needed()
 
     def uses(self) -> set[str]:
-        return self.dense.uses()
+        return self.dense.uses() | (set() if self.streaming else {"window_geometry"})
 
     def state_fields(self) -> list[dict[str, Any]]:
-        if not self.history:
+        if not self.per_step_state:
             return []
         label = cformat.c_comment(self.name)
         return [
@@ -262,7 +303,7 @@ class QConv1DLayer(QLayer):
         ]  # fmt: skip
 
     def shared_scratch(self) -> list[dict[str, Any]]:
-        if not self.history:
+        if not self.history and self.streaming:
             return []
         size = self.kernel_size * self.input_size
         return [{"type": "int16_t", "name": "conv_window", "size": size,
@@ -273,7 +314,7 @@ class QConv1DLayer(QLayer):
 
     @property
     def state_bytes(self) -> int:
-        return 2 * self.history * self.input_size + 4 if self.history else 0
+        return 2 * self.history * self.input_size + 4 if self.per_step_state else 0
 
     def context(self, index: int) -> dict[str, Any]:
         return {
@@ -284,6 +325,12 @@ class QConv1DLayer(QLayer):
             "kernel_size": self.kernel_size,
             "dilation": self.dilation,
             "history": self.history,
+            "streaming": self.streaming,
+            "per_step_state": self.per_step_state,
+            "padding_code": geometry.PADDINGS[self.padding],
+            "padding": self.padding,
+            "strides": self.strides,
+            "span": self.history + 1,
         }
 
     def format(self) -> str:
@@ -291,3 +338,19 @@ class QConv1DLayer(QLayer):
 
     def flash_bytes(self) -> dict[str, int]:
         return self.dense.flash_bytes()
+
+
+@dataclass(frozen=True)
+class QConv1DWindowLayer(QConv1DLayer):
+    """The run-only forms (padding valid or same, or strides > 1): the whole window at once."""
+
+    def window(self, x_q: np.ndarray, state: Any, tables: dict, traces: list | None):
+        """Every output step's window (zeros outside the sequence) through the rows."""
+        x_q = np.asarray(x_q, np.int64)
+        index = geometry.taps(
+            x_q.shape[1], self.kernel_size, self.dilation, self.strides, self.padding
+        )
+        windows = geometry.gather(x_q, index, 0)
+        rows, steps = windows.shape[:2]
+        y, _ = self.dense.step(windows.reshape(rows * steps, -1), None, tables)
+        return y.reshape(rows, steps, -1)
