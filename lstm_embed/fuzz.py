@@ -37,6 +37,8 @@ import numpy as np
 from . import __version__, firmware, reference
 from . import fixedpoint as fp
 from .emit import render
+from .fuzz_around import insert as insert_around
+from .fuzz_around import needs_fixed_length, with_around
 from .hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
 from .inputs import ENTRY_POINTS
 from .ir import DenseLayer, LSTMLayer, Model
@@ -119,6 +121,7 @@ class ModelSpec:
     fixed_length: bool = True
     calibration_scale: float = 1.0  # 0 gives all-zero calibration data
     weight_bits: tuple[int, ...] = (8,)  # QuantizeOptions.weight_bits: all layers or per layer
+    around: tuple[str, ...] = ()  # layers around the recurrent core ("place:kind", fuzz_around)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -187,8 +190,10 @@ def build_model(spec: ModelSpec) -> Model:
         kernel = weights(rng, de.weights, (size, de.units))
         layers.append(DenseLayer(f"dense_{k}", size, de.units, kernel, bias, de.activation))
         size = de.units
+    layers = insert_around(spec.seed, spec.around, layers, spec.timesteps)
     # a layer that needs the whole window (go_backwards, Bidirectional) needs a fixed length
     whole_window = any(la.go_backwards or la.bidirectional for la in spec.lstm)
+    whole_window = whole_window or needs_fixed_length(spec.around)
     timesteps = spec.timesteps if spec.fixed_length or whole_window else None
     source = f"fuzz spec {spec.to_json()}"
     return Model("net", spec.inputs, timesteps, tuple(layers), source=source)
@@ -320,16 +325,18 @@ def random_spec(seed: int) -> ModelSpec:
     )
     lstm = _recurrent_family(seed, _grus(seed, lstm))
     scale = 0.0 if rng.random() < 0.05 else float(10 ** rng.uniform(-3, 3))
-    return ModelSpec(
-        seed=seed,
-        inputs=_log_uniform_int(rng, *INPUTS),
-        timesteps=_log_uniform_int(rng, *TIMESTEPS),
-        lstm=lstm,
-        dense=dense,
-        return_sequences=bool(rng.random() < 0.4),
-        fixed_length=bool(rng.random() < 0.5),
-        calibration_scale=scale,
-        weight_bits=_weight_bits(rng, len(lstm) + len(dense)),
+    return with_around(
+        ModelSpec(
+            seed=seed,
+            inputs=_log_uniform_int(rng, *INPUTS),
+            timesteps=_log_uniform_int(rng, *TIMESTEPS),
+            lstm=lstm,
+            dense=dense,
+            return_sequences=bool(rng.random() < 0.4),
+            fixed_length=bool(rng.random() < 0.5),
+            calibration_scale=scale,
+            weight_bits=_weight_bits(rng, len(lstm) + len(dense)),
+        )
     )
 
 

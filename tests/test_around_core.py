@@ -549,3 +549,18 @@ def test_output_timesteps_other_than_the_input_are_refused():
     model = keras.Sequential([keras.Input((9, 3)), *chain])
     with pytest.raises(Exception, match=r"output has 4 timesteps, the input 9"):
         read_keras_model(model)
+
+
+def test_fuzzer_draws_every_kind_and_they_convert():
+    """The fuzzer's specs mix every around kind with the recurrent ones (fuzz_around); a batch
+    of them converts and its sanitized host C equals the reference on every entry point."""
+    from lstm_embed import fuzz_around
+    from lstm_embed.fuzz import check_specs, random_spec
+
+    specs = [random_spec(seed) for seed in range(1500)]
+    drawn = {item.split(":")[1] for spec in specs for item in spec.around}
+    kinds = {*fuzz_around.PER_STEP, *fuzz_around.WHOLE_WINDOW, "masking"}
+    assert drawn == kinds
+    mixed = [spec for spec in specs if len(spec.around) >= 2][:16]
+    outcomes = check_specs(mixed, jobs=2, batch_size=8)
+    assert [o.status for o in outcomes] == ["ok"] * len(mixed), [o.detail for o in outcomes]

@@ -141,8 +141,8 @@ class ActivationLayer(FloatLayer):
             slope = fp.quantize_multiplier(self.negative_slope)
             return QActivationLayer(
                 self.name, self.input_size, "relu", scale.copy(),
-                threshold=np.clip(fp.round_half_away(self.threshold / scale), -limit, limit),
-                max_value=np.clip(fp.round_half_away(top), 0, fp.INT16_MAX),
+                threshold=fp.round_half_away(np.clip(self.threshold / scale, -limit, limit)),
+                max_value=fp.round_half_away(np.clip(top, 0, fp.INT16_MAX)),
                 slope_multiplier=slope.multiplier, slope_shift=slope.shift,
             )  # fmt: skip
         multiplier, shift = fp.multipliers(scale * 2.0**fp.Z_FRAC_BITS)

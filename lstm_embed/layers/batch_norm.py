@@ -103,7 +103,7 @@ class BatchNormLayer(FloatLayer):
         scale = np.broadcast_to(np.asarray(ctx.feature_scale, np.float64), (self.input_size,))
         out_scale = output_scale(float(np.max(np.abs(ctx.trace.output))))
         multiplier, shift = fp.signed_multipliers(a * scale / out_scale)
-        offset = np.clip(fp.round_half_away(b / out_scale), -fp.INT32_MAX, fp.INT32_MAX)
+        offset = fp.round_half_away(np.clip(b / out_scale, -fp.INT32_MAX, fp.INT32_MAX))
         return QAffineLayer(self.name, self.input_size, multiplier, shift, offset, out_scale)
 
     def dequantized(self, qlayer: QAffineLayer, feature_scale: np.ndarray) -> BatchNormLayer:

@@ -109,12 +109,13 @@ class LayerNormLayer(FloatLayer):
         k = extra_bits(m)
         unit = float(np.max(scale)) / 2**k
         in_multiplier, in_shift = fp.multipliers(scale / unit)
-        eps_term = min(fp.round_half_away(m * m * self.epsilon / unit**2).item(), EPS_TERM_MAX)
+        # saturated in float first: a fine unit can make it beyond int64
+        eps_term = fp.round_half_away(min(m * m * self.epsilon / unit**2, EPS_TERM_MAX)).item()
         out_scale = output_scale(float(np.max(np.abs(ctx.trace.output))))
         gamma_multiplier, gamma_shift = fp.signed_multipliers(
             self.gamma / (2.0**fp.Z_FRAC_BITS * out_scale)
         )
-        beta = np.clip(fp.round_half_away(self.beta / out_scale), -fp.INT32_MAX, fp.INT32_MAX)
+        beta = fp.round_half_away(np.clip(self.beta / out_scale, -fp.INT32_MAX, fp.INT32_MAX))
         return QLayerNormLayer(
             self.name, m, in_multiplier, in_shift, int(eps_term),
             gamma_multiplier, gamma_shift, beta, out_scale,

@@ -70,6 +70,17 @@ class ReshapeLayer(FloatLayer):
     def __post_init__(self) -> None:
         if self.mode not in ("flatten", "reshape", "repeat"):
             raise IRError(f"layer '{self.name}': mode {self.mode!r}")
+        if self.mode == "repeat":
+            consistent = self.out_size == self.input_size and self.out_timesteps >= 1
+        else:  # the same values regrouped
+            total = (self.in_timesteps or 0) * self.input_size
+            consistent = self.out_timesteps * self.out_size == total and total > 0
+            consistent = consistent and (self.mode == "reshape" or self.out_timesteps == 1)
+        if not consistent:
+            raise IRError(
+                f"layer '{self.name}': {self.keras_name} of {self.in_timesteps}x"
+                f"{self.input_size} into {self.out_timesteps}x{self.out_size}"
+            )
 
     @property
     def whole_window_reason(self) -> str:
