@@ -42,6 +42,7 @@ from .fuzz_around import needs_fixed_length, with_around
 from .hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
 from .inputs import ENTRY_POINTS
 from .ir import DenseLayer, LSTMLayer, Model
+from .layers.base import Diverges
 from .layers.bidirectional import MERGE_MODES, BidirectionalLayer
 from .layers.common import RecurrentOptions
 from .layers.gru import GRULayer
@@ -67,6 +68,9 @@ HUGE, TINY = 1e4, 1e-8
 FLOAT_SEQUENCES = 6  # calibration-like, zeros, +/-1e6, 100x calibration, alternating, NaN/Inf
 INT_SEQUENCES = 4  # random int16, all -32768, all 32767, alternating extremes
 # float-cast-overflow and float-divide-by-zero are not part of -fsanitize=undefined in GCC.
+# outcomes that are not bugs: a model refused because its float model overflows, one too big
+# for a board, one whose run() buffers do not fit (step checked alone)
+ACCEPTED = ("ok", "diverges", "too_big", "stepped_only")
 EXTRA_SANITIZE = ("-fsanitize=float-cast-overflow,float-divide-by-zero",)
 # Batches rotate through hostbuild's -O1 and the faster -O0, with the host's default
 # (reference) kernel and the plain-C optimized one.
@@ -140,7 +144,9 @@ class Case:
 class Outcome:
     spec: ModelSpec
     # "ok", "mismatch", "crash" (sanitizer, runner or firmware failure), "rejected" (the
-    # converter refused, saying why), "too_big" (does not fit the board's flash or RAM),
+    # converter refused, saying why), "diverges" (the float model itself overflows float32 on
+    # the calibration data, so the converter refuses it by design), "too_big" (does not fit
+    # the board's flash or RAM),
     # "stepped_only" (QEMU: step, step_f32 and quantize_input equal; run's buffers too big)
     status: str
     detail: str = ""
@@ -406,6 +412,8 @@ def _convert(case: Case, folder: Path, name: str) -> _Converted | Outcome:
         conversion = convert_ir(
             case.model, case.calibration, folder, name=name, options=options, force=True
         )
+    except Diverges as error:  # huge weights under an unbounded activation: no float model
+        return Outcome(case.spec, "diverges", str(error))
     except (ValueError, RuntimeError) as error:  # the converter refused: must say why
         return Outcome(case.spec, "rejected", f"{type(error).__name__}: {error}")
     return _Converted(case, conversion.qmodel, folder, name)
@@ -649,7 +657,7 @@ def check_qemu_specs(
         folder.mkdir()
         with np.errstate(all="ignore"):
             outcomes = check_qemu(build_case(specs[k]), folder, boards)
-        if all(o.status in ("ok", "too_big", "stepped_only") for o in outcomes):
+        if all(o.status in ACCEPTED for o in outcomes):
             shutil.rmtree(folder, ignore_errors=True)
         return outcomes
 
@@ -732,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
                 line = {"status": outcome.status, "board": outcome.board}
                 line["detail"] = outcome.detail[:2000]
                 line["spec"] = asdict(outcome.spec)
-                if outcome.status not in ("too_big", "stepped_only"):
+                if outcome.status not in ACCEPTED:
                     print(json.dumps(line), file=sys.stderr)
                 if args.log:
                     with args.log.open("a") as log:

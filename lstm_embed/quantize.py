@@ -25,7 +25,7 @@ from . import rounding
 from .calibration import LayerRounding
 from .float_model import forward
 from .ir import Model
-from .layers.base import QuantContext, QuantizeError
+from .layers.base import Diverges, QuantContext, QuantizeError
 from .qir import QModel
 
 # Inputs beyond the calibrated range keep room in int16: 2x costs 1 of 15 bits. The input scale
@@ -78,6 +78,22 @@ def check_calibration(model: Model, x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_finite(layer, outputs: np.ndarray) -> None:
+    """Refuse a layer whose float outputs overflow float32 on the calibration data (an
+    unbounded activation over huge weights): Keras' own predict is inf or NaN there."""
+    with np.errstate(invalid="ignore"):
+        peak = float(np.max(np.abs(outputs))) if outputs.size else 0.0
+    if not peak <= FLOAT32_MAX:
+        raise Diverges(
+            f"layer {layer.name!r}: on the calibration data its outputs reach {peak:.3g},"
+            f" beyond float32's {FLOAT32_MAX:.3g} (Keras computes inf or NaN here); the model"
+            " diverges on these inputs: check its weights and the calibration data's scale"
+        )
+
+
 def input_scale(x: np.ndarray, options: QuantizeOptions) -> np.ndarray:
     if options.input_range is not None:
         low, high = (np.broadcast_to(v, x.shape[2]) for v in options.input_range)
@@ -100,7 +116,10 @@ def quantize(
     ``rounding_record`` receives when given)."""
     options = options or QuantizeOptions()
     x = check_calibration(model, calibration)
-    _, traces = forward(model, x)
+    with np.errstate(over="ignore", invalid="ignore"):  # refused just below, naming the layer
+        _, traces = forward(model, x)
+    for layer, trace in zip(model.layers, traces, strict=True):
+        check_finite(layer, layer.chain_output(trace))
     x_scale = input_scale(x, options)
     inv_scale = (1.0 / x_scale.astype(np.float64)).astype(np.float32)  # as QModel has it
     rounder = LayerRounding.start(model, x, inv_scale, traces, options)

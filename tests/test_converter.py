@@ -193,3 +193,38 @@ def test_too_wide_for_int8_names_the_layer_and_int16_converts(tmp_path):
     conversion = convert_ir(model, x, tmp_path / "b", options=QuantizeOptions(weight_bits=(16,)))
     x_q = fp.quantize_input(x, conversion.qmodel.input_inv_scale)
     assert_bit_exact(reference.run(conversion.qmodel, x_q), run_host(tmp_path / "b", x_q))
+
+
+def test_diverging_float_model_is_refused_naming_the_layer(tmp_path):
+    """The fuzzer's model (CI, seed 10928): stacked ReLU SimpleRNNs over huge weights, whose
+    float outputs pass float32's maximum within 94 timesteps; Keras' predict is inf there,
+    so convert refuses, naming the first layer that overflows, and writes nothing."""
+    from lstm_embed import fuzz
+    from lstm_embed.layers.base import Diverges
+
+    rnn = dict(recurrent_activation="sigmoid", bias="tiny", kind="simple_rnn", stateful=True)
+    spec = fuzz.ModelSpec(
+        seed=10928, inputs=9, timesteps=94, dense=(), return_sequences=False,
+        fixed_length=False, calibration_scale=715.6713196313018, weight_bits=(8,),
+        lstm=(
+            fuzz.LSTMSpec(units=9, weights="huge", activation="relu", **rnn),
+            fuzz.LSTMSpec(units=11, weights="huge", activation="linear", go_backwards=True,
+                          bidirectional="mul", **rnn),
+            fuzz.LSTMSpec(units=63, weights="equal", activation="relu", go_backwards=True,
+                          bidirectional="mul", **{**rnn, "bias": None}),
+        ),
+    )  # fmt: skip
+    case = fuzz.build_case(spec)
+    with np.errstate(all="ignore"):
+        peak = np.max(np.abs(reference_float_outputs(case)))
+    assert not peak <= np.finfo(np.float32).max  # the oracle: the float model does overflow
+    with pytest.raises(Diverges, match=r"layer '[a-z_0-9]+'.*beyond float32"):
+        convert_ir(case.model, case.calibration, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def reference_float_outputs(case) -> np.ndarray:
+    from lstm_embed.float_model import forward
+
+    outputs, _ = forward(case.model, case.calibration.astype(np.float64))
+    return outputs

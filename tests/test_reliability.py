@@ -72,7 +72,8 @@ model_specs = st.builds(
 
 
 def assert_ok(outcomes: list[fuzz.Outcome]) -> None:
-    bad = [o for o in outcomes if o.status != "ok"]
+    # "diverges": the float model overflows float32, refused by design (tests/test_converter.py)
+    bad = [o for o in outcomes if o.status not in ("ok", "diverges")]
     assert not bad, "\n".join(f"{o.status}: {o.detail}\n  spec {o.spec.to_json()}" for o in bad)
 
 
@@ -82,6 +83,9 @@ def assert_ok(outcomes: list[fuzz.Outcome]) -> None:
     # no shrinking: every step is a compile; the failing spec is printed whole and rebuilds
     # the exact model from its seed
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    # the same draws on every run, so main stays green on what it tested; `make fuzz` (and
+    # LSTM_EMBED_FUZZ_EXAMPLES) explore further
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(spec=model_specs, kernel=st.sampled_from(["reference", "plain"]))

@@ -25,6 +25,11 @@ class QuantizeError(ValueError):
     """Calibration data or an option that cannot be used; the message says which and why."""
 
 
+class Diverges(QuantizeError):
+    """A layer whose float outputs on the calibration data leave float32's range: Keras
+    computes inf or NaN there, so there is nothing to quantize against."""
+
+
 class Unsupported(ValueError):
     """A layer, or an option of it, that lstm-embed cannot convert; ``reasons`` say which."""
 
