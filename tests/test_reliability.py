@@ -38,8 +38,9 @@ def lstm_specs() -> st.SearchStrategy[fuzz.LSTMSpec]:
         recurrent_activation=st.sampled_from(RECURRENT_ACTIVATIONS),
         weights=st.sampled_from(fuzz.WEIGHT_KINDS),
         bias=st.none() | st.sampled_from(fuzz.WEIGHT_KINDS),
-        # the recurrent family: SimpleRNN, go_backwards, stateful, Bidirectional
-        kind=st.sampled_from(["lstm", "lstm", "simple_rnn"]),
+        # the recurrent family: GRU (both forms), SimpleRNN, go_backwards, stateful, Bidirectional
+        kind=st.sampled_from(["lstm", "lstm", "gru", "simple_rnn"]),
+        reset_after=st.booleans(),
         activation=st.sampled_from(fuzz.RNN_ACTIVATIONS),
         go_backwards=st.booleans(),
         stateful=st.booleans(),
