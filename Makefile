@@ -47,7 +47,7 @@ test: venv toolchain
 	$(PY) -m pytest -n $(JOBS) tests
 
 bench: venv toolchain
-	mkdir -p build && $(PY) -m lstm_embed.bench --markdown BENCHMARKS.md --chart docs/bench.png --json build/bench.json --jobs $(JOBS)
+	mkdir -p build && $(PY) -m lstm_embed.bench --markdown BENCHMARKS.md --chart docs/bench.png --readme README.md --json build/bench.json --jobs $(JOBS)
 
 fuzz: venv toolchain
 	$(PY) -m lstm_embed.fuzz --models $${MODELS:-10000} --jobs $(JOBS)

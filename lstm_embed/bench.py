@@ -451,6 +451,34 @@ def format_targets(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+# README's speed section: the optimized kernel on these cores, every shape but the stack and head
+README_BOARDS = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")
+README_SKIPS = ("stack", "dense")
+
+
+def readme_sections(results: Sequence[Result]) -> dict[str, str]:
+    selected = [
+        r
+        for r in results
+        if r.kernel == "optimized"
+        and r.board in README_BOARDS
+        and not any(word in r.shape for word in README_SKIPS)
+    ]
+    return {"targets": format_targets(target_rows(results)), "selected": format_table(selected)}
+
+
+def replace_sections(text: str, sections: dict[str, str], where: str) -> str:
+    """Put each section's body between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
+    for name, body in sections.items():
+        begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        head, found, rest = text.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not (found and found_end):
+            raise SystemExit(f"{where}: no {begin} ... {end} markers to regenerate")
+        text = f"{head}{begin}\n{body}\n{end}{tail}"
+    return text
+
+
 def flags_text(boards: Sequence[str]) -> str:
     return "\n".join(f"- {b}: `{' '.join(compile_flags(get_board(b)))}`" for b in boards)
 
@@ -515,6 +543,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write results as JSON ('-': stdout)")
     parser.add_argument("--markdown", metavar="PATH", help="regenerate this file (BENCHMARKS.md)")
     parser.add_argument("--chart", metavar="PATH", help="write a PNG chart (docs/bench.png)")
+    parser.add_argument(
+        "--readme", metavar="PATH", help="regenerate the speed tables between its bench markers"
+    )
     parser.add_argument("--shapes", nargs="+", metavar="LABEL", help="only these shape labels")
     parser.add_argument(
         "--input-shift", metavar="K", help="override every shape's input shift (0..6 or auto)"
@@ -549,6 +580,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(markdown(results, boards))
     if args.chart:
         write_chart(results, Path(args.chart))
+    if args.readme:
+        readme = Path(args.readme)
+        sections = readme_sections(results)
+        readme.write_text(replace_sections(readme.read_text(), sections, args.readme))
     return 0
 
 
