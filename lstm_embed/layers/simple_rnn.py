@@ -207,7 +207,8 @@ class SimpleRNNLayer(FloatLayer):
         x_q the integer input the quantized layers before this one give (as lstm.py's)."""
         from .. import rounding
 
-        x_q = np.asarray(ctx.quantized_input, np.float64)
+        # only the sequences auto fits on: the held-out ones judge the result
+        x_q = np.asarray(ctx.fit_part(ctx.quantized_input), np.float64)
         h = self.forward(x_q * ctx.feature_scale).output * (Q15_SCALE / state_scale)
         h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
         return rounding.InputStats.of(
