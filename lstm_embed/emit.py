@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 
-from . import __version__, cformat, layouts
+from . import __version__, cformat
 from . import fixedpoint as fp
 from .ir import sequence_out, timesteps_after
 from .layers.masking import mask_reach, masking_index
@@ -49,30 +50,44 @@ def render(template_name: str, **context: Any) -> str:
     return environment().get_template(template_name).render(**context)
 
 
-TABLE_DESCRIPTIONS = {"sigmoid": "sigmoid(u)", "tanh": "tanh(u)", "exp": "1 - exp(-u)"}
-
-
 def _table_context(table: fp.ActivationTable) -> dict[str, Any]:
+    """The stored table: tanh's signed over [-range, range], exp's on [0, range)."""
+    signed = table.name == "tanh"
+    entries = table.signed_entries if signed else table.entries
     return {
         "name": table.name,
-        "description": TABLE_DESCRIPTIONS[table.name],
+        "description": "tanh(u) on [-8, 8]" if signed else "1 - exp(-u) on [0, 16)",
         "count": len(table.entries) - 1,
+        "size": len(entries),
         "range": 2**table.log2_range,
         "index_shift": table.index_shift,
-        "entries": cformat.c_int_array(table.entries),
+        "entries": cformat.c_int_array(entries),
     }
 
 
-def _table_pairs_context(table: fp.ActivationTable) -> dict[str, Any]:
-    pairs = layouts.table_pairs(table, odd=table.name == "tanh")
+def _mve_pairs(table: fp.ActivationTable) -> str:
+    """{E[j], E[j+1] - E[j]} as the low and high halfwords of one int32 per knot: one word
+    gather per lookup on MVE (two halfword gathers need two base addresses, which GCC 12
+    recomputes per lookup)."""
+    e = table.signed_entries
+    slope = np.append(np.diff(e), 0)
+    return cformat.c_int_array((slope << 16) + (e & 0xFFFF), per_line=8)
+
+
+def _lookup_context(lookup: fp.SignedLookup) -> dict[str, Any]:
+    """Constants of fp.signed_lookup; the DSP form packs {2^shift - frac, frac} as halfwords
+    (frac * 65535 + 2^shift), so one SMLAD does both products."""
+    if 1 << lookup.shift > fp.INT16_MAX:
+        raise ValueError("table interpolation needs shift <= 14")  # guarded by the CLI's range
     return {
-        "pairs": cformat.c_int_array(pairs, per_line=8),
-        "pairs_count": pairs.size,
-        "count": len(table.entries) - 1,
-        "limit": table.limit,
-        "saturate_bits": layouts.saturate_bits(table),
-        "shift": table.index_shift,
-        "mask": (1 << table.index_shift) - 1,
+        "shift": lookup.shift,
+        "limit": lookup.limit,
+        "offset": lookup.offset,
+        "offset_high": lookup.offset >> lookup.out_shift,
+        "offset_low": lookup.offset & ((1 << lookup.out_shift) - 1),
+        "out_shift": lookup.out_shift,
+        "mask": (1 << lookup.shift) - 1,
+        "saturate_bits": lookup.limit.bit_length(),
     }
 
 
@@ -249,7 +264,8 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
     table_users = {f.removeprefix("table_") for f in uses if f.startswith("table_")}
     # tables some layer reads (quantize always builds tanh; a relu SimpleRNN model needs none)
     needed = set().union(*(la.tables_needed() for la in model.layers))
-    tables = [t for t in model.tables.values() if t.name in needed]
+    tables = [t for t in model.tables.values() if t.name in {fp.TABLE_OF[f] for f in needed}]
+    tanh_table = model.tables["tanh"]
     return {
         "tool_version": __version__,
         "source": model.source,
@@ -287,8 +303,12 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
         "tables": [_table_context(t) for t in tables],
         "table_by_name": {t.name: _table_context(t) for t in tables},
-        "table_pairs": {
-            t.name: _table_pairs_context(t) for t in model.tables.values() if t.name != "exp"
+        "mve_pairs": _mve_pairs(tanh_table),
+        "mve_pairs_count": len(tanh_table.signed_entries),
+        # sigmoid and tanh read the one tanh table (fp.signed_lookup)
+        "lookups": {
+            "sigmoid": _lookup_context(fp.sigmoid_lookup(tanh_table)),
+            "tanh": _lookup_context(fp.tanh_lookup(tanh_table)),
         },
         "hard_sigmoid": _hard_sigmoid_slope(model),
         "uses": {
@@ -308,7 +328,7 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
                 "div_round",
             )
         }
-        | {"sigmoid": "sigmoid" in model.tables},
+        | {"sigmoid": "sigmoid" in needed, "tanh": "tanh" in needed},
         "wide_acc_shift": fp.WIDE_ACC_SHIFT,
         # the LSTM reference kernel and the recurrent helpers (LSTM and GRU use them)
         "lstm_kernels": bool(uses & {"portable_lstm", "optimized_lstm"}),

@@ -9,6 +9,7 @@ of ``v + 2**(s-1)``), saturation is always explicit.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -205,8 +206,10 @@ def dequantize(y_q: np.ndarray, scale: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations: one increasing table on [0, 2**log2_range) read with linear interpolation.
-# sigmoid(-u) = 1 - sigmoid(u), tanh(-u) = -tanh(u), exp(-u) = 1 - (1 - exp(-u)).
+# Activations. tanh: one increasing table e on [0, 2**log2_range) (Q0.15), read as the signed
+# table E on [-range, range] (E[count + k] = e[k] = -E[count - k]) with linear interpolation;
+# sigmoid reads the same table, as sigmoid(z) = (1 + tanh(z / 2)) / 2 holds exactly. exp (the
+# softmax) keeps a table of its own on [0, range): exp(-u) = 1 - (1 - exp(-u)).
 
 
 @dataclass(frozen=True)
@@ -225,14 +228,56 @@ class ActivationTable:
     def limit(self) -> int:
         return (len(self.entries) - 1) << self.index_shift
 
+    @functools.cached_property
+    def signed_entries(self) -> np.ndarray:
+        """An odd function's table over [-range, range]: what the C stores (int16)."""
+        e = self.entries.astype(np.int64)
+        return np.concatenate([-e[:0:-1], e])
+
+
+@dataclass(frozen=True)
+class SignedLookup:
+    """f(z) = (E[j] * (2^shift - frac) + E[j+1] * frac + offset) >> out_shift for
+    u = clamp(z, -limit, limit - 1) + limit, j = u >> shift, frac = u mod 2^shift: the
+    interpolated table plus rounding (tanh), or halved around one half (sigmoid)."""
+
+    shift: int
+    limit: int
+    offset: int
+    out_shift: int
+
+
+def tanh_lookup(table: ActivationTable) -> SignedLookup:
+    shift = table.index_shift
+    return SignedLookup(shift, table.limit, 1 << (shift - 1), shift)
+
+
+def sigmoid_lookup(table: ActivationTable) -> SignedLookup:
+    """sigmoid(z) = (Q15_ONE + tanh(z / 2)) / 2 from tanh's interpolation at twice the z,
+    rounded once (halves down, so that tanh's 32767 gives 32767, an int16; rounding the
+    interpolation first and then halving would bias every gate by -1/4 LSB, which drifts
+    through the cell over long streams)."""
+    shift = table.index_shift + 1
+    offset = (Q15_ONE << shift) + (1 << shift) - 1
+    return SignedLookup(shift, 2 * table.limit, offset, shift + 1)
+
+
+def signed_lookup(table: ActivationTable, lookup: SignedLookup, z: np.ndarray) -> np.ndarray:
+    e = table.signed_entries
+    u = np.clip(np.asarray(z, dtype=np.int64), -lookup.limit, lookup.limit - 1) + lookup.limit
+    j, frac = u >> lookup.shift, u & ((1 << lookup.shift) - 1)
+    total = e[j] * ((1 << lookup.shift) - frac) + e[j + 1] * frac + lookup.offset
+    return total >> lookup.out_shift
+
 
 TABLE_FUNCTIONS = {
-    "sigmoid": lambda u: 1.0 / (1.0 + np.exp(-u)),
     "tanh": np.tanh,
     "exp": lambda u: 1.0 - np.exp(-u),  # stored increasing; exp(-u) = 1 - table
 }
-TABLE_LOG2_RANGE = {"sigmoid": 4, "tanh": 3, "exp": 4}  # sigmoid(16), tanh(8) are 1 - 2e-7
+TABLE_LOG2_RANGE = {"tanh": 3, "exp": 4}  # tanh(8) is 1 - 2e-7; sigmoid(16) too
 DEFAULT_LOG2_ENTRIES = 8
+# functions -> the table they read
+TABLE_OF = {"sigmoid": "tanh", "tanh": "tanh", "exp": "exp"}
 
 
 def build_table(name: str, log2_entries: int = DEFAULT_LOG2_ENTRIES) -> ActivationTable:
@@ -251,7 +296,7 @@ def build_table(name: str, log2_entries: int = DEFAULT_LOG2_ENTRIES) -> Activati
     correction = np.zeros(count + 1)
     correction[:-1] += chord_error / 4
     correction[1:] += chord_error / 4
-    correction[0] = 0.0  # keep f(0) exact: sigmoid(0) = 0.5, tanh(0) = 0
+    correction[0] = 0.0  # keep f(0) exact: tanh(0) = 0, so sigmoid(0) = 0.5
     entries = saturate(round_half_away((values + correction) * Q15_ONE), 0, INT16_MAX)
     return ActivationTable(name, np.maximum.accumulate(entries).astype(np.int16), log2_range)
 
@@ -267,14 +312,12 @@ def table_lookup(table: ActivationTable, u: np.ndarray) -> np.ndarray:
     return base + rounding_shift_right(step * frac, shift)
 
 
-def sigmoid_q15(z: np.ndarray, table: ActivationTable) -> np.ndarray:
-    y = table_lookup(table, np.abs(z))
-    return np.where(z >= 0, y, Q15_ONE - y)
+def sigmoid_q15(z: np.ndarray, tanh_table: ActivationTable) -> np.ndarray:
+    return signed_lookup(tanh_table, sigmoid_lookup(tanh_table), z)
 
 
-def tanh_q15(z: np.ndarray, table: ActivationTable) -> np.ndarray:
-    y = table_lookup(table, np.abs(z))
-    return np.where(z >= 0, y, -y)
+def tanh_q15(z: np.ndarray, tanh_table: ActivationTable) -> np.ndarray:
+    return signed_lookup(tanh_table, tanh_lookup(tanh_table), z)
 
 
 def exp_neg_q15(u: np.ndarray, table: ActivationTable) -> np.ndarray:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import cformat
-from . import fixedpoint as fp
 
 if TYPE_CHECKING:
     from .layers.lstm import QLSTMLayer
@@ -207,38 +206,6 @@ def requant_pairs(layer: QLSTMLayer) -> np.ndarray:
     offset = FAST_REQUANT_MIN_SHIFT if fast_requant(layer) else 0
     shift = layer.shift.astype(np.int64) - offset
     return np.stack([layer.multiplier.astype(np.int64), shift], axis=-1).reshape(-1)
-
-
-def table_pairs(table: fp.ActivationTable, odd: bool) -> np.ndarray:
-    """Signed lookup table of an odd (tanh) or sigmoid-symmetric function as int32 {base, slope}
-    pairs for j = z >> shift in [-count, count], stored in two planes: the 2*count + 1 bases at
-    index j + count, then the slopes at 2*count + 1 + j + count (two loads from two base
-    registers with the same scaled index, or two gathers with the same offsets).
-
-    j >= 0: {(e[j] << shift) + 2^(shift-1), e[j+1] - e[j]} (slope 0 at j = count), so
-    (base + slope * frac) >> shift = e[j] + ((slope * frac + 2^(shift-1)) >> shift), the
-    reference's table_lookup. j < 0 (u = -z, k = -j - 1): the reference returns
-    off - e[k] - ((s * (2^shift - frac) + 2^(shift-1)) >> shift) with off = 0 (tanh) or 32768
-    (sigmoid) and s = e[k+1] - e[k], which equals
-    ((off - e[k+1]) << shift + 2^(shift-1) - 1 + s * frac) >> shift (frac = z & mask).
-    z is first clamped to [-limit, limit - 1] with one saturation: at z = limit - 1 the
-    reference value already equals e[count] when the last slope is <= 2^(shift-1) (checked).
-    """
-    e = table.entries.astype(np.int64)
-    shift, count = table.index_shift, len(table.entries) - 1
-    if e[count] - e[count - 1] > 1 << (shift - 1):
-        raise ValueError(f"{table.name} table: last slope too steep for the saturating clamp")
-    offset = 0 if odd else fp.Q15_ONE
-    slope = np.append(np.diff(e), 0)
-    k = np.arange(count)[::-1]  # j = -count .. -1  ->  k = count - 1 .. 0
-    negative = np.stack([((offset - e[k + 1]) << shift) + (1 << (shift - 1)) - 1, slope[k]], -1)
-    positive = np.stack([(e << shift) + (1 << (shift - 1)), slope], -1)
-    return np.concatenate([negative, positive]).T.reshape(-1)
-
-
-def saturate_bits(table: fp.ActivationTable) -> int:
-    """SSAT width that clamps z to [-limit, limit - 1]."""
-    return table.limit.bit_length()
 
 
 def c_int32_array(values: np.ndarray, per_line: int = 8) -> str:

@@ -22,7 +22,9 @@ from .layers.base import Q15_SCALE
 __all__ = ["Q15_SCALE", "QDenseLayer", "QLSTMLayer", "QLayer", "QModel"]
 
 QMODEL_FILE = "qmodel.npz"
-QMODEL_FORMAT = 2  # bump when a field changes; older folders are refused with "convert again"
+# bump when a field or its meaning changes; older folders are refused with "convert again"
+# (3: sigmoid reads the tanh table)
+QMODEL_FORMAT = 3
 
 
 class QModelFileError(ValueError):

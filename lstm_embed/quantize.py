@@ -138,7 +138,7 @@ def quantize(
         rounding_record.append(rounder)
     tables = {
         name: fp.build_table(name, options.table_log2_entries)
-        for name in sorted({"tanh"}.union(*(la.tables_needed() for la in layers)))
+        for name in sorted({"tanh"}.union(*(la.tables_needed() for la in layers)) - {"sigmoid"})
     }
     return QModel(
         name=model.name,

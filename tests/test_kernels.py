@@ -199,7 +199,7 @@ def test_saturating_cell_clamps_tanh_input(converted: dict) -> None:
     cell really leaves tanh's table range within the test's timesteps."""
     _, _, qmodel = converted[SATURATING]
     layer, tanh = qmodel.lstm_layers[0], qmodel.tables["tanh"]
-    assert layer.cell_frac < 32 - layouts.saturate_bits(tanh)
+    assert layer.cell_frac < 32 - tanh.limit.bit_length()
     seed = [shape.label for shape in SHAPES].index(SATURATING)
     trace = reference.Trace()
     reference.run(qmodel, bench.bench_input(4, SATURATING_TIMESTEPS, seed)[None], trace)
@@ -216,17 +216,23 @@ def test_plain_kernel_builds_strict_on_host(converted: dict, tmp_path: Path, lab
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
-def test_signed_table_pairs_equal_reference_lookup(name: str) -> None:
-    table = fp.build_table(name)
-    pairs = layouts.table_pairs(table, odd=name == "tanh").reshape(2, -1).T
-    shift, limit, count = table.index_shift, table.limit, len(table.entries) - 1
-    z = np.concatenate([np.arange(-limit - 5000, limit + 5000), [2**31 - 1, -(2**31) + 1]])
-    clamped = np.clip(z, -limit, limit - 1)
-    e = pairs[(clamped >> shift) + count]
-    y = (e[:, 0] + e[:, 1] * (clamped & ((1 << shift) - 1))) >> shift
-    function = fp.tanh_q15 if name == "tanh" else fp.sigmoid_q15
-    np.testing.assert_array_equal(y, function(z, table))
+@pytest.mark.parametrize("log2_entries", [6, 8, 11])
+def test_signed_lookups_are_the_interpolated_table_rounded(log2_entries: int) -> None:
+    """tanh = round(L(z)) and sigmoid = (1 + L(z / 2)) / 2 rounded (halves down), L the
+    piecewise-linear interpolant (numpy's) through the knots +/-e[k] of tanh's stored table,
+    z clamped to the table's range: what every kernel's integer formula must compute."""
+    table = fp.build_table("tanh", log2_entries)
+    e, shift, limit = table.entries.astype(np.float64), table.index_shift, table.limit
+    knots = np.arange(-(len(e) - 1), len(e)) * 2.0**shift
+    values = np.concatenate([-e[:0:-1], e])
+    z = np.concatenate([np.arange(-2 * limit - 3000, 2 * limit + 3000, 7), [2**31 - 1, -(2**31)]])
+    tanh = np.floor(np.interp(np.clip(z, -limit, limit - 1), knots, values) + 0.5)
+    np.testing.assert_array_equal(fp.tanh_q15(z, table), tanh)
+    half_z = np.clip(z, -2 * limit, 2 * limit - 1) / 2.0
+    sigmoid = np.ceil((fp.Q15_ONE + np.interp(half_z, knots, values)) / 2 + 0.5) - 1
+    np.testing.assert_array_equal(fp.sigmoid_q15(z, table), sigmoid)
+    assert fp.sigmoid_q15(np.array([0]), table)[0] == fp.Q15_ONE // 2
+    assert fp.sigmoid_q15(np.array([2**31 - 1]), table)[0] == fp.INT16_MAX  # fits int16
 
 
 def test_fast_requantize_equals_reference() -> None:

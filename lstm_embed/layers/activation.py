@@ -203,7 +203,7 @@ class QActivationLayer(QLayer):
             return y, None
         z = fp.requantize(x_q, self.multiplier, self.shift)
         if self.function == "sigmoid":
-            return fp.sigmoid_q15(z, tables["sigmoid"]), None
+            return fp.sigmoid_q15(z, tables["tanh"]), None
         return fp.tanh_q15(z, tables["tanh"]), None
 
     def tables_needed(self) -> set[str]:

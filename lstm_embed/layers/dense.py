@@ -224,7 +224,7 @@ class QDenseLayer(QLayer):
             fp.accumulate(dot, self.bias_s32, self.weight_bits), self.multiplier, self.shift
         )
         if self.activation == "sigmoid":
-            return fp.sigmoid_q15(z, tables["sigmoid"]), None
+            return fp.sigmoid_q15(z, tables["tanh"]), None
         if self.activation == "tanh":
             return fp.tanh_q15(z, tables["tanh"]), None
         if self.activation == "softmax":

@@ -115,4 +115,4 @@ def recurrent_activation(kind: str, z: np.ndarray, tables: dict) -> np.ndarray:
     """sigmoid (table) or hard_sigmoid (Keras 3's or Keras 2's slope) of Z_FRAC_BITS inputs."""
     if kind.startswith("hard_sigmoid"):
         return fp.hard_sigmoid_q15(z, kind)
-    return fp.sigmoid_q15(z, tables["sigmoid"])
+    return fp.sigmoid_q15(z, tables["tanh"])
