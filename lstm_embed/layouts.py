@@ -122,7 +122,7 @@ def dsp_units(layer: QLSTMLayer) -> np.ndarray:
     parts = [header, dsp_weights(layer).reshape(units, -1)]
     if layer.input_shift:
         parts.append(dsp_input_weights(layer).reshape(units, -1))
-    parts.append(requant_pairs(layer).reshape(units, 8))
+    parts.append(requant_pairs(layer).reshape(units, -1))
     return wrap_s32(np.concatenate(parts, axis=1)).reshape(-1)
 
 
@@ -197,12 +197,38 @@ def fast_requant(layer: QLSTMLayer) -> bool:
     return bool(np.all(layer.shift >= FAST_REQUANT_MIN_SHIFT))
 
 
+PACKED_SHIFT_BITS = 5  # shift - 33 in the low bits of a fast layer's multipliers
+
+
+def with_packed_shift(multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Multipliers whose low 5 bits carry shift - 33, so that the DSP and plain kernels read one
+    word per row (``packed_requant``); the multiplier (>= 2^30) moves by < 2^-25 of itself.
+    Unchanged unless every row takes the fast requantization with shift - 33 < 32."""
+    code = np.asarray(shift, np.int64) - FAST_REQUANT_MIN_SHIFT
+    if np.any(code < 0) or np.any(code >= 1 << PACKED_SHIFT_BITS):
+        return multiplier
+    mask = (1 << PACKED_SHIFT_BITS) - 1
+    return ((np.asarray(multiplier, np.int64) & ~mask) | code).astype(multiplier.dtype)
+
+
+def packed_requant(layer: QLSTMLayer) -> bool:
+    code = layer.shift.astype(np.int64) - FAST_REQUANT_MIN_SHIFT
+    mask = (1 << PACKED_SHIFT_BITS) - 1
+    return bool(
+        fast_requant(layer)
+        and np.all(code < 1 << PACKED_SHIFT_BITS)
+        and np.all((layer.multiplier.astype(np.int64) & mask) == code)
+    )
+
+
 def requant_pairs(layer: QLSTMLayer) -> np.ndarray:
     """[unit][gate]{multiplier, shift - 33} when ``fast_requant``, else {multiplier, shift}.
 
     Fast: z = ((hi >> (s - 33)) + 1) >> 1 with hi the high word of acc * multiplier, which
     equals (hi + 2^(s-33)) >> (s-32), the rounded shift (s >= 33 puts the rounding bit in hi).
     """
+    if packed_requant(layer):  # one word per row
+        return layer.multiplier.astype(np.int64).reshape(-1)
     offset = FAST_REQUANT_MIN_SHIFT if fast_requant(layer) else 0
     shift = layer.shift.astype(np.int64) - offset
     return np.stack([layer.multiplier.astype(np.int64), shift], axis=-1).reshape(-1)
@@ -237,5 +263,7 @@ def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
         "plain_weights": cformat.c_int_array(plain_weights(layer), per_line=32),
         "plain_bias": c_int32_array(plain_bias(layer)),
         "fast_requant": fast_requant(layer),
+        "packed_requant": packed_requant(layer),
+        "requant_words": requant_pairs(layer).size,
         "requant_pairs": cformat.c_int_array(requant_pairs(layer), per_line=8),
     }

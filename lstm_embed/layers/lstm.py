@@ -248,6 +248,8 @@ def quantize_lstm(
             rows_f, bias_f, scale, Q15_SCALE, bits, method, stats, layer.bias is not None,
             row_length,
         )  # fmt: skip
+    if bits == 8:  # the optimized kernels' layouts read one word per row
+        multiplier = layouts.with_packed_shift(multiplier, shift)
     return QLSTMLayer(
         name=layer.name,
         input_size=layer.input_size,
