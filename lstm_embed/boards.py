@@ -53,6 +53,12 @@ class Board:
     def emulated(self) -> bool:
         return self.qemu_machine is not None
 
+    @property
+    def core(self) -> str:
+        """The core ("m4" for -mcpu=cortex-m4), whose kernel layout convert --board emits."""
+        cpu = next(f for f in self.cpu_flags if f.startswith("-mcpu="))
+        return cpu.removeprefix("-mcpu=cortex-").removesuffix("+nofp")
+
 
 def _qemu(name: str, machine: str, core: str, flags: tuple[str, ...], **kw: object) -> Board:
     defaults: dict = {

@@ -110,7 +110,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # printed below, as lstm-embed's own lines
         warnings.simplefilter("ignore", CalibrationWarning)
         result = convert(
-            args.model, x, args.output, args.name, options, args.force, validation=validation
+            args.model, x, args.output, args.name, options, args.force, validation, _core(args)
         )
     print_summary(result.report)
     for text in result.report["warnings"]:
@@ -119,6 +119,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(format_table(result.report["layers"], INSPECT_COLUMNS))
     print(f"wrote {result.out_dir}/{result.report['name']}.h, .c and report.json")
     return 0
+
+
+def _core(args: argparse.Namespace) -> str:
+    from .boards import get_board
+    from .emit import core_kernels
+
+    core = get_board(args.board).core if args.board else args.core
+    core_kernels(core)  # refuses an unknown core, naming the supported ones
+    return core
 
 
 def print_summary(report: dict) -> None:
@@ -316,8 +325,17 @@ def parser() -> argparse.ArgumentParser:
         default=8,
         choices=range(6, 12),
         metavar="{6..11}",
-        help="activation tables of 2**N intervals (default 8: 257 entries)",
+        help="activation table of 2**N intervals per sign (default 8: 513 entries)",
     )
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "--core",
+        default="all",
+        metavar="CORE",
+        help="the kernel layout to emit: all (default: every core's, chosen when compiling),"
+        " portable, m0, m3, m4, m7, m33, m55 (that core's optimized kernel only)",
+    )
+    target.add_argument("--board", help="emit the layout of this board's core (see README)")
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.add_argument("-v", "--verbose", action="store_true", help="print every layer's details")
     p.set_defaults(func=cmd_convert)

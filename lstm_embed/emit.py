@@ -255,7 +255,28 @@ def _hard_sigmoid_slope(model: QModel) -> dict[str, int]:
     }
 
 
-def model_context(model: QModel, name: str) -> dict[str, Any]:
+# --core: which kernels' layouts the .c holds. "all": every one, chosen at compile time by the
+# core's features; a core: its optimized kernel only (the DSP kernel builds anywhere, its three
+# instructions in C where the core lacks them; MVE keeps the reference kernel for other cores).
+PLAIN_CORES = ("m0", "m0plus", "m3", "m23")
+DSP_CORES = ("m4", "m7", "m33", "m35p")
+MVE_CORES = ("m55", "m85")
+CORE_KERNELS: dict[str, tuple[str, ...]] = {
+    "all": ("reference", "plain", "dsp", "mve"),
+    "portable": ("reference",),
+    **{core: ("plain",) for core in PLAIN_CORES},
+    **{core: ("dsp",) for core in DSP_CORES},
+    **{core: ("mve", "reference") for core in MVE_CORES},
+}
+
+
+def core_kernels(core: str) -> tuple[str, ...]:
+    if core not in CORE_KERNELS:
+        raise ValueError(f"--core {core!r} is not supported (supported: {', '.join(CORE_KERNELS)})")
+    return CORE_KERNELS[core]
+
+
+def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]:
     name = cformat.c_identifier(name)
     layers = layer_contexts(model)
     head = layers[model.head_start :]
@@ -268,6 +289,8 @@ def model_context(model: QModel, name: str) -> dict[str, Any]:
     tanh_table = model.tables["tanh"]
     return {
         "tool_version": __version__,
+        "core": core,
+        "kernels": list(core_kernels(core)),
         "source": model.source,
         "name": name,
         "NAME": name.upper(),
@@ -365,9 +388,10 @@ def _chain_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
     return context
 
 
-def emit_model(model: QModel, out_dir: Path, name: str) -> list[Path]:
-    """Render <name>.h and <name>.c into out_dir; returns the files written."""
-    context = model_context(model, name)
+def emit_model(model: QModel, out_dir: Path, name: str, core: str = "all") -> list[Path]:
+    """Render <name>.h and <name>.c into out_dir (``core``: see CORE_KERNELS); returns the files
+    written."""
+    context = model_context(model, name, core)
     written = []
     for template, suffix in (("model.h.j2", ".h"), ("model.c.j2", ".c")):
         path = out_dir / f"{context['name']}{suffix}"

@@ -22,7 +22,7 @@ from .calibration import (
     range_check,
     trust_warnings,
 )
-from .emit import emit_model
+from .emit import core_kernels, emit_model
 from .float_model import forward
 from .ir import Model
 from .qir import QMODEL_FILE, QModel, save_qmodel
@@ -168,6 +168,7 @@ def convert(
     options: QuantizeOptions | None = None,
     force: bool = False,
     validation: np.ndarray | None = None,
+    core: str = "all",
 ) -> Conversion:
     """Keras model (in memory, or a .keras/.h5 path) + calibration inputs -> C in out_dir;
     ``validation``: separate inputs to measure clipping and error on."""
@@ -175,7 +176,7 @@ def convert(
 
     if isinstance(model, str | Path):  # a file: no ML framework; the float model is the oracle
         ir = frontend.load_model(model)
-        return convert_ir(ir, calibration, out_dir, name, options, force, None, validation)
+        return convert_ir(ir, calibration, out_dir, name, options, force, None, validation, core)
     ir = frontend.read_keras_model(model)
 
     def keras_predict(x: np.ndarray) -> np.ndarray:
@@ -186,7 +187,9 @@ def convert(
             return np.asarray(y, dtype=np.float64)
         return np.asarray(model.predict(x, verbose=0), dtype=np.float64)
 
-    return convert_ir(ir, calibration, out_dir, name, options, force, keras_predict, validation)
+    return convert_ir(
+        ir, calibration, out_dir, name, options, force, keras_predict, validation, core
+    )
 
 
 def reset_states(model: Any) -> None:
@@ -206,14 +209,17 @@ def convert_ir(
     force: bool = False,
     keras_predict: Any = None,
     validation: np.ndarray | None = None,
+    core: str = "all",
 ) -> Conversion:
-    """IR -> C in out_dir (no Keras needed); ``keras_predict`` adds the error vs Keras,
+    """IR -> C in out_dir (no Keras needed); ``core``: which kernels' layouts the C holds
+    (emit.CORE_KERNELS); ``keras_predict`` adds the error vs Keras,
     ``validation`` (separate inputs) the clipping and error on them. Calibration that cannot be
     trusted gives warnings (``CalibrationWarning``, and report["warnings"])."""
     name = cformat.c_identifier(ir.name if name is None else name)
     out_dir = Path(out_dir)
     check_output_folder(out_dir, force)
     options = options or QuantizeOptions()
+    core_kernels(core)  # a bad --core is refused before any work
     x_val = None if validation is None else checked_validation(ir, validation)
     rounder: list = []
     qmodel = quantize(ir, calibration, options, rounding_record=rounder)
@@ -221,12 +227,13 @@ def convert_ir(
     keras_y = keras_predict(x) if keras_predict is not None else None
     report = build_report(ir, qmodel, name, keras_y, x)
     report["rounding"] = rounder[0].record()
+    report["core"] = core
     add_trust(report, ir, qmodel, x, options, x_val, keras_predict)
     for text in report["warnings"]:
         warnings.warn(text.removeprefix("warning: "), CalibrationWarning, stacklevel=2)
 
     def write(folder: Path) -> None:
-        emit_model(qmodel, folder, name)
+        emit_model(qmodel, folder, name, core)
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         # the integer model lets compare and trace follow every layer
         save_qmodel(qmodel, folder / QMODEL_FILE)

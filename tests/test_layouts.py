@@ -1,0 +1,125 @@
+"""`convert --core`: one kernel layout per conversion, equal to the numpy reference bit for bit.
+
+Oracle: the numpy integer reference (``fuzz.expected_output``). A DSP-only conversion runs its
+DSP kernel everywhere (on the host and on Cortex-M0, the three DSP instructions in C), so the
+host builds below (ASan/UBSan) exercise the optimized kernel itself; QEMU runs it on the cores
+it was converted for and on one without the instructions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_embed import bench, cli, firmware
+from lstm_embed import fixedpoint as fp
+from lstm_embed.fuzz import compare_output, expected_output
+from lstm_embed.hostbuild import STRICT_FLAGS, compiler, run_entry_point
+from lstm_embed.inputs import ENTRY_POINTS
+from lstm_embed.ir import DenseLayer, Model
+from lstm_embed.layers.gru import GRULayer
+from lstm_embed.pipeline import convert_ir
+
+from .helpers import random_inputs, random_lstm
+
+ENTRIES = tuple(ENTRY_POINTS)
+# distinctive arrays of each layout (templates/kernels/, templates/layers/lstm.c.j2)
+LAYOUT_ARRAYS = {
+    "reference": "net_lstm0_multiplier[",
+    "plain": "net_lstm0_weights_u8[",
+    "dsp": "net_lstm0_units[",
+    "mve": "net_lstm0_requant_v[",
+}
+CORES = {"m0": {"plain"}, "m4": {"dsp"}, "m55": {"mve", "reference"}, "portable": {"reference"}}
+# issue: the generated sources of the 6/64 model, one layout, at most 150 KB
+MAX_SOURCE_BYTES_6_64 = 150 * 1024
+
+
+def _model(rng: np.random.Generator) -> Model:
+    """LSTM(9) -> GRU(7) -> Dense(3): odd shapes, both recurrent kinds' optimized kernels."""
+    gru = GRULayer(
+        "gru1", 9, 7, rng.uniform(-0.5, 0.5, (9, 21)), rng.uniform(-0.4, 0.4, (7, 21)),
+        rng.uniform(-0.1, 0.1, (2, 21)), reset_after=True,
+    )  # fmt: skip
+    dense = DenseLayer("dense2", 7, 3, rng.uniform(-0.5, 0.5, (7, 3)), np.zeros(3), "tanh")
+    lstm = random_lstm(rng, "lstm0", 5, 9, return_sequences=True)
+    return Model("net", 5, 6, (lstm, gru, dense))
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory) -> dict[str, tuple[Path, object, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    model = _model(rng)
+    x = random_inputs(4, 24, 6, 5)
+    out = {}
+    for core in CORES:
+        folder = tmp_path_factory.mktemp(core)
+        q = convert_ir(model, x, folder / "out", name="net", core=core).qmodel
+        x_q = fp.quantize_input(x[:3], q.input_inv_scale)
+        x_q[-1] = np.where(np.arange(6)[:, None] % 2 == 0, -32768, 32767)
+        out[core] = (folder / "out", q, x[:3], x_q)
+    return out
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_only_the_cores_layout_is_emitted(cases, core: str) -> None:
+    source = (cases[core][0] / "net.c").read_text()
+    present = {kernel for kernel, array in LAYOUT_ARRAYS.items() if array in source}
+    assert present == CORES[core]
+    assert json.loads((cases[core][0] / "report.json").read_text())["core"] == core
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_host_build_equals_reference_on_every_entry_point(cases, core: str) -> None:
+    out, q, x, x_q = cases[core]
+    for entry in ENTRIES:
+        inputs = x if ENTRY_POINTS[entry].float_input else x_q
+        got = run_entry_point(out, entry, inputs, sanitize=True)
+        assert compare_output(entry, expected_output(q, entry, inputs), got) is None, entry
+
+
+@pytest.mark.parametrize(
+    "core, board",
+    [("m4", "qemu-m4"), ("m4", "qemu-m0"), ("m0", "qemu-m0"), ("m55", "qemu-m55")],
+)
+def test_qemu_equals_reference(toolchain, cases, core: str, board: str) -> None:
+    out, q, x, x_q = cases[core]
+    got = firmware.run_entry_points(out, board, ["run", "step", "run_f32"], x_q=x_q, x=x)
+    for entry, values in got.items():
+        inputs = x if ENTRY_POINTS[entry].float_input else x_q
+        assert compare_output(entry, expected_output(q, entry, inputs), values) is None, entry
+
+
+def test_a_kernel_the_file_does_not_hold_is_a_compile_error(cases, tmp_path: Path) -> None:
+    out = cases["m4"][0]
+    cmd = [compiler(), *STRICT_FLAGS, "-DNET_USE_PLAIN_KERNEL", "-c", str(out / "net.c")]
+    proc = subprocess.run([*cmd, "-o", str(tmp_path / "n.o")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "--core m4" in proc.stderr and "no plain kernel" in proc.stderr
+
+
+def test_6_64_sources_of_one_layout_fit_the_issue_bound(tmp_path: Path) -> None:
+    shape = next(s for s in bench.SHAPES if s.label == "6/64")
+    ir = shape.ir(0)
+    x = random_inputs(6, 2, 8, shape.input_size)
+    convert_ir(ir, x, tmp_path / "one", name="bench", core="m4")
+    convert_ir(ir, x, tmp_path / "all", name="bench")
+    one = sum(p.stat().st_size for p in (tmp_path / "one").glob("bench.[ch]"))
+    every = sum(p.stat().st_size for p in (tmp_path / "all").glob("bench.[ch]"))
+    assert one <= MAX_SOURCE_BYTES_6_64 < every
+
+
+def test_board_picks_its_core_and_a_bad_core_is_refused(tmp_path: Path, capsys) -> None:
+    x = random_inputs(5, 8, 4, 2)  # the fixture: 4 timesteps of 2 features
+    np.save(tmp_path / "x.npy", x)
+    fixture = Path(__file__).parent / "fixtures" / "keras" / "lstm_dense.k3.keras"
+    args = ["convert", str(fixture), "-c", str(tmp_path / "x.npy")]
+    assert cli.main([*args, "-o", str(tmp_path / "b"), "--board", "qemu-m0"]) == 0
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["core"] == "m0"
+    assert cli.main([*args, "-o", str(tmp_path / "bad"), "--core", "m9"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "--core 'm9' is not supported" in err and "m4" in err
+    assert not (tmp_path / "bad").exists()
