@@ -74,7 +74,15 @@ ACCEPTED = ("ok", "diverges", "too_big", "stepped_only")
 EXTRA_SANITIZE = ("-fsanitize=float-cast-overflow,float-divide-by-zero",)
 # Batches rotate through hostbuild's -O1 and the faster -O0, with the host's default
 # (reference) kernel and the plain-C optimized one.
-VARIANTS = (("-O1", "reference"), ("-O0", "plain"), ("-O1", "plain"), ("-O0", "reference"))
+# "dsp": converted with --core m4, whose DSP kernel runs on the host with its instructions in C
+VARIANTS = (
+    ("-O1", "reference"),
+    ("-O0", "plain"),
+    ("-O1", "dsp"),
+    ("-O1", "plain"),
+    ("-O0", "reference"),
+    ("-O0", "dsp"),
+)
 # The QEMU profile: the portable/plain kernels (M0), the DSP kernel (M4), the MVE kernel (M55).
 QEMU_BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")
 
@@ -85,7 +93,7 @@ def case_flags(optimize: str = "-O1") -> tuple[str, ...]:
 
 
 def kernel_defines(names: list[str], kernel: str) -> list[str]:
-    if kernel == "reference":
+    if kernel in ("reference", "dsp"):  # the host's default; the only kernel of an m4 file
         return []
     return [f"-D{name.upper()}_USE_{kernel.upper()}_KERNEL" for name in names]
 
@@ -406,12 +414,13 @@ class Batch:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-def _convert(case: Case, folder: Path, name: str) -> _Converted | Outcome:
+def _convert(case: Case, folder: Path, name: str, core: str = "all") -> _Converted | Outcome:
     try:
         options = QuantizeOptions(weight_bits=case.spec.weight_bits)
         conversion = convert_ir(
-            case.model, case.calibration, folder, name=name, options=options, force=True
-        )
+            case.model, case.calibration, folder, name=name, options=options, force=True,
+            core=core,
+        )  # fmt: skip
     except Diverges as error:  # huge weights under an unbounded activation: no float model
         return Outcome(case.spec, "diverges", str(error))
     except (ValueError, RuntimeError) as error:  # the converter refused: must say why
@@ -545,7 +554,7 @@ def check_batch(
     folder.mkdir(parents=True, exist_ok=True)
     batch = Batch()
     for k, case in enumerate(cases):
-        result = _convert(case, folder / f"m{k}", f"m{k}")
+        result = _convert(case, folder / f"m{k}", f"m{k}", "m4" if kernel == "dsp" else "all")
         if isinstance(result, Outcome):
             batch.outcomes.append(result)
         else:

@@ -89,7 +89,7 @@ def assert_ok(outcomes: list[fuzz.Outcome]) -> None:
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(spec=model_specs, kernel=st.sampled_from(["reference", "plain"]))
+@given(spec=model_specs, kernel=st.sampled_from(["reference", "plain", "dsp"]))
 def test_random_model_c_equals_reference(
     spec: fuzz.ModelSpec, kernel: str, tmp_path_factory
 ) -> None:
