@@ -130,6 +130,10 @@ def _core(args: argparse.Namespace) -> str:
     return core
 
 
+# which cores run each kernel (emit.CORE_KERNELS), for the summary
+KERNEL_CORES = {"plain": "M0/M3", "dsp": "M4/M7/M33", "mve": "M55", "reference": "portable"}
+
+
 def print_summary(report: dict) -> None:
     from .report import format_table
 
@@ -148,6 +152,16 @@ def print_summary(report: dict) -> None:
         f" biases/scales {flash['biases']}, tables {flash['tables']}); RAM {ram['total']} B"
         f" (state {ram['state']}, scratch {ram['scratch']}); {report['macs_per_step']} MACs/step"
     )
+    by_kernel = report.get("const_bytes_by_kernel")
+    if by_kernel:
+        from .emit import core_kernels
+
+        emitted = core_kernels(report.get("core", "all"))
+        kernels = {k: cores for k, cores in KERNEL_CORES.items() if k in emitted}
+        print(
+            "constants as built, code not included (lstm-embed profile measures both): "
+            + ", ".join(f"{cores} {by_kernel[k]} B" for k, cores in kernels.items())
+        )
     calibration = report.get("calibration")
     if calibration:
         cells = ", ".join(

@@ -32,8 +32,37 @@ def sizes(model: QModel) -> dict[str, dict[str, int]]:
             "tables": tables,
             "total": weights + biases + tables,
         },
+        "const_bytes_by_kernel": kernel_const_bytes(model, weights + biases, tables),
         "ram_bytes": {"state": state, "scratch": scratch, "total": state + scratch},
     }
+
+
+def kernel_const_bytes(model: QModel, portable: int, tables: int) -> dict[str, int]:
+    """The model's constants (code not included) in each kernel's layout: what a build for a
+    core of that kernel puts in .rodata for the model. LSTM layers know their optimized
+    layouts (``kernel_flash_bytes``); the other kinds count their portable constants. MVE reads
+    {value, slope} words of the tanh table, and the plain table only where a layer outside the
+    optimized kernels needs sigmoid or tanh."""
+    leaves = []
+    for layer in model.layers:
+        inners = [getattr(layer, f"{d}_layer", None) for d in ("forward", "backward")]
+        leaves += [i for i in inners if i is not None] or [layer]
+    optimized = [
+        leaf for leaf in leaves if hasattr(leaf, "kernel_flash_bytes") and not leaf.portable_only
+    ]
+    scalar_tanh = any(
+        leaf.tables_needed() & {"sigmoid", "tanh"} for leaf in leaves if leaf not in optimized
+    )
+    tanh_bytes = 2 * len(model.tables["tanh"].signed_entries)
+    out = {}
+    for kernel in ("reference", "plain", "dsp", "mve"):
+        total = portable + tables
+        for leaf in optimized:
+            total += leaf.kernel_flash_bytes()[kernel] - sum(leaf.flash_bytes().values())
+        if kernel == "mve" and optimized:
+            total += 2 * tanh_bytes - (0 if scalar_tanh else tanh_bytes)
+        out[kernel] = total
+    return out
 
 
 def layer_rows(ir: Model, model: QModel | None = None, bits: int = 8) -> list[dict[str, Any]]:

@@ -123,3 +123,19 @@ def test_board_picks_its_core_and_a_bad_core_is_refused(tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert "--core 'm9' is not supported" in err and "m4" in err
     assert not (tmp_path / "bad").exists()
+
+
+# issue: convert's figures within 2% of what a build measures for the core
+CONST_ESTIMATE_TOLERANCE = 0.02
+
+
+@pytest.mark.parametrize(
+    "board, kernel", [("qemu-m0", "plain"), ("qemu-m4", "dsp"), ("qemu-m55", "mve")]
+)
+def test_convert_reports_the_constants_a_build_measures(toolchain, cases, board, kernel) -> None:
+    """report.json's constants of each kernel's layout against the model's .rodata in the
+    linked firmware (map file) for a core of that kernel."""
+    out = cases["m4" if kernel == "dsp" else "m0" if kernel == "plain" else "m55"][0]
+    estimate = json.loads((out / "report.json").read_text())["const_bytes_by_kernel"][kernel]
+    measured = firmware.build(out, board).model.rodata
+    assert abs(estimate - measured) <= CONST_ESTIMATE_TOLERANCE * measured, (estimate, measured)

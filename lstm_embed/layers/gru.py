@@ -595,6 +595,28 @@ class QGRULayer(QLayer):
         weights = 3 * self.units * self.row_length * self.weight_bits // 8
         return {"weights": weights, "biases": self.rows * self.units * fp.BIAS_ROW_BYTES}
 
+    def kernel_flash_bytes(self) -> dict[str, int]:
+        """Constants of this layer in each kernel's layout (templates/kernels/gru_*.c.j2)."""
+        from . import gru_layouts as gl
+
+        portable = sum(self.flash_bytes().values())
+        if self.portable_only:
+            return dict.fromkeys(("reference", "plain", "dsp", "mve"), portable)
+        plain = dsp = 0
+        mve = self.rows * self.units * 4  # bias_s32
+        for weight_rows, rows in gl.passes(self):
+            requant = gl.requant_pairs(self, rows).size * 4
+            plain += gl.plain_weights(self, weight_rows).size + requant
+            dsp += gl.dsp_units(self, weight_rows, rows).size * 4
+            if self.input_shift:
+                mve += gl.mve_input_weights(self, weight_rows).size * 2
+                mve += gl.mve_recurrent_weights(self, weight_rows).size
+            else:
+                mve += gl.mve_weights(self, weight_rows).size
+            mve += gl.mve_requant(self, rows).size * 4 if gl.fast_requant(self) else requant
+        plain += gl.plain_bias(self).size * 4
+        return {"reference": portable, "plain": plain, "dsp": dsp, "mve": mve}
+
 
 def candidate_preactivation(z: np.ndarray, r_q15: np.ndarray) -> np.ndarray:
     """reset_after: sat32(z_hx + round(r * z_hh / 2**15)), Z_FRAC_BITS; z (..., 4) rows."""

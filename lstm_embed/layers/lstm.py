@@ -511,6 +511,22 @@ class QLSTMLayer(QLayer):
         weights = rows * self.row_length * self.weight_bits // 8
         return {"weights": weights, "biases": rows * fp.BIAS_ROW_BYTES}
 
+    def kernel_flash_bytes(self) -> dict[str, int]:
+        """Constants of this layer in each kernel's layout (templates/kernels/), as compiled."""
+        portable = sum(self.flash_bytes().values())
+        if self.portable_only:
+            return dict.fromkeys(("reference", "plain", "dsp", "mve"), portable)
+        rows = 4 * self.units
+        requant = layouts.requant_pairs(self).size * 4
+        mve_requant = layouts.mve_requant(self).size * 4 if layouts.fast_requant(self) else requant
+        return {
+            "reference": portable,
+            "plain": layouts.plain_weights(self).size + layouts.plain_bias(self).size * 4 + requant,
+            "dsp": layouts.dsp_units(self).size * 4,
+            "mve": layouts.mve_weights(self).size + layouts.mve_input_weights(self).size * 2
+            + rows * 4 + mve_requant,
+        }  # fmt: skip
+
 
 def recurrent_activation(layer: QLSTMLayer, z: np.ndarray, tables: dict) -> np.ndarray:
     return recurrent_activation_q15(layer.recurrent_activation, z, tables)
