@@ -113,12 +113,43 @@ def cmd_convert(args: argparse.Namespace) -> int:
             args.model, x, args.output, args.name, options, args.force, validation, _core(args)
         )
     print_summary(result.report)
+    if args.board:
+        _measure_on_board(result.out_dir, args.board)
     for text in result.report["warnings"]:
         print(f"lstm-embed convert: {text}", file=sys.stderr)
     if args.verbose:
         print(format_table(result.report["layers"], INSPECT_COLUMNS))
     print(f"wrote {result.out_dir}/{result.report['name']}.h, .c and report.json")
     return 0
+
+
+def _measure_on_board(out_dir: Path, board: str) -> None:
+    """convert --board on an emulated board: the model's flash as `build` links it, its RAM
+    (state and the stack high-water mark) and instructions per step from a QEMU run
+    (lstm-embed profile), printed and into report.json "measured"."""
+    import dataclasses
+    import os
+
+    from . import firmware, profile
+    from .boards import EMULATED_BOARDS
+
+    if board not in EMULATED_BOARDS or not firmware.toolchain_available():
+        why = "a real board" if board not in EMULATED_BOARDS else "no arm-none-eabi-gcc/QEMU"
+        print(f"measured sizes: not here ({why}); lstm-embed build --board {board} gives them")
+        return
+    (run,) = profile.profile(Path(out_dir), (board,))
+    model = firmware.build(out_dir, board).model  # flash as lstm-embed build links it
+    const = model.rodata + model.data
+    measured = dataclasses.replace(
+        run, flash_bytes=model.text + const, code_bytes=model.text, const_bytes=const
+    )
+    print(profile.table([measured]))
+    path = Path(out_dir) / "report.json"
+    report = json.loads(path.read_text())
+    report["measured"] = dataclasses.asdict(measured)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def _core(args: argparse.Namespace) -> str:

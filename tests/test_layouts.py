@@ -139,3 +139,20 @@ def test_convert_reports_the_constants_a_build_measures(toolchain, cases, board,
     estimate = json.loads((out / "report.json").read_text())["const_bytes_by_kernel"][kernel]
     measured = firmware.build(out, board).model.rodata
     assert abs(estimate - measured) <= CONST_ESTIMATE_TOLERANCE * measured, (estimate, measured)
+
+
+def test_convert_board_measures_what_build_measures(toolchain, tmp_path: Path, capsys) -> None:
+    """convert --board qemu-m4: the model's flash equal to what lstm-embed build links, RAM
+    with the stack and instructions per step from a QEMU run (lstm-embed profile)."""
+    fixture = Path(__file__).parent / "fixtures" / "keras" / "lstm_dense.k3.keras"
+    np.save(tmp_path / "x.npy", random_inputs(5, 16, 4, 2))
+    out = tmp_path / "out"
+    args = ["convert", str(fixture), "-c", str(tmp_path / "x.npy"), "-o", str(out)]
+    assert cli.main([*args, "--board", "qemu-m4"]) == 0
+    assert "qemu-m4" in capsys.readouterr().out
+    measured = json.loads((out / "report.json").read_text())["measured"]
+    built = firmware.build(out, "qemu-m4").model
+    assert measured["flash_bytes"] == built.flash
+    assert measured["state_bytes"] == built.bss and measured["stack_bytes"] > 0
+    assert measured["ram_bytes"] == measured["state_bytes"] + measured["stack_bytes"]
+    assert measured["instructions_per_step"] > 0
