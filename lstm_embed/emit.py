@@ -127,11 +127,15 @@ def scratch_size(model: QModel) -> int:
     return max(widths, default=1)
 
 
-def shared_scratch(model: QModel) -> list[dict[str, Any]]:
-    """Scratch members several layers may share, each as large as its largest user."""
+def shared_scratch(model: QModel, core: str = "all") -> list[dict[str, Any]]:
+    """Scratch members several layers may share, each as large as its largest user; a member
+    only some kernels use ("kernels") only where the file holds one of them."""
     merged: dict[str, dict[str, Any]] = {}
+    emitted = set(core_kernels(core))
     for layer in model.layers:
         for field in layer.shared_scratch():
+            if not emitted & set(field.get("kernels", emitted)):
+                continue
             old = merged.get(field["name"])
             if old is None or field["size"] > old["size"]:
                 merged[field["name"]] = dict(field)
@@ -322,7 +326,7 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         # activations evaluated outside the recurrent kernels (Dense heads, activation layers)
         "table_users": sorted(dense_activations | table_users),
         "scratch_size": scratch_size(model),
-        "shared_scratch": shared_scratch(model),
+        "shared_scratch": shared_scratch(model, core),
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
         "tables": [_table_context(t) for t in tables],
         "table_by_name": {t.name: _table_context(t) for t in tables},

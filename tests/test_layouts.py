@@ -156,3 +156,20 @@ def test_convert_board_measures_what_build_measures(toolchain, tmp_path: Path, c
     assert measured["state_bytes"] == built.bss and measured["stack_bytes"] > 0
     assert measured["ram_bytes"] == measured["state_bytes"] + measured["stack_bytes"]
     assert measured["instructions_per_step"] > 0
+
+
+@pytest.mark.parametrize("core", ["m4", "m0", "m55"])
+def test_large_layer_keeps_its_rows_in_the_state(tmp_path: Path, core: str) -> None:
+    """6/64: the DSP and plain kernels' [x; h_prev] copy is a state member (only the one the
+    file's kernel uses is declared); host build (ASan/UBSan) == reference."""
+    shape = next(s for s in bench.SHAPES if s.label == "6/64")
+    x = random_inputs(7, 3, 8, shape.input_size)
+    q = convert_ir(shape.ir(0), x, tmp_path / "out", name="bench", core=core).qmodel
+    header = (tmp_path / "out" / "bench.h").read_text()
+    members = {m for m in ("lstm_rows_s32", "lstm_rows_s16") if m in header}
+    plain = "lstm_rows_s32" if q.lstm_layers[0].input_shift else "lstm_rows_s16"  # uint32 / uint16
+    assert members == {"m4": {"lstm_rows_s32"}, "m0": {plain}, "m55": set()}[core]
+    x_q = fp.quantize_input(x, q.input_inv_scale)
+    for entry in ("run", "step"):
+        got = run_entry_point(tmp_path / "out", entry, x_q, sanitize=True)
+        assert compare_output(entry, expected_output(q, entry, x_q), got) is None, entry

@@ -470,6 +470,23 @@ class QLSTMLayer(QLayer):
     def scratch_width(self) -> int:
         return self.units  # the new hidden state while the layer updates
 
+    def shared_scratch(self) -> list[dict[str, Any]]:
+        """The optimized kernels' [x; h_prev] copy, in the caller's state when it is large
+        (``layouts.rows_buffers``; any kernel may be compiled: the largest need of each type)."""
+        if self.portable_only:
+            return []
+        words, halfwords = layouts.rows_buffers(self)
+        # "kernels": only a file holding one of them declares the member (emit.shared_scratch)
+        dsp_users = ("dsp", "plain") if self.input_shift else ("dsp",)
+        fields = []
+        if words:
+            comment = "[x; h_prev] of the DSP (and shifted plain) LSTM kernels"
+            fields.append(_scratch("int32_t", "lstm_rows_s32", words, comment, dsp_users))
+        if halfwords:
+            comment = "[x; h_prev] of the plain LSTM kernel"
+            fields.append(_scratch("int16_t", "lstm_rows_s16", halfwords, comment, ("plain",)))
+        return fields
+
     @property
     def state_bytes(self) -> int:
         return (2 + (4 if self.wide_cell else 2)) * self.units
@@ -526,6 +543,10 @@ class QLSTMLayer(QLayer):
             "mve": layouts.mve_weights(self).size + layouts.mve_input_weights(self).size * 2
             + rows * 4 + mve_requant,
         }  # fmt: skip
+
+
+def _scratch(c_type: str, name: str, size: int, comment: str, kernels: tuple[str, ...]) -> dict:
+    return {"type": c_type, "name": name, "size": size, "comment": comment, "kernels": kernels}
 
 
 def recurrent_activation(layer: QLSTMLayer, z: np.ndarray, tables: dict) -> np.ndarray:
