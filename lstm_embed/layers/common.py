@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..reader.spec import LayerSpec
-from .base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext
+from .base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext, Unsupported
 
 
 def require_options(config: dict[str, Any], rules: dict[str, tuple[tuple, Any]]) -> list[str]:
@@ -95,6 +95,43 @@ GO_BACKWARDS_REASON = "go_backwards=True reads the window from its last timestep
 def recurrent_flags(config: dict[str, Any]) -> dict[str, bool]:
     """Keras' go_backwards and stateful options of a recurrent layer config (default False)."""
     return {flag: bool(config.get(flag, False)) for flag in RECURRENT_FLAGS}
+
+
+# options every recurrent kind refuses the same way
+RECURRENT_RULES: dict[str, tuple[tuple, Any]] = {
+    "return_state": ((False,), False),
+    "time_major": ((False,), False),
+}
+
+
+def read_recurrent(
+    spec: LayerSpec,
+    input_size: int,
+    layer_class: type,
+    rules: dict[str, tuple[tuple, Any]],
+    **options: Any,
+) -> Any:
+    """A recurrent kind's Keras layer: its own ``rules`` and RECURRENT_RULES checked, kernel,
+    recurrent kernel and bias read, the float layer built with ``options`` (its kind's config
+    values), go_backwards and stateful applied."""
+    config = spec.config
+    reasons = require_options(config, {**rules, **RECURRENT_RULES})
+    if reasons:
+        raise Unsupported(reasons)
+    article = "an" if layer_class.keras_class == "LSTM" else "a"
+    kind = f"{article} {layer_class.keras_class}"
+    (kernel, recurrent_kernel), bias = layer_weights(spec, kind, 2)
+    layer = layer_class(
+        name=spec.name,
+        input_size=input_size,
+        units=int(config["units"]),
+        kernel=kernel,
+        recurrent_kernel=recurrent_kernel,
+        bias=bias,
+        return_sequences=bool(config.get("return_sequences", False)),
+        **options,
+    )
+    return with_recurrent_options(config, layer)
 
 
 def with_recurrent_options(config: dict[str, Any], layer: Any) -> Any:

@@ -35,16 +35,13 @@ from .base import (
     LayerTrace,
     QLayer,
     QuantContext,
-    Unsupported,
     check_finite,
     check_shape,
 )
 from .common import (
     activation_function,
-    layer_weights,
-    require_options,
+    read_recurrent,
     weight_format,
-    with_recurrent_options,
 )
 from .recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
@@ -68,31 +65,16 @@ ROWS_RESET_BEFORE = ("z", "r", "h")
 
 
 def read(spec: LayerSpec, input_size: int) -> Any:
+    rules = {
+        "activation": (("tanh",), "tanh"),
+        "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
+    }
     config = spec.config
-    reasons = require_options(
-        config,
-        {
-            "activation": (("tanh",), "tanh"),
-            "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
-            "return_state": ((False,), False),
-            "time_major": ((False,), False),
-        },
-    )
-    if reasons:
-        raise Unsupported(reasons)
-    (kernel, recurrent_kernel), bias = layer_weights(spec, "a GRU", 2)
-    layer = GRULayer(
-        name=spec.name,
-        input_size=input_size,
-        units=int(config["units"]),
-        kernel=kernel,
-        recurrent_kernel=recurrent_kernel,
-        bias=bias,
+    return read_recurrent(
+        spec, input_size, GRULayer, rules,
         reset_after=bool(config.get("reset_after", True)),
         recurrent_activation=config.get("recurrent_activation", "sigmoid"),
-        return_sequences=bool(config.get("return_sequences", False)),
-    )
-    return with_recurrent_options(config, layer)  # go_backwards, stateful
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

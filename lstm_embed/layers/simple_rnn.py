@@ -28,16 +28,13 @@ from .base import (
     QLayer,
     QuantContext,
     QuantizeError,
-    Unsupported,
     check_finite,
     check_shape,
 )
 from .common import (
     activation_function,
-    layer_weights,
-    require_options,
+    read_recurrent,
     weight_format,
-    with_recurrent_options,
 )
 from .recurrent import (
     choose_input_shift,
@@ -60,29 +57,9 @@ MAX_STATE = 1e30
 
 
 def read(spec: LayerSpec, input_size: int) -> Any:
-    config = spec.config
-    reasons = require_options(
-        config,
-        {
-            "activation": (ACTIVATIONS, "tanh"),
-            "return_state": ((False,), False),
-            "time_major": ((False,), False),
-        },
-    )
-    if reasons:
-        raise Unsupported(reasons)
-    (kernel, recurrent_kernel), bias = layer_weights(spec, "a SimpleRNN", 2)
-    layer = SimpleRNNLayer(
-        name=spec.name,
-        input_size=input_size,
-        units=int(config["units"]),
-        kernel=kernel,
-        recurrent_kernel=recurrent_kernel,
-        bias=bias,
-        activation=config.get("activation", "tanh"),
-        return_sequences=bool(config.get("return_sequences", False)),
-    )
-    return with_recurrent_options(config, layer)
+    rules = {"activation": (ACTIVATIONS, "tanh")}
+    activation = spec.config.get("activation", "tanh")
+    return read_recurrent(spec, input_size, SimpleRNNLayer, rules, activation=activation)
 
 
 # ---------------------------------------------------------------------------------------------
