@@ -97,6 +97,33 @@ def recurrent_flags(config: dict[str, Any]) -> dict[str, bool]:
     return {flag: bool(config.get(flag, False)) for flag in RECURRENT_FLAGS}
 
 
+class WeightlessLayer:
+    """Mixin of float layers without weights (pooling, reshape, masking): no parameters, no
+    weight flash, nothing to round. ``keras_name`` (the Keras class read) or ``keras_class``."""
+
+    def summary(self) -> dict[str, Any]:
+        name = getattr(self, "keras_name", None) or self.keras_class  # type: ignore[attr-defined]
+        return {"type": name, "activation": None, "units": None, "params_formula": "0"}
+
+    def flash_bytes(self, bits: int) -> int:
+        return 0
+
+    def dequantized(self, qlayer: Any, feature_scale: np.ndarray) -> Any:
+        return self
+
+
+class WeightlessQLayer:
+    """Mixin of their integer layers: no multiply-accumulates, no weight width."""
+
+    @property
+    def macs(self) -> int:
+        return 0
+
+    @property
+    def weight_bits(self) -> int:
+        return 8  # no weights; the report's column needs a value
+
+
 # options every recurrent kind refuses the same way
 RECURRENT_RULES: dict[str, tuple[tuple, Any]] = {
     "return_state": ((False,), False),

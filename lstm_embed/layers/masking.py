@@ -36,6 +36,7 @@ from .. import cformat
 from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
 from .base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext
+from .common import WeightlessLayer, WeightlessQLayer
 
 # Per-timestep kinds Keras passes the mask through (Conv1D drops it)
 MASK_PASSING_KINDS = ("dense", "activation", "batch_norm", "layer_norm")
@@ -51,7 +52,7 @@ def read(spec: LayerSpec, input_size: int) -> MaskingLayer:
 
 
 @dataclass(frozen=True)
-class MaskingLayer(FloatLayer):
+class MaskingLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "masking"
     keras_class: ClassVar[str] = "Masking"
     computes_mask: ClassVar[bool] = True
@@ -84,14 +85,8 @@ class MaskingLayer(FloatLayer):
         mask_q = fp.quantize_input(np.full(self.input_size, self.mask_value), inv_scale)
         return QMaskingLayer(self.name, self.input_size, self.mask_value, mask_q, scale.copy())
 
-    def summary(self) -> dict[str, Any]:
-        return {"type": "Masking", "activation": None, "units": None, "params_formula": "0"}
-
     def flash_bytes(self, bits: int) -> int:
         return 2 * self.input_size
-
-    def dequantized(self, qlayer: QMaskingLayer, feature_scale: np.ndarray) -> MaskingLayer:
-        return self
 
 
 def float_mask(x: np.ndarray, mask_value: float) -> np.ndarray:
@@ -100,7 +95,7 @@ def float_mask(x: np.ndarray, mask_value: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class QMaskingLayer(QLayer):
+class QMaskingLayer(WeightlessQLayer, QLayer):
     """Output: the input, or zeros at a masked timestep (the mask comes from the entry point:
     ``integer_mask`` or ``float_mask``)."""
 
@@ -120,14 +115,6 @@ class QMaskingLayer(QLayer):
     @property
     def output_feature_scale(self) -> np.ndarray:
         return self.feature_scale
-
-    @property
-    def macs(self) -> int:
-        return 0
-
-    @property
-    def weight_bits(self) -> int:
-        return 8  # no weights; the report's column needs a value
 
     def integer_mask(self, x_q: np.ndarray) -> np.ndarray:
         """(N[, T]) True where every int16 feature equals the quantized mask value."""

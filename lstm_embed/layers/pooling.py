@@ -19,7 +19,7 @@ from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
 from . import window as geometry
 from .base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext, Unsupported
-from .common import require_options
+from .common import WeightlessLayer, WeightlessQLayer, require_options
 
 MODES = {
     "MaxPooling1D": "max",
@@ -57,7 +57,7 @@ def read(spec: LayerSpec, input_size: int) -> PoolingLayer:
 
 
 @dataclass(frozen=True)
-class PoolingLayer(FloatLayer):
+class PoolingLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "pooling"
     keras_class: ClassVar[str] = "Pooling1D"
     streaming: ClassVar[bool] = False
@@ -114,18 +114,9 @@ class PoolingLayer(FloatLayer):
             self.padding, self.whole, scale.copy(),
         )  # fmt: skip
 
-    def summary(self) -> dict[str, Any]:
-        return {"type": self.keras_name, "activation": None, "units": None, "params_formula": "0"}
-
-    def flash_bytes(self, bits: int) -> int:
-        return 0
-
-    def dequantized(self, qlayer: QPoolingLayer, feature_scale: np.ndarray) -> PoolingLayer:
-        return self
-
 
 @dataclass(frozen=True)
-class QPoolingLayer(QLayer):
+class QPoolingLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "pooling"
     template: ClassVar[str] = "layers/pooling.c.j2"
     streaming: ClassVar[bool] = False
@@ -159,14 +150,6 @@ class QPoolingLayer(QLayer):
     @property
     def output_feature_scale(self) -> np.ndarray:
         return self.feature_scale
-
-    @property
-    def macs(self) -> int:
-        return 0
-
-    @property
-    def weight_bits(self) -> int:
-        return 8  # no weights; the report's column needs a value
 
     def window(self, x_q: np.ndarray, state: Any, tables: dict, traces: list | None):
         x_q = np.asarray(x_q, np.int64)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..reader.spec import LayerSpec
 from .base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext, QuantizeError, Unsupported
+from .common import WeightlessLayer, WeightlessQLayer
 
 KINDS = {"Flatten": "flatten", "Reshape": "reshape", "RepeatVector": "repeat"}
 
@@ -55,7 +56,7 @@ def read(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> Resh
 
 
 @dataclass(frozen=True)
-class ReshapeLayer(FloatLayer):
+class ReshapeLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "reshape"
     keras_class: ClassVar[str] = "Reshape"
     streaming: ClassVar[bool] = False
@@ -137,18 +138,9 @@ class ReshapeLayer(FloatLayer):
             self.keras_name, self.in_timesteps, out_scale,
         )  # fmt: skip
 
-    def summary(self) -> dict[str, Any]:
-        return {"type": self.keras_name, "activation": None, "units": None, "params_formula": "0"}
-
-    def flash_bytes(self, bits: int) -> int:
-        return 0
-
-    def dequantized(self, qlayer: QReshapeLayer, feature_scale: np.ndarray) -> ReshapeLayer:
-        return self
-
 
 @dataclass(frozen=True)
-class QReshapeLayer(QLayer):
+class QReshapeLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "reshape"
     template: ClassVar[str] = "layers/reshape.c.j2"
     streaming: ClassVar[bool] = False
@@ -189,14 +181,6 @@ class QReshapeLayer(QLayer):
     @property
     def output_feature_scale(self) -> np.ndarray:
         return self.out_scale
-
-    @property
-    def macs(self) -> int:
-        return 0
-
-    @property
-    def weight_bits(self) -> int:
-        return 8  # no weights; the report's column needs a value
 
     def step(self, x_q: np.ndarray, state: Any, tables: dict) -> tuple[np.ndarray, Any]:
         """RepeatVector on its one vector (the run-only path steps a vector input)."""
