@@ -91,8 +91,41 @@ def read(spec: LayerSpec, input_size: int) -> Conv1DLayer:
     )
 
 
+class ConvGeometry:
+    """What the float and the integer Conv1D derive from kernel_size, dilation, strides and
+    padding."""
+
+    kernel_size: int
+    dilation: int
+    strides: int
+    padding: str
+
+    @property
+    def history(self) -> int:
+        """Past inputs the layer holds: (kernel_size - 1) * dilation."""
+        return (self.kernel_size - 1) * self.dilation
+
+    @property
+    def streaming(self) -> bool:
+        """Causal with stride 1 (or kernel_size 1): one timestep at a time."""
+        return self.strides == 1 and (self.padding == "causal" or self.kernel_size == 1)
+
+    @property
+    def whole_window_reason(self) -> str:
+        return f"Conv1D padding={self.padding!r}, strides={self.strides}"
+
+    @property
+    def per_step_state(self) -> bool:
+        return self.streaming and self.history > 0
+
+    def output_timesteps(self, steps: int | None) -> int | None:
+        if steps is None or self.streaming:
+            return steps
+        return geometry.output_length(steps, self.history + 1, self.strides, self.padding)
+
+
 @dataclass(frozen=True)
-class Conv1DLayer(FloatLayer):
+class Conv1DLayer(ConvGeometry, FloatLayer):
     kind: ClassVar[str] = "conv1d"
     keras_class: ClassVar[str] = "Conv1D"
     name: str
@@ -120,29 +153,6 @@ class Conv1DLayer(FloatLayer):
         check_finite(self.name, "kernel", self.kernel)
         if self.activation not in CONV_ACTIVATIONS:
             raise IRError(f"layer '{self.name}': activation {self.activation!r} not supported")
-
-    @property
-    def history(self) -> int:
-        """Past inputs the layer holds: (kernel_size - 1) * dilation."""
-        return (self.kernel_size - 1) * self.dilation
-
-    @property
-    def streaming(self) -> bool:
-        """Causal with stride 1 (or kernel_size 1): one timestep at a time."""
-        return self.strides == 1 and (self.padding == "causal" or self.kernel_size == 1)
-
-    @property
-    def whole_window_reason(self) -> str:
-        return f"Conv1D padding={self.padding!r}, strides={self.strides}"
-
-    @property
-    def per_step_state(self) -> bool:
-        return self.streaming and self.history > 0
-
-    def output_timesteps(self, steps: int | None) -> int | None:
-        if steps is None or self.streaming:
-            return steps
-        return geometry.output_length(steps, self.history + 1, self.strides, self.padding)
 
     @property
     def output_size(self) -> int:
@@ -216,7 +226,7 @@ class ConvState:
 
 
 @dataclass(frozen=True)
-class QConv1DLayer(QLayer):
+class QConv1DLayer(ConvGeometry, QLayer):
     """The window Dense (``dense``: rows over K * m inputs) and the history of past inputs."""
 
     kind: ClassVar[str] = "conv1d"
@@ -228,27 +238,6 @@ class QConv1DLayer(QLayer):
     dense: QDenseLayer
     padding: str = "causal"
     strides: int = 1
-
-    @property
-    def history(self) -> int:
-        return (self.kernel_size - 1) * self.dilation
-
-    @property
-    def streaming(self) -> bool:
-        return self.strides == 1 and (self.padding == "causal" or self.kernel_size == 1)
-
-    @property
-    def whole_window_reason(self) -> str:
-        return f"Conv1D padding={self.padding!r}, strides={self.strides}"
-
-    @property
-    def per_step_state(self) -> bool:
-        return self.streaming and self.history > 0
-
-    def output_timesteps(self, steps: int | None) -> int | None:
-        if steps is None or self.streaming:
-            return steps
-        return geometry.output_length(steps, self.history + 1, self.strides, self.padding)
 
     @property
     def output_size(self) -> int:
