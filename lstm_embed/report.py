@@ -43,10 +43,7 @@ def kernel_const_bytes(model: QModel, portable: int, tables: int) -> dict[str, i
     layouts (``kernel_flash_bytes``); the other kinds count their portable constants. MVE reads
     {value, slope} words of the tanh table, and the plain table only where a layer outside the
     optimized kernels needs sigmoid or tanh."""
-    leaves = []
-    for layer in model.layers:
-        inners = [getattr(layer, f"{d}_layer", None) for d in ("forward", "backward")]
-        leaves += [i for i in inners if i is not None] or [layer]
+    leaves = model.leaf_layers  # a Bidirectional's inner layers
     optimized = [
         leaf for leaf in leaves if hasattr(leaf, "kernel_flash_bytes") and not leaf.portable_only
     ]
