@@ -161,10 +161,6 @@ def _core(args: argparse.Namespace) -> str:
     return core
 
 
-# which cores run each kernel (emit.CORE_KERNELS), for the summary
-KERNEL_CORES = {"plain": "M0/M3", "dsp": "M4/M7/M33", "mve": "M55", "reference": "portable"}
-
-
 def print_summary(report: dict) -> None:
     from .report import format_table
 
@@ -185,10 +181,10 @@ def print_summary(report: dict) -> None:
     )
     by_kernel = report.get("const_bytes_by_kernel")
     if by_kernel:
-        from .emit import core_kernels
+        from .emit import KERNEL_LABELS, core_kernels
 
         emitted = core_kernels(report.get("core", "all"))
-        kernels = {k: cores for k, cores in KERNEL_CORES.items() if k in emitted}
+        kernels = {k: cores for k, cores in KERNEL_LABELS.items() if k in emitted}
         print(
             "constants as built, code not included (lstm-embed profile measures both): "
             + ", ".join(f"{cores} {by_kernel[k]} B" for k, cores in kernels.items())

@@ -59,7 +59,6 @@ def _table_context(table: fp.ActivationTable) -> dict[str, Any]:
         "description": "tanh(u) on [-8, 8]" if signed else "1 - exp(-u) on [0, 16)",
         "count": len(table.entries) - 1,
         "size": len(entries),
-        "range": 2**table.log2_range,
         "index_shift": table.index_shift,
         "entries": cformat.c_int_array(entries),
     }
@@ -83,8 +82,6 @@ def _lookup_context(lookup: fp.SignedLookup) -> dict[str, Any]:
         "shift": lookup.shift,
         "limit": lookup.limit,
         "offset": lookup.offset,
-        "offset_high": lookup.offset >> lookup.out_shift,
-        "offset_low": lookup.offset & ((1 << lookup.out_shift) - 1),
         "out_shift": lookup.out_shift,
         "mask": (1 << lookup.shift) - 1,
         "saturate_bits": lookup.limit.bit_length(),
@@ -272,6 +269,10 @@ CORE_KERNELS: dict[str, tuple[str, ...]] = {
     **{core: ("dsp",) for core in DSP_CORES},
     **{core: ("mve", "reference") for core in MVE_CORES},
 }
+
+
+# the summary's name of each kernel's cores (the common ones of the lists above)
+KERNEL_LABELS = {"plain": "M0/M3", "dsp": "M4/M7/M33", "mve": "M55", "reference": "portable"}
 
 
 def core_kernels(core: str) -> tuple[str, ...]:

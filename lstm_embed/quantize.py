@@ -138,7 +138,8 @@ def quantize(
         rounding_record.append(rounder)
     tables = {
         name: fp.build_table(name, options.table_log2_entries)
-        for name in sorted({"tanh"}.union(*(la.tables_needed() for la in layers)) - {"sigmoid"})
+        # functions -> tables (sigmoid reads tanh's); tanh always: the emitter's lookups use it
+        for name in sorted({"tanh"} | {fp.TABLE_OF[f] for la in layers for f in la.tables_needed()})
     }
     return QModel(
         name=model.name,
