@@ -9,14 +9,17 @@ into place, like convert's output, and a folder lstm-embed did not write is refu
 The kernel choice (``auto``, ``reference``, ``plain``) becomes the generated C's
 ``NAME_USE_REFERENCE_KERNEL`` / ``NAME_USE_PLAIN_KERNEL`` macro: a CMake cache variable, a
 Kconfig choice, a PlatformIO build flag. ``auto`` defines neither, and the C picks MVE, DSP or
-plain C from the compiler's target macros (the reference kernel on a host).
+plain C from the compiler's target macros (the reference kernel on a host). A folder converted
+with ``--core`` (report.json "core") holds only that core's kernels (emit.CORE_KERNELS): the
+export offers ``auto`` and the reference/plain kernels the file holds, and says what ``auto``
+runs there (see kernel_options).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +29,17 @@ import numpy as np
 
 from . import __version__, cformat
 from .boards import get_board
-from .emit import render
+from .emit import core_kernels, render
+from .hostbuild import HostBuildError, read_report
 
 FORMATS = ("cmake", "zephyr", "arduino", "platformio")
-KERNELS = ("auto", "reference", "plain")
+KERNELS = ("auto", "reference", "plain")  # every choice; a --core file offers a subset
+# What each choice other than auto runs (the generated C's -DNAME_USE_<KERNEL>_KERNEL).
+KERNEL_DESCRIPTIONS = {"reference": "portable", "plain": "optimized C without SIMD"}
 DEFAULT_LIB_VERSION = "0.1.0"
 # Cortex-M4F, the default board's core: the toolchain file's default CPU flags.
 DEFAULT_CPU_FLAGS = " ".join(get_board("qemu-m4").cpu_flags)
+KCONFIG_HELP_WIDTH = 68  # help lines, after their tab and two spaces
 EXAMPLE_TIMESTEPS = 8  # the Arduino sketch's window when the model accepts any length
 AUTHOR = "lstm-embed"
 # Arduino requires a url; without --url it is a placeholder in the reserved .invalid domain.
@@ -55,6 +62,65 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
+class KernelOptions:
+    """The kernel choices a converted file offers, and what they run."""
+
+    core: str  # report.json "core": the --core it was converted with
+    held: tuple[str, ...]  # the kernels whose layouts the .c holds (emit.CORE_KERNELS)
+    offered: tuple[str, ...]  # "auto", then the reference/plain kernels it holds
+    auto: str  # what auto runs, a phrase
+    summary: str  # one sentence on the choices, for descriptions and help texts
+    brief: str  # the same in a few words (PlatformIO's description has 255 characters)
+
+    @property
+    def offered_text(self) -> str:
+        """'auto, reference or plain'."""
+        *rest, last = self.offered
+        return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def _auto_phrase(core: str, held: tuple[str, ...]) -> str:
+    """What ``auto`` runs in a file holding ``held`` (mirrors templates/ops.c.j2)."""
+    if core == "all":
+        return (
+            "MVE on Cortex-M55/M85, the DSP extension on Cortex-M4/M7/M33, optimized plain C"
+            " on other Arm cores, the portable reference kernel elsewhere"
+        )
+    if "mve" in held:
+        return "MVE on Cortex-M55/M85, the portable reference kernel on other cores"
+    if "dsp" in held:
+        return (
+            "the DSP-extension kernel on every core, its DSP instructions written in C where"
+            " the core lacks them"
+        )
+    if "plain" in held:
+        return "optimized plain C without SIMD on every core"
+    return "the portable reference kernel on every core"
+
+
+def _brief_phrase(core: str, held: tuple[str, ...]) -> str:
+    if core == "all":
+        return "MVE, DSP or plain C by the core's features, reference off Arm"
+    if "mve" in held:
+        return f"MVE on Cortex-M55/M85, reference elsewhere (--core {core})"
+    only = {"dsp": "DSP", "plain": "plain C"}.get(held[0], "reference")
+    return f"{only} on every core (--core {core})"
+
+
+def kernel_options(core: str) -> KernelOptions:
+    """The choices of a file converted with ``--core core``; ValueError for an unknown core."""
+    held = core_kernels(core)
+    offered = ("auto", *(k for k in KERNELS[1:] if k in held))
+    auto = _auto_phrase(core, held)
+    if core == "all":
+        summary = f"The kernel follows the core: {auto}."
+    else:
+        alone = "" if len(offered) > 1 else "; the file holds no other kernel"
+        summary = f"Converted with --core {core}: auto runs {auto}{alone}."
+    return KernelOptions(core, held, offered, auto, summary, _brief_phrase(core, held))
+
+
+@dataclass(frozen=True)
 class _Model:
     """What the templates need from a converted folder."""
 
@@ -62,6 +128,7 @@ class _Model:
     report: dict[str, Any]
     sources: tuple[str, ...]  # *.c file names
     headers: tuple[str, ...]  # *.h file names
+    kernels: KernelOptions  # what the .c holds (report.json "core")
 
     @property
     def name(self) -> str:
@@ -82,17 +149,31 @@ def _read_model(out_dir: Path) -> _Model:
     if not out_dir.is_dir():
         raise ExportError(f"{out_dir}: no such folder; run `lstm-embed convert ... -o {out_dir}`")
     path = out_dir / "report.json"
-    if not path.is_file():
-        raise ExportError(f"{out_dir}: no report.json; is this a folder written by convert?")
     try:
-        report = json.loads(path.read_text())
+        report = read_report(out_dir)
         name = cformat.c_identifier(str(report["name"]))
+    except HostBuildError as error:
+        raise ExportError(str(error)) from error
     except (ValueError, KeyError, TypeError) as error:
         raise ExportError(f"{path}: not a report written by convert ({error})") from error
     sources, headers = model_files(out_dir)
     if f"{name}.h" not in headers or not sources:
         raise ExportError(f"{out_dir}: {name}.h or the model's .c files are missing; reconvert")
-    return _Model(out_dir, report, sources, headers)
+    try:  # folders converted before --core hold every kernel
+        kernels = kernel_options(str(report.get("core", "all")))
+    except ValueError as error:
+        raise ExportError(f"{path}: {error}; reconvert") from error
+    return _Model(out_dir, report, sources, headers, kernels)
+
+
+def _check_kernel(model: _Model, kernel: str) -> None:
+    options = model.kernels
+    if kernel not in options.offered:
+        raise ExportError(
+            f"--kernel {kernel!r}: {model.out_dir} was converted with --core {options.core},"
+            f" which holds no {kernel} kernel (supported: {', '.join(options.offered)});"
+            f" convert with --core all to choose it"
+        )
 
 
 def _one_line(text: object) -> str:
@@ -120,6 +201,7 @@ def _context(
 ) -> dict[str, Any]:
     r = model.report
     name = model.name
+    options = model.kernels
     return {
         "tool_version": __version__,
         "source": _one_line(r.get("source", "?")),
@@ -128,6 +210,12 @@ def _context(
         "sources": model.sources,
         "headers": model.headers,
         "kernel": kernel,
+        "core": options.core,
+        "kernels": options.offered,
+        "kernels_text": options.offered_text,
+        "auto_kernel": options.auto,
+        "kernel_summary": options.summary,
+        "kernel_descriptions": KERNEL_DESCRIPTIONS,
         "lib_version": lib_version,
         "input_size": int(r["input_size"]),
         "output_size": int(r["output_size"]),
@@ -166,7 +254,20 @@ def _cmake(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> dict[st
 
 
 def _zephyr(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> dict[str, str]:
-    ctx = {**ctx, "module_name": f"lstm_embed_{model.name}", "config": f"LSTM_EMBED_{ctx['NAME']}"}
+    options = model.kernels
+    choice_help = "All kernels give the same outputs bit for bit; they differ in speed."
+    if options.core != "all":
+        choice_help += (
+            f" Converted with --core {options.core}, the file offers {options.offered_text}"
+            "; convert with --core all for every kernel."
+        )
+    ctx = {
+        **ctx,
+        "module_name": f"lstm_embed_{model.name}",
+        "config": f"LSTM_EMBED_{ctx['NAME']}",
+        "choice_help": textwrap.wrap(choice_help, KCONFIG_HELP_WIDTH),
+        "auto_help": textwrap.wrap(options.summary, KCONFIG_HELP_WIDTH),
+    }
     return {
         "zephyr/module.yml": render("export/zephyr/module.yml.j2", **ctx),
         "CMakeLists.txt": render("export/zephyr/CMakeLists.txt.j2", **ctx),
@@ -201,6 +302,7 @@ def _platformio(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> di
     description = (
         f"Fixed-point LSTM model {model.name} ({ctx['input_size']} inputs, {ctx['output_size']}"
         f" outputs), generated by lstm-embed {__version__}: C99, int16 state, no malloc."
+        f" Kernel: {model.kernels.brief}."
     )
     ctx = {
         **ctx,
@@ -249,7 +351,8 @@ def export(
 ) -> ExportResult:
     """Write the converted model in out_dir as a ``fmt`` project folder at dest.
 
-    kernel: default kernel choice (auto | reference | plain). example_input: (N, T, m) floats
+    kernel: default kernel choice (auto | reference | plain; a folder converted with --core
+    offers auto and the ones its file holds, see kernel_options). example_input: (N, T, m) floats
     whose first sequence the Arduino example runs (zeros without it). url: the project page
     Arduino's library.properties requires (a placeholder without it).
     """
@@ -258,6 +361,7 @@ def export(
     out_dir, dest = Path(out_dir), Path(dest)
     _check_options(fmt, kernel, lib_version)
     model = _read_model(out_dir)
+    _check_kernel(model, kernel)
     _check_dest(out_dir, dest, force)
     ctx = _context(model, dest, kernel, lib_version, url)
     texts = RENDERERS[fmt](model, ctx, example_input)

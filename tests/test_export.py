@@ -2,9 +2,12 @@
 
 CMake: the exported library configured and built with the real cmake, for the host (through
 add_subdirectory and through find_package, installed and from the build tree) and for
-Cortex-M4 with the shipped arm-none-eabi toolchain file, run in QEMU; both equal to the host
-build bit for bit. Arduino: the example sketch and src/ compiled with arm-none-eabi-g++/gcc for
-Cortex-M4 against tests/fixtures/arduino/Arduino.h and run in QEMU. Zephyr and PlatformIO:
+Cortex-M4 with the shipped arm-none-eabi toolchain file, run in QEMU, equal bit for bit to
+`lstm-embed run`. A folder converted with `--core m4`:
+every format offers and describes only the kernel its file holds, `--kernel reference` is
+refused, and its CMake host build equals `lstm-embed run`. Arduino: the example sketch and
+src/ compiled with arm-none-eabi-g++/gcc for Cortex-M4 against tests/fixtures/arduino/Arduino.h
+and run in QEMU. Zephyr and PlatformIO:
 the keys their documentation requires (sources cited in the templates and lstm_embed/export.py),
 and the Zephyr CMakeLists run by cmake with stand-ins for Zephyr's functions. load():
 predict and step equal to `lstm-embed run` bit for bit.
@@ -34,6 +37,7 @@ from lstm_embed.pipeline import MARKER, convert_ir
 from tests.helpers import random_inputs, random_model
 
 ARDUINO_FIXTURE = Path(__file__).parent / "fixtures" / "arduino"
+KERAS_FIXTURE = Path(__file__).parent / "fixtures" / "keras" / "lstm_dense.k3.keras"
 M4 = get_board("qemu-m4")
 QEMU_TIMEOUT_S = 60
 
@@ -363,6 +367,73 @@ def test_cmake_cortex_m4_toolchain_file_in_qemu_equals_host(
     _assert_same_bits(y_f, expected_f, "CMake firmware on qemu-m4, run_f32")
 
 
+@pytest.fixture(scope="session")
+def core_m4(tmp_path_factory: pytest.TempPathFactory) -> Case:
+    """A Keras file converted by the CLI with `--core m4` (the DSP kernel's layout only), as
+    model 'tiny'."""
+    folder = tmp_path_factory.mktemp("core_m4")
+    x = random_inputs(5, 8, 4, 2)  # the fixture: 4 timesteps of 2 features
+    np.save(folder / "x.npy", x)
+    out_dir = folder / "out"
+    argv = ["convert", str(KERAS_FIXTURE), "-c", str(folder / "x.npy"), "-o", str(out_dir)]
+    status, _, err = _main([*argv, "--core", "m4", "--name", "tiny"])
+    assert status == 0, err
+    assert json.loads((out_dir / "report.json").read_text())["core"] == "m4"
+    rng = np.random.default_rng(4)
+    x_q = rng.integers(-20000, 20000, size=(3, 4, 2)).astype(np.int16)
+    x_q[-1] = np.where(rng.random((4, 2)) < 0.5, -32768, 32767)
+    return Case(out_dir, x, x_q)
+
+
+def test_cmake_export_of_a_core_m4_folder_offers_auto_only_and_builds_for_the_host(
+    cmake: str, core_m4: Case, tmp_path: Path
+) -> None:
+    case = core_m4
+    dest = tmp_path / "refused"
+    for kernel in ("reference", "plain"):
+        argv = ["export", str(case.out_dir), "-f", "cmake", "-o", str(dest), "--kernel", kernel]
+        line = _error_line(argv)
+        assert f"--kernel '{kernel}'" in line and "--core m4" in line, line
+        assert f"no {kernel} kernel (supported: auto)" in line, line
+    assert not dest.exists()
+
+    lib = _export(case, "cmake", tmp_path / "tiny_cmake")
+    text = (lib / "CMakeLists.txt").read_text()
+    assert "PROPERTY STRINGS auto)" in text and "set(_lstm_embed_kernels auto)" in text
+    assert "_USE_REFERENCE_KERNEL" not in text and "_USE_PLAIN_KERNEL" not in text
+    assert "reference (portable)" not in text and "DSP-extension kernel on every core" in text
+
+    # the default kernel (auto): the DSP kernel, its instructions in C on the host
+    build = tmp_path / "build_host"
+    consumer = _host_consumer(tmp_path / "consumer", "tiny", "0.1.0")
+    _cmake_build(
+        cmake,
+        consumer,
+        build,
+        f"-DMODEL_DIR={lib}",
+        "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
+        STRICT_C_FLAGS,
+    )
+    commands = json.loads((build / "compile_commands.json").read_text())
+    model_command = next(c["command"] for c in commands if c["file"].endswith("tiny.c"))
+    assert "KERNEL" not in model_command
+    exe = build / "consumer"
+    expected_f = _lstm_embed_run(case.out_dir, case.x, tmp_path / "ref")
+    _assert_same_bits(_run_consumer(exe, case.x, case, tmp_path), expected_f, "--core m4 f32")
+    expected_q = run_host(case.out_dir, case.x_q)
+    _assert_same_bits(_run_consumer(exe, case.x_q, case, tmp_path), expected_q, "--core m4")
+
+    # the cache variable refuses a kernel the file lacks when configuring, too
+    proc = subprocess.run(
+        [cmake, "-S", str(lib), "-B", str(tmp_path / "b"), "-DLSTM_EMBED_TINY_KERNEL=reference"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "expected auto (converted with --core m4" in " ".join(proc.stderr.split())
+
+
 # ---------------------------------------------------------------- Arduino
 
 ARDUINO_REQUIRED = (
@@ -633,6 +704,52 @@ def test_every_c_and_h_file_is_exported_whatever_its_name(
     for build_file in ("cmake/CMakeLists.txt", "zephyr/CMakeLists.txt"):
         text = (tmp_path / build_file).read_text()
         assert "src/net_tables.c" in text and "src/net.c" in text, build_file
+
+
+def test_zephyr_arduino_platformio_of_a_core_m4_folder_describe_its_kernel(
+    core_m4: Case, tmp_path: Path
+) -> None:
+    module = _export(core_m4, "zephyr", tmp_path / "zephyr")
+    kconfig = (module / "Kconfig").read_text()
+    symbols = _kconfig_symbols(kconfig)
+    assert [s for s in symbols if s.startswith("LSTM_EMBED_TINY_KERNEL_")] == [
+        "LSTM_EMBED_TINY_KERNEL_AUTO"
+    ]
+    auto_help = " ".join(symbols["LSTM_EMBED_TINY_KERNEL_AUTO"])
+    assert "--core m4" in auto_help and "DSP-extension kernel on every" in auto_help
+    assert "MVE" not in kconfig and "plain C" not in kconfig
+    assert "_USE_" not in (module / "CMakeLists.txt").read_text()
+
+    lib = _export(core_m4, "arduino", tmp_path / "arduino")
+    paragraph = _properties(lib / "library.properties")["paragraph"]
+    assert "--core m4" in paragraph and "DSP-extension kernel on every core" in paragraph
+    assert "MVE" not in paragraph and "plain C" not in paragraph
+
+    lib = _export(core_m4, "platformio", tmp_path / "platformio")
+    manifest = json.loads((lib / "library.json").read_text())
+    assert "DSP on every core (--core m4)" in manifest["description"]
+    assert manifest["build"]["flags"] == []
+    for fmt in ("zephyr", "arduino", "platformio"):
+        argv = ["export", str(core_m4.out_dir), "-f", fmt, "-o", str(tmp_path / "x")]
+        assert "--core m4" in _error_line([*argv, "--kernel", "plain"])
+
+
+def test_folders_converted_before_core_offer_every_kernel(
+    cases: dict[str, Case], tmp_path: Path
+) -> None:
+    out = tmp_path / "old"
+    shutil.copytree(cases["net"].out_dir, out, ignore=shutil.ignore_patterns("build"))
+    report = json.loads((out / "report.json").read_text())
+    del report["core"]
+    (out / "report.json").write_text(json.dumps(report))
+    case = Case(out, cases["net"].x, cases["net"].x_q)
+    lib = _export(case, "cmake", tmp_path / "lib", "--kernel", "plain")
+    assert "PROPERTY STRINGS auto reference plain)" in (lib / "CMakeLists.txt").read_text()
+
+    report["core"] = "m9"
+    (out / "report.json").write_text(json.dumps(report))
+    line = _error_line(["export", str(out), "-f", "cmake", "-o", str(tmp_path / "new")])
+    assert "--core 'm9' is not supported" in line and "reconvert" in line
 
 
 def _error_line(argv: list[str]) -> str:
