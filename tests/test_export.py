@@ -2,8 +2,8 @@
 
 CMake: the exported library configured and built with the real cmake, for the host (through
 add_subdirectory and through find_package, installed and from the build tree) and for
-Cortex-M4 with the shipped arm-none-eabi toolchain file, run in QEMU, equal bit for bit to
-`lstm-embed run`. A folder converted with `--core m4`:
+Cortex-M4 with the shipped arm-none-eabi toolchain file, run in QEMU, equal bit for bit to the
+same export's CMake host build and to `lstm-embed run`. A folder converted with `--core m4`:
 every format offers and describes only the kernel its file holds, `--kernel reference` is
 refused, and its CMake host build equals `lstm-embed run`. Arduino: the example sketch and
 src/ compiled with arm-none-eabi-g++/gcc for Cortex-M4 against tests/fixtures/arduino/Arduino.h
@@ -359,10 +359,24 @@ def test_cmake_cortex_m4_toolchain_file_in_qemu_equals_host(
     assert "arm-none-eabi-gcc" in model_command
     assert " ".join(M4.cpu_flags) in model_command and "-fno-schedule-insns" in model_command
 
+    # the same export configured and built for the host with CMake: the QEMU result equals it
+    host_build = tmp_path / "build_host"
+    _cmake_build(
+        cmake,
+        _host_consumer(tmp_path / "consumer", "net", "0.1.0"),
+        host_build,
+        f"-DMODEL_DIR={lib}",
+        STRICT_C_FLAGS,
+    )
+    host_q = _run_consumer(host_build / "consumer", case.x_q, case, tmp_path)
+    host_f = _run_consumer(host_build / "consumer", case.x, case, tmp_path)
+
     model = firmware.ModelInfo.load(case.out_dir)
     y_q = firmware.parse_output(_qemu_m4(build / "firmware_q.elf"), model, case.x_q.shape)
+    _assert_same_bits(y_q, host_q, "CMake firmware on qemu-m4 vs CMake host build, run")
     _assert_same_bits(y_q, run_host(case.out_dir, case.x_q), "CMake firmware on qemu-m4, run")
     y_f = firmware.parse_output(_qemu_m4(build / "firmware_f.elf"), model, case.x.shape, f32=True)
+    _assert_same_bits(y_f, host_f, "CMake firmware on qemu-m4 vs CMake host build, run_f32")
     expected_f = _lstm_embed_run(case.out_dir, case.x, tmp_path / "ref")
     _assert_same_bits(y_f, expected_f, "CMake firmware on qemu-m4, run_f32")
 
