@@ -2,7 +2,8 @@
 #   make demo   sample model -> C -> Cortex-M4 firmware in QEMU -> comparison with Keras
 #   make test   the test suite (host C, sanitizers, QEMU on every emulated core)
 # Each installs what it needs: Python packages into .venv; Debian packages
-# (gcc, gcc-arm-none-eabi, newlib, qemu-system-arm, cppcheck) when missing and running as root.
+# (gcc, gcc-arm-none-eabi, newlib, qemu-system-arm, cppcheck, cmake) when missing and running
+# as root.
 
 PYTHON ?= python3
 VENV := .venv
