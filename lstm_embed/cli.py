@@ -132,6 +132,7 @@ def _measure_on_board(out_dir: Path, board: str) -> None:
 
     from . import firmware, profile
     from .boards import EMULATED_BOARDS
+    from .hostbuild import read_report
 
     if board not in EMULATED_BOARDS or not firmware.toolchain_available():
         why = "a real board" if board not in EMULATED_BOARDS else "no arm-none-eabi-gcc/QEMU"
@@ -144,8 +145,8 @@ def _measure_on_board(out_dir: Path, board: str) -> None:
         run, flash_bytes=model.text + const, code_bytes=model.text, const_bytes=const
     )
     print(profile.table([measured]))
+    report = read_report(Path(out_dir))
     path = Path(out_dir) / "report.json"
-    report = json.loads(path.read_text())
     report["measured"] = dataclasses.asdict(measured)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")

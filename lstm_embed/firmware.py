@@ -12,7 +12,6 @@ written to a log in the build folder.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ import numpy as np
 from lstm_embed.boards import DEFAULT_BOARD, Board, get_board
 from lstm_embed.cformat import c_identifier, c_int_array
 from lstm_embed.emit import render
-from lstm_embed.hostbuild import ToolFailure, exit_description
+from lstm_embed.hostbuild import ToolFailure, exit_description, read_report
 from lstm_embed.inputs import InputRule, check_entry, check_input, entry_point, output_shape
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -108,10 +107,7 @@ class ModelInfo:
 
     @classmethod
     def load(cls, out_dir: Path) -> ModelInfo:
-        path = Path(out_dir) / "report.json"
-        if not path.is_file():
-            raise FirmwareError(f"{path} not found; run `lstm-embed convert` into {out_dir} first")
-        r = json.loads(path.read_text())
+        r = read_report(Path(out_dir))  # refuses another format or a missing key
         return cls(
             name=r["name"],
             input_size=int(r["input_size"]),

@@ -4,6 +4,10 @@ Every entry point of the generated C API can be run (``run_entry_point``); ``run
 picks run() for int16 input and run_f32() for float input. Input is validated by
 ``inputs.check_input``, the check every entry point shares. Builds are cached by a hash of
 the sources and flags, so repeated runs cost one compile.
+
+``read_report`` is the one reader of a converted folder's report.json (the command line,
+firmware, ``lstm_embed.load``, compare, profile and export use it): a report of another format
+version (``REPORT_FORMAT``) or missing a key is refused with one line ending in "convert again".
 """
 
 from __future__ import annotations
@@ -91,11 +95,71 @@ def compiler() -> str:
     return cc
 
 
+REPORT_FILE = "report.json"
+# bump when a key or its meaning changes; a folder of another format is refused with "convert
+# again" (1: lstm-embed 0.1.0 before the version field; 2: "format" recorded)
+REPORT_FORMAT = 2
+# what the readers rely on (hostbuild, firmware, runtime, compare, profile, export); every report
+# convert writes has them; "a.b": key b of the object at key a
+REPORT_KEYS = (
+    "name",
+    "source",
+    "input_size",
+    "output_size",
+    "timesteps",
+    "return_sequences",
+    "params",
+    "macs_per_step",
+    "layers",
+    "input_scale",
+    "output_scale",
+    "flash_bytes.total",
+    "ram_bytes.total",
+)
+
+
+class ReportFileError(HostBuildError, ValueError):
+    """A folder whose report.json this version cannot read: missing, damaged or of another
+    format. One line, ending in what to do, like ``qir.QModelFileError``."""
+
+
+def _has(report: dict, key: str) -> bool:
+    node: object = report
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
 def read_report(out_dir: Path) -> dict:
-    path = Path(out_dir) / "report.json"
+    """out_dir/report.json, read for every command and the Python API: ReportFileError unless
+    it was written in this version's format (REPORT_FORMAT) with every key of REPORT_KEYS."""
+    path = Path(out_dir) / REPORT_FILE
     if not path.is_file():
-        raise HostBuildError(f"{out_dir}: no report.json; is this a folder written by convert?")
-    return json.loads(path.read_text())
+        raise ReportFileError(f"{out_dir}: no report.json; is this a folder written by convert?")
+    try:
+        report = json.loads(path.read_text())
+    except ValueError as error:  # not JSON, or not UTF-8
+        message = f"{path}: not a report written by convert ({error}); convert again"
+        raise ReportFileError(message) from error
+    if not isinstance(report, dict):
+        raise ReportFileError(f"{path}: not a report written by convert; convert again")
+    version = report.get("format", 1)  # format 1 (lstm-embed 0.1.0) had no version field
+    writer = report.get("tool") or "an lstm-embed that recorded no version"
+    if version != REPORT_FORMAT or isinstance(version, bool):
+        shown = version if isinstance(version, int) else repr(version)
+        raise ReportFileError(
+            f"{out_dir}: written by {writer} (report format {shown}, this version reads"
+            f" {REPORT_FORMAT}); convert again"
+        )
+    missing = [key for key in REPORT_KEYS if not _has(report, key)]
+    if missing:
+        raise ReportFileError(
+            f"{path}: no {', '.join(repr(k) for k in missing)} (written by {writer}, report format"
+            f" {version}); convert again"
+        )
+    return report
 
 
 def cache_dir() -> Path:

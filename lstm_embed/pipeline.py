@@ -24,6 +24,7 @@ from .calibration import (
 )
 from .emit import core_kernels, emit_model
 from .float_model import forward
+from .hostbuild import REPORT_FORMAT
 from .ir import Model
 from .qir import QMODEL_FILE, QModel, save_qmodel
 from .quantize import QuantizeOptions, quantize
@@ -100,6 +101,7 @@ def write_atomically(out_dir: Path, write: Any) -> None:
 def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | None, x) -> dict:
     report: dict[str, Any] = {
         "tool": f"lstm-embed {__version__}",
+        "format": REPORT_FORMAT,  # hostbuild.read_report refuses another one: "convert again"
         "name": name,
         "source": ir.source,
         "input_size": ir.input_size,
