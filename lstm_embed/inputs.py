@@ -1,12 +1,15 @@
 """The input contract of every entry point that runs a converted model.
 
-The host runner (``hostbuild``), the QEMU runs (``firmware``), the command line and the
-Python API all validate input with ``check_input``; the same bad input gets the same
-``InputError`` message from each of them.
+The host runner (``hostbuild``), the QEMU runs (``firmware``), the command line (run, compare)
+and the Python API (``lstm_embed.load(OUT)``'s predict and step) all validate input with
+``check_input`` (and ``check_entry`` for a model without step()); the same bad input gets the
+same ``InputError`` (a ValueError) message from each of them.
 
 Policies (README, "Reliability"):
 
 * Shape: ``(sequences, timesteps, input_size)`` with at least one sequence and one timestep.
+  The Python API's ``step`` also takes one timestep, ``(input_size,)`` of one stream or
+  ``(streams, input_size)``, checked as ``(streams, 1, input_size)`` (``step_input``).
 * Run-only models (a Bidirectional or go_backwards layer needs the whole window): no step or
   step_f32, and at most the built length, which sizes the C's window buffers (Keras would take
   any length; the error says why not).
@@ -117,6 +120,24 @@ def check_entry(entry: str, rule: InputRule) -> EntryPoint:
     if rule.run_only and e.steps:
         raise InputError(f"model {rule.name} has no {entry}(): {rule.run_only}; use run()")
     return e
+
+
+def step_input(x_in: Any, rule: InputRule) -> np.ndarray:
+    """The input of the Python API's step() as (streams, timesteps, features), for check_input:
+    one timestep of one stream (m,) -> (1, 1, m), of N streams (N, m) -> (N, 1, m); any other
+    shape unchanged (T timesteps of N streams, or wrong: check_input names what is wrong)."""
+    x = np.asarray(x_in)
+    m = rule.input_size
+    if x.ndim not in (1, 2):
+        return x
+    if x.shape[-1] != m:
+        raise InputError(
+            f"input shape {x.shape}: expected ({m},) for one stream, (streams, {m}) or"
+            f" (streams, timesteps, {m}); model {rule.name} takes {m} feature(s) per timestep"
+        )
+    if x.ndim == 2 and x.shape[0] < 1:
+        raise InputError(f"input shape {x.shape}: needs at least one stream")
+    return x.reshape(1 if x.ndim == 1 else x.shape[0], 1, m)
 
 
 def output_shape(

@@ -11,6 +11,9 @@ the functions ``lstm-embed run`` runs, so the outputs are the same bits.
     model.reset()
     y_t = model.step(x[:, 0])     # one timestep of N streams (or x[0, 0]: one stream)
 
+Input is validated by ``inputs.check_input``, the check of the host runner, the QEMU runs and
+the command line: the same bad input gets the same ``InputError`` (a ValueError) message. The
+folder's report.json is read by ``hostbuild.read_report``, which refuses another format version.
 A stateful model's predict takes the rows of x as one stream from a reset state (as Keras'
 predict(x, batch_size=1) after reset_states()); a run-only model has no step.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -30,15 +32,34 @@ import numpy as np
 
 from . import __version__, cformat
 from .emit import render
-from .export import KERNELS, kernel_flags, model_files
+from .export import KERNELS, kernel_flags, kernel_options, model_files
+from .hostbuild import ReportFileError, read_report
+from .inputs import InputError, InputRule, check_entry, check_input, step_input
 
-INT16_MIN, INT16_MAX = -32768, 32767
 # The strict host flags (hostbuild.STRICT_FLAGS) plus position-independent code.
 SHARED_FLAGS = ("-fPIC", "-shared")
 
 
 class ModelLoadError(RuntimeError):
-    """The folder cannot be loaded: no converted model, or the host build failed."""
+    """The folder cannot be loaded: no converted model (or one of another format version), or
+    the host build failed."""
+
+
+def _check_kernel(out_dir: Path, kernel: str, core: str) -> None:
+    """Refuse, before compiling, a kernel the folder's C does not hold (a file converted with
+    --core holds only that core's kernels; export.kernel_options says which)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel {kernel!r} not supported (supported: {', '.join(KERNELS)})")
+    try:
+        offered = kernel_options(core).offered
+    except ValueError as error:
+        raise ModelLoadError(f"{out_dir / 'report.json'}: {error}; convert again") from error
+    if kernel not in offered:
+        raise ValueError(
+            f"kernel {kernel!r}: {out_dir} was converted with --core {core}, which holds no"
+            f" {kernel} kernel (supported: {', '.join(offered)}); convert with --core all to"
+            " choose it"
+        )
 
 
 def _shim_prefix(name: str) -> str:
@@ -106,15 +127,16 @@ class Model:
 
     def __init__(self, out_dir: str | Path, kernel: str = "auto") -> None:
         out_dir = Path(out_dir)
-        path = out_dir / "report.json"
-        if not path.is_file():
-            raise ModelLoadError(f"{out_dir}: no report.json; is this a folder written by convert?")
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel {kernel!r} not supported (supported: {', '.join(KERNELS)})")
-        report = json.loads(path.read_text())
+        try:
+            report = read_report(out_dir)  # refuses another format version or a missing key
+        except ReportFileError as error:
+            raise ModelLoadError(str(error)) from error
+        self.core = str(report.get("core", "all"))  # folders converted before --core: all
+        _check_kernel(out_dir, kernel, self.core)
         self.name = cformat.c_identifier(str(report["name"]))
         self.out_dir = out_dir
         self.kernel = kernel
+        self.rule = InputRule.from_report(report)  # what check_input lets through
         self.library = _library(out_dir, report, kernel)
         self._lib = ctypes.CDLL(str(self.library))
         self._bind()
@@ -131,11 +153,18 @@ class Model:
         ):
             if report[key] != value:
                 raise ModelLoadError(
-                    f"{path}: {key} is {report[key]} but {self.name}.h says {value}; reconvert"
+                    f"{out_dir / 'report.json'}: {key} is {report[key]} but {self.name}.h says"
+                    f" {value}; reconvert"
                 )
         self._report = report
-        self.stateful = bool(report.get("stateful", False))
-        self.run_only = str(report.get("run_only", "") or "")
+        self.stateful = self.rule.stateful
+        self.run_only = self.rule.run_only
+        if self.has_step == bool(self.run_only):
+            steps = "has" if self.has_step else "has no"
+            raise ModelLoadError(
+                f"{out_dir / 'report.json'}: run_only is {self.run_only!r} but {self.name}.c"
+                f" {steps} step(); reconvert"
+            )
         self._run_state = self._states(1)  # predict's: NAME_run resets it per sequence
         self._stream: np.ndarray | None = None  # step's states, one per stream
         self._streams = 0
@@ -177,60 +206,28 @@ class Model:
         self._fn("reset")(buffer.ctypes.data, n)
         return buffer
 
-    # ------------------------------------------------------------ input
-
-    def _values(self, x: np.ndarray, what: str) -> np.ndarray:
-        """float -> float32 (finite), integers -> int16 (in range); anything else refused."""
-        if x.dtype.kind == "f":
-            x32 = x.astype(np.float32)
-            if not np.isfinite(x32).all():
-                first = tuple(int(i) for i in np.argwhere(~np.isfinite(x32))[0])
-                raise ValueError(f"{what}: value at {first} is {x32[first]}; inputs must be finite")
-            return np.ascontiguousarray(x32)
-        if x.dtype.kind in "iu" and x.dtype != np.bool_:
-            if x.size and (x.min() < INT16_MIN or x.max() > INT16_MAX):
-                raise ValueError(
-                    f"{what}: integer input is the model's int16 format; values reach"
-                    f" {x.min()}..{x.max()}, outside {INT16_MIN}..{INT16_MAX}"
-                )
-            return np.ascontiguousarray(x, dtype=np.int16)
-        raise ValueError(f"{what}: dtype {x.dtype} not supported (float, or int16 quantized)")
-
     # ------------------------------------------------------------ API
 
     def predict(self, x: Any) -> np.ndarray:
         """x (N, T, m) -> (N, T, k) when the model returns sequences, else (N, k), like
         ``model.predict``. Float input runs NAME_run_f32 (float32 out); integer input is the
-        quantized int16 format and runs NAME_run (int16 out). Any T >= 1 (an LSTM is defined
-        at every length; a run-only model takes at most its built length); the stream state of
-        ``step`` is not touched. A stateful model takes the N rows as one stream, from a reset
+        quantized int16 format and runs NAME_run (int16 out). N >= 1 and any T >= 1 (an LSTM
+        is defined at every length; a run-only model takes at most its built length), checked
+        by ``inputs.check_input`` as ``lstm-embed run`` checks; the stream state of ``step`` is
+        not touched. A stateful model takes the N rows as one stream, from a reset
         state (each call: Keras' reset_states() then predict(x, batch_size=1))."""
-        x = np.asarray(x)
-        m = self.input_size
-        if x.ndim != 3 or x.shape[2] != m:
-            raise ValueError(f"predict: input shaped {x.shape}; expected (N, T, {m})")
-        if x.shape[1] < 1:
-            raise ValueError("predict: input has 0 timesteps; expected at least 1")
-        if self.run_only and x.shape[1] > self.timesteps:
-            raise ValueError(
-                f"predict: input has {x.shape[1]} timesteps; {self.name} takes at most"
-                f" {self.timesteps} ({self.run_only})"
-            )
-        x = self._values(x, "predict")
+        x = check_input(x, self.rule)  # float -> float32 (finite), integers -> int16
         n, steps = x.shape[0], x.shape[1]
         out_steps = steps if self.return_sequences else 1
         is_float = x.dtype == np.float32
         y = np.empty((n, out_steps, self.output_size), dtype=x.dtype)
-        if n:
-            if self.stateful:  # the rows are one stream from a reset state; run() continues it
-                self._fn("reset")(self._run_state.ctypes.data, 1)
-            ctype = ctypes.c_float if is_float else ctypes.c_int16
-            run = self._fn("run_f32" if is_float else "run")
-            status = run(
-                self._run_state.ctypes.data, _pointer(x, ctype), n, steps, _pointer(y, ctype)
-            )
-            if status != 0:
-                raise RuntimeError(f"{self.name}_run returned {status}")
+        if self.stateful:  # the rows are one stream from a reset state; run() continues it
+            self._fn("reset")(self._run_state.ctypes.data, 1)
+        ctype = ctypes.c_float if is_float else ctypes.c_int16
+        run = self._fn("run_f32" if is_float else "run")
+        status = run(self._run_state.ctypes.data, _pointer(x, ctype), n, steps, _pointer(y, ctype))
+        if status != 0:
+            raise RuntimeError(f"{self.name}_run returned {status}")
         return y if self.return_sequences else y[:, 0]
 
     def reset(self) -> None:
@@ -240,35 +237,37 @@ class Model:
         self._fresh = True
 
     def step(self, x_t: Any) -> np.ndarray:
-        """One timestep: x_t (m,) for one stream -> (k,), or (N, m) for N streams -> (N, k).
+        """One timestep: x_t (m,) for one stream -> (k,), or (N, m) for N streams -> (N, k);
+        or T timesteps of N streams: (N, T, m) -> (N, T, k), as the host runner's step.
 
-        Stream i keeps its state between calls (NAME_step); reset() starts again. The output
-        is the model's output at this timestep: for a model that does not return sequences,
-        what predict would give if the window ended here."""
-        if not self.has_step:
-            raise ValueError(f"step: {self.name} has no step(): {self.run_only}; use predict")
-        x_t = np.asarray(x_t)
-        m = self.input_size
-        if x_t.ndim not in (1, 2) or x_t.shape[-1] != m:
-            raise ValueError(f"step: input shaped {x_t.shape}; expected ({m},) or (N, {m})")
-        single = x_t.ndim == 1
-        x = self._values(x_t.reshape(1, m) if single else x_t, "step")
+        Stream i keeps its state between calls (NAME_step / NAME_step_f32: float input gives
+        float32, int16 input int16, as predict); reset() starts again. The output is the
+        model's output at each timestep: for a model that does not return sequences, what
+        predict would give if the window ended there. Input is checked as (streams, timesteps,
+        features) by check_input before any timestep runs: the same messages as the host's."""
+        x_in = np.asarray(x_t)
+        e = check_entry("step_f32" if x_in.dtype.kind == "f" else "step", self.rule)
+        x = check_input(
+            step_input(x_in, self.rule), self.rule, "float32" if e.float_input else "int16"
+        )
         n = x.shape[0]
         if n != self._streams:
             if not self._fresh:
-                raise ValueError(
-                    f"step: {n} stream(s) given but the state holds {self._streams};"
-                    " call reset() to start other streams"
+                raise InputError(
+                    f"input shape {x_in.shape}: {n} stream(s) but the state holds"
+                    f" {self._streams}; call reset() to start other streams"
                 )
             self._stream, self._streams = self._states(n), n
         self._fresh = False
-        is_float = x.dtype == np.float32
-        ctype = ctypes.c_float if is_float else ctypes.c_int16
-        y = np.empty((n, self.output_size), dtype=x.dtype)
-        if n:
-            step = self._fn("step_f32" if is_float else "step")
-            step(self._stream.ctypes.data, n, _pointer(x, ctype), _pointer(y, ctype))
-        return y[0] if single else y
+        ctype = ctypes.c_float if e.float_input else ctypes.c_int16
+        step = self._fn(e.name)
+        y = np.empty((x.shape[1], n, self.output_size), dtype=x.dtype)
+        for t in range(x.shape[1]):
+            x_step = np.ascontiguousarray(x[:, t])
+            step(self._stream.ctypes.data, n, _pointer(x_step, ctype), _pointer(y[t], ctype))
+        if x_in.ndim == 3:
+            return y.transpose(1, 0, 2).copy()
+        return y[0, 0] if x_in.ndim == 1 else y[0]
 
     @property
     def info(self) -> dict[str, Any]:
@@ -293,6 +292,7 @@ class Model:
             "ram_bytes": dict(r["ram_bytes"]),
             "state_bytes": self.state_bytes,
             "kernel": self.kernel,
+            "core": self.core,  # the --core it was converted with: which kernels the C holds
             "library": str(self.library),
         }
 
@@ -307,6 +307,9 @@ class Model:
 def load(out_dir: str | Path, kernel: str = "auto") -> Model:
     """The converted model in out_dir, compiled for the host and ready to ``predict``/``step``.
 
-    kernel: auto (the host's: reference), reference, or plain (the optimized plain-C kernel
-    of the small cores, to check it on the host); all give the same bits."""
+    kernel: auto (what the C picks on the host: reference when it holds every kernel),
+    reference, or plain (the optimized plain-C kernel of the small cores, to check it on the
+    host); all give the same bits. A folder converted with --core holds only that core's
+    kernels: a kernel it lacks is refused (ValueError). ModelLoadError when the folder holds no
+    converted model of this version's format or the host build fails."""
     return Model(out_dir, kernel)

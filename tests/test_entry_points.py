@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import lstm_embed
 from lstm_embed import cli, firmware
 from lstm_embed import fixedpoint as fp
 from lstm_embed.boards import EMULATED_BOARDS
@@ -245,13 +247,17 @@ def _message(call) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("runner", ["host", "host_step_f32", "qemu-m4", "qemu-m4_step_f32"])
+RUNNERS = ["host", "host_step_f32", "qemu-m4", "qemu-m4_step_f32", "load_predict", "load_step"]
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("bad", BAD)
 def test_bad_input_gets_one_message_everywhere(
     request: pytest.FixtureRequest, cases: dict[str, Case], bad: str, runner: str
 ) -> None:
-    """The same bad input gets the same message from the host and QEMU runs and the Python API,
-    before anything is built."""
+    """The same bad input gets the same message from the host and QEMU runs and the Python API
+    (``lstm_embed.load(OUT)``'s predict, and its step on T timesteps of N streams: the float
+    step), before anything is built or run."""
     case = cases["last_softmax"]
     x, words = _bad_inputs(2, 6)[bad]
     rule = InputRule.from_report({"name": "net", "input_size": 2, "timesteps": 6})
@@ -261,6 +267,15 @@ def test_bad_input_gets_one_message_everywhere(
         got = _message(lambda: run_host(case.out_dir, x))
     elif runner == "host_step_f32":
         got = _message(lambda: run_entry_point(case.out_dir, "step_f32", x))
+    elif runner.startswith("load_"):
+        model = lstm_embed.load(case.out_dir)
+        call = model.predict if runner == "load_predict" else model.step
+        if runner == "load_step" and bad == "rank_2":  # (N, m): one timestep of N streams
+            assert call(x).shape == (len(x), 3)
+            return
+        got = _message(lambda: call(x))
+        # nothing ran: the stream state is as loaded, a step may still choose the stream count
+        assert model._fresh and model._stream is None
     else:
         request.getfixturevalue("toolchain")
         build = case.out_dir / "build" / "qemu-m4"
@@ -310,6 +325,62 @@ def test_integer_input_must_be_int16(cases: dict[str, Case]) -> None:
     assert np.array_equal(as_int16, expected_output(case.qmodel, "run", wide.clip(-32768, 32767)))
     message = _message(lambda: run_entry_point(case.out_dir, "step", case.x[:1]))
     assert "integer entry points take int16" in message
+    model = lstm_embed.load(case.out_dir)  # the Python API: the same check, the same message
+    want = _message(lambda: run_host(case.out_dir, wide))
+    assert _message(lambda: model.predict(wide)) == want
+    assert _message(lambda: model.step(wide)) == want
+    assert np.array_equal(model.predict(wide.clip(-32768, 32767)), as_int16)
+
+
+def test_python_step_takes_one_timestep_with_the_same_check(cases: dict[str, Case]) -> None:
+    """step() of lstm_embed.load: (m,) and (N, m) are one timestep, checked as (N, 1, m) by the
+    same check_input (the index names (stream, 0, feature)); (N, T, m) steps T timesteps and
+    equals the host runner's step; a wrong width or no streams names the shape given."""
+    case = cases["last_softmax"]
+    model = lstm_embed.load(case.out_dir)
+    x = case.x[:3]
+    want = run_entry_point(case.out_dir, "step_f32", x)
+    assert np.array_equal(model.step(x), want)
+    model.reset()
+    assert np.array_equal(np.concatenate([model.step(x[:, :2]), model.step(x[:, 2:])], 1), want)
+    model.reset()
+    assert np.array_equal(np.stack([model.step(x[:, t]) for t in range(6)], axis=1), want)
+    model.reset()
+    assert np.array_equal(np.stack([model.step(x[1, t]) for t in range(6)]), want[1])
+    model.reset()
+    nan = x[:, 2].copy()
+    nan[1, 0] = np.nan
+    rule = InputRule.from_report({"name": "net", "input_size": 2, "timesteps": 6})
+    assert _message(lambda: model.step(nan)) == _message(lambda: check_input(nan[:, None], rule))
+    assert "(sequence, timestep, feature) = (1, 0, 0)" in _message(lambda: model.step(nan))
+    assert _message(lambda: model.step(nan[1])) == _message(
+        lambda: check_input(nan[1][None, None], rule)
+    )
+    assert "input shape (3,): expected (2,) for one stream" in _message(
+        lambda: model.step(np.zeros(3, np.float32))
+    )
+    assert _message(lambda: model.step(x[:0, 0])) == "input shape (0, 2): needs at least one stream"
+    model.step(x[:2, 0])
+    message = _message(lambda: model.step(x[:3, 0]))
+    assert message == "input shape (3, 2): 3 stream(s) but the state holds 2; call reset() to" \
+        " start other streams"  # fmt: skip
+    model.reset()
+    assert model.step(x[:3, 0]).shape == (3, 3)
+
+
+@pytest.mark.parametrize("label", ["run_only", "backwards_rnn"])
+def test_python_api_of_a_run_only_model(cases: dict[str, Case], label: str) -> None:
+    """No step: the host runner's message; predict takes at most the built length, as run."""
+    case = cases[label]
+    model = lstm_embed.load(case.out_dir)
+    for x, entry in ((case.x, "step_f32"), (case.x_q, "step")):
+        want = _message(partial(run_entry_point, case.out_dir, entry, x))
+        assert "needs the whole window" in want
+        assert _message(partial(model.step, x)) == want
+        assert _message(partial(model.step, x[:, 0])) == want
+    longer = np.concatenate([case.x_q[:2], case.x_q[:2]], axis=1)
+    want = _message(lambda: run_entry_point(case.out_dir, "run", longer))
+    assert _message(lambda: model.predict(longer)) == want
 
 
 # ---------------------------------------------------------------- the timesteps policy

@@ -873,32 +873,26 @@ def test_load_step_streams_equal_lstm_embed_run(cases: dict[str, Case], tmp_path
 
 
 def test_load_validates_input(cases: dict[str, Case]) -> None:
+    """predict refuses bad input with `lstm-embed run`'s messages (the shared inputs.check_input;
+    tests/test_entry_points.py holds every runner, step included, to them); load refuses an
+    unknown kernel and a folder without a converted model."""
     import lstm_embed
+    from lstm_embed.inputs import InputError
 
-    model = lstm_embed.load(cases["net"].out_dir)
-    x = cases["net"].x
-    for bad, text in (
-        (x[0], r"predict: input shaped \(6, 4\); expected \(N, T, 4\)"),
-        (x[..., :3], r"expected \(N, T, 4\)"),
-        (x[:, :0], "0 timesteps"),
-        (np.where(np.arange(4) == 2, np.nan, x), r"value at \(0, 0, 2\) is nan"),
-        (np.full((1, 6, 4), 40000), "outside -32768..32767"),
-        (x > 0, "dtype bool not supported"),
-    ):
-        with pytest.raises(ValueError, match=text):
+    case = cases["net"]
+    model = lstm_embed.load(case.out_dir)
+    x = case.x
+    nan = np.where(np.arange(4) == 2, np.nan, x)
+    for bad in (x[0], x[..., :3], x[:0], x[:, :0], nan, np.full((1, 6, 4), 40000), x > 0):
+        with pytest.raises(InputError) as host:
+            run_host(case.out_dir, bad)
+        with pytest.raises(ValueError) as python:
             model.predict(bad)
-    assert model.predict(x[:0]).shape == (0, 3)
-    with pytest.raises(ValueError, match=r"step: input shaped \(4, 6, 4\)"):
-        model.step(x)
-    model.step(x[:2, 0])
-    with pytest.raises(ValueError, match=r"3 stream.* the state holds 2; call reset"):
-        model.step(x[:3, 0])
-    model.reset()
-    assert model.step(x[:3, 0]).shape == (3, 3)
+        assert str(python.value) == str(host.value)
     with pytest.raises(ValueError, match="kernel 'fast' not supported"):
-        lstm_embed.load(cases["net"].out_dir, kernel="fast")
+        lstm_embed.load(case.out_dir, kernel="fast")
     with pytest.raises(RuntimeError, match=r"no report\.json"):
-        lstm_embed.load(cases["net"].out_dir.parent)
+        lstm_embed.load(case.out_dir.parent)
 
 
 def test_load_info_and_build_cache(cases: dict[str, Case]) -> None:
