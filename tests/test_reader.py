@@ -213,6 +213,17 @@ def test_hard_sigmoid_is_named_per_version(name: str) -> None:
     assert read_model(fixture(name)).layers[2].config["recurrent_activation"] == want
 
 
+def test_keras2_float32_options_keep_what_is_no_float32() -> None:
+    from lstm_embed.reader.normalize import float32_decimal, layer_config
+
+    alpha = float(np.float32(0.3))
+    assert layer_config("LeakyReLU", {"alpha": alpha}, keras2=True) == {"negative_slope": 0.3}
+    assert layer_config("LeakyReLU", {"alpha": alpha}) == {"alpha": alpha}  # Keras 3: as is
+    assert float32_decimal(float(np.float32(0.123456789))) == 0.12345679
+    for value in (0.1, 1e300, "6.0", None, True, 3):  # no float32, or no float: unchanged
+        assert float32_decimal(value) is value
+
+
 def test_keras2_time_major_true_is_kept(tmp_path: Path) -> None:
     path = h5_copy("lstm_dense.k2.h5", tmp_path, config=lambda c: _set(c, 1, time_major=True))
     assert read_model(path).layers[0].config["time_major"] is True

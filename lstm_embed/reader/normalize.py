@@ -7,6 +7,7 @@ custom classes' own keys), so a layer kind sees what Keras would have seen.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 # Keras 3 writes the input shape as InputLayer "batch_shape"; Keras 2 as "batch_input_shape",
@@ -17,6 +18,16 @@ SHAPE_KEYS = ("batch_shape", "batch_input_shape")
 WRAPPED_KEYS = ("layer", "backward_layer")
 
 ACTIVATION_KEYS = ("activation", "recurrent_activation")
+
+# tf_keras keeps these options as float32 (backend.cast_to_floatx) and writes that value
+# (LeakyReLU(0.3): alpha 0.30000001192092896); Keras 3 writes the number as given. Both compute
+# with the float32, and the shortest decimal of it is the number the user wrote.
+KERAS2_FLOAT32_OPTIONS = {
+    "LeakyReLU": ("alpha",),
+    "ReLU": ("max_value", "negative_slope", "threshold"),
+}
+# Keras 2 calls LeakyReLU's slope "alpha"; Keras 3 "negative_slope"
+KERAS2_RENAMED = {("LeakyReLU", "alpha"): "negative_slope"}
 
 
 def split_class_name(entry: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -54,6 +65,9 @@ def layer_config(class_name: str, config: Any, keras2: bool = False) -> dict[str
         if key == "batch_input_shape" and class_name != "InputLayer":
             # Keras 2 puts the model input on the first layer; read_model takes it from there
             continue
+        if keras2 and key in KERAS2_FLOAT32_OPTIONS.get(class_name, ()):
+            value = float32_decimal(value)
+            key = KERAS2_RENAMED.get((class_name, key), key)
         if key in ACTIVATION_KEYS:
             value = activation_name(value)
             if keras2 and value == "hard_sigmoid":
@@ -97,6 +111,27 @@ def activation_name(value: Any) -> Any:
     name = value.get("config")
     if isinstance(name, str) and module.startswith(_ACTIVATION_MODULES):
         return name
+    return value
+
+
+def _single(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def float32_decimal(value: Any) -> Any:
+    """A float32 value as the shortest decimal with that float32 (0.30000001192092896 -> 0.3);
+    anything else (a string, None, a float that is no float32) unchanged."""
+    if not isinstance(value, float):
+        return value
+    try:
+        if _single(value) != value:
+            return value
+        for digits in range(1, 10):  # 9 significant digits tell every float32 apart
+            short = float(f"{value:.{digits}g}")
+            if _single(short) == value:
+                return short
+    except OverflowError:  # beyond float32's range
+        pass
     return value
 
 
