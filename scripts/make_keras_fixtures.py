@@ -10,15 +10,24 @@ file, the format, class chain, count_params() and output shape of every layer (I
 out, nested models flattened). Weights are random and non-zero (biases too), so order mistakes
 show; no training.
 
-    .venv/bin/python scripts/make_keras_fixtures.py [out_dir]
+    .venv/bin/python scripts/make_keras_fixtures.py [--only NAME[,NAME...]] [out_dir]
+
+Writing is deterministic (seeded weights and inputs: the .h5, .npz and manifest.json come out
+byte for byte the same) except inside a .keras zip, which holds the time it was saved and, in
+its config.json, Python object ids as "shared_object_id"; so regenerating everything rewrites
+every .keras file. ``--only`` writes just the named models' files and merges their entries into
+the existing manifest.json; it refuses when the installed versions differ from the manifest's
+(the manifest records one set: then regenerate everything).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +117,55 @@ def _models(keras: Any, writer: str) -> dict[str, Callable[[], Any]]:
         ),
         "go_backwards": lambda: seq(
             "go_backwards", (5, 2), L.LSTM(3, go_backwards=True, return_sequences=True)
+        ),
+        # the layers around the recurrent core, each where it runs on its own (not folded)
+        "layernorm_acts": lambda: seq(
+            "layernorm_acts",
+            (5, 2),
+            L.LSTM(4, return_sequences=True),
+            L.LayerNormalization(),
+            L.LeakyReLU(),
+            L.Activation("tanh"),
+            L.Dense(4),
+            L.ReLU(max_value=0.5),  # with an option: its own layer, not Dense's activation
+            L.Dense(3),
+            L.Softmax(),  # after a linear Dense: folds into it
+        ),
+        "causal_conv": lambda: seq(
+            "causal_conv",
+            (8, 2),
+            L.Conv1D(3, 3, padding="causal", dilation_rate=2, activation="relu"),
+            L.BatchNormalization(),  # no Dense neighbour: an affine of its own
+            L.LSTM(3),
+            L.Dense(2, activation="tanh"),
+        ),
+        "pool_heads": lambda: seq(
+            "pool_heads",
+            (8, 2),
+            L.AveragePooling1D(3, strides=2, padding="same"),
+            L.LSTM(4, return_sequences=True),
+            L.GlobalAveragePooling1D(),
+            L.Dense(2, activation="sigmoid"),
+        ),
+        "reshape_repeat": lambda: seq(
+            "reshape_repeat",
+            (4, 2),
+            L.Reshape((2, 4)),
+            L.LSTM(3),
+            L.RepeatVector(3),
+            L.SimpleRNN(2, activation="relu", return_sequences=True),
+            L.Flatten(),
+            L.Dense(2),
+        ),
+        "bidir_merge": lambda: seq(
+            "bidir_merge",
+            (5, 2),
+            L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode="ave"),
+            L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum"),
+            L.Bidirectional(
+                L.SimpleRNN(2, activation="linear", return_sequences=True), merge_mode="mul"
+            ),
+            L.GlobalMaxPooling1D(),
         ),
     }
     if writer == "k2":
@@ -223,8 +281,9 @@ def _line(writer: str) -> str:
     return {"k3": "keras3", "k2": "keras2"}[writer]
 
 
-def run_writer(writer: str, out: Path) -> None:
-    """In a fresh process: import one Keras line and write every model it can save."""
+def run_writer(writer: str, out: Path, only: list[str]) -> None:
+    """In a fresh process: import one Keras line and write every model it can save (only the
+    named ones when ``only`` is not empty)."""
     if writer == "k3":
         os.environ["KERAS_BACKEND"] = "tensorflow"
         import keras
@@ -236,6 +295,8 @@ def run_writer(writer: str, out: Path) -> None:
     entries: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for name, build in _models(keras, writer).items():
+        if only and name not in only:
+            continue
         try:
             entries.update(_write_model(keras, writer, name, build, out))
         except Exception as exc:  # a writer that cannot save a model: record why
@@ -249,25 +310,57 @@ def run_writer(writer: str, out: Path) -> None:
     (out / f"_part_{writer}.json").write_text(json.dumps(part))
 
 
+def _arguments(argv: list[str]) -> tuple[Path, list[str]]:
+    only: list[str] = []
+    if argv[:1] == ["--only"]:
+        if len(argv) < 2:
+            sys.exit("--only needs a comma-separated list of model names")
+        only, argv = argv[1].split(","), argv[2:]
+    return (Path(argv[0]) if argv else OUT), only
+
+
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+    out, only = _arguments(sys.argv[1:])
     out.mkdir(parents=True, exist_ok=True)
-    for old in [*out.glob("*.keras"), *out.glob("*.h5"), *out.glob("*.npz")]:
-        old.unlink()
+    old: dict[str, Any] = {"versions": {}, "files": {}, "skipped": {}}
+    if only:
+        old = json.loads((out / "manifest.json").read_text())
+        known = {entry["model"] for entry in old["files"].values()}
+        known |= {key.rsplit(".", 1)[0] for key in old["skipped"]}
+        print(f"--only {','.join(only)}: new {sorted(set(only) - known) or 'none'}")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0")
     env.pop("TF_USE_LEGACY_KERAS", None)
     versions = {"python": sys.version.split()[0], "numpy": np.__version__}
-    files: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    for writer in WRITERS:
-        cmd = [sys.executable, __file__, "--writer", writer, str(out)]
-        subprocess.run(cmd, check=True, env=env)
-        part_path = out / f"_part_{writer}.json"
-        part = json.loads(part_path.read_text())
-        part_path.unlink()
-        versions.update(part["versions"])
-        files.update(part["files"])
-        skipped.update(part["skipped"])
+    files = {k: v for k, v in old["files"].items() if v["model"] not in only}
+    skipped = {k: v for k, v in old["skipped"].items() if k.rsplit(".", 1)[0] not in only}
+    with tempfile.TemporaryDirectory() as staging:  # out changes only once every writer is done
+        stage = Path(staging)
+        for writer in WRITERS:
+            cmd = [sys.executable, __file__, "--writer", writer, str(stage), ",".join(only)]
+            subprocess.run(cmd, check=True, env=env)
+            part_path = stage / f"_part_{writer}.json"
+            part = json.loads(part_path.read_text())
+            part_path.unlink()
+            versions.update(part["versions"])
+            files.update(part["files"])
+            skipped.update(part["skipped"])
+        written = {entry["model"] for entry in files.values()}
+        written |= {key.rsplit(".", 1)[0] for key in skipped}
+        if set(only) - written:
+            sys.exit(f"--only: no model named {sorted(set(only) - written)}")
+        if only and versions != old["versions"]:
+            sys.exit(
+                f"versions {versions} differ from manifest.json's {old['versions']}: the"
+                " manifest records one set; regenerate every fixture (without --only)"
+            )
+        if only:
+            doomed = [p for p in out.iterdir() if p.name.split(".")[0] in only]
+        else:
+            doomed = [*out.glob("*.keras"), *out.glob("*.h5"), *out.glob("*.npz")]
+        for path in doomed:
+            path.unlink()
+        for path in stage.iterdir():
+            shutil.move(path, out / path.name)
     manifest = {"versions": versions, "files": dict(sorted(files.items())), "skipped": skipped}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     total = sum(p.stat().st_size for p in out.iterdir())
@@ -275,7 +368,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--writer":
-        run_writer(sys.argv[2], Path(sys.argv[3]))
+    if len(sys.argv) > 3 and sys.argv[1] == "--writer":
+        names = sys.argv[4].split(",") if len(sys.argv) > 4 and sys.argv[4] else []
+        run_writer(sys.argv[2], Path(sys.argv[3]), names)
     else:
         main()
