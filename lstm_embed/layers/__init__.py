@@ -78,6 +78,9 @@ QLAYER_TYPES: dict[str, type] = {
 }
 
 SUPPORTED = ", ".join(["InputLayer", *READERS])
+# what to do about a layer lstm-embed does not read (not: turn Keras' safe mode off; lstm-embed
+# never runs code from a file)
+UNSUPPORTED_HINT = "rebuild the model from the supported layers, or file an issue asking for it"
 
 # Chain rewrites that are exact in float (a layer absorbed by its neighbour); each returns the
 # new chain and a reason for every layer it could not place
@@ -113,12 +116,13 @@ def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -
         reason = (
             f"custom class '{spec.registered_name or spec.class_name}' (module"
             f" '{spec.module}') is not a built-in Keras layer; lstm-embed reads only built-in"
-            f" layers ({SUPPORTED})"
+            f" layers ({SUPPORTED}); {UNSUPPORTED_HINT}"
         )
         raise Unsupported([reason])
     reader = READERS.get(spec.class_name)
     if reader is None:
-        raise Unsupported([f"type {spec.class_name} is not supported (supported: {SUPPORTED})"])
+        reason = f"type {spec.class_name} is not supported (supported: {SUPPORTED})"
+        raise Unsupported([f"{reason}; {UNSUPPORTED_HINT}"])
     if spec.class_name in TIMESTEP_READERS:
         return reshape.read(spec, input_size, timesteps)
     return reader(spec, input_size)
