@@ -27,11 +27,21 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _pyplot() -> Any:
-    import matplotlib
+REPORT_EXTRA = "pip install 'lstm-embed[report]'"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        from .cli import CLIError  # exit 2: a missing optional dependency, no bug
+
+        raise CLIError(
+            f"--report needs matplotlib, which is not installed: {REPORT_EXTRA}"
+        ) from error
 
     return plt
 

@@ -203,6 +203,27 @@ def test_compare_without_keras_uses_the_float_model_and_says_so(tmp_path):
     assert abs(error - float(np.max(np.abs(c_y - y)))) <= FLOAT_FORWARD_TOLERANCE
 
 
+def test_compare_report_without_matplotlib_says_what_to_install(tmp_path):
+    """matplotlib is an extra (lstm-embed[report]): without it, compare --report is a user
+    error (exit 2, one line), not an internal one."""
+    x, _ = oracle("lstm_dense", "k3.keras")
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out"
+    convert(fixture("lstm_dense", "k3.keras"), x, out)
+    block = "sys.modules['matplotlib'] = sys.modules['keras'] = sys.modules['tf_keras'] = None"
+    script = f"import sys; {block}; from lstm_embed import cli; sys.exit(cli.main(sys.argv[1:]))"
+    argv = ["compare", str(fixture("lstm_dense", "k3.keras")), str(out)]
+    argv += ["-i", str(tmp_path / "x.npy"), "--report", str(tmp_path / "report")]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "matplotlib" in lines[0] and "pip install 'lstm-embed[report]'" in lines[0]
+    assert "internal error" not in lines[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Hostile files: one clear line, exit 2, no traceback, no output folder, bounded memory and time
 
