@@ -143,19 +143,28 @@ def test_converted_c_is_close_to_predict(tmp_path, model, kind):
 
 
 def test_commands_import_no_ml_framework(tmp_path):
-    """Run in a fresh interpreter: after inspect, convert, run and trace, no keras, tensorflow,
-    jax or torch module is loaded."""
+    """Run in a fresh interpreter: after inspect, convert, run, trace, build and flash --dry-run,
+    no keras, tensorflow, jax or torch module is loaded."""
+    from lstm_embed import firmware
+
+    build = firmware.toolchain_available(need_qemu=False)
+    if not build and os.environ.get("LSTM_EMBED_REQUIRE_FIRMWARE"):
+        pytest.fail("LSTM_EMBED_REQUIRE_FIRMWARE is set but arm-none-eabi-gcc is missing")
     x_path = tmp_path / "x.npy"
     np.save(x_path, oracle("lstm_dense", "k3.keras")[0])
     out = str(tmp_path / "out")
+    commands = [
+        ["inspect", str(fixture("lstm_dense", "k2.h5"))],
+        ["convert", str(fixture("lstm_dense", "k3.keras")), "-c", str(x_path), "-o", out],
+        ["run", out, "-i", str(x_path), "-o", str(tmp_path / "y.npy")],
+        ["trace", out, "-i", str(x_path), "-o", str(tmp_path / "t.npz")],
+        *([["build", out, "--board", "qemu-m4"]] if build else []),
+        ["flash", out, "--board", "nucleo-l476rg", "--dry-run"],
+    ]
     script = f"""
 import sys
 from lstm_embed import cli
-for argv in (["inspect", {str(fixture("lstm_dense", "k2.h5"))!r}],
-             ["convert", {str(fixture("lstm_dense", "k3.keras"))!r}, "-c", {str(x_path)!r},
-              "-o", {out!r}],
-             ["run", {out!r}, "-i", {str(x_path)!r}, "-o", {str(tmp_path / "y.npy")!r}],
-             ["trace", {out!r}, "-i", {str(x_path)!r}, "-o", {str(tmp_path / "t.npz")!r}]):
+for argv in {commands!r}:
     assert cli.main(argv) == 0, argv
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "jax",
                 "torch", "tf_keras"))
@@ -167,6 +176,10 @@ print("LOADED", loaded)
     )
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout, result.stdout
+    assert "pyocd" in result.stdout  # flash --dry-run printed its command
+    if not build:
+        pytest.skip("build not run: arm-none-eabi-gcc not installed (the rest passed)")
+    assert "built " in result.stdout
 
 
 def _compare(tmp_path: Path, kind: str, block_keras: bool) -> str:
