@@ -237,6 +237,48 @@ def test_compare_report_without_matplotlib_says_what_to_install(tmp_path):
     assert "internal error" not in lines[0]
 
 
+def _flash_column(text: str) -> tuple[dict[str, int], int]:
+    """inspect's output: the flash bytes per layer (by the table's header) and the total."""
+    lines = text.splitlines()
+    header = lines[1]
+    start, end = header.index("flash bytes"), header.index("not supported")
+    table = lines[3 : lines.index(next(line for line in lines if line.startswith("total")))]
+    column = {line.split()[0]: int(line[start:end]) for line in table}
+    total = int(text.split("flash after quantization: ")[1].split()[0])
+    return column, total
+
+
+def test_inspect_flash_follows_the_weight_width(capsys):
+    """Flash bytes per layer: each weight 1 byte (int8) or 2 (int16), and per output row its
+    int32 bias, int32 multiplier and int8 shift (fixedpoint.BIAS_ROW_BYTES); weights and rows
+    counted from the fixture's own arrays (get_weights(): kernels 2-D, biases 1-D)."""
+    from lstm_embed.fixedpoint import BIAS_ROW_BYTES
+
+    path = fixture("lstm_dense", "k3.keras")  # LSTM(3) on 2 features, Dense(2)
+    entry = MANIFEST["files"][path.name]
+    with np.load(FIXTURES / entry["npz"]) as data:
+        counts = {}  # layer: (weights, rows)
+        for layer in entry["layer_names"]:
+            arrays = [data[k] for k in data.files if k.startswith(f"w/{layer}/")]
+            counts[layer] = (
+                sum(a.size for a in arrays if a.ndim == 2),
+                sum(a.size for a in arrays if a.ndim == 1),
+            )
+    assert counts == {"lstm": (4 * 3 * (2 + 3), 4 * 3), "dense": (3 * 2, 2)}
+    flash = {}
+    for weights in ("int8", "int16", "int16,int8"):
+        assert cli.main(["inspect", str(path), "--weights", weights]) == 0
+        flash[weights] = _flash_column(capsys.readouterr().out)
+    for weights, widths in (("int8", (1, 1)), ("int16", (2, 2)), ("int16,int8", (2, 1))):
+        expected = {
+            layer: n_weights * width + rows * BIAS_ROW_BYTES
+            for (layer, (n_weights, rows)), width in zip(counts.items(), widths, strict=True)
+        }
+        assert flash[weights] == (expected, sum(expected.values())), weights
+    # int16 costs one more byte per weight, nothing more
+    assert flash["int16"][1] - flash["int8"][1] == sum(w for w, _ in counts.values())
+
+
 # ---------------------------------------------------------------------------------------------
 # Hostile files: one clear line, exit 2, no traceback, no output folder, bounded memory and time
 
