@@ -103,13 +103,25 @@ def dsp_input_weights(layer: QLSTMLayer) -> np.ndarray:
     return wrap_s32((halves[..., 0] & 0xFFFF) | (halves[..., 1] << 16)).reshape(-1)
 
 
-DSP_HEADER_WORDS = 6  # S_if (2 words), S_go (2 words), T_i, T_g
+def dsp_start_values(layer: QLSTMLayer) -> tuple[np.ndarray, np.ndarray]:
+    """(S_if, S_go) per unit: bias_i + 256*bias_f and bias_g + 256*bias_o (int64)."""
+    b = layer.bias_s32.astype(np.int64).reshape(layer.units, 4)
+    return b[:, 0] + 256 * b[:, 1], b[:, 2] + 256 * b[:, 3]
+
+
+def dsp_header_words(layer: QLSTMLayer) -> int:
+    """4 when every start value fits int32 (one word each, sign-extended by the kernel:
+    1 instruction per row pair, 8 bytes per unit less), else 6 (low and high words)."""
+    s_if, s_go = dsp_start_values(layer)
+    fits = np.all(np.abs(np.concatenate([s_if, s_go])) < 2**31 - 1)
+    return 4 if fits else 6
 
 
 def dsp_units(layer: QLSTMLayer) -> np.ndarray:
     """One int32 record per unit, read through a single pointer by the DSP kernel:
-    [S_if lo, S_if hi, S_go lo, S_go hi, T_i, T_g, weights (dsp_weights), input weights
-    (dsp_input_weights, only with an input shift), requant (8 words)].
+    [S_if, S_go (one word each, or low and high words: ``dsp_header_words``), T_i, T_g,
+    weights (dsp_weights), input weights (dsp_input_weights, only with an input shift),
+    requant (4 or 8 words)].
 
     S_if = bias_i + 256*bias_f and S_go = bias_g + 256*bias_o start the 64-bit SMLALD sums
     (two's complement, low word first); T_i = bias_i and T_g = bias_g start the SMLAD sums, so
@@ -117,8 +129,11 @@ def dsp_units(layer: QLSTMLayer) -> np.ndarray:
     """
     units = layer.units
     b = layer.bias_s32.astype(np.int64).reshape(units, 4)
-    s_if, s_go = b[:, 0] + 256 * b[:, 1], b[:, 2] + 256 * b[:, 3]
-    header = np.stack([s_if, s_if >> 32, s_go, s_go >> 32, b[:, 0], b[:, 2]], axis=-1)
+    s_if, s_go = dsp_start_values(layer)
+    if dsp_header_words(layer) == 4:
+        header = np.stack([s_if, s_go, b[:, 0], b[:, 2]], axis=-1)
+    else:
+        header = np.stack([s_if, s_if >> 32, s_go, s_go >> 32, b[:, 0], b[:, 2]], axis=-1)
     parts = [header, dsp_weights(layer).reshape(units, -1)]
     if layer.input_shift:
         parts.append(dsp_input_weights(layer).reshape(units, -1))
@@ -274,7 +289,7 @@ def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
         "row_mve": row_mve,
         "dsp_units": c_int32_array(dsp, per_line=16),
         "dsp_units_count": dsp.size,
-        "dsp_header_words": DSP_HEADER_WORDS,
+        "dsp_header_words": dsp_header_words(layer),
         "mve_weights": cformat.c_int_array(mve, per_line=32),
         "mve_weights_count": mve.size,
         "mve_input_weights": cformat.c_int_array(mve_input_weights(layer), per_line=32),
