@@ -131,7 +131,7 @@ class LayerRounding:
         if method == rounding.NEAREST:
             return cls(option, method, model.layers, {}, fit, held, note=note)
         x_q = fp.quantize_input(x, input_inv_scale)
-        tables = activation_tables(options.table_log2_entries)
+        tables = activation_tables(options.log2_table_entries(len(model.layers)))
         result = cls(option, method, model.layers, tables, fit, held, x_q)
         if option == rounding.AUTO:
             result.x_q_fit_chain = x_q

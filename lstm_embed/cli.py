@@ -364,10 +364,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--table-log2-entries",
         type=int,
-        default=8,
+        default=None,
         choices=range(6, 12),
         metavar="{6..11}",
-        help="activation table of 2**N intervals per sign (default 8: 513 entries)",
+        help="activation table of 2**N intervals per sign (default: 7, 257 entries, when every"
+        " layer has int8 weights; 8, 513 entries, with int16 weights)",
     )
     target = p.add_mutually_exclusive_group()
     target.add_argument(

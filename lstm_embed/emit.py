@@ -51,12 +51,11 @@ def render(template_name: str, **context: Any) -> str:
 
 
 def _table_context(table: fp.ActivationTable) -> dict[str, Any]:
-    """The stored table: tanh's signed over [-range, range], exp's on [0, range)."""
-    signed = table.name == "tanh"
-    entries = table.signed_entries if signed else table.entries
+    """The stored table: tanh's, signed over [-range, range]."""
+    entries = table.signed_entries
     return {
         "name": table.name,
-        "description": "tanh(u) on [-8, 8]" if signed else "1 - exp(-u) on [0, 16)",
+        "description": f"tanh(u) on [-{2**table.log2_range}, {2**table.log2_range}]",
         "count": len(table.entries) - 1,
         "size": len(entries),
         "index_shift": table.index_shift,
@@ -329,6 +328,14 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         "scratch_size": scratch_size(model),
         "shared_scratch": shared_scratch(model, core),
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
+        "exp_poly": {
+            "u_max": fp.EXP_U_MAX,
+            "log2e_q30": fp.EXP_LOG2E_Q30,
+            "v_frac_bits": fp.EXP_V_FRAC_BITS,
+            "v_shift": 30 + fp.Z_FRAC_BITS - fp.EXP_V_FRAC_BITS,
+            "poly": list(fp.EXP_POLY_Q30),
+            "zero_from": fp.EXP_ZERO_FROM,
+        },
         "tables": [_table_context(t) for t in tables],
         "table_by_name": {t.name: _table_context(t) for t in tables},
         "mve_pairs": _mve_pairs(tanh_table),

@@ -23,8 +23,8 @@ __all__ = ["Q15_SCALE", "QDenseLayer", "QLSTMLayer", "QLayer", "QModel"]
 
 QMODEL_FILE = "qmodel.npz"
 # bump when a field or its meaning changes; older folders are refused with "convert again"
-# (3: sigmoid reads the tanh table)
-QMODEL_FORMAT = 3
+# (3: sigmoid reads the tanh table; 4: exp without a table)
+QMODEL_FORMAT = 4
 
 
 class QModelFileError(ValueError):

@@ -40,7 +40,7 @@ __all__ = ["QuantizeError", "QuantizeOptions", "quantize"]
 @dataclass(frozen=True)
 class QuantizeOptions:
     input_range: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) per feature
-    table_log2_entries: int = fp.DEFAULT_LOG2_ENTRIES
+    table_log2_entries: int | None = None  # None: fp.default_log2_entries of the weights
     weight_bits: tuple[int, ...] = (8,)  # one value for every layer, or one per layer
     # Power-of-two scale of the input columns of LSTM rows: "auto" picks it per layer on the
     # calibration data; 0 keeps one scale per row (a few instructions per unit faster).
@@ -60,6 +60,12 @@ class QuantizeOptions:
         if bits not in fp.WEIGHT_BITS:
             raise QuantizeError(f"--weights int{bits} is not supported (supported: int8, int16)")
         return bits
+
+    def log2_table_entries(self, layer_count: int) -> int:
+        """The activation table's size: as given, else by the weights' widths."""
+        if self.table_log2_entries is not None:
+            return self.table_log2_entries
+        return fp.default_log2_entries(self.bits_of(i, layer_count) for i in range(layer_count))
 
 
 def check_calibration(model: Model, x: np.ndarray) -> np.ndarray:
@@ -137,7 +143,7 @@ def quantize(
     if rounding_record is not None:
         rounding_record.append(rounder)
     tables = {
-        name: fp.build_table(name, options.table_log2_entries)
+        name: fp.build_table(name, options.log2_table_entries(len(model.layers)))
         # functions -> tables (sigmoid reads tanh's); tanh always: the emitter's lookups use it
         for name in sorted({"tanh"} | {fp.TABLE_OF[f] for la in layers for f in la.tables_needed()})
     }

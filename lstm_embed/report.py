@@ -16,10 +16,8 @@ def sizes(model: QModel) -> dict[str, dict[str, int]]:
     per_layer = [la.flash_bytes() for la in model.layers]
     weights = sum(p["weights"] for p in per_layer)
     biases = sum(p["biases"] for p in per_layer) + 4 * model.input_size  # + input scales
-    # as stored: tanh's table signed over [-8, 8] (sigmoid reads it too), exp's on [0, 16)
-    tables = sum(
-        2 * len(t.signed_entries if t.name == "tanh" else t.entries) for t in model.tables.values()
-    )
+    # as stored: tanh's table signed over [-8, 8] (sigmoid reads it too; exp needs none)
+    tables = sum(2 * len(t.signed_entries) for t in model.tables.values())
     state = sum(la.state_bytes for la in model.layers)
     shared = sum(f["size"] * (4 if f["type"] == "int32_t" else 2) for f in shared_scratch(model))
     scratch = 2 * 2 * scratch_size(model) + shared

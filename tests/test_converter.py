@@ -159,8 +159,8 @@ def test_activation_tables_accuracy():
     """Interpolated tables against numpy's float functions over their whole input range."""
     z = np.arange(-(20 << fp.Z_FRAC_BITS), 20 << fp.Z_FRAC_BITS, 997)
     u = z / 2.0**fp.Z_FRAC_BITS
-    sigmoid = fp.sigmoid_q15(z, fp.build_table("tanh")) / 2**15
-    tanh = fp.tanh_q15(z, fp.build_table("tanh")) / 2**15
+    sigmoid = fp.sigmoid_q15(z, fp.build_table("tanh", 8)) / 2**15
+    tanh = fp.tanh_q15(z, fp.build_table("tanh", 8)) / 2**15
     # 256 intervals: chord error h^2/8*max|f''| (tanh 9e-5 on [0, 8)) halved by the centred
     # knots, plus 1.5 LSB of Q0.15 rounding; sigmoid = (1 + tanh(z/2)) / 2 halves tanh's error
     assert np.max(np.abs(sigmoid - 1 / (1 + np.exp(-u)))) < 3e-5 + 1.5 / 2**15

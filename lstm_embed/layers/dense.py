@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import cformat, rounding
+from .. import cformat, layouts, rounding
 from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
 from .base import (
@@ -157,6 +157,8 @@ def quantize_dense(
         out_scale = (peak if peak > 1e-30 else 1e-30 if peak > 0 else 1.0) / fp.INT16_MAX
         real = acc_scale * in_scale / out_scale
     multiplier, shift = fp.multipliers(real)
+    # one word per row where every shift allows it (layouts.packed_requant): no shift array
+    multiplier = layouts.with_packed_shift(multiplier, shift)
     return QDenseLayer(
         name=layer.name,
         input_size=layer.input_size,
@@ -228,14 +230,12 @@ class QDenseLayer(QLayer):
         if self.activation == "tanh":
             return fp.tanh_q15(z, tables["tanh"]), None
         if self.activation == "softmax":
-            return fp.softmax_q15(z, tables["exp"]), None
+            return fp.softmax_q15(z), None
         y = fp.saturate_s16(z)
         return (np.maximum(y, 0) if self.activation == "relu" else y), None
 
     def tables_needed(self) -> set[str]:
-        return {"softmax": {"exp"}, "sigmoid": {"sigmoid"}, "tanh": {"tanh"}}.get(
-            self.activation, set()
-        )
+        return {"sigmoid": {"sigmoid"}, "tanh": {"tanh"}}.get(self.activation, set())
 
     def uses(self) -> set[str]:
         flags = {"dense", f"dense_{self.activation}"}
@@ -271,7 +271,12 @@ class QDenseLayer(QLayer):
             "bias": cformat.c_int_array(self.bias_s32, per_line=8),
             "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
             "shift": cformat.c_int_array(self.shift, per_line=16),
+            "packed_requant": self.packed_requant,
         }
+
+    @property
+    def packed_requant(self) -> bool:
+        return layouts.packed_requant(self)
 
     def format(self) -> str:
         if self.uses_table:
@@ -280,4 +285,5 @@ class QDenseLayer(QLayer):
 
     def flash_bytes(self) -> dict[str, int]:
         weights = self.units * self.input_size * self.weight_bits // 8
-        return {"weights": weights, "biases": self.units * fp.BIAS_ROW_BYTES}
+        shift_bytes = self.units if self.packed_requant else 0  # packed: in the multipliers
+        return {"weights": weights, "biases": self.units * (fp.BIAS_ROW_BYTES - 1) + shift_bytes}
