@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .boards import DEFAULT_BOARD, get_board
 
 EXIT_ERROR = 2
 
@@ -154,10 +155,11 @@ def _measure_on_board(out_dir: Path, board: str) -> None:
 
 
 def _core(args: argparse.Namespace) -> str:
-    from .boards import get_board
+    """--core, else --board's core, else the default board's (an M4 file runs on any core)."""
     from .emit import core_kernels
 
-    core = get_board(args.board).core if args.board else args.core
+    board = args.board or (DEFAULT_BOARD if args.core is None else None)
+    core = get_board(board).core if board else args.core
     core_kernels(core)  # refuses an unknown core, naming the supported ones
     return core
 
@@ -283,10 +285,16 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from . import firmware
+    from .emit import layout_note
+    from .hostbuild import read_report
 
     result = firmware.build(Path(args.out_dir), args.board)
     print(f"built {result.elf}")
     print(result.table())
+    folder_core = read_report(Path(args.out_dir)).get("core", "all")
+    note = layout_note(folder_core, get_board(args.board).core)
+    if note:
+        print(f"lstm-embed build: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -373,10 +381,11 @@ def parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group()
     target.add_argument(
         "--core",
-        default="all",
+        default=None,
         metavar="CORE",
-        help="the kernel layout to emit: all (default: every core's, chosen when compiling),"
-        " portable, m0, m3, m4, m7, m33, m55 (that core's optimized kernel only)",
+        help=f"the kernel layout to emit: m0, m3, m4, m7, m33, m55 (that core's optimized kernel"
+        f" only; default: the default board's, {DEFAULT_BOARD}: {get_board(DEFAULT_BOARD).core}),"
+        " portable, or all (every core's, chosen when compiling)",
     )
     target.add_argument("--board", help="emit the layout of this board's core (see README)")
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import firmware, reference
 from . import fixedpoint as fp
+from .boards import get_board
 from .cli import print_summary
 from .hostbuild import run_host
 from .pipeline import convert
@@ -30,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     data.model.save(model_path)
     data.model.summary(line_length=90)
 
-    print(f"\n== 2. convert {model_path} -> {out}/ (calibration: {len(data.x_train)} sequences)")
-    conversion = convert(model_path, data.x_train, out, name=args.sample, force=True)
+    print(
+        f"\n== 2. convert {model_path} -> {out}/ (calibration: {len(data.x_train)} sequences,"
+        f" --board {args.board})"
+    )
+    core = get_board(args.board).core  # as `lstm-embed convert --board` does
+    conversion = convert(model_path, data.x_train, out, name=args.sample, force=True, core=core)
     print_summary(conversion.report)
 
     print(f"\n== 3. build firmware for {args.board} with arm-none-eabi-gcc")

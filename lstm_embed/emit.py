@@ -280,6 +280,18 @@ def core_kernels(core: str) -> tuple[str, ...]:
     return CORE_KERNELS[core]
 
 
+def layout_note(folder_core: str, board_core: str) -> str | None:
+    """A line for a folder built for a core whose own optimized kernel it does not hold."""
+    own = CORE_KERNELS[board_core][0]
+    held = CORE_KERNELS.get(folder_core, ())
+    if own in held:
+        return None
+    return (
+        f"converted with --core {folder_core}, so {board_core} runs the {held[0]} kernel, not its"
+        f" own {own} kernel (convert with --core {board_core}, or --core all, for that)"
+    )
+
+
 def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]:
     name = cformat.c_identifier(name)
     layers = layer_contexts(model)

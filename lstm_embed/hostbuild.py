@@ -60,12 +60,20 @@ class ToolFailure(RuntimeError):
         super().__init__(f"{summary}\n$ {shlex.join(self.command)}\n{self.output}")
 
     def tail(self, lines: int = TAIL_LINES) -> str:
-        """The last ``lines`` lines of the output, saying how many came before."""
+        """The last ``lines`` lines of the output, saying how many came before; when the first
+        error is among those, it and its two lines of source context stand first (a
+        compiler's first error is the one to read)."""
         out = self.output.splitlines()
-        shown = "\n".join(out[-lines:])
-        if len(out) > lines:
-            return f"[... {len(out) - lines} earlier lines]\n{shown}"
-        return shown
+        if len(out) <= lines:
+            return "\n".join(out)
+        hidden = len(out) - lines
+        first = next((k for k in range(hidden) if "error" in out[k]), None)
+        if first is None:
+            return f"[... {hidden} earlier lines]\n" + "\n".join(out[-lines:])
+        excerpt = out[first : min(first + 3, hidden)]
+        kept = out[-(lines - len(excerpt)) :]
+        skipped = len(out) - len(excerpt) - len(kept)
+        return "\n".join([*excerpt, f"[... {skipped} earlier lines]", *kept])
 
 
 class HostBuildError(RuntimeError):

@@ -431,7 +431,8 @@ def test_host_compile_failure_shows_the_compiler(
 def test_firmware_compile_failure_shows_the_last_30_lines(
     toolchain: None, broken_copy, capsys
 ) -> None:
-    """More output than 30 lines: the last 30 on the terminal, all of it in the log."""
+    """More output than 30 lines: the first error (with -Werror, warning 0) and its source
+    lines, then the last lines, 30 in all, on the terminal; all of it in the log."""
     errors = "".join(f'#warning "lstm-embed test warning {k}"\n' for k in range(40))
     out = broken_copy("#include", errors + SYNTAX_ERROR + "#include")
     status, _, err = run_cli(["build", out, "--board", "qemu-m4"], capsys)
@@ -439,7 +440,8 @@ def test_firmware_compile_failure_shows_the_last_30_lines(
         status, err, "compiling net.c for qemu-m4 failed", "earlier lines]", "error:"
     )
     assert len(err.strip().splitlines()) <= 30 + 3
-    assert "test warning 39" in err and 'test warning 0"' not in err
+    assert "test warning 39" in err and 'test warning 1"' not in err
+    assert 'test warning 0"' in err.splitlines()[1]  # the first error leads
     assert all(f'test warning {k}"' in log.read_text() for k in range(40))
     assert log.parent == out / "build" / "qemu-m4"
 

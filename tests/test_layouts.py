@@ -17,6 +17,7 @@ import pytest
 
 from lstm_embed import bench, cli, firmware
 from lstm_embed import fixedpoint as fp
+from lstm_embed.boards import DEFAULT_BOARD, get_board
 from lstm_embed.fuzz import compare_output, expected_output
 from lstm_embed.hostbuild import STRICT_FLAGS, compiler, run_entry_point
 from lstm_embed.inputs import ENTRY_POINTS
@@ -123,6 +124,25 @@ def test_board_picks_its_core_and_a_bad_core_is_refused(tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert "--core 'm9' is not supported" in err and "m4" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_default_core_is_the_default_boards_and_build_says_when_a_core_lacks_its_kernel(
+    toolchain: None, tmp_path: Path, capsys
+) -> None:
+    """convert without --core emits the default board's layout (qemu-m4: the DSP kernel);
+    building that folder for M0 works (the DSP instructions in C) and says which kernel runs
+    there; building it for M4 says nothing."""
+    np.save(tmp_path / "x.npy", random_inputs(5, 8, 4, 2))
+    fixture = Path(__file__).parent / "fixtures" / "keras" / "lstm_dense.k3.keras"
+    out = tmp_path / "out"
+    assert cli.main(["convert", str(fixture), "-c", str(tmp_path / "x.npy"), "-o", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["core"] == get_board(DEFAULT_BOARD).core
+    capsys.readouterr()
+    assert cli.main(["build", str(out), "--board", "qemu-m0"]) == 0
+    err = capsys.readouterr().err
+    assert "note: converted with --core m4, so m0 runs the dsp kernel, not its own plain" in err
+    assert cli.main(["build", str(out), "--board", "qemu-m4"]) == 0
+    assert "note:" not in capsys.readouterr().err
 
 
 # issue: convert's figures within 2% of what a build measures for the core
