@@ -1,11 +1,12 @@
 """SimpleRNN, Bidirectional, go_backwards and stateful, end to end.
 
-Trained Keras 3 models (fixed seeds, TensorFlow backend) are converted and held to Keras'
-``predict`` with named tolerances, and the generated C to the numpy integer reference bit for
-bit: on the host (strict warnings, ASan/UBSan) and in QEMU on Cortex-M0, M4 and M55. Keras' own
-semantics (go_backwards output order, stateful rows as one stream, Bidirectional merges) are
-checked on Keras itself, and every oracle is Keras or ``fuzz.expected_output`` (which calls
-only ``reference`` and ``fixedpoint``).
+Trained Keras 3 models (lstm_embed.recurrent_family: fixed seeds, TensorFlow backend, trained
+once and cached on disk) are converted and held to Keras' ``predict`` with named tolerances,
+and the generated C to the numpy integer reference bit for bit: on the host (strict warnings,
+ASan/UBSan) and in QEMU on Cortex-M0, M4 and M55. Keras' own semantics (go_backwards output
+order, stateful rows as one stream, Bidirectional merges) are checked on Keras itself, and
+every oracle is Keras or ``fuzz.expected_output`` (which calls only ``reference`` and
+``fixedpoint``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 import lstm_embed
-from lstm_embed import cli, firmware
+from lstm_embed import cli, firmware, recurrent_family
 from lstm_embed import fixedpoint as fp
 from lstm_embed.float_model import forward
 from lstm_embed.frontend import FrontendError, load_model
@@ -29,7 +30,6 @@ from lstm_embed.inputs import InputError, InputRule
 from lstm_embed.layers import READERS, QuantizeError
 from lstm_embed.pipeline import convert
 from lstm_embed.qir import QModel, load_qmodel
-from lstm_embed.quantize import QuantizeOptions
 
 BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")  # plain, DSP and MVE kernels
 QEMU_SEQUENCES = 24  # of the test split, compiled into the firmware (M0 flash is 256 KB)
@@ -80,121 +80,8 @@ class Trained:
         return load_qmodel(self.out_dir / "qmodel.npz")
 
 
-def _sines(seed: int, n: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy sines of random phase and frequency; target: the next sample."""
-    rng = np.random.default_rng(seed)
-    phase, freq = rng.uniform(0, 2 * np.pi, (n, 1)), rng.uniform(0.2, 0.6, (n, 1))
-    wave = np.sin(phase + freq * np.arange(steps + 1)) + 0.05 * rng.normal(size=(n, steps + 1))
-    return wave[:, :steps, None].astype(np.float32), wave[:, steps:].astype(np.float32)
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()  # bundled with scikit-learn: rows of the 8x8 image as timesteps
-    return (data.images / 16.0).astype(np.float32), data.target
-
-
-def _fit(model, x, y, epochs: int, loss: str):
-    import keras
-
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    return model
-
-
-def _simple_rnn():
-    import keras
-
-    keras.utils.set_random_seed(1)
-    x, y = _sines(1, 1024, 12)
-    x_test, y_test = _sines(2, 300, 12)
-    layers = keras.layers
-    model = keras.Sequential([keras.Input((12, 1)), layers.SimpleRNN(16), layers.Dense(1)])
-    return _fit(model, x, y, 6, "mse"), x[:256], x_test, y_test, None
-
-
-def _bidirectional(cell: str, mode: str):
-    def make():
-        import keras
-
-        keras.utils.set_random_seed(2)
-        x, y = _digits()
-        layers = keras.layers
-        inner = getattr(layers, cell)(16)
-        model = keras.Sequential(
-            [
-                keras.Input((8, 8)),
-                layers.Bidirectional(inner, merge_mode=mode),
-                layers.Dense(10, activation="softmax"),
-            ]
-        )
-        # pixels lie in [0, 1]: declared, since some are 0 in every calibration image
-        options = QuantizeOptions(input_range=(np.zeros(8), np.ones(8)))
-        model = _fit(model, x[:1200], y[:1200], 8, "sparse_categorical_crossentropy")
-        return model, x[:256], x[1200:], y[1200:], options
-
-    return make
-
-
-def _go_backwards():
-    """Output j (Keras' order: after reading x[T-1], ..., x[T-1-j]) regresses the mean of
-    x0 - x1/2 over those steps: a task only the backward order makes causal."""
-    import keras
-
-    keras.utils.set_random_seed(3)
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(1024, 10, 2)).astype(np.float32)
-    seen = x[:, ::-1, 0] - 0.5 * x[:, ::-1, 1]
-    y = (np.cumsum(seen, axis=1) / np.arange(1, 11))[..., None]
-    layers = keras.layers
-    model = keras.Sequential(
-        [
-            keras.Input((10, 2)),
-            layers.LSTM(12, go_backwards=True, return_sequences=True),
-            layers.Dense(1),
-        ]
-    )
-    x_test = rng.normal(size=(200, 10, 2)).astype(np.float32)
-    return _fit(model, x, y, 6, "mse"), x[:256], x_test, None, None
-
-
-STREAM_ROWS = 240  # consecutive single-step rows of one stream (the issue asks >= 200)
-
-
-def _stateful_stream():
-    """An LSTM trained on windows of noisy sines, its weights in a stateful copy that takes
-    one timestep a row (batch size 1, as Keras requires): a sine of another frequency streamed
-    over STREAM_ROWS rows."""
-    import keras
-
-    keras.utils.set_random_seed(4)
-    x, _ = _sines(4, 1024, 20)
-    layers = keras.layers
-    windows = keras.Sequential(
-        [keras.Input((None, 1)), layers.LSTM(16, return_sequences=True), layers.Dense(1)]
-    )
-    windows = _fit(windows, x[:, :-1], x[:, 1:], 5, "mse")
-    model = keras.Sequential(
-        [keras.Input(batch_shape=(1, 1, 1)), layers.LSTM(16, stateful=True), layers.Dense(1)]
-    )
-    model.set_weights(windows.get_weights())
-    rng = np.random.default_rng(5)
-    t = np.arange(STREAM_ROWS)
-    stream = np.sin(0.3 * t + 1.0) + 0.05 * rng.normal(size=STREAM_ROWS)
-    rows = stream.astype(np.float32).reshape(STREAM_ROWS, 1, 1)
-    return model, rows, rows, None, None
-
-
-TRAINED: dict[str, Callable] = {
-    "simple_rnn": _simple_rnn,
-    "stateful_stream": _stateful_stream,
-    "go_backwards": _go_backwards,
-    "bi_lstm_concat": _bidirectional("LSTM", "concat"),
-    "bi_lstm_sum": _bidirectional("LSTM", "sum"),
-    "bi_gru_concat": _bidirectional("GRU", "concat"),
-    "bi_gru_ave": _bidirectional("GRU", "ave"),
-}
+# data, training and disk cache: lstm_embed.recurrent_family (also scripts/accuracy.py --family)
+TRAINED = tuple(recurrent_family.RECIPES)
 
 
 def _reset(model) -> None:
@@ -216,15 +103,11 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Traine
 def trained(label: str, cache: dict[str, Trained], root: Path) -> Trained:
     _needs(label)
     if label not in cache:
-        model, calibration, x, labels, options = TRAINED[label]()
+        case = recurrent_family.case(label)
         out_dir = root / label
-        stateful = label == "stateful_stream"
-        convert(model, calibration, out_dir, name="net", options=options)
-        _reset(model)
-        keras_y = np.asarray(model.predict(x, verbose=0, batch_size=1 if stateful else 32))
-        _reset(model)
-        classifier = label.startswith("bi_")
-        cache[label] = Trained(out_dir, model, keras_y, x, labels, classifier)
+        convert(case.model, case.calibration, out_dir, name="net", options=case.options)
+        keras_y = case.predict()  # from a reset state (batch_size=1 for the stateful model)
+        cache[label] = Trained(out_dir, case.model, keras_y, case.x, case.labels, case.classifier)
     return cache[label]
 
 
