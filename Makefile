@@ -57,8 +57,11 @@ fuzz: venv toolchain
 fuzz-qemu: venv toolchain
 	$(PY) -m lstm_embed.fuzz --qemu --models $${MODELS:-500} --seed $${SEED:-0} --jobs $(JOBS)
 
+# README's accuracy tables: the trained samples, then the recurrent family
 accuracy: venv
 	$(PY) scripts/accuracy.py
+	@echo
+	$(PY) scripts/accuracy.py --family
 
 lint: venv
 	$(VENV)/bin/ruff check lstm_embed tests scripts

@@ -6,12 +6,18 @@ table splits the error into int8 weight rounding (a float model with the quantiz
 the integer arithmetic (the reference against that float model). The default weight rounding
 (--rounding auto) is shown beside nearest rounding, with the ratios of their errors.
 
+--family prints the table of the recurrent family instead (lstm_embed.recurrent_family, the
+trained models of tests/test_recurrent_family.py: SimpleRNN, stateful, go_backwards,
+Bidirectional), int8 weights with nearest rounding unless --family-rounding says otherwise.
+
     .venv/bin/python scripts/accuracy.py [--samples digits stacked logits]
+    .venv/bin/python scripts/accuracy.py --family [--family-models simple_rnn go_backwards]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -26,11 +32,13 @@ import keras
 
 import lstm_embed
 from lstm_embed import fixedpoint as fp
+from lstm_embed import recurrent_family
 from lstm_embed.compare import dequantized_ir
 from lstm_embed.float_model import forward
 from lstm_embed.hostbuild import run_host
 from lstm_embed.quantize import QuantizeOptions
 from lstm_embed.reference import run_float
+from lstm_embed.rounding import OPTIONS as ROUNDINGS
 from lstm_embed.samples import RECIPES, Sample, sample
 
 METRIC = {"classifier": "accuracy", "logits": "accuracy", "regressor": "RMSE"}
@@ -177,11 +185,76 @@ def rounding_rows(rows: list[dict]) -> list[dict[str, str]]:
     return result
 
 
+FAMILY_COLUMNS = [
+    ("model", "model"),
+    ("params", "params"),
+    ("flash", "flash B"),
+    ("ram", "RAM B"),
+    ("metric", "metric"),
+    ("keras", "Keras"),
+    ("c", "C"),
+    ("max", "max abs error"),
+    ("mean", "mean abs error"),
+    ("pct", "max % of range"),
+]
+
+
+def measure_family(label: str, rounding: str, work: Path) -> dict[str, str]:
+    """As tests/test_recurrent_family.py measures it: convert with the model's calibration
+    inputs and options, C on the host vs Keras' predict on the test split, the range Keras'."""
+    case = recurrent_family.case(label)
+    options = dataclasses.replace(case.options or QuantizeOptions(), rounding=rounding)
+    conversion = lstm_embed.convert(
+        case.model, case.calibration, work / label, name="net", options=options, force=True
+    )
+    keras_y = case.predict().astype(np.float64)
+    c_y = run_host(conversion.out_dir, case.x).astype(np.float64)
+    error = np.abs(c_y - keras_y)
+    kind = case.recipe.kind
+    labeled = kind in METRIC and case.labels is not None
+    return {
+        "model": recurrent_family.describe(case),
+        "params": str(conversion.report["params"]),
+        "flash": str(conversion.report["flash_bytes"]["total"]),
+        "ram": str(conversion.report["ram_bytes"]["total"]),
+        "metric": METRIC[kind] if labeled else "",
+        "keras": metric(kind, keras_y, case.labels) if labeled else "",
+        "c": metric(kind, c_y, case.labels) if labeled else "",
+        "max": f"{error.max():.4g}",
+        "mean": f"{error.mean():.3g}",
+        "pct": f"{100.0 * error.max() / np.ptp(keras_y):.3f}%",
+    }
+
+
+def print_family(labels: list[str], rounding: str) -> None:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as work:
+        rows = [measure_family(label, rounding, Path(work)) for label in labels]
+    print(
+        "The recurrent family (`lstm_embed/recurrent_family.py`, the trained models of"
+        f" tests/test_recurrent_family.py; fixed seeds, TensorFlow {tf.__version__}; int8"
+        f" weights, {rounding} rounding; C host build vs Keras {keras.__version__} `predict` on"
+        " the test split; range: the Keras outputs'). Made by `scripts/accuracy.py --family`"
+        f" (lstm-embed {lstm_embed.__version__}).\n"
+    )
+    print(table(rows, FAMILY_COLUMNS))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    family = list(recurrent_family.RECIPES)
+    parser.add_argument(
+        "--family", action="store_true", help="the recurrent family's table instead"
+    )
+    parser.add_argument("--family-models", nargs="+", default=family, choices=family)
+    parser.add_argument("--family-rounding", default="nearest", choices=ROUNDINGS)
     args = parser.parse_args(argv)
+    if args.family:
+        print_family(args.family_models, args.family_rounding)
+        return 0
     with tempfile.TemporaryDirectory() as work:
         # untimed: the first conversion of a process also loads and compiles the templates
         measure(args.samples[0], args.settings[0], Path(work))
