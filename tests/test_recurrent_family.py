@@ -36,11 +36,11 @@ QEMU_SEQUENCES = 24  # of the test split, compiled into the firmware (M0 flash i
 
 # C vs Keras on the trained models' test split, max abs error as a fraction of the output range
 # (Keras outputs; probabilities for the classifiers). All models have int8 weights, whose
-# rounding (1/254 of a row's largest weight) is nearly all of the error; measured (this machine,
-# TF 2.21, nearest weight rounding): SimpleRNN 0.16%, stateful stream 0.22%, go_backwards 0.15%,
-# Bidirectional classifiers 1.6-8.4% of a probability (sharp softmax heads on ambiguous digits;
-# 1.3-2.0% with the error-feedback rounding in progress). The limits leave 1.2-3x of that, and
-# the stateful stream's is the issue's 2%.
+# rounding (1/254 of a row's largest weight) is nearly all of the error; measured by
+# `scripts/accuracy.py --family` (TF 2.21, nearest weight rounding): SimpleRNN 0.17%, stateful
+# stream 0.23%, go_backwards 0.15%, Bidirectional classifiers 1.6-8.5% of a probability (sharp
+# softmax heads on ambiguous digits; 1.3-2.0% with the error-feedback rounding). The limits
+# leave 1.2-3x of that, and the stateful stream's is the issue's 2%.
 TRAINED_RANGE_FRACTION = {
     "simple_rnn": 0.005,
     "stateful_stream": 0.02,
