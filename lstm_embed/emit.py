@@ -412,13 +412,30 @@ def _chain_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
     return context
 
 
+# The C files of a model NAME, each with its template: the API, the one translation unit (the
+# layer parameters, the state and the entry points), and the two files NAME.c includes once
+# each, beside it: every constant array, and the helpers and kernels.
+MODEL_FILES = (
+    ("model.h.j2", ".h"),
+    ("model.c.j2", ".c"),
+    ("model_weights.h.j2", "_weights.h"),
+    ("model_kernels.h.j2", "_kernels.h"),
+)
+
+
+def model_file_names(name: str) -> tuple[str, ...]:
+    """The C files convert writes for model ``name``: NAME.h, NAME.c, NAME_weights.h,
+    NAME_kernels.h. Builds compile NAME.c alone; the others are read through it."""
+    return tuple(f"{cformat.c_identifier(name)}{suffix}" for _, suffix in MODEL_FILES)
+
+
 def emit_model(model: QModel, out_dir: Path, name: str, core: str = "all") -> list[Path]:
-    """Render <name>.h and <name>.c into out_dir (``core``: see CORE_KERNELS); returns the files
-    written."""
+    """Render the files of MODEL_FILES into out_dir (``core``: see CORE_KERNELS); returns the
+    files written."""
     context = model_context(model, name, core)
     written = []
-    for template, suffix in (("model.h.j2", ".h"), ("model.c.j2", ".c")):
-        path = out_dir / f"{context['name']}{suffix}"
+    for (template, _), file_name in zip(MODEL_FILES, model_file_names(name), strict=True):
+        path = out_dir / file_name
         path.write_text(render(template, **context))
         written.append(path)
     return written

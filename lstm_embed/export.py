@@ -80,7 +80,7 @@ class KernelOptions:
 
 
 def _auto_phrase(core: str, held: tuple[str, ...]) -> str:
-    """What ``auto`` runs in a file holding ``held`` (mirrors templates/ops.c.j2)."""
+    """What ``auto`` runs in a file holding ``held`` (mirrors templates/kernel_select.c.j2)."""
     if core == "all":
         return (
             "MVE on Cortex-M55/M85, the DSP extension on Cortex-M4/M7/M33, optimized plain C"

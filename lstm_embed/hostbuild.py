@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .emit import render
+from .emit import model_file_names, render
 from .inputs import InputRule, check_entry, check_input, entry_point, output_shape
 
 STRICT_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wshadow", "-Werror")
@@ -180,7 +180,9 @@ def build_host(out_dir: Path, sanitize: bool = False) -> Path:
     out_dir = Path(out_dir)
     report = read_report(out_dir)
     name = report["name"]
-    sources = [out_dir / f"{name}.c", out_dir / f"{name}.h"]
+    # NAME.c and the headers it reads (a folder converted before the weights and the kernels
+    # had files of their own holds NAME.h and NAME.c only)
+    sources = [out_dir / f for f in model_file_names(name) if (out_dir / f).is_file()]
     flags = list(STRICT_FLAGS) + (list(SANITIZE_FLAGS) if sanitize else [])
     harness = render(
         "host_main.c.j2",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from lstm_embed.emit import model_file_names
 from lstm_embed.ir import DenseLayer, LSTMLayer, Model
 
 
@@ -49,6 +52,12 @@ def random_model(
         layers.append(DenseLayer(f"dense_{k}", size, n, kernel, b, activation))
         size = n
     return Model("net", inputs, timesteps, tuple(layers), source=f"random model seed {seed}")
+
+
+def generated_c(out_dir: Path, name: str = "net") -> str:
+    """Every C file convert wrote for model ``name`` (NAME.h, NAME.c, NAME_weights.h,
+    NAME_kernels.h), as one text."""
+    return "".join((Path(out_dir) / f).read_text() for f in model_file_names(name))
 
 
 def random_inputs(seed: int, n: int, timesteps: int, inputs: int, scale: float = 1.0):

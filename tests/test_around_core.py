@@ -529,9 +529,10 @@ def test_whole_window_kinds_follow_keras(tmp_path, case):
     ir = read_keras_model(model)
     keras_y = model.predict(x, verbose=0)
     np.testing.assert_allclose(forward(ir, x)[0], keras_y, atol=FLOAT_FORWARD_TOLERANCE)
-    q = convert_ir(ir, x, tmp_path / "out").qmodel
+    conversion = convert_ir(ir, x, tmp_path / "out")
+    q = conversion.qmodel
     assert not q.streaming
-    header = next((tmp_path / "out").glob("*.h")).read_text()
+    header = (tmp_path / "out" / f"{conversion.report['name']}.h").read_text()
     assert f"Run-only: layer '{q.whole_window_layer.name}' needs the whole window" in header
     x_q = fp.quantize_input(x, q.input_inv_scale)
     x_q[-1] = np.where(np.arange(9)[:, None] % 2 == 0, -32768, 32767)

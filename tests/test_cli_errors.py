@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from lstm_embed import cli
+from lstm_embed.emit import model_file_names
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -283,8 +284,8 @@ def test_own_folder_is_replaced_whole(files, tmp_path: Path, capsys) -> None:
     args = convert_args(files["good"], files["calib"], out, "--name", "second")
     assert run_cli(args, capsys)[0] == 0
     names = {p.name for p in out.iterdir()}
-    assert {"second.c", "second.h", "report.json"} <= names
-    assert not names & {"first.c", "first.h", "stale.txt"}
+    assert {*model_file_names("second"), "report.json"} <= names
+    assert not names & {*model_file_names("first"), "stale.txt"}
     assert_no_temporaries(tmp_path)
 
 
@@ -412,14 +413,16 @@ def assert_tool_failure(status: int, err: str, summary: str, *shown: str) -> Pat
     return log
 
 
-SYNTAX_ERROR = "int lstm_embed_test_error = ;\n"
+# An undeclared name, not a syntax error: after `int x = ;` GCC drops the declaration that
+# follows, and the errors that cascades into would end the output instead of these lines.
+COMPILE_ERROR = "int lstm_embed_test_error = lstm_embed_no_such_name;\n"
 
 
 def test_host_compile_failure_shows_the_compiler(
     broken_copy, files, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     monkeypatch.setenv("LSTM_EMBED_CACHE", str(tmp_path / "cache"))
-    out = broken_copy("#include", SYNTAX_ERROR + "#include")
+    out = broken_copy("#include", COMPILE_ERROR + "#include")
     args = ["run", out, "--input", files["calib"], "-o", tmp_path / "y.npy"]
     status, _, err = run_cli(args, capsys)
     log = assert_tool_failure(status, err, "compiling net.c for the host failed", "error:")
@@ -434,7 +437,7 @@ def test_firmware_compile_failure_shows_the_last_30_lines(
     """More output than 30 lines: the first error (with -Werror, warning 0) and its source
     lines, then the last lines, 30 in all, on the terminal; all of it in the log."""
     errors = "".join(f'#warning "lstm-embed test warning {k}"\n' for k in range(40))
-    out = broken_copy("#include", errors + SYNTAX_ERROR + "#include")
+    out = broken_copy("#include", errors + COMPILE_ERROR + "#include")
     status, _, err = run_cli(["build", out, "--board", "qemu-m4"], capsys)
     log = assert_tool_failure(
         status, err, "compiling net.c for qemu-m4 failed", "earlier lines]", "error:"

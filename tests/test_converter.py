@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 import keras
 import numpy as np
@@ -10,9 +12,10 @@ import pytest
 
 from lstm_embed import cli, reference
 from lstm_embed import fixedpoint as fp
+from lstm_embed.emit import model_file_names
 from lstm_embed.float_model import forward
 from lstm_embed.frontend import read_keras_model
-from lstm_embed.hostbuild import run_host
+from lstm_embed.hostbuild import STRICT_FLAGS, compiler, run_host
 from lstm_embed.pipeline import convert_ir
 
 from .helpers import random_inputs, random_model
@@ -144,15 +147,59 @@ def test_step_streaming_equals_run(tmp_path):
 def test_generated_files_have_header_and_const_weights(tmp_path):
     model = random_model(1, inputs=2, units=[3], timesteps=4, dense=[(2, "softmax")])
     convert_ir(model, random_inputs(1, 8, 4, 2), tmp_path / "out", name="har")
-    header = (tmp_path / "out" / "har.h").read_text()
-    source = (tmp_path / "out" / "har.c").read_text()
-    for text in (header, source):
+    texts = {f: (tmp_path / "out" / f).read_text() for f in model_file_names("har")}
+    assert list(texts) == ["har.h", "har.c", "har_weights.h", "har_kernels.h"]
+    for text in texts.values():
         assert "DO NOT EDIT" in text and "lstm-embed 0.1.0" in text and "random model" in text
-    assert "static const int8_t har_lstm0_weights_s8[60]" in source
+    assert "static const int8_t har_lstm0_weights_s8[60]" in texts["har_weights.h"]
+    source = "".join(texts.values())
     assert "malloc" not in source and "#include <math.h>" not in source
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["flash_bytes"]["weights"] == 4 * 3 * (2 + 3) + 3 * 2
     assert report["ram_bytes"]["state"] == 2 * 2 * 3
+
+
+def test_weights_and_kernels_have_files_of_their_own(tmp_path):
+    """NAME.c includes NAME_weights.h (every constant array, each layer's under its comment)
+    and NAME_kernels.h (the helpers and kernels), once each, after its kernel selection; it
+    holds the layer parameters (designated initializers) and the entry points. Neither is a
+    public header: included without NAME.c it stops the compile; a second include is
+    harmless."""
+    model = random_model(2, inputs=3, units=[4], timesteps=5, dense=[(2, "relu")])
+    out = tmp_path / "out"
+    convert_ir(model, random_inputs(2, 8, 5, 3), out, name="net", core="all")
+    source, weights, kernels = (
+        (out / f).read_text() for f in ("net.c", "net_weights.h", "net_kernels.h")
+    )
+    assert re.findall(r'^#include "(\S+)"', source, re.M) == [
+        "net.h",
+        "net_weights.h",
+        "net_kernels.h",
+    ]
+    assert source.index("#define NET_KERNEL NET_KERNEL_") < source.index('#include "net_weights')
+    array = re.compile(r"^static const \w+ (\w+)\[", re.M)
+    assert not array.findall(source) and not array.findall(kernels)
+    arrays = set(array.findall(weights))
+    assert {"net_tanh_table", "net_input_inv_scale", "net_dense1_weights_s8"} <= arrays
+    assert {"net_lstm0_multiplier", "net_lstm0_units", "net_lstm0_weights_u8"} <= arrays
+    assert "static const net_dense_params_t net_dense1 = {\n    .weights_s8 = " in source
+    assert "static void net_lstm0_step(" in kernels and "int net_run(" in source
+    for text in (source, weights, kernels):
+        assert "/* ---- Layer 0: LSTM 'lstm_0', 3 inputs -> 4 units" in text
+    for text in (source, weights):
+        assert "/* ---- Layer 1: Dense 'dense_0', 4 -> 2, relu\n" in text
+    for text in (weights, kernels):
+        assert "Not a public header: net.c includes it once" in text
+    compile_c = [compiler(), *STRICT_FLAGS, f"-I{out}", "-c", "-o", str(tmp_path / "x.o")]
+    twice = '#include "net.c"\n#include "net_weights.h"\n#include "net_kernels.h"\n'
+    (tmp_path / "twice.c").write_text(twice)
+    proc = subprocess.run([*compile_c, str(tmp_path / "twice.c")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for header in ("net_weights.h", "net_kernels.h"):
+        (tmp_path / "alone.c").write_text(f'#include "net.h"\n#include "{header}"\n')
+        cmd = [*compile_c, str(tmp_path / "alone.c")]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode != 0 and f"{header} is part of net.c" in proc.stderr
 
 
 def test_activation_tables_accuracy():

@@ -32,6 +32,7 @@ import pytest
 
 from lstm_embed import cli, firmware
 from lstm_embed.boards import get_board
+from lstm_embed.emit import model_file_names
 from lstm_embed.hostbuild import run_host
 from lstm_embed.pipeline import MARKER, convert_ir
 from tests.helpers import random_inputs, random_model
@@ -304,7 +305,8 @@ def test_cmake_host_add_subdirectory_and_find_package(
     lib_build, prefix = tmp_path / "build_lib", tmp_path / "prefix"
     _cmake_build(cmake, lib, lib_build, STRICT_C_FLAGS)
     _run([cmake, "--install", str(lib_build), "--prefix", str(prefix)])
-    assert (prefix / "include" / "stream" / "stream.h").is_file()
+    installed = {p.name for p in (prefix / "include" / "stream").iterdir()}
+    assert installed == {f for f in model_file_names("stream") if f.endswith(".h")}
     for label, where in (
         ("installed", f"-DCMAKE_PREFIX_PATH={prefix}"),
         ("build tree", f"-Dstream_DIR={lib_build}"),
@@ -499,7 +501,7 @@ def test_arduino_library_properties_has_every_required_field(
     assert props["architectures"] == "*" and props["includes"] == "net.h"
     assert props["url"].startswith("https://")
     assert (lib / "examples" / "net" / "net.ino").is_file()
-    assert sorted(p.name for p in (lib / "src").iterdir()) == ["net.c", "net.h"]
+    assert sorted(p.name for p in (lib / "src").iterdir()) == sorted(model_file_names("net"))
 
     lib = _export(case, "arduino", tmp_path / "net2", "--url", "https://example.org/my-model")
     assert _properties(lib / "library.properties")["url"] == "https://example.org/my-model"
@@ -705,7 +707,7 @@ def test_every_c_and_h_file_is_exported_whatever_its_name(
     (out / "net_tables.c").write_text("/* a later converter's second source file */\n")
     (out / "net_config.h").write_text("/* and a second header */\n")
     case = Case(out, cases["net"].x, cases["net"].x_q)
-    expected = {"net.c", "net.h", "net_tables.c", "net_config.h"}
+    expected = {*model_file_names("net"), "net_tables.c", "net_config.h"}
     for fmt in ("cmake", "zephyr", "arduino", "platformio"):
         lib = _export(case, fmt, tmp_path / fmt)
         src = lib / "src"

@@ -18,6 +18,7 @@ import pytest
 from lstm_embed import bench, cli, firmware
 from lstm_embed import fixedpoint as fp
 from lstm_embed.boards import DEFAULT_BOARD, get_board
+from lstm_embed.emit import model_file_names
 from lstm_embed.fuzz import compare_output, expected_output
 from lstm_embed.hostbuild import STRICT_FLAGS, compiler, run_entry_point
 from lstm_embed.inputs import ENTRY_POINTS
@@ -25,7 +26,7 @@ from lstm_embed.ir import DenseLayer, Model
 from lstm_embed.layers.gru import GRULayer
 from lstm_embed.pipeline import convert_ir
 
-from .helpers import random_inputs, random_lstm
+from .helpers import generated_c, random_inputs, random_lstm
 
 ENTRIES = tuple(ENTRY_POINTS)
 # distinctive arrays of each layout (templates/kernels/, templates/layers/lstm.c.j2)
@@ -68,9 +69,11 @@ def cases(tmp_path_factory) -> dict[str, tuple[Path, object, np.ndarray, np.ndar
 
 @pytest.mark.parametrize("core", CORES)
 def test_only_the_cores_layout_is_emitted(cases, core: str) -> None:
-    source = (cases[core][0] / "net.c").read_text()
+    source = generated_c(cases[core][0])
     present = {kernel for kernel, array in LAYOUT_ARRAYS.items() if array in source}
     assert present == CORES[core]
+    weights = (cases[core][0] / "net_weights.h").read_text()  # every array is in NAME_weights.h
+    assert {kernel for kernel, array in LAYOUT_ARRAYS.items() if array in weights} == CORES[core]
     assert json.loads((cases[core][0] / "report.json").read_text())["core"] == core
 
 
@@ -108,8 +111,9 @@ def test_6_64_sources_of_one_layout_fit_the_issue_bound(tmp_path: Path) -> None:
     x = random_inputs(6, 2, 8, shape.input_size)
     convert_ir(ir, x, tmp_path / "one", name="bench", core="m4")
     convert_ir(ir, x, tmp_path / "all", name="bench")
-    one = sum(p.stat().st_size for p in (tmp_path / "one").glob("bench.[ch]"))
-    every = sum(p.stat().st_size for p in (tmp_path / "all").glob("bench.[ch]"))
+    sources = model_file_names("bench")  # NAME.h, NAME.c and the two files NAME.c includes
+    one = sum((tmp_path / "one" / f).stat().st_size for f in sources)
+    every = sum((tmp_path / "all" / f).stat().st_size for f in sources)
     assert one <= MAX_SOURCE_BYTES_6_64 < every
 
 

@@ -143,7 +143,7 @@ def converted(tmp_path: Path):
 
 
 def test_fuzz_reports_a_changed_weight(converted, tmp_path: Path) -> None:
-    source = converted.folder / "m0.c"
+    source = converted.folder / "m0_weights.h"
     text = source.read_text()
     start = text.index("m0_lstm0_weights_s8[")
     literal_at = text.index("{\n", start) + 2
@@ -160,7 +160,7 @@ def test_fuzz_reports_a_changed_weight(converted, tmp_path: Path) -> None:
 def test_qemu_fuzz_reports_a_changed_scale(toolchain: None, converted) -> None:
     """The input scale is shared by every kernel: doubling one feature's changes the float
     entry points (and quantize_input) on any core."""
-    source = converted.folder / "m0.c"
+    source = converted.folder / "m0_weights.h"
     assert fuzz.check_on_board(converted, "qemu-m4").status == "ok"
     text = source.read_text()
     start = text.index("m0_input_inv_scale[")
@@ -173,7 +173,7 @@ def test_qemu_fuzz_reports_a_changed_scale(toolchain: None, converted) -> None:
 
 
 def test_fuzz_reports_undefined_behaviour(converted, tmp_path: Path) -> None:
-    source = converted.folder / "m0.c"
+    source = converted.folder / "m0_kernels.h"
     text = source.read_text()
     product = "acc += (int32_t)w[k] * (int32_t)a[k];"
     assert product in text
@@ -446,6 +446,6 @@ def test_same_model_and_calibration_give_identical_files(tmp_path: Path) -> None
         convert_ir(second.model, second.calibration, tmp_path / "b", name="net")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
-    assert {"net.c", "net.h", "report.json"} <= set(files)
+    assert {"net.c", "net.h", "net_weights.h", "net_kernels.h", "report.json"} <= set(files)
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -16,6 +16,8 @@ import pytest
 from lstm_embed import fuzz
 from lstm_embed.pipeline import convert_ir
 
+from .helpers import generated_c
+
 MODELS = {
     # LSTM(1): the smallest model
     "tiny": fuzz.ModelSpec(seed=1, inputs=1, timesteps=3, lstm=(fuzz.LSTMSpec(1),)),
@@ -121,14 +123,17 @@ def _strip_comments(text: str) -> str:
 
 
 def test_no_allocation_in_source(model_dir: Path) -> None:
-    code = _strip_comments((model_dir / "net.c").read_text() + (model_dir / "net.h").read_text())
+    code = _strip_comments(generated_c(model_dir))
     for word in ("malloc", "calloc", "realloc", "free", "alloca", "setjmp", "printf"):
         assert not re.search(rf"\b{word}\b", code), word
 
 
 def _compile(model_dir: Path, cc: list[str], tmp: Path) -> tuple[Path, Path]:
     obj = tmp / "net.o"
-    cmd = [*cc, "-std=c99", "-Wall", "-Wextra", "-Wvla", "-Werror", "-fcallgraph-info=su"]
+    # =2: also the arrays of net_weights.h (level 1, in -Wall, skips a header's), so an array
+    # no kernel reads is still an error
+    cmd = [*cc, "-std=c99", "-Wall", "-Wextra", "-Wvla", "-Werror", "-Wunused-const-variable=2"]
+    cmd.append("-fcallgraph-info=su")
     subprocess.run(
         [*cmd, f"-I{model_dir}", "-c", str(model_dir / "net.c"), "-o", str(obj)],
         check=True,
