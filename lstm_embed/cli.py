@@ -95,6 +95,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     import warnings
 
     from .calibration import CalibrationWarning
+    from .emit import model_file_names
     from .pipeline import convert
     from .quantize import QuantizeOptions
     from .report import INSPECT_COLUMNS, format_table
@@ -120,7 +121,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"lstm-embed convert: {text}", file=sys.stderr)
     if args.verbose:
         print(format_table(result.report["layers"], INSPECT_COLUMNS))
-    print(f"wrote {result.out_dir}/{result.report['name']}.h, .c and report.json")
+    files = ", ".join(model_file_names(result.report["name"]))
+    print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0
 
 
