@@ -123,6 +123,18 @@ def scratch_size(model: QModel) -> int:
     return max(widths, default=1)
 
 
+def stack_arrays(model: QModel, core: str = "all") -> dict[str, int]:
+    """The largest local arrays of one layer's step, per kernel the file holds (layers run one
+    after another, so the largest layer's is the model's), for the header's stack statement."""
+    sizes = {kernel: 0 for kernel in core_kernels(core)}
+    for leaf in model.leaf_layers:
+        if hasattr(leaf, "kernel_stack_bytes"):
+            for kernel, size in leaf.kernel_stack_bytes().items():
+                if kernel in sizes:
+                    sizes[kernel] = max(sizes[kernel], size)
+    return sizes
+
+
 def shared_scratch(model: QModel, core: str = "all") -> list[dict[str, Any]]:
     """Scratch members several layers may share, each as large as its largest user; a member
     only some kernels use ("kernels") only where the file holds one of them."""
@@ -339,6 +351,7 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         "table_users": sorted(dense_activations | table_users),
         "scratch_size": scratch_size(model),
         "shared_scratch": shared_scratch(model, core),
+        "stack_arrays": stack_arrays(model, core),
         "softmax_logit_max": fp.SOFTMAX_LOGIT_MAX,
         "exp_poly": {
             "u_max": fp.EXP_U_MAX,

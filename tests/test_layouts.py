@@ -9,6 +9,7 @@ it was converted for and on one without the instructions.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -128,6 +129,36 @@ def test_board_picks_its_core_and_a_bad_core_is_refused(tmp_path: Path, capsys) 
     err = capsys.readouterr().err
     assert "--core 'm9' is not supported" in err and "m4" in err
     assert not (tmp_path / "bad").exists()
+
+
+C_SIZES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4}
+
+
+def _local_array_bytes(source: str, name: str) -> dict[str, int]:
+    """Bytes of the local arrays declared in each recurrent layer's functions (name_lstmK_*,
+    name_gruK_*), read from the generated C text."""
+    per_layer: dict[str, int] = {}
+    layer = None
+    for line in source.splitlines():
+        if line[:1].strip() and "(" in line and not line.startswith("#"):  # a definition
+            found = re.search(rf"\b{name}_((?:lstm|gru)\d+)_\w+\(", line)
+            layer = found.group(1) if found else None
+        array = re.match(r"^\s+(u?int\d+_t) \w+\[(\d+)\];", line)
+        if array and layer:
+            per_layer[layer] = per_layer.get(layer, 0) + C_SIZES[array[1]] * int(array[2])
+    return per_layer
+
+
+@pytest.mark.parametrize("core, kernel", [("m0", "plain"), ("m4", "dsp"), ("m55", "mve")])
+def test_header_states_the_kernels_stack_arrays(cases, core: str, kernel: str) -> None:
+    """NAME.h's NAME_STACK_ARRAYS_<KERNEL> equals the largest layer's local arrays as the
+    generated kernels declare them (LSTM(9) and GRU(7): [x; h_prev] copies and row sums)."""
+    out = cases[core][0]
+    source = (out / "net_kernels.h").read_text() + (out / "net.c").read_text()
+    declared = _local_array_bytes(source, "net")
+    assert set(declared) == {"lstm0", "gru1"} and all(v > 0 for v in declared.values())
+    stated = re.search(rf"NET_STACK_ARRAYS_{kernel.upper()} (\d+)", (out / "net.h").read_text())
+    assert stated and int(stated[1]) == max(declared.values())
 
 
 def test_default_core_is_the_default_boards_and_build_says_when_a_core_lacks_its_kernel(

@@ -577,6 +577,25 @@ class QGRULayer(QLayer):
         weights = 3 * self.units * self.row_length * self.weight_bits // 8
         return {"weights": weights, "biases": self.rows * self.units * fp.BIAS_ROW_BYTES}
 
+    def kernel_stack_bytes(self) -> dict[str, int]:
+        """Bytes of the local arrays each kernel keeps on the stack for this layer (as declared
+        in templates/kernels/gru_*.c.j2): the [x; h_prev] copies and the row sums."""
+        from . import gru_layouts as gl
+
+        if self.portable_only:
+            return dict.fromkeys(("reference", "plain", "dsp", "mve"), 0)
+        m, n = self.input_size, self.units
+        passes = gl.passes(self)
+        rows = len(passes[0][1])  # the first pass's requantized rows: its acc[]
+        words = (gl.padded(m, 2) + gl.padded(n, 2)) // 2
+        lanes = gl.padded(m, gl.MVE_LANES) + gl.padded(n, gl.MVE_LANES)
+        return {
+            "reference": 0,
+            "plain": (m + n) * (4 if self.input_shift else 2) + 4 * 3,
+            "dsp": 4 * words + 4 * rows + (4 if len(passes) > 1 else 0),  # + the second's acc[1]
+            "mve": 2 * lanes + 4 * 4 * rows,
+        }
+
     def kernel_flash_bytes(self) -> dict[str, int]:
         """Constants of this layer in each kernel's layout (templates/kernels/gru_*.c.j2)."""
         from . import gru_layouts as gl

@@ -526,6 +526,24 @@ class QLSTMLayer(QLayer):
             + rows * 4 + mve_requant,
         }  # fmt: skip
 
+    def kernel_stack_bytes(self) -> dict[str, int]:
+        """Bytes of the local arrays each kernel keeps on the stack for this layer (as declared
+        in templates/kernels/ and ops.c.j2); the [x; h_prev] copies of the DSP and plain kernels
+        are in the caller's state when larger than layouts.LOCAL_ROWS_MAX_BYTES."""
+        gates = 4 * 4  # int32 per gate: the reference kernel's gate_q15, plain's sum, DSP's acc
+        if self.portable_only:
+            return dict.fromkeys(("reference", "plain", "dsp", "mve"), gates)
+        local = layouts.rows_buffers(self) == (0, 0)
+        plain_copy = layouts.plain_columns(self) * (4 if self.input_shift else 2)
+        dsp_copy = 4 * (layouts.layer_groups(self, 2)[1] // 2)
+        mve_copy = 2 * layouts.layer_groups(self, layouts.MVE_LANES)[1]
+        return {
+            "reference": gates,
+            "plain": gates + (plain_copy if local else 0),
+            "dsp": gates + (dsp_copy if local else 0),
+            "mve": mve_copy + 4 * gates,  # acc[16]: four units' rows
+        }
+
 
 def _scratch(c_type: str, name: str, size: int, comment: str, kernels: tuple[str, ...]) -> dict:
     return {"type": c_type, "name": name, "size": size, "comment": comment, "kernels": kernels}
