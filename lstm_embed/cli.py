@@ -265,6 +265,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     x = _load_array(args.input, "--input").astype(np.float32)
     labels = _load_array(args.labels, "--labels") if args.labels else None
     report_dir = Path(args.report) if args.report else None
+    if report_dir:  # before any work, so that a missing matplotlib leaves no folder behind
+        from .compare_report import _pyplot
+
+        _pyplot()
     result = compare(args.model, Path(args.out_dir), x, labels, report_dir=report_dir)
     print(result["text"])
     if report_dir:

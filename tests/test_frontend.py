@@ -218,7 +218,7 @@ def test_compare_without_keras_uses_the_float_model_and_says_so(tmp_path):
 
 def test_compare_report_without_matplotlib_says_what_to_install(tmp_path):
     """matplotlib is an extra (lstm-embed[report]): without it, compare --report is a user
-    error (exit 2, one line), not an internal one."""
+    error (exit 2, one line, no report folder), not an internal one."""
     x, _ = oracle("lstm_dense", "k3.keras")
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out"
@@ -235,6 +235,7 @@ def test_compare_report_without_matplotlib_says_what_to_install(tmp_path):
     assert len(lines) == 1, result.stderr
     assert "matplotlib" in lines[0] and "pip install 'lstm-embed[report]'" in lines[0]
     assert "internal error" not in lines[0]
+    assert not (tmp_path / "report").exists()  # refused before any work: no folder left
 
 
 def _flash_column(text: str) -> tuple[dict[str, int], int]:
