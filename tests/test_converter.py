@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -16,9 +17,12 @@ from lstm_embed.emit import model_file_names
 from lstm_embed.float_model import forward
 from lstm_embed.frontend import read_keras_model
 from lstm_embed.hostbuild import STRICT_FLAGS, compiler, run_host
+from lstm_embed.ir import DenseLayer, Model
+from lstm_embed.layers.base import QuantizeError
 from lstm_embed.pipeline import convert_ir
+from lstm_embed.quantize import QuantizeOptions
 
-from .helpers import random_inputs, random_model
+from .helpers import random_inputs, random_lstm, random_model
 
 # Float IR forward vs model.predict: both float, differing only in float32 vs float64 rounding.
 FLOAT_FORWARD_TOLERANCE = 1e-5
@@ -275,3 +279,20 @@ def reference_float_outputs(case) -> np.ndarray:
 
     outputs, _ = forward(case.model, case.calibration.astype(np.float64))
     return outputs
+
+
+def test_dense_too_long_for_int8_names_the_layer_and_converts_with_int16(tmp_path: Path) -> None:
+    """A Dense of 600 inputs (say, behind a Flatten): its int8 rows could overflow the int32
+    sum (127 * 32767 * 600 > 2^31), so the converter refuses it naming the layer and the
+    option that works; with --weights int16 (int64 sums) the same model converts."""
+    rng = np.random.default_rng(0)
+    lstm = random_lstm(rng, "lstm", 2, 4)
+    spread = DenseLayer("spread", 4, 600, rng.normal(size=(4, 600)), np.zeros(600), "tanh")
+    dense = DenseLayer("wide", 600, 3, rng.normal(size=(600, 3)) * 0.05, np.zeros(3), "linear")
+    ir = Model("net", 2, 5, (lstm, spread, dense))
+    x = rng.normal(size=(8, 5, 2))
+    with pytest.raises(QuantizeError, match=r"layer 'wide': a row of 600 inputs.*--weights int16"):
+        convert_ir(ir, x, tmp_path / "a", name="net")
+    assert not (tmp_path / "a").exists()
+    options = QuantizeOptions(weight_bits=(16,))
+    assert convert_ir(ir, x, tmp_path / "b", name="net", options=options).qmodel is not None

@@ -20,6 +20,7 @@ from .base import (
     LayerTrace,
     QLayer,
     QuantContext,
+    QuantizeError,
     Unsupported,
     check_finite,
     check_shape,
@@ -140,9 +141,14 @@ def quantize_dense(
     feature_scale = np.broadcast_to(np.asarray(feature_scale, np.float64), (layer.input_size,))
     in_scale = float(np.max(feature_scale))
     fold = feature_scale / in_scale
-    weights, scale, bias_s32, acc_scale = fp.row_scales(
-        (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, in_scale, bits
-    )
+    try:
+        weights, scale, bias_s32, acc_scale = fp.row_scales(
+            (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, in_scale, bits
+        )
+    except ValueError as error:  # a row too long for int8 weights' int32 sums
+        raise QuantizeError(
+            f"layer '{layer.name}': {error}; use --weights int16 for this layer"
+        ) from error
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
         weights, bias_s32 = rounding.rounded_weights(
             (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, scale, in_scale, bits,
