@@ -21,9 +21,7 @@ determinism. Keras is imported only when a model is built.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,19 +271,12 @@ def cache_key() -> str:
 
 
 def cached_weights(label: str) -> list[np.ndarray]:
-    """The trained weights from the cache, training once (one process at a time)."""
-    from .samples import cache_dir
+    """The trained weights from the cache, training once (samples.cached_file)."""
+    from .samples import cached_file
 
-    folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"family-{label}-{cache_key()}.npz"
-    with open(folder / f"family-{label}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test workers train each model once
-        if not path.is_file():
-            weights = _train(RECIPES[label])
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-            np.savez(tmp, *weights)
-            os.replace(tmp, path)
+    path = cached_file(
+        f"family-{label}", cache_key(), ".npz", lambda tmp: np.savez(tmp, *_train(RECIPES[label]))
+    )
     with np.load(path) as arrays:
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 

@@ -245,18 +245,24 @@ def cache_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_model(name: str, data: Data) -> keras.Model:
-    """Load the trained model from the cache, training it once (one process at a time)."""
+def cached_file(name: str, key: str, suffix: str, write: Callable[[Path], None]) -> Path:
+    """cache_dir()/name-key.suffix, made once by ``write(path)`` (one process at a time; the
+    file appears whole, so an interrupted training leaves nothing to load)."""
     folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}-{cache_key()}.keras"
+    path = folder / f"{name}-{key}{suffix}"
     with open(folder / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel test workers train each model once
         if not path.is_file():
-            model = train(name, data)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.keras")
-            model.save(tmp)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}{suffix}")
+            write(tmp)
             os.replace(tmp, path)
+    return path
+
+
+def cached_model(name: str, data: Data) -> keras.Model:
+    """Load the trained model from the cache, training it once."""
+    path = cached_file(name, cache_key(), ".keras", lambda tmp: train(name, data).save(tmp))
     return keras.saving.load_model(path)
 
 

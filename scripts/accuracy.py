@@ -130,17 +130,21 @@ def table(rows: list[dict[str, str]], columns: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-MAIN_COLUMNS = [
-    ("model", "model"),
-    ("setting", "weights"),
-    ("params", "params"),
-    ("flash", "flash B"),
+# the measured columns both accuracy tables end with
+ERROR_COLUMNS = [
     ("metric", "metric"),
     ("keras", "Keras"),
     ("c", "C"),
     ("max", "max abs error"),
     ("mean", "mean abs error"),
     ("pct", "max % of range"),
+]
+MAIN_COLUMNS = [
+    ("model", "model"),
+    ("setting", "weights"),
+    ("params", "params"),
+    ("flash", "flash B"),
+    *ERROR_COLUMNS,
 ]
 BUDGET_COLUMNS = [
     ("model", "model"),
@@ -190,12 +194,7 @@ FAMILY_COLUMNS = [
     ("params", "params"),
     ("flash", "flash B"),
     ("ram", "RAM B"),
-    ("metric", "metric"),
-    ("keras", "Keras"),
-    ("c", "C"),
-    ("max", "max abs error"),
-    ("mean", "mean abs error"),
-    ("pct", "max % of range"),
+    *ERROR_COLUMNS,
 ]
 
 

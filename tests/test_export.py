@@ -322,14 +322,20 @@ def test_cmake_refuses_an_unknown_kernel(
     cmake: str, cases: dict[str, Case], tmp_path: Path
 ) -> None:
     lib = _export(cases["stream"], "cmake", tmp_path / "lib")
+    err = _cmake_configure_error(cmake, lib, tmp_path / "b", "-DLSTM_EMBED_STREAM_KERNEL=fast")
+    assert "expected auto, reference or plain" in err
+
+
+def _cmake_configure_error(cmake: str, lib: Path, build: Path, define: str) -> str:
+    """Configure lib with one -D that it must refuse; its error output."""
     proc = subprocess.run(
-        [cmake, "-S", str(lib), "-B", str(tmp_path / "b"), "-DLSTM_EMBED_STREAM_KERNEL=fast"],
+        [cmake, "-S", str(lib), "-B", str(build), define],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert proc.returncode != 0
-    assert "expected auto, reference or plain" in proc.stderr
+    assert proc.returncode != 0, proc.stdout
+    return proc.stderr
 
 
 @pytest.mark.firmware
@@ -440,14 +446,8 @@ def test_cmake_export_of_a_core_m4_folder_offers_auto_only_and_builds_for_the_ho
     _assert_same_bits(_run_consumer(exe, case.x_q, case, tmp_path), expected_q, "--core m4")
 
     # the cache variable refuses a kernel the file lacks when configuring, too
-    proc = subprocess.run(
-        [cmake, "-S", str(lib), "-B", str(tmp_path / "b"), "-DLSTM_EMBED_TINY_KERNEL=reference"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert "expected auto (converted with --core m4" in " ".join(proc.stderr.split())
+    err = _cmake_configure_error(cmake, lib, tmp_path / "b", "-DLSTM_EMBED_TINY_KERNEL=reference")
+    assert "expected auto (converted with --core m4" in " ".join(err.split())
 
 
 # ---------------------------------------------------------------- Arduino

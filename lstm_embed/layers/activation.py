@@ -20,7 +20,7 @@ from .. import cformat
 from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
 from .base import Q15_SCALE, FloatLayer, IRError, LayerTrace, QLayer, QuantContext, Unsupported
-from .common import sigmoid, softmax
+from .common import WeightlessQLayer, sigmoid, softmax
 
 # Keras 3 activations.leaky_relu's default slope (the LeakyReLU layer's default is 0.3)
 LEAKY_RELU_FUNCTION_SLOPE = 0.2
@@ -163,7 +163,7 @@ class ActivationLayer(FloatLayer):
 
 
 @dataclass(frozen=True)
-class QActivationLayer(QLayer):
+class QActivationLayer(WeightlessQLayer, QLayer):
     """relu: output in the input's LSBs (per feature); sigmoid, tanh: output Q0.15."""
 
     kind: ClassVar[str] = "activation"
@@ -186,14 +186,6 @@ class QActivationLayer(QLayer):
     @property
     def output_feature_scale(self) -> np.ndarray:
         return self.output_scales
-
-    @property
-    def macs(self) -> int:
-        return 0
-
-    @property
-    def weight_bits(self) -> int:
-        return 8  # no weights; the report's column needs a value
 
     def step(self, x_q: np.ndarray, state: Any, tables: dict) -> tuple[np.ndarray, Any]:
         if self.function == "relu":
