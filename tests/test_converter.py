@@ -296,3 +296,20 @@ def test_dense_too_long_for_int8_names_the_layer_and_converts_with_int16(tmp_pat
     assert not (tmp_path / "a").exists()
     options = QuantizeOptions(weight_bits=(16,))
     assert convert_ir(ir, x, tmp_path / "b", name="net", options=options).qmodel is not None
+
+
+def test_table_size_follows_the_weights_unless_given(tmp_path: Path) -> None:
+    """The tanh table's default: 128 intervals per sign (257 entries stored) when every layer
+    has int8 weights, 256 (513) when any layer has int16 weights (README "Activation tables"
+    measures why); --table-log2-entries overrides it."""
+    rng = np.random.default_rng(1)
+    first = random_lstm(rng, "a", 2, 3, return_sequences=True)
+    ir = Model("net", 2, 4, (first, random_lstm(rng, "b", 3, 2)))
+    x = rng.normal(size=(8, 4, 2))
+    cases = [((8,), None, 257), ((16,), None, 513), ((16, 8), None, 513), ((16,), 6, 129)]
+    for k, (bits, log2, stored) in enumerate(cases):
+        options = QuantizeOptions(weight_bits=bits, table_log2_entries=log2)
+        qmodel = convert_ir(ir, x, tmp_path / str(k), name="net", options=options).qmodel
+        assert len(qmodel.tables["tanh"].signed_entries) == stored, (bits, log2)
+        text = (tmp_path / str(k) / "net_weights.h").read_text()
+        assert re.search(rf"int16_t net_tanh_table\[{stored}\]", text), (bits, log2)
