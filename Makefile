@@ -42,20 +42,20 @@ toolchain:
 	fi
 
 demo: venv toolchain
-	$(PY) -m lstm_embed.demo
+	$(PY) -m lstm_embed.tools.demo
 
 test: venv toolchain
 	$(PY) -m pytest -n $(JOBS) tests
 
 bench: venv toolchain
-	mkdir -p build && $(PY) -m lstm_embed.bench --markdown BENCHMARKS.md --chart docs/bench.png --readme README.md --json build/bench.json --jobs $(JOBS)
+	mkdir -p build && $(PY) -m lstm_embed.tools.bench --markdown BENCHMARKS.md --chart docs/bench.png --readme README.md --json build/bench.json --jobs $(JOBS)
 
 fuzz: venv toolchain
-	$(PY) -m lstm_embed.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
+	$(PY) -m lstm_embed.tools.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
 
 # Random models as Cortex-M0, M4 and M55 firmware in QEMU, every entry point vs the reference.
 fuzz-qemu: venv toolchain
-	$(PY) -m lstm_embed.fuzz --qemu --models $${MODELS:-500} --seed $${SEED:-0} --jobs $(JOBS)
+	$(PY) -m lstm_embed.tools.fuzz --qemu --models $${MODELS:-500} --seed $${SEED:-0} --jobs $(JOBS)
 
 # README's accuracy tables: the trained samples, then the recurrent family
 accuracy: venv

@@ -12,16 +12,16 @@ def convert(model, calibration, out_dir, name=None, options=None, force=False):
 
     See ``lstm_embed.pipeline.convert``.
     """
-    from .pipeline import convert as _convert
+    from lstm_embed.pipeline import convert as _convert
 
     return _convert(model, calibration, out_dir, name=name, options=options, force=force)
 
 
 def load(out_dir, kernel="auto"):
     """The converted model in out_dir, compiled for the host: ``.predict(x)``, ``.step(x_t)``,
-    ``.reset()``, ``.info``. See ``lstm_embed.runtime.load``.
+    ``.reset()``, ``.info``. See ``lstm_embed.targets.runtime.load``.
     """
-    from .runtime import load as _load
+    from lstm_embed.targets.runtime import load as _load
 
     return _load(out_dir, kernel=kernel)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .boards import DEFAULT_BOARD, get_board
+from lstm_embed import __version__
+from lstm_embed.targets.boards import DEFAULT_BOARD, get_board
 
 EXIT_ERROR = 2
 
@@ -25,7 +25,7 @@ class CLIError(Exception):
 
 
 def _load_array(path: str, what: str) -> np.ndarray:
-    from .pipeline import load_calibration
+    from lstm_embed.pipeline import load_calibration
 
     try:
         return load_calibration(path)
@@ -65,8 +65,8 @@ def _input_shift(text: str) -> str | int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .frontend import inspect_rows, read_spec
-    from .report import INSPECT_COLUMNS, format_table
+    from lstm_embed.emit.report import INSPECT_COLUMNS, format_table
+    from lstm_embed.frontends.keras.frontend import inspect_rows, read_spec
 
     spec = read_spec(args.model)
     rows = inspect_rows(spec, _weight_bits(args.weights))
@@ -94,11 +94,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     import warnings
 
-    from .calibration import CalibrationWarning
-    from .emit import model_file_names
-    from .pipeline import convert
-    from .quantize import QuantizeOptions
-    from .report import INSPECT_COLUMNS, format_table
+    from lstm_embed.emit.render import model_file_names
+    from lstm_embed.emit.report import INSPECT_COLUMNS, format_table
+    from lstm_embed.pipeline import convert
+    from lstm_embed.quantize.calibration import CalibrationWarning
+    from lstm_embed.quantize.quantizer import QuantizeOptions
 
     x = _load_array(args.calibration, "--calibration")
     validation = _load_array(args.validation, "--validation") if args.validation else None
@@ -133,9 +133,10 @@ def _measure_on_board(out_dir: Path, board: str) -> None:
     import dataclasses
     import os
 
-    from . import firmware, profile
-    from .boards import EMULATED_BOARDS
-    from .hostbuild import read_report
+    from lstm_embed.targets import firmware
+    from lstm_embed.targets.boards import EMULATED_BOARDS
+    from lstm_embed.targets.hostbuild import read_report
+    from lstm_embed.tools import profile
 
     if board not in EMULATED_BOARDS or not firmware.toolchain_available():
         why = "a real board" if board not in EMULATED_BOARDS else "no arm-none-eabi-gcc/QEMU"
@@ -158,7 +159,7 @@ def _measure_on_board(out_dir: Path, board: str) -> None:
 
 def _core(args: argparse.Namespace) -> str:
     """--core, else --board's core, else the default board's (an M4 file runs on any core)."""
-    from .emit import core_kernels
+    from lstm_embed.emit.render import core_kernels
 
     board = args.board or (DEFAULT_BOARD if args.core is None else None)
     core = get_board(board).core if board else args.core
@@ -167,7 +168,7 @@ def _core(args: argparse.Namespace) -> str:
 
 
 def print_summary(report: dict) -> None:
-    from .report import format_table
+    from lstm_embed.emit.report import format_table
 
     columns = [
         ("name", "layer"),
@@ -186,7 +187,7 @@ def print_summary(report: dict) -> None:
     )
     by_kernel = report.get("const_bytes_by_kernel")
     if by_kernel:
-        from .emit import KERNEL_LABELS, core_kernels
+        from lstm_embed.emit.render import KERNEL_LABELS, core_kernels
 
         emitted = core_kernels(report.get("core", "all"))
         kernels = {k: cores for k, cores in KERNEL_LABELS.items() if k in emitted}
@@ -247,11 +248,11 @@ def print_rounding(report: dict) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     x = _load_array(args.input, "--input").astype(np.float32)
     if args.board in (None, "host"):
-        from .hostbuild import run_host
+        from lstm_embed.targets.hostbuild import run_host
 
         y = run_host(Path(args.out_dir), x)
     else:
-        from . import firmware
+        from lstm_embed.targets import firmware
 
         y = firmware.run_qemu_f32(Path(args.out_dir), args.board, x)
     np.save(args.output, y)
@@ -260,13 +261,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from lstm_embed.tools.compare import compare
 
     x = _load_array(args.input, "--input").astype(np.float32)
     labels = _load_array(args.labels, "--labels") if args.labels else None
     report_dir = Path(args.report) if args.report else None
     if report_dir:  # before any work, so that a missing matplotlib leaves no folder behind
-        from .compare_report import _pyplot
+        from lstm_embed.tools.compare_report import _pyplot
 
         _pyplot()
     result = compare(args.model, Path(args.out_dir), x, labels, report_dir=report_dir)
@@ -280,7 +281,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from .trace import trace_to_arrays
+    from lstm_embed.reference.trace import trace_to_arrays
 
     x = _load_array(args.input, "--input").astype(np.float32)
     arrays = trace_to_arrays(Path(args.out_dir), x)
@@ -290,9 +291,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import firmware
-    from .emit import layout_note
-    from .hostbuild import read_report
+    from lstm_embed.emit.render import layout_note
+    from lstm_embed.targets import firmware
+    from lstm_embed.targets.hostbuild import read_report
 
     result = firmware.build(Path(args.out_dir), args.board)
     print(f"built {result.elf}")
@@ -305,7 +306,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
-    from . import firmware
+    from lstm_embed.targets import firmware
 
     command = firmware.flash(Path(args.out_dir), args.board, dry_run=args.dry_run)
     if args.dry_run:
@@ -314,7 +315,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from lstm_embed.tools.export import export
 
     x = _load_array(args.input, "--input") if args.input else None
     result = export(
@@ -466,7 +467,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from . import profile
+    from lstm_embed.tools import profile
 
     boards = tuple(args.board) if args.board else profile.DEFAULT_BOARDS
     results = profile.profile(Path(args.out_dir), boards)
@@ -478,7 +479,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from lstm_embed.tools import bench
 
     return int(bench.main(args.bench_args) or 0)
 
@@ -518,8 +519,8 @@ def _report_error(args: argparse.Namespace, error: Exception, debug: bool) -> in
     bug, a line saying so. --debug prints the traceback first."""
     import traceback
 
-    from .hostbuild import ToolFailure
-    from .inputs import InputError
+    from lstm_embed.targets.hostbuild import ToolFailure
+    from lstm_embed.targets.inputs import InputError
 
     if debug:
         traceback.print_exception(error)
@@ -550,7 +551,7 @@ def _report_error(args: argparse.Namespace, error: Exception, debug: bool) -> in
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # the benchmark parses its own options (`bench --quick --json F`)
-        from . import bench
+        from lstm_embed.tools import bench
 
         return int(bench.main(argv[1:]) or 0)
     debug = "--debug" in argv  # accepted anywhere on the line

@@ -13,8 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, cformat, rounding
-from .calibration import (
+from lstm_embed import __version__
+from lstm_embed.emit import cformat
+from lstm_embed.emit.render import core_kernels, emit_model
+from lstm_embed.emit.report import calibration_ranges, errors, input_clipping, layer_rows, sizes
+from lstm_embed.ir.float_model import forward
+from lstm_embed.ir.model import Model
+from lstm_embed.quantize import rounding
+from lstm_embed.quantize.calibration import (
     NEAREST_QMODEL_FILE,
     CalibrationWarning,
     checked_validation,
@@ -22,14 +28,10 @@ from .calibration import (
     range_check,
     trust_warnings,
 )
-from .emit import core_kernels, emit_model
-from .float_model import forward
-from .hostbuild import REPORT_FORMAT
-from .ir import Model
-from .qir import QMODEL_FILE, QModel, save_qmodel
-from .quantize import QuantizeOptions, quantize
-from .reference import run_float
-from .report import calibration_ranges, errors, input_clipping, layer_rows, sizes
+from lstm_embed.quantize.qir import QMODEL_FILE, QModel, save_qmodel
+from lstm_embed.quantize.quantizer import QuantizeOptions, quantize
+from lstm_embed.reference.interpreter import run_float
+from lstm_embed.targets.hostbuild import REPORT_FORMAT
 
 MARKER = ".lstm-embed"  # present in every folder convert wrote; others are not replaced
 
@@ -174,7 +176,7 @@ def convert(
 ) -> Conversion:
     """Keras model (in memory, or a .keras/.h5 path) + calibration inputs -> C in out_dir;
     ``validation``: separate inputs to measure clipping and error on."""
-    from . import frontend
+    from lstm_embed.frontends.keras import frontend
 
     if isinstance(model, str | Path):  # a file: no ML framework; the float model is the oracle
         ir = frontend.load_model(model)

@@ -1,12 +1,12 @@
 """Accuracy of the generated C against Keras on the trained sample models, as Markdown tables.
 
-Runs the real pipeline for each sample (lstm_embed.samples): convert with the training inputs as
-calibration, compile the generated C on the host, run it on the held-out test inputs. A second
-table splits the error into int8 weight rounding (a float model with the quantized weights) and
-the integer arithmetic (the reference against that float model). The default weight rounding
-(--rounding auto) is shown beside nearest rounding, with the ratios of their errors.
+Runs the real pipeline for each sample (lstm_embed.tools.samples): convert with the training
+inputs as calibration, compile the generated C on the host, run it on the held-out test inputs.
+A second table splits the error into int8 weight rounding (a float model with the quantized
+weights) and the integer arithmetic (the reference against that float model). The default weight
+rounding (--rounding auto) is shown beside nearest rounding, with the ratios of their errors.
 
---family prints the table of the recurrent family instead (lstm_embed.recurrent_family, the
+--family prints the table of the recurrent family instead (lstm_embed.tools.recurrent_family, the
 trained models of tests/test_recurrent_family.py: SimpleRNN, stateful, go_backwards,
 Bidirectional), int8 weights with nearest rounding unless --family-rounding says otherwise.
 
@@ -31,15 +31,15 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras
 
 import lstm_embed
-from lstm_embed import fixedpoint as fp
-from lstm_embed import recurrent_family
-from lstm_embed.compare import dequantized_ir
-from lstm_embed.float_model import forward
-from lstm_embed.hostbuild import run_host
-from lstm_embed.quantize import QuantizeOptions
-from lstm_embed.reference import run_float
-from lstm_embed.rounding import OPTIONS as ROUNDINGS
-from lstm_embed.samples import RECIPES, Sample, sample
+from lstm_embed.ir.float_model import forward
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.quantizer import QuantizeOptions
+from lstm_embed.quantize.rounding import OPTIONS as ROUNDINGS
+from lstm_embed.reference.interpreter import run_float
+from lstm_embed.targets.hostbuild import run_host
+from lstm_embed.tools import recurrent_family
+from lstm_embed.tools.compare import dequantized_ir
+from lstm_embed.tools.samples import RECIPES, Sample, sample
 
 METRIC = {"classifier": "accuracy", "logits": "accuracy", "regressor": "RMSE"}
 

@@ -1,8 +1,9 @@
 """The measurement behind the activation table's default size (fixedpoint.default_log2_entries).
 
-For each trained sample (lstm_embed.samples) and weight width, converts with 2^N table intervals
-per sign and prints the max and mean absolute error of the integer reference (bit-exact with the
-C) against Keras on the held-out test inputs, in % of Keras' output range, as a Markdown table.
+For each trained sample (lstm_embed.tools.samples) and weight width, converts with 2^N table
+intervals per sign and prints the max and mean absolute error of the integer reference (bit-
+exact with the C) against Keras on the held-out test inputs, in % of Keras' output range, as a
+Markdown table.
 
     .venv/bin/python scripts/table_sizes.py [--samples digits stacked] [--log2 6 7 8]
 """
@@ -19,12 +20,12 @@ import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from lstm_embed import fixedpoint as fp
-from lstm_embed import reference
-from lstm_embed.calibration import CalibrationWarning
 from lstm_embed.pipeline import convert
-from lstm_embed.quantize import QuantizeOptions
-from lstm_embed.samples import RECIPES, sample
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.calibration import CalibrationWarning
+from lstm_embed.quantize.quantizer import QuantizeOptions
+from lstm_embed.reference import interpreter as reference
+from lstm_embed.tools.samples import RECIPES, sample
 
 
 def errors(name: str, bits: int, log2_entries: int, folder: Path) -> tuple[float, float]:

@@ -14,7 +14,7 @@ import pytest
 @pytest.fixture(scope="session")
 def toolchain() -> None:
     """Firmware tests skip without arm-none-eabi-gcc/qemu-system-arm, unless CI requires them."""
-    from lstm_embed import firmware
+    from lstm_embed.targets import firmware
 
     if firmware.toolchain_available():
         return

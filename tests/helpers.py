@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_embed.emit import model_file_names
-from lstm_embed.ir import DenseLayer, LSTMLayer, Model
+from lstm_embed.emit.render import model_file_names
+from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
 
 
 def random_lstm(rng, name, m, n, bias=True, recurrent="sigmoid", return_sequences=False):

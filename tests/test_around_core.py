@@ -20,17 +20,18 @@ import keras
 import numpy as np
 import pytest
 
-from lstm_embed import cli, reference
-from lstm_embed import fixedpoint as fp
-from lstm_embed.float_model import forward
-from lstm_embed.frontend import read_keras_model
-from lstm_embed.fuzz import compare_output, expected_output, model_entries
-from lstm_embed.hostbuild import run_entry_point
-from lstm_embed.inputs import ENTRY_POINTS
-from lstm_embed.ir import Model
+from lstm_embed import cli
+from lstm_embed.frontends.keras.frontend import read_keras_model
+from lstm_embed.ir.float_model import forward
+from lstm_embed.ir.model import Model
 from lstm_embed.pipeline import convert_ir
-from lstm_embed.qir import QModel
-from lstm_embed.quantize import QuantizeOptions
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.qir import QModel
+from lstm_embed.quantize.quantizer import QuantizeOptions
+from lstm_embed.reference import interpreter as reference
+from lstm_embed.targets.hostbuild import run_entry_point
+from lstm_embed.targets.inputs import ENTRY_POINTS
+from lstm_embed.tools.fuzz import compare_output, expected_output, model_entries
 
 pytestmark = pytest.mark.slow
 
@@ -372,7 +373,7 @@ def test_trace_and_compare_report(trained, tmp_path):
 @pytest.mark.parametrize("board", QEMU_BOARDS)
 @pytest.mark.parametrize("name", RECIPES)
 def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
-    from lstm_embed import firmware
+    from lstm_embed.targets import firmware
 
     case = trained(name)
     x_q, x = inputs_of(case)
@@ -465,7 +466,7 @@ def test_masked_recurrent_layers_follow_tf_keras(tmp_path):
     import subprocess
     import sys
 
-    from lstm_embed.frontend import load_model
+    from lstm_embed.frontends.keras.frontend import load_model
 
     np.save(tmp_path / "x.npy", masked_input())
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
@@ -555,8 +556,8 @@ def test_output_timesteps_other_than_the_input_are_refused():
 def test_fuzzer_draws_every_kind_and_they_convert():
     """The fuzzer's specs mix every around kind with the recurrent ones (fuzz_around); a batch
     of them converts and its sanitized host C equals the reference on every entry point."""
-    from lstm_embed import fuzz_around
-    from lstm_embed.fuzz import check_specs, random_spec
+    from lstm_embed.tools import fuzz_around
+    from lstm_embed.tools.fuzz import check_specs, random_spec
 
     specs = [random_spec(seed) for seed in range(1500)]
     drawn = {item.split(":")[1] for spec in specs for item in spec.around}

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from lstm_embed import cli
-from lstm_embed.emit import model_file_names
+from lstm_embed.emit.render import model_file_names
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -473,7 +473,7 @@ def test_run_failure_shows_the_runner_output(
 def test_internal_error_says_it_is_a_bug(
     converted: Path, files, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    from lstm_embed import hostbuild
+    from lstm_embed.targets import hostbuild
 
     report = hostbuild.read_report(converted)
     monkeypatch.setattr(hostbuild, "read_report", lambda _: {**report, "output_size": "three"})
@@ -492,7 +492,7 @@ def test_a_value_error_out_of_numpy_is_a_bug_too(
 ) -> None:
     """A ValueError that no `raise` of lstm-embed wrote (numpy's reshape here) is not a user
     error, though user errors are ValueErrors too."""
-    from lstm_embed import hostbuild
+    from lstm_embed.targets import hostbuild
 
     report = hostbuild.read_report(converted)
     monkeypatch.setattr(hostbuild, "read_report", lambda _: {**report, "output_size": 7})

@@ -11,16 +11,17 @@ import keras
 import numpy as np
 import pytest
 
-from lstm_embed import cli, reference
-from lstm_embed import fixedpoint as fp
-from lstm_embed.emit import model_file_names
-from lstm_embed.float_model import forward
-from lstm_embed.frontend import read_keras_model
-from lstm_embed.hostbuild import STRICT_FLAGS, compiler, run_host
-from lstm_embed.ir import DenseLayer, Model
-from lstm_embed.layers.base import QuantizeError
+from lstm_embed import cli
+from lstm_embed.emit.render import model_file_names
+from lstm_embed.frontends.keras.frontend import read_keras_model
+from lstm_embed.ir.float_model import forward
+from lstm_embed.ir.model import DenseLayer, Model
+from lstm_embed.kinds.base import QuantizeError
 from lstm_embed.pipeline import convert_ir
-from lstm_embed.quantize import QuantizeOptions
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.quantizer import QuantizeOptions
+from lstm_embed.reference import interpreter as reference
+from lstm_embed.targets.hostbuild import STRICT_FLAGS, compiler, run_host
 
 from .helpers import random_inputs, random_lstm, random_model
 
@@ -234,7 +235,7 @@ def test_quantize_multiplier_is_nearest():
 def test_too_wide_for_int8_names_the_layer_and_int16_converts(tmp_path):
     """600 inputs + units could overflow the int8 path's int32 accumulator: a clear error;
     int16 weights sum in int64 and convert (and still equal the reference)."""
-    from lstm_embed.quantize import QuantizeError, QuantizeOptions
+    from lstm_embed.quantize.quantizer import QuantizeError, QuantizeOptions
 
     model = random_model(2, inputs=300, units=[300], timesteps=2)
     x = random_inputs(2, 4, 2, 300)
@@ -250,8 +251,8 @@ def test_diverging_float_model_is_refused_naming_the_layer(tmp_path):
     """The fuzzer's model (CI, seed 10928): stacked ReLU SimpleRNNs over huge weights, whose
     float outputs pass float32's maximum within 94 timesteps; Keras' predict is inf there,
     so convert refuses, naming the first layer that overflows, and writes nothing."""
-    from lstm_embed import fuzz
-    from lstm_embed.layers.base import Diverges
+    from lstm_embed.kinds.base import Diverges
+    from lstm_embed.tools import fuzz
 
     rnn = dict(recurrent_activation="sigmoid", bias="tiny", kind="simple_rnn", stateful=True)
     spec = fuzz.ModelSpec(
@@ -275,7 +276,7 @@ def test_diverging_float_model_is_refused_naming_the_layer(tmp_path):
 
 
 def reference_float_outputs(case) -> np.ndarray:
-    from lstm_embed.float_model import forward
+    from lstm_embed.ir.float_model import forward
 
     outputs, _ = forward(case.model, case.calibration.astype(np.float64))
     return outputs

@@ -1,6 +1,7 @@
 """Every generated entry point (reset, step, run, step_f32, run_f32, quantize_input) executed on
 the host (ASan/UBSan build) and in QEMU on every emulated core, equal to the numpy reference
-bit for bit; and one input contract (``lstm_embed.inputs``) for every way of running a model.
+bit for bit; and one input contract (``lstm_embed.targets.inputs``) for every
+way of running a model.
 
 Oracles: ``reference.run`` / ``reference.step`` / ``fixedpoint.quantize_input`` (through
 ``fuzz.expected_output``, which calls nothing but them), the documented NaN/infinity values, and
@@ -19,19 +20,26 @@ import numpy as np
 import pytest
 
 import lstm_embed
-from lstm_embed import cli, firmware
-from lstm_embed import fixedpoint as fp
-from lstm_embed.boards import EMULATED_BOARDS
-from lstm_embed.fuzz import compare_output, expected_output
-from lstm_embed.hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler, run_entry_point, run_host
-from lstm_embed.inputs import ENTRY_POINTS, InputError, InputRule, check_input
-from lstm_embed.ir import DenseLayer, Model
-from lstm_embed.layers.bidirectional import BidirectionalLayer
-from lstm_embed.layers.common import RecurrentOptions
-from lstm_embed.layers.simple_rnn import SimpleRNNLayer
+from lstm_embed import cli
+from lstm_embed.ir.model import DenseLayer, Model
+from lstm_embed.kinds.bidirectional import BidirectionalLayer
+from lstm_embed.kinds.common import RecurrentOptions
+from lstm_embed.kinds.simple_rnn import SimpleRNNLayer
 from lstm_embed.pipeline import convert_ir
-from lstm_embed.qir import QModel
-from lstm_embed.quantize import QuantizeOptions
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.qir import QModel
+from lstm_embed.quantize.quantizer import QuantizeOptions
+from lstm_embed.targets import firmware
+from lstm_embed.targets.boards import EMULATED_BOARDS
+from lstm_embed.targets.hostbuild import (
+    SANITIZE_FLAGS,
+    STRICT_FLAGS,
+    compiler,
+    run_entry_point,
+    run_host,
+)
+from lstm_embed.targets.inputs import ENTRY_POINTS, InputError, InputRule, check_input
+from lstm_embed.tools.fuzz import compare_output, expected_output
 
 from .helpers import random_inputs, random_lstm, random_model
 

@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import cli, firmware
-from lstm_embed.boards import get_board
-from lstm_embed.emit import model_file_names
-from lstm_embed.hostbuild import run_host
+from lstm_embed import cli
+from lstm_embed.emit.render import model_file_names
 from lstm_embed.pipeline import MARKER, convert_ir
+from lstm_embed.targets import firmware
+from lstm_embed.targets.boards import get_board
+from lstm_embed.targets.hostbuild import run_host
 from tests.helpers import random_inputs, random_model
 
 ARDUINO_FIXTURE = Path(__file__).parent / "fixtures" / "arduino"
@@ -808,7 +809,7 @@ def test_export_refuses_foreign_folders_and_bad_options(
 def test_a_failed_export_leaves_nothing_behind(
     cases: dict[str, Case], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lstm_embed import export as export_module
+    from lstm_embed.tools import export as export_module
 
     copied = []
     real_copyfile = shutil.copyfile
@@ -879,7 +880,7 @@ def test_load_validates_input(cases: dict[str, Case]) -> None:
     tests/test_entry_points.py holds every runner, step included, to them); load refuses an
     unknown kernel and a folder without a converted model."""
     import lstm_embed
-    from lstm_embed.inputs import InputError
+    from lstm_embed.targets.inputs import InputError
 
     case = cases["net"]
     model = lstm_embed.load(case.out_dir)
@@ -919,7 +920,8 @@ def test_load_info_and_build_cache(cases: dict[str, Case]) -> None:
 
 def test_import_lstm_embed_stays_light() -> None:
     code = (
-        "import sys, lstm_embed; print(sorted({'numpy', 'lstm_embed.runtime'} & set(sys.modules)))"
+        "import sys, lstm_embed;"
+        " print(sorted({'numpy', 'lstm_embed.targets.runtime'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

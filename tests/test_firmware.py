@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import firmware
-from lstm_embed.boards import BOARDS, EMULATED_BOARDS, REAL_BOARDS, get_board
+from lstm_embed.targets import firmware
+from lstm_embed.targets.boards import BOARDS, EMULATED_BOARDS, REAL_BOARDS, get_board
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -96,7 +96,7 @@ def _mixed_precision_model():
     """int16 weights (portable kernel, int32 cell) beside an int8 layer (optimized kernel)."""
     import keras
 
-    from lstm_embed.quantize import QuantizeOptions
+    from lstm_embed.quantize.quantizer import QuantizeOptions
 
     keras.utils.set_random_seed(11)
     model = keras.Sequential(
@@ -173,7 +173,7 @@ MODEL_LABELS = ("tiny", "stacked_sequences", "wide", "trained", "int16_int8_mixe
 @pytest.mark.parametrize("board", EMULATED_BOARDS)
 @pytest.mark.parametrize("label", MODEL_LABELS)
 def test_qemu_equals_host(toolchain: None, cases: dict[str, Case], label: str, board: str) -> None:
-    from lstm_embed.hostbuild import run_host
+    from lstm_embed.targets.hostbuild import run_host
 
     case = cases[label]
     y_board = firmware.run_qemu(case.out_dir, board, case.x_q)
@@ -184,7 +184,7 @@ def test_qemu_equals_host(toolchain: None, cases: dict[str, Case], label: str, b
 @pytest.mark.parametrize("board", EMULATED_BOARDS)
 def test_qemu_f32_equals_host(toolchain: None, cases: dict[str, Case], board: str) -> None:
     """run_f32 (float in, float out) too: same float32 bits on every core as on the host."""
-    from lstm_embed.hostbuild import run_host
+    from lstm_embed.targets.hostbuild import run_host
 
     case = cases["trained"]
     x = np.random.default_rng(5).normal(size=case.x_q.shape).astype(np.float32)

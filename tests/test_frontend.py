@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from lstm_embed import cli
-from lstm_embed.frontend import FrontendError, load_model
-from lstm_embed.hostbuild import run_host
+from lstm_embed.frontends.keras.frontend import FrontendError, load_model
 from lstm_embed.pipeline import convert
+from lstm_embed.targets.hostbuild import run_host
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
 ROOT = Path(__file__).parent.parent
@@ -121,7 +121,7 @@ def test_every_file_kind_gives_the_same_ir(model):
 @pytest.mark.parametrize("model", SUPPORTED)
 def test_float_ir_equals_predict(model, kind):
     """The IR read without Keras reproduces the writer's predict: weights, gate order, nesting."""
-    from lstm_embed.float_model import forward
+    from lstm_embed.ir.float_model import forward
 
     x, y = oracle(model, kind)
     ir = load_model(fixture(model, kind))
@@ -145,7 +145,7 @@ def test_converted_c_is_close_to_predict(tmp_path, model, kind):
 def test_commands_import_no_ml_framework(tmp_path):
     """Run in a fresh interpreter: after inspect, convert, run, trace, build and flash --dry-run,
     no keras, tensorflow, jax or torch module is loaded."""
-    from lstm_embed import firmware
+    from lstm_embed.targets import firmware
 
     build = firmware.toolchain_available(need_qemu=False)
     if not build and os.environ.get("LSTM_EMBED_REQUIRE_FIRMWARE"):
@@ -253,7 +253,7 @@ def test_inspect_flash_follows_the_weight_width(capsys):
     """Flash bytes per layer: each weight 1 byte (int8) or 2 (int16), and per output row its
     int32 bias, int32 multiplier and int8 shift (fixedpoint.BIAS_ROW_BYTES); weights and rows
     counted from the fixture's own arrays (get_weights(): kernels 2-D, biases 1-D)."""
-    from lstm_embed.fixedpoint import BIAS_ROW_BYTES
+    from lstm_embed.quantize.fixedpoint import BIAS_ROW_BYTES
 
     path = fixture("lstm_dense", "k3.keras")  # LSTM(3) on 2 features, Dense(2)
     entry = MANIFEST["files"][path.name]
@@ -431,7 +431,7 @@ def test_inspect_lists_every_unsupported_layer(tmp_path, capsys):
 @pytest.mark.parametrize("name", sorted(MANIFEST["files"]))
 def test_inspect_params_equal_count_params_for_every_file(name):
     """Every fixture, supported or not: one row per layer with Keras' count_params()."""
-    from lstm_embed.frontend import inspect_rows, read_spec
+    from lstm_embed.frontends.keras.frontend import inspect_rows, read_spec
 
     rows = inspect_rows(read_spec(FIXTURES / name))
     entry = MANIFEST["files"][name]

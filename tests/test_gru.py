@@ -22,14 +22,12 @@ import numpy as np
 import pytest
 
 import lstm_embed
-from lstm_embed import bench, emit, firmware, reference
-from lstm_embed import fixedpoint as fp
-from lstm_embed.compare import compare
-from lstm_embed.frontend import inspect_rows, load_model, read_spec
-from lstm_embed.hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, run_host
-from lstm_embed.ir import DenseLayer, LSTMLayer, Model
-from lstm_embed.layers import Unsupported
-from lstm_embed.layers.gru import (
+from lstm_embed.emit import render as emit
+from lstm_embed.frontends.keras.frontend import inspect_rows, load_model, read_spec
+from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
+from lstm_embed.kinds import Unsupported
+from lstm_embed.kinds.gru import (
     GRULayer,
     QGRULayer,
     candidate_preactivation,
@@ -38,9 +36,14 @@ from lstm_embed.layers.gru import (
     reset_hidden,
 )
 from lstm_embed.pipeline import Conversion, convert_ir
-from lstm_embed.quantize import QuantizeOptions
-from lstm_embed.reader.spec import LayerSpec
-from lstm_embed.trace import trace_to_arrays
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.quantizer import QuantizeOptions
+from lstm_embed.reference import interpreter as reference
+from lstm_embed.reference.trace import trace_to_arrays
+from lstm_embed.targets import firmware
+from lstm_embed.targets.hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, run_host
+from lstm_embed.tools import bench
+from lstm_embed.tools.compare import compare
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keras"
 ROOT = Path(__file__).parent.parent
@@ -335,7 +338,7 @@ def test_keras2_hard_sigmoid_gru_equals_predict(keras2_hard_sigmoid, tmp_path: P
     ir = load_model(path)
     assert [la.recurrent_activation for la in ir.recurrent_layers] == ["hard_sigmoid_keras2"] * 2
     assert not any(la.reset_after for la in ir.recurrent_layers)
-    from lstm_embed.float_model import forward
+    from lstm_embed.ir.float_model import forward
 
     y = data["y_test"]
     np.testing.assert_allclose(forward(ir, data["x_test"])[0], y, atol=FLOAT_FORWARD_TOLERANCE)
@@ -348,12 +351,12 @@ def test_keras2_hard_sigmoid_gru_equals_predict(keras2_hard_sigmoid, tmp_path: P
 
 
 # ---------------------------------------------------------------------------------------------
-# Trained sample models (lstm_embed.samples: gru_digits, gru_stacked)
+# Trained sample models (lstm_embed.tools.samples: gru_digits, gru_stacked)
 
 
 @dataclass(frozen=True)
 class Trained:
-    sample: Any  # lstm_embed.samples.Sample (importing it imports Keras)
+    sample: Any  # lstm_embed.tools.samples.Sample (importing it imports Keras)
     conversion: Conversion
     keras_y: np.ndarray
     c_y: np.ndarray
@@ -364,7 +367,7 @@ SETTINGS = {"int8": QuantizeOptions(), "int16": QuantizeOptions(weight_bits=(16,
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Callable[[str, str], Trained]:
-    from lstm_embed.samples import sample
+    from lstm_embed.tools.samples import sample
 
     cache: dict[tuple[str, str], Trained] = {}
 
@@ -475,7 +478,7 @@ def test_compare_report_covers_the_gru(trained, tmp_path: Path) -> None:
     assert "c_error" not in layers[0] and "c_error" in layers[1]
     assert len(layers[0]["h_error"]["max"]) == case.sample.x_test.shape[1]
     # the GRU's h error as the trace and the float forward pass give it
-    from lstm_embed.float_model import forward
+    from lstm_embed.ir.float_model import forward
 
     x = case.sample.x_test[:40]
     h = trace_to_arrays(case.conversion.out_dir, x)[f"0_{names[0]}.h_q15"] * 2.0**-15

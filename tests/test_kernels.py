@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import bench, emit, layouts, reference
-from lstm_embed import fixedpoint as fp
-from lstm_embed.hostbuild import STRICT_FLAGS
-from lstm_embed.qir import QModel
+from lstm_embed.emit import render as emit
+from lstm_embed.kinds import lstm_layouts as layouts
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.qir import QModel
+from lstm_embed.reference import interpreter as reference
+from lstm_embed.targets.hostbuild import STRICT_FLAGS
+from lstm_embed.tools import bench
 
 TIMESTEPS = 4
 # (inputs, LSTM units..., Dense head): units 1, 3, 5 and inputs 1, 7 hit every tail; 9x44 runs

@@ -16,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import bench, cli, firmware
-from lstm_embed import fixedpoint as fp
-from lstm_embed.boards import DEFAULT_BOARD, get_board
-from lstm_embed.emit import model_file_names
-from lstm_embed.fuzz import compare_output, expected_output
-from lstm_embed.hostbuild import STRICT_FLAGS, compiler, run_entry_point
-from lstm_embed.inputs import ENTRY_POINTS
-from lstm_embed.ir import DenseLayer, Model
-from lstm_embed.layers.gru import GRULayer
+from lstm_embed import cli
+from lstm_embed.emit.render import model_file_names
+from lstm_embed.ir.model import DenseLayer, Model
+from lstm_embed.kinds.gru import GRULayer
 from lstm_embed.pipeline import convert_ir
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.targets import firmware
+from lstm_embed.targets.boards import DEFAULT_BOARD, get_board
+from lstm_embed.targets.hostbuild import STRICT_FLAGS, compiler, run_entry_point
+from lstm_embed.targets.inputs import ENTRY_POINTS
+from lstm_embed.tools import bench
+from lstm_embed.tools.fuzz import compare_output, expected_output
 
 from .helpers import generated_c, random_inputs, random_lstm
 

@@ -14,10 +14,10 @@ import pytest
 
 import lstm_embed
 from lstm_embed import __version__, cli
-from lstm_embed.hostbuild import REPORT_FORMAT, read_report
 from lstm_embed.pipeline import convert
-from lstm_embed.qir import QMODEL_FILE, QMODEL_FORMAT, load_qmodel
-from lstm_embed.runtime import ModelLoadError
+from lstm_embed.quantize.qir import QMODEL_FILE, QMODEL_FORMAT, load_qmodel
+from lstm_embed.targets.hostbuild import REPORT_FORMAT, read_report
+from lstm_embed.targets.runtime import ModelLoadError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "keras" / "lstm_dense.k3.keras"
 
@@ -194,7 +194,7 @@ CORE_FOLDERS = {
 def test_load_refuses_a_kernel_the_core_folder_lacks(tmp_path, monkeypatch, core):
     """convert --core holds only that core's kernels: load(kernel=...) for another is refused
     before anything is compiled, naming --core; auto and the kernels it holds load."""
-    from lstm_embed import runtime
+    from lstm_embed.targets import runtime
 
     refused, loads = CORE_FOLDERS[core]
     x = np.load(FIXTURE.with_name("lstm_dense.k3.npz"))["x"]

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import bench, cli, firmware
-from lstm_embed.boards import get_board
-from lstm_embed.hostbuild import read_report
+from lstm_embed import cli
 from lstm_embed.pipeline import convert
-from lstm_embed.profile import profile_input
+from lstm_embed.targets import firmware
+from lstm_embed.targets.boards import get_board
+from lstm_embed.targets.hostbuild import read_report
+from lstm_embed.tools import bench
+from lstm_embed.tools.profile import profile_input
 
 FIXTURE = Path(__file__).parent / "fixtures" / "keras" / "lstm_dense.k3.keras"
 PC = re.compile(r"\[[0-9a-f]+/([0-9a-f]{8})/")

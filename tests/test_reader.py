@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lstm_embed.reader import (
+from lstm_embed.frontends.keras.reader import (
     MAX_MEMBER_BYTES,
     MAX_WEIGHT_ELEMENTS,
     ModelSpec,
@@ -232,7 +232,7 @@ def test_keras2_float32_options_read_as_written(name: str) -> None:
 
 
 def test_keras2_float32_options_keep_what_is_no_float32() -> None:
-    from lstm_embed.reader.normalize import float32_decimal, layer_config
+    from lstm_embed.frontends.keras.normalize import float32_decimal, layer_config
 
     alpha = float(np.float32(0.3))
     assert layer_config("LeakyReLU", {"alpha": alpha}, keras2=True) == {"negative_slope": 0.3}
@@ -628,7 +628,7 @@ def test_functional_that_is_no_chain(
 
 CHILD_READER = """
 import json, sys
-from lstm_embed.reader import ReaderError, read_model
+from lstm_embed.frontends.keras.reader import ReaderError, read_model
 for path in sys.argv[1:]:
     try:
         read_model(path)
@@ -714,7 +714,7 @@ def test_damaged_global_heap_is_refused_before_libhdf5_loops(
 
 def test_reading_imports_no_framework() -> None:
     code = (
-        "import sys; import lstm_embed.reader as r; r.read_model(sys.argv[1]);"
+        "import sys; import lstm_embed.frontends.keras.reader as r; r.read_model(sys.argv[1]);"
         " bad = sorted({m.split('.')[0] for m in sys.modules}"
         " & {'keras', 'tensorflow', 'tf_keras', 'jax', 'torch', 'flax'}); print(bad)"
     )

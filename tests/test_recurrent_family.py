@@ -1,6 +1,6 @@
 """SimpleRNN, Bidirectional, go_backwards and stateful, end to end.
 
-Trained Keras 3 models (lstm_embed.recurrent_family: fixed seeds, TensorFlow backend, trained
+Trained Keras 3 models (lstm_embed.tools.recurrent_family: fixed seeds, TensorFlow backend, trained
 once and cached on disk) are converted and held to Keras' ``predict`` with named tolerances,
 and the generated C to the numpy integer reference bit for bit: on the host (strict warnings,
 ASan/UBSan) and in QEMU on Cortex-M0, M4 and M55. Keras' own semantics (go_backwards output
@@ -20,16 +20,18 @@ import numpy as np
 import pytest
 
 import lstm_embed
-from lstm_embed import cli, firmware, recurrent_family
-from lstm_embed import fixedpoint as fp
-from lstm_embed.float_model import forward
-from lstm_embed.frontend import FrontendError, load_model
-from lstm_embed.fuzz import compare_output, expected_output
-from lstm_embed.hostbuild import read_report, run_entry_point, run_host
-from lstm_embed.inputs import InputError, InputRule
-from lstm_embed.layers import READERS, QuantizeError
+from lstm_embed import cli
+from lstm_embed.frontends.keras.frontend import FrontendError, load_model
+from lstm_embed.ir.float_model import forward
+from lstm_embed.kinds import READERS, QuantizeError
 from lstm_embed.pipeline import convert
-from lstm_embed.qir import QModel, load_qmodel
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.qir import QModel, load_qmodel
+from lstm_embed.targets import firmware
+from lstm_embed.targets.hostbuild import read_report, run_entry_point, run_host
+from lstm_embed.targets.inputs import InputError, InputRule
+from lstm_embed.tools import recurrent_family
+from lstm_embed.tools.fuzz import compare_output, expected_output
 
 BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")  # plain, DSP and MVE kernels
 QEMU_SEQUENCES = 24  # of the test split, compiled into the firmware (M0 flash is 256 KB)
@@ -80,7 +82,8 @@ class Trained:
         return load_qmodel(self.out_dir / "qmodel.npz")
 
 
-# data, training and disk cache: lstm_embed.recurrent_family (also scripts/accuracy.py --family)
+# data, training and disk cache: lstm_embed.tools.recurrent_family
+# (also scripts/accuracy.py --family)
 TRAINED = tuple(recurrent_family.RECIPES)
 
 

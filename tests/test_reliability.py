@@ -18,12 +18,18 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from lstm_embed import fixedpoint as fp
-from lstm_embed import fuzz
-from lstm_embed.hostbuild import SANITIZE_FLAGS, compiler
-from lstm_embed.ir import DENSE_ACTIVATIONS, RECURRENT_ACTIVATIONS, DenseLayer, LSTMLayer, Model
+from lstm_embed.ir.model import (
+    DENSE_ACTIVATIONS,
+    RECURRENT_ACTIVATIONS,
+    DenseLayer,
+    LSTMLayer,
+    Model,
+)
 from lstm_embed.pipeline import convert_ir
-from lstm_embed.qir import load_qmodel
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.qir import load_qmodel
+from lstm_embed.targets.hostbuild import SANITIZE_FLAGS, compiler
+from lstm_embed.tools import fuzz
 
 INT32_MAX = 2**31 - 1
 FAST_EXAMPLES = int(os.environ.get("LSTM_EMBED_FUZZ_EXAMPLES", "15"))
@@ -101,7 +107,7 @@ def test_random_model_c_equals_reference(
 
 def test_seeded_random_models_c_equals_reference() -> None:
     """Many models per compile: the seeds are fixed, so a failure here reproduces with
-    ``python -m lstm_embed.fuzz --seed 1000000 --models 48``."""
+    ``python -m lstm_embed.tools.fuzz --seed 1000000 --models 48``."""
     specs = [fuzz.random_spec(seed) for seed in range(1_000_000, 1_000_048)]
     with np.errstate(all="ignore"):
         assert_ok(fuzz.check_specs(specs, jobs=2, batch_size=12))
@@ -111,7 +117,7 @@ def test_seeded_random_models_c_equals_reference() -> None:
 def test_seeded_random_models_on_qemu(toolchain: None) -> None:
     """A sample of ``make fuzz-qemu``: random models as Cortex-M0, M4 and M55 firmware, every
     entry point (NaN and infinity in the float input) equal to the reference bit for bit.
-    Reproduces with ``python -m lstm_embed.fuzz --qemu --seed 2000000 --models 4``."""
+    Reproduces with ``python -m lstm_embed.tools.fuzz --qemu --seed 2000000 --models 4``."""
     specs = [fuzz.random_spec(seed) for seed in range(2_000_000, 2_000_004)]
     outcomes = fuzz.check_qemu_specs(specs, jobs=2)
     assert {o.board for o in outcomes} == set(fuzz.QEMU_BOARDS)

@@ -1,4 +1,5 @@
-"""Weight rounding against calibration data (lstm_embed.rounding, lstm_embed.calibration).
+"""Weight rounding against calibration data (lstm_embed.quantize.rounding and
+lstm_embed.quantize.calibration).
 
 Oracles: rounding worked by hand, an explicit re-inversion of H at every step (the definition
 of the error-feedback update, without the Cholesky shortcut), the quadratic objective itself,
@@ -10,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lstm_embed import fixedpoint as fp
-from lstm_embed import reference, rounding
-from lstm_embed.hostbuild import run_host
 from lstm_embed.pipeline import convert_ir
-from lstm_embed.quantize import QuantizeOptions, quantize
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize import rounding
+from lstm_embed.quantize.quantizer import QuantizeOptions, quantize
+from lstm_embed.reference import interpreter as reference
+from lstm_embed.targets.hostbuild import run_host
 
 from .helpers import random_inputs, random_model
 
@@ -187,8 +189,8 @@ def test_held_out_part_beyond_the_ranges_warns(tmp_path) -> None:
     """Every 4th sequence is held out; made three times larger here, it leaves the input range
     calibrated on the others: convert says so, with the count (the values beyond 2x the fit
     part's max, INPUT_HEADROOM), and records it."""
-    from lstm_embed.calibration import CalibrationWarning, held_out_split
-    from lstm_embed.quantize import INPUT_HEADROOM
+    from lstm_embed.quantize.calibration import CalibrationWarning, held_out_split
+    from lstm_embed.quantize.quantizer import INPUT_HEADROOM
 
     model = random_model(13, 3, [6], 5)
     x = random_inputs(13, 200, 5, 3)
@@ -208,8 +210,8 @@ def test_gru_error_feedback_c_equals_reference(tmp_path, reset_after: bool) -> N
     """A GRU rounds its rows in groups (z and r against [x; h], the candidate against [x; r*h],
     or apart against x and h with reset_after); the C still equals the reference, and the
     candidate's merged row keeps only the columns each part multiplies."""
-    from lstm_embed.ir import DenseLayer, Model
-    from lstm_embed.layers.gru import GRULayer
+    from lstm_embed.ir.model import DenseLayer, Model
+    from lstm_embed.kinds.gru import GRULayer
 
     rng = np.random.default_rng(14)
     m, n = 3, 6

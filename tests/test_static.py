@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_embed import fuzz
 from lstm_embed.pipeline import convert_ir
+from lstm_embed.tools import fuzz
 
 from .helpers import generated_c
 

@@ -1,4 +1,4 @@
-"""Trained sample models (lstm_embed.samples): generated C vs the reference and vs Keras.
+"""Trained sample models (lstm_embed.tools.samples): generated C vs the reference and vs Keras.
 
 Each model trains once (cached on disk by samples.py) and converts once per test session.
 Errors are measured on the held-out test inputs through the real pipeline: convert, compile the
@@ -18,15 +18,16 @@ import numpy as np
 import pytest
 
 import lstm_embed
-from lstm_embed import cli, reference
-from lstm_embed import fixedpoint as fp
-from lstm_embed.compare import QMODEL_FILE, compare, dequantized_ir, load_qmodel, save_qmodel
-from lstm_embed.float_model import forward
-from lstm_embed.hostbuild import run_host
-from lstm_embed.ir import LSTMLayer
+from lstm_embed import cli
+from lstm_embed.ir.float_model import forward
+from lstm_embed.ir.model import LSTMLayer
 from lstm_embed.pipeline import Conversion
-from lstm_embed.quantize import INPUT_HEADROOM, QuantizeOptions
-from lstm_embed.samples import Sample, oscillator_series, pattern_signals, sample
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.quantizer import INPUT_HEADROOM, QuantizeOptions
+from lstm_embed.reference import interpreter as reference
+from lstm_embed.targets.hostbuild import run_host
+from lstm_embed.tools.compare import QMODEL_FILE, compare, dequantized_ir, load_qmodel, save_qmodel
+from lstm_embed.tools.samples import Sample, oscillator_series, pattern_signals, sample
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,1 @@
+"""Emitter: integer IR -> C sources and report.json, rendered from templates/."""

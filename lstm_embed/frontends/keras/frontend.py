@@ -1,0 +1,165 @@
+"""Frontend: a Keras model file -> float IR, through the reader and the layer registry.
+
+The reader (``lstm_embed.frontends.keras.reader``) turns the file into plain data; each layer
+kind's ``read`` (``lstm_embed.kinds``) turns its LayerSpec into an IR layer or says why it
+cannot. No ML framework is imported here; an in-memory Keras model is saved to a temporary
+.keras file first.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lstm_embed.frontends.keras.reader import ReaderError, read_model
+from lstm_embed.frontends.keras.spec import LayerSpec, ModelSpec
+from lstm_embed.ir.model import Model, sequence_out
+from lstm_embed.kinds import FloatLayer, IRError, Unsupported, fold_chain, read_layer
+
+
+class FrontendError(ValueError):
+    """The model cannot be read; the message names the file or layer and what is supported."""
+
+
+@dataclass
+class LayerReading:
+    """One layer of the file: its IR layer, or why it is not supported."""
+
+    spec: LayerSpec
+    layer: FloatLayer | None = None
+    problems: list[str] = field(default_factory=list)
+    input_size: int | None = None
+
+
+def read_layers(spec: ModelSpec) -> list[LayerReading]:
+    """Every layer of the chain, read as far as possible: an unsupported layer does not stop
+    the rest (inspect shows them all); after it, input sizes come from the weights' shapes."""
+    size = _feature_size(spec)
+    steps = spec.input_shape[0] if len(spec.input_shape) == 2 else None
+    readings = []
+    for layer_spec in spec.layers:
+        reading = LayerReading(layer_spec, input_size=size)
+        try:
+            if size is None:
+                raise Unsupported(["input size unknown (after an unsupported layer)"])
+            reading.layer = read_layer(layer_spec, size, steps)
+        except Unsupported as error:
+            reading.problems = error.reasons
+        except IRError as error:  # its message names the layer already: keep only the rest
+            reading.problems = [str(error).removeprefix(f"layer '{layer_spec.name}': ")]
+        readings.append(reading)
+        if reading.layer is not None:
+            size = reading.layer.output_size
+            steps = _steps_after(reading.layer, steps)
+        elif reading.problems:
+            size = _size_after(layer_spec, size)
+            steps = None
+        # else: an identity at inference, the size carries through
+    return readings
+
+
+def _steps_after(layer: FloatLayer, steps: int | None) -> int | None:
+    """The timesteps after a layer that changes them (``output_timesteps``)."""
+    change = getattr(layer, "output_timesteps", None)
+    return change(steps) if change is not None else steps
+
+
+def _feature_size(spec: ModelSpec) -> int | None:
+    shape = spec.input_shape
+    if len(shape) != 2 or shape[1] is None:
+        return None
+    return int(shape[1])
+
+
+def _size_after(spec: LayerSpec, size: int | None) -> int | None:
+    """Output features of a layer lstm-embed cannot read: its units or filters where the config
+    has them, else its input's (pooling, normalization, masking keep the features)."""
+    for key in ("units", "filters"):
+        if isinstance(spec.config.get(key), int):
+            return int(spec.config[key])
+    return size
+
+
+def model_name(spec: ModelSpec) -> str:
+    return spec.name if spec.name.isidentifier() else "model"
+
+
+def build_ir(spec: ModelSpec) -> Model:
+    """ModelSpec -> IR; every unsupported layer and option in one error."""
+    shape = spec.input_shape
+    if len(shape) != 2 or shape[1] is None:
+        raise FrontendError(
+            f"{spec.source}: input shape (batch, {', '.join(map(str, shape))}) is not supported;"
+            " expected (batch, timesteps, features)"
+        )
+    readings = read_layers(spec)
+    problems = [
+        f"layer '{r.spec.name}' ({r.spec.class_name}): {p}" for r in readings for p in r.problems
+    ]
+    if problems:
+        raise FrontendError(f"{spec.source}: " + "; ".join(problems))
+    layers, folding = fold_chain([r.layer for r in readings if r.layer is not None])
+    if folding:
+        raise FrontendError(f"{spec.source}: " + "; ".join(folding))
+    meta = {"keras_version": spec.keras_version, "file_format": spec.file_format}
+    meta["batch_size"] = str(spec.batch_size)  # a stateful model must run one stream
+    try:
+        return Model(model_name(spec), int(shape[1]), shape[0], tuple(layers), spec.source, meta)
+    except IRError as error:
+        raise FrontendError(f"{spec.source}: {error}") from error
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    try:
+        return read_model(path)
+    except ReaderError as error:
+        raise FrontendError(str(error)) from error
+
+
+def load_model(path: str | Path) -> Model:
+    """A .keras or .h5 file (Keras 2 or 3) -> IR."""
+    return build_ir(read_spec(path))
+
+
+def read_keras_model(model: Any, source: str = "<in-memory model>") -> Model:
+    """An in-memory Keras model -> IR, by way of the same file reader as everything else."""
+    with tempfile.TemporaryDirectory(prefix="lstm-embed-") as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        spec = read_spec(path)
+    return build_ir(replace(spec, source=source))
+
+
+def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[dict[str, Any]]:
+    """One row per layer of the file, supported or not (``unsupported`` gives the reasons)."""
+    steps: Any = spec.input_shape[0] if spec.input_shape else None
+    batch = spec.batch_size  # None, or the fixed batch of a stateful model
+    shape: Any = [batch, *spec.input_shape]
+    rows = []
+    for index, reading in enumerate(read_layers(spec)):
+        config, layer = reading.spec.config, reading.layer
+        activation = config.get("activation")
+        row: dict[str, Any] = {
+            "name": reading.spec.name,
+            "type": reading.spec.class_name,
+            "activation": activation if isinstance(activation, str) else None,
+            "units": config.get("units"),
+            "input_size": reading.input_size,
+            "params": reading.spec.param_count,
+            "flash_bytes": None,
+            "unsupported": "; ".join(reading.problems),
+        }
+        if layer is not None:
+            row.update({k: v for k, v in layer.summary().items() if k != "type"})  # file's class
+            row["flash_bytes"] = layer.flash_bytes(weight_bits[min(index, len(weight_bits) - 1)])
+            sequence = isinstance(shape, list) and len(shape) == 3
+            steps = _steps_after(layer, steps)
+            timesteps = isinstance(shape, list) and sequence_out(layer, sequence)
+            shape = [batch, steps, layer.output_size] if timesteps else [batch, layer.output_size]
+        elif reading.problems:
+            shape = "?"  # what an unsupported layer outputs is not worked out here
+        row["output_shape"] = shape
+        rows.append(row)
+    return rows

@@ -1,0 +1,219 @@
+"""Flatten, Reshape (where it only regroups (timesteps, features)) and RepeatVector: the same
+int16 values in another shape; run-only.
+
+- Flatten: (T, m) -> T * m features, one vector (T fixed: the model's timesteps).
+- Reshape(target_shape): (T, m) -> (T', m') with T * m = T' * m' (a -1 in the target is
+  resolved as Keras does), or -> one vector of T * m (a one-dimensional target): the values in
+  the same row-major order, so the C copies them.
+- RepeatVector(n): one vector -> n timesteps of it.
+Each output feature keeps the scale of the input feature it holds (so Reshape needs m' a
+multiple of m, or one scale for every input feature). Flatten and Reshape depend on the
+window's length: their run() takes exactly the model's timesteps (``exact_timesteps``).
+Templates: templates/layers/reshape.c.j2 and reshape_call.c.j2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.kinds.base import (
+    FloatLayer,
+    IRError,
+    LayerTrace,
+    QLayer,
+    QuantContext,
+    QuantizeError,
+    Unsupported,
+)
+from lstm_embed.kinds.common import WeightlessLayer, WeightlessQLayer
+
+KINDS = {"Flatten": "flatten", "Reshape": "reshape", "RepeatVector": "repeat"}
+
+
+def read(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> ReshapeLayer:
+    config, cls = spec.config, spec.class_name
+    if cls == "RepeatVector":
+        n = config.get("n")
+        if not isinstance(n, int) or n < 1:
+            raise Unsupported([f"n={n!r} is not supported (supported: >= 1)"])
+        return ReshapeLayer(spec.name, input_size, "repeat", n, input_size, cls)
+    if config.get("data_format", "channels_last") != "channels_last":
+        raise Unsupported([f"data_format={config.get('data_format')!r} is not supported"])
+    if timesteps is None:
+        raise Unsupported([f"{cls} needs a fixed number of timesteps (Input((T, m)))"])
+    total = timesteps * input_size
+    if cls == "Flatten":
+        return ReshapeLayer(spec.name, input_size, "flatten", 1, total, cls, timesteps)
+    target = list(config.get("target_shape") or [])
+    if len(target) not in (1, 2) or sum(1 for d in target if d == -1) > 1:
+        raise Unsupported([f"target_shape={target!r} is not supported (supported: (T', m'),"
+                           " or (n,): a regrouping of (timesteps, features))"])  # fmt: skip
+    known = int(np.prod([d for d in target if d != -1]))
+    if known < 1 or total % known:
+        raise Unsupported([f"target_shape={target!r} does not hold {timesteps}x{input_size}"])
+    target = [total // known if d == -1 else int(d) for d in target]
+    if int(np.prod(target)) != total:
+        raise Unsupported([f"target_shape={target!r} does not hold {timesteps}x{input_size}"])
+    if len(target) == 1:
+        return ReshapeLayer(spec.name, input_size, "flatten", 1, total, cls, timesteps)
+    return ReshapeLayer(spec.name, input_size, "reshape", target[0], target[1], cls, timesteps)
+
+
+@dataclass(frozen=True)
+class ReshapeLayer(WeightlessLayer, FloatLayer):
+    kind: ClassVar[str] = "reshape"
+    keras_class: ClassVar[str] = "Reshape"
+    streaming: ClassVar[bool] = False
+    name: str
+    input_size: int
+    mode: str  # "flatten", "reshape" or "repeat"
+    out_timesteps: int  # 1 for flatten, T' for reshape, n for repeat
+    out_size: int
+    keras_name: str
+    in_timesteps: int | None = None  # flatten, reshape: the window they regroup
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("flatten", "reshape", "repeat"):
+            raise IRError(f"layer '{self.name}': mode {self.mode!r}")
+        if self.mode == "repeat":
+            consistent = self.out_size == self.input_size and self.out_timesteps >= 1
+        else:  # the same values regrouped
+            total = (self.in_timesteps or 0) * self.input_size
+            consistent = self.out_timesteps * self.out_size == total and total > 0
+            consistent = consistent and (self.mode == "reshape" or self.out_timesteps == 1)
+        if not consistent:
+            raise IRError(
+                f"layer '{self.name}': {self.keras_name} of {self.in_timesteps}x"
+                f"{self.input_size} into {self.out_timesteps}x{self.out_size}"
+            )
+
+    @property
+    def whole_window_reason(self) -> str:
+        if self.mode == "repeat":
+            return "RepeatVector makes a sequence of one vector"
+        return f"{self.keras_name} regroups the window's timesteps"
+
+    @property
+    def keeps_timesteps(self) -> bool:
+        return self.mode != "flatten"
+
+    @property
+    def makes_timesteps(self) -> bool:
+        return self.mode == "repeat"
+
+    @property
+    def needs_vector(self) -> bool:
+        return self.mode == "repeat"
+
+    @property
+    def exact_timesteps(self) -> bool:
+        return self.mode != "repeat"
+
+    @property
+    def output_size(self) -> int:
+        return self.out_size
+
+    @property
+    def params(self) -> int:
+        return 0
+
+    def output_timesteps(self, steps: int | None) -> int | None:
+        return self.out_timesteps
+
+    def forward(self, x: np.ndarray) -> LayerTrace:
+        if self.mode == "repeat":
+            return LayerTrace(np.repeat(x[:, None], self.out_timesteps, axis=1))
+        if self.mode == "flatten":
+            return LayerTrace(x.reshape(len(x), -1))
+        return LayerTrace(x.reshape(len(x), self.out_timesteps, self.out_size))
+
+    def quantize(self, ctx: QuantContext) -> QReshapeLayer:
+        scale = np.broadcast_to(np.asarray(ctx.feature_scale, np.float64), (self.input_size,))
+        if self.mode == "reshape" and self.out_size % self.input_size and np.ptp(scale) > 0:
+            raise QuantizeError(
+                f"layer '{self.name}' (Reshape): its input features have different scales"
+                f" (the model input's); supported: {self.out_size} output features a multiple"
+                f" of the {self.input_size} input ones, or Reshape after a layer with one scale"
+            )
+        reps = -(-self.out_size // self.input_size)
+        out_scale = np.tile(scale, reps)[: self.out_size].copy()
+        return QReshapeLayer(
+            self.name, self.input_size, self.mode, self.out_timesteps, self.out_size,
+            self.keras_name, self.in_timesteps, out_scale,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class QReshapeLayer(WeightlessQLayer, QLayer):
+    kind: ClassVar[str] = "reshape"
+    template: ClassVar[str] = "layers/reshape.c.j2"
+    streaming: ClassVar[bool] = False
+    name: str
+    input_size: int
+    mode: str
+    out_timesteps: int
+    out_size: int
+    keras_name: str
+    in_timesteps: int | None
+    out_scale: np.ndarray
+
+    @property
+    def whole_window_reason(self) -> str:
+        if self.mode == "repeat":
+            return "RepeatVector makes a sequence of one vector"
+        return f"{self.keras_name} regroups the window's timesteps"
+
+    @property
+    def keeps_timesteps(self) -> bool:
+        return self.mode != "flatten"
+
+    @property
+    def makes_timesteps(self) -> bool:
+        return self.mode == "repeat"
+
+    @property
+    def exact_timesteps(self) -> bool:
+        return self.mode != "repeat"
+
+    def output_timesteps(self, steps: int | None) -> int | None:
+        return self.out_timesteps
+
+    @property
+    def output_size(self) -> int:
+        return self.out_size
+
+    @property
+    def output_feature_scale(self) -> np.ndarray:
+        return self.out_scale
+
+    def step(self, x_q: np.ndarray, state: Any, tables: dict) -> tuple[np.ndarray, Any]:
+        """RepeatVector on its one vector (the run-only path steps a vector input)."""
+        x_q = np.asarray(x_q, np.int64)
+        return np.repeat(x_q[:, None], self.out_timesteps, axis=1), None
+
+    def window(self, x_q: np.ndarray, state: Any, tables: dict, traces: list | None):
+        x_q = np.asarray(x_q, np.int64)
+        if self.mode == "flatten":
+            return x_q.reshape(len(x_q), -1)
+        return x_q.reshape(len(x_q), self.out_timesteps, self.out_size)
+
+    def context(self, index: int) -> dict[str, Any]:
+        return {
+            "index": index,
+            "name": self.name,
+            "keras_name": self.keras_name,
+            "mode": self.mode,
+            "input_size": self.input_size,
+            "out_timesteps": self.out_timesteps,
+            "out_size": self.out_size,
+        }
+
+    def format(self) -> str:
+        return "out = input format"
+
+    def flash_bytes(self) -> dict[str, int]:
+        return {"weights": 0, "biases": 0}

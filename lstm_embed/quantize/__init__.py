@@ -1,0 +1,1 @@
+"""Quantizer: float IR + calibration data -> integer IR (formats, rounding, fixed-point math)."""

@@ -1,0 +1,1 @@
+"""Targets: host builds, Cortex-M boards and QEMU, flashing, and the Python runtime handle."""

@@ -1,0 +1,172 @@
+"""The fuzzer's layers around the recurrent core (``fuzz.ModelSpec.around``).
+
+A draw is a tuple of "<place>:<kind>" strings: place "front" (before the first recurrent
+layer), "after<k>" (after recurrent layer k, which returns sequences), "head" (after the last
+recurrent layer, before the Dense layers). Their weights come from their own random stream
+(the spec's seed with AROUND_STREAM), so a spec without them builds the same model as before.
+Every kind keeps the feature count, except Flatten, whose Dense after it gets new weights of
+the flattened width. The rules below keep every draw convertible: T-changing kinds only where
+the output is one vector, Masking only first and only in streaming models without stateful
+layers, windows no longer than the sequence, Flatten no wider than an int8 row allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from lstm_embed.kinds.activation import ActivationLayer
+from lstm_embed.kinds.batch_norm import BatchNormLayer
+from lstm_embed.kinds.conv1d import Conv1DLayer
+from lstm_embed.kinds.dense import DenseLayer
+from lstm_embed.kinds.layer_norm import LayerNormLayer
+from lstm_embed.kinds.masking import MaskingLayer
+from lstm_embed.kinds.pooling import PoolingLayer
+from lstm_embed.kinds.reshape import ReshapeLayer
+
+AROUND_STREAM = 0xA40
+# per-timestep kinds (streaming), drawn anywhere
+PER_STEP = ("relu", "leaky_relu", "sigmoid", "tanh", "batch_norm", "layer_norm", "conv_causal")
+# kinds that need the whole window but keep the timesteps
+WINDOW_SAME = ("conv_same", "avgpool_same")
+# kinds that change the timesteps (front, when the output is one vector)
+WINDOW_CHANGING = ("conv_valid", "conv_strided", "maxpool", "avgpool")
+# heads after a last recurrent layer that returns sequences, giving one vector
+SEQUENCE_HEADS = ("global_average", "global_max", "flatten")
+MIN_CHANGING_TIMESTEPS = 6  # the longest valid window drawn spans 5 timesteps
+MAX_FLAT_WIDTH = 512  # Flatten's width: int8 rows of the Dense after it (516 at most)
+WHOLE_WINDOW = (*WINDOW_SAME, *WINDOW_CHANGING, *SEQUENCE_HEADS, "repeat")
+
+
+def draw(seed: int, recurrent: tuple, return_sequences: bool, timesteps: int) -> tuple:
+    """A random tuple of around layers for a spec's recurrent layers (``fuzz.LSTMSpec``)."""
+    rng = np.random.default_rng([seed, AROUND_STREAM])
+    if rng.random() < 0.5:
+        return ()
+    flags = [(la.go_backwards, la.stateful, la.bidirectional) for la in recurrent]
+    run_only = any(back or bool(bidir) for back, _, bidir in flags)
+    stateful = any(state for _, state, _ in flags)
+    out: list[str] = []
+    vector_out = not return_sequences
+    if rng.random() < 0.2 and not run_only and not stateful:
+        out.append("front:masking")
+    masking = bool(out)
+    front = list(PER_STEP)
+    if not masking:
+        front += list(WINDOW_SAME)
+        if vector_out and timesteps >= MIN_CHANGING_TIMESTEPS:
+            front += list(WINDOW_CHANGING)
+    if rng.random() < 0.5:
+        out.append(f"front:{rng.choice(front)}")
+    for k in range(len(recurrent) - 1):
+        if rng.random() < 0.3:
+            out.append(f"after{k}:{rng.choice(PER_STEP)}")
+    head = list(PER_STEP) if return_sequences else [k for k in PER_STEP if k != "conv_causal"]
+    if not masking:
+        if return_sequences:
+            head += ["global_average", "global_max"]
+            if timesteps * recurrent[-1].units <= MAX_FLAT_WIDTH:
+                head.append("flatten")
+        elif not any(k.split(":")[1] in WINDOW_CHANGING for k in out):
+            head.append("repeat")
+    if rng.random() < 0.5:
+        out.append(f"head:{rng.choice(head)}")
+    return tuple(out)
+
+
+def needs_fixed_length(around: tuple) -> bool:
+    return any(item.split(":")[1] in WHOLE_WINDOW for item in around)
+
+
+def insert(seed: int, around: tuple, layers: list, timesteps: int) -> list:
+    """The chain with the around layers in their places (new Dense weights after Flatten)."""
+    if not around:
+        return layers
+    rng = np.random.default_rng([seed, AROUND_STREAM, 1])
+    recurrent = [i for i, la in enumerate(layers) if la.recurrent]
+    places = {"front": recurrent[0], "head": recurrent[-1] + 1}
+    places |= {f"after{k}": i + 1 for k, i in enumerate(recurrent)}
+    chain = list(layers)
+    # from the back (the later of two in one place first), so that the places of the earlier
+    # ones stay where they are
+    order = sorted(enumerate(around), key=lambda e: (-places[e[1].split(":")[0]], -e[0]))
+    for _, item in order:
+        place, kind = item.split(":")
+        at = places[place]
+        size = chain[at - 1].output_size if at > 0 else layers[0].input_size
+        new = _layers(rng, kind, f"{kind}_{place}", size, timesteps)
+        chain[at:at] = new
+        after = at + len(new)
+        width = new[-1].output_size
+        if after < len(chain) and chain[after].input_size != width:
+            chain[after] = _resized(rng, chain[after], width)
+    return chain
+
+
+def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: int) -> list:
+    """The layers of one around kind on m features (Flatten: after timesteps of them)."""
+    if kind == "masking":
+        return [MaskingLayer(name, m, float(rng.choice([0.0, 0.0, -1.0])))]
+    if kind in ("relu", "leaky_relu"):
+        slope = 0.0 if kind == "relu" else float(rng.uniform(0.01, 0.5))
+        top = None if rng.random() < 0.5 else float(rng.uniform(0.1, 5))
+        threshold = 0.0 if rng.random() < 0.7 else float(rng.uniform(-0.5, 0.5))
+        return [ActivationLayer(name, m, "relu", slope, top, threshold)]
+    if kind in ("sigmoid", "tanh"):
+        return [ActivationLayer(name, m, kind)]
+    if kind == "batch_norm":
+        gamma, beta = rng.uniform(-2, 2, m), rng.normal(size=m)
+        mean, variance = rng.normal(size=m), rng.uniform(0, 3, m)
+        return [BatchNormLayer(name, m, gamma, beta, mean, variance, 1e-3)]
+    if kind == "layer_norm":
+        gamma, beta = rng.uniform(-2, 2, m), rng.normal(size=m) * 0.5
+        return [LayerNormLayer(name, m, gamma, beta, float(rng.choice([1e-3, 1e-5, 0.5])))]
+    if kind.startswith("conv"):
+        k = int(rng.integers(1, 4))
+        padding, strides, dilation = {
+            "conv_causal": ("causal", 1, int(rng.integers(1, 3))),
+            "conv_same": ("same", 1, 1),
+            "conv_valid": ("valid", 1, int(rng.integers(1, 3))),
+            "conv_strided": (str(rng.choice(["same", "causal"])), 2, 1),
+        }[kind]
+        kernel = rng.uniform(-1, 1, (k, m, m)) * np.sqrt(3 / (k * m))
+        bias = rng.uniform(-0.2, 0.2, m) if rng.random() < 0.75 else None
+        activation = str(rng.choice(["linear", "relu", "tanh", "sigmoid"]))
+        return [Conv1DLayer(name, m, m, k, dilation, kernel, bias, activation, padding, strides)]
+    if kind in ("maxpool", "avgpool", "avgpool_same"):
+        mode = "max" if kind == "maxpool" else "average"
+        padding = "same" if kind == "avgpool_same" else str(rng.choice(["valid", "same"]))
+        pool = int(rng.integers(1, 4))
+        strides = 1 if kind == "avgpool_same" else int(rng.integers(1, pool + 1))
+        keras_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
+        return [PoolingLayer(name, m, mode, keras_name, pool, strides, padding)]
+    if kind == "flatten":
+        return [ReshapeLayer(name, m, "flatten", 1, timesteps * m, "Flatten", timesteps)]
+    if kind in ("global_average", "global_max"):
+        mode = "average" if kind == "global_average" else "max"
+        keras_name = "GlobalAveragePooling1D" if mode == "average" else "GlobalMaxPooling1D"
+        return [PoolingLayer(name, m, mode, keras_name, whole=True)]
+    if kind == "repeat":  # RepeatVector(T), an LSTM returning sequences: an autoencoder
+        from lstm_embed.tools.fuzz import LSTMSpec, _recurrent
+
+        lstm = _recurrent(rng, LSTMSpec(m), f"{name}_lstm", m, True)
+        return [ReshapeLayer(name, m, "repeat", timesteps, m, "RepeatVector"), lstm]
+    raise ValueError(f"unknown around kind {kind!r}")
+
+
+def with_around(spec: Any) -> Any:
+    """``spec`` with its around layers drawn (one weight width for all layers when it has
+    them: a per-layer list would not name the new layers)."""
+    around = draw(spec.seed, spec.lstm, spec.return_sequences, spec.timesteps)
+    bits = spec.weight_bits[:1] if around else spec.weight_bits
+    return replace(spec, around=around, weight_bits=bits)
+
+
+def _resized(rng: np.random.Generator, layer: Any, width: int) -> Any:
+    """A Dense layer with new weights for an input of ``width`` features."""
+    if not isinstance(layer, DenseLayer):
+        raise ValueError(f"layer '{layer.name}' follows a width change")
+    kernel = rng.uniform(-1, 1, (width, layer.units)) * np.sqrt(3 / width)
+    return replace(layer, input_size=width, kernel=kernel)
