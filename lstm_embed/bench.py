@@ -27,7 +27,7 @@ from typing import IO
 import numpy as np
 
 from . import firmware
-from .boards import EMULATED_BOARDS, Board, get_board
+from .boards import CORE_BOARDS, EMULATED_BOARDS, Board, get_board
 from .cformat import c_int_array
 from .emit import render
 from .ir import DenseLayer, LSTMLayer, Model
@@ -236,19 +236,14 @@ def build_bench(
             paint_words=(board.stack_bytes - 512) // 4,
         )
     )
-    common = firmware.firmware_dir() / "common"
     flags = [
         *compile_flags(board, reference, name),
         *firmware.SECTION_FLAGS,
         f"-DBOARD_IRQ_COUNT={board.irq_count}",
         f"-I{out_dir.resolve()}",
-        f"-I{common}",
+        *firmware.firmware_include_flags(),
     ]
-    sources = [
-        out_dir / f"{name}.c",
-        bdir / "harness.c",
-        *(firmware.firmware_dir() / s for s in (*firmware.FIRMWARE_SOURCES, board.board_source)),
-    ]
+    sources = [out_dir / f"{name}.c", bdir / "harness.c", *firmware.firmware_sources(board)]
     objs = []
     for src in sources:
         obj = bdir / f"{src.stem}.o"
@@ -564,7 +559,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.input_shift is not None:
         k = args.input_shift if args.input_shift == "auto" else int(args.input_shift)
         shapes = tuple(replace(s, input_shift=k) for s in shapes)
-    boards = args.boards or (QUICK_BOARDS if args.quick else EMULATED_BOARDS)
+    boards = args.boards or (QUICK_BOARDS if args.quick else CORE_BOARDS)
     work = Path(args.work_dir) if args.work_dir else None
     results = run_bench(shapes, boards, args.kernels, work, args.jobs)
     if args.json == "-":

@@ -1,8 +1,9 @@
 """Build the generated model into Cortex-M firmware, run it in QEMU, flash it with pyOCD.
 
 Data flow: out/NAME.{h,c} + out/report.json (from the converter) -> out/build/<board>/
-(rendered harness, input header and linker script; objects; firmware.elf, .map) -> QEMU
-semihosting output -> numpy arrays shaped like ``hostbuild.run_entry_point``'s.
+(rendered harness, input header and linker script; objects; firmware.elf, .map, .uf2 on the
+Pico) -> QEMU's semihosting output, or the board's UART (QEMU's -serial, or a real board's
+serial port: serial_port.py) -> numpy arrays shaped like ``hostbuild.run_entry_point``'s.
 
 Input is validated by ``inputs.check_input``, the check the host runner shares; a failed
 compile, link or QEMU run raises ``FirmwareToolError`` with the tool's whole output, also
@@ -53,12 +54,18 @@ INSTALL_HINT = (
 # The generated model code must compile cleanly under these (issue 1's contract).
 MODEL_WARNING_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror")
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections", "-g")
-FIRMWARE_SOURCES = ("common/vectors.c", "common/semihost.c", "common/cycles.c", "common/startup.S")
+FIRMWARE_SOURCES = ("common/vectors.c", "common/cycles.c", "common/startup.S")
+CONSOLE_SOURCES = {"semihosting": "common/semihost.c", "uart": "common/uart_console.c"}
 # Stems of the firmware's own sources, headers and rendered files in a build folder.
 RESERVED_NAMES = frozenset(
     [
         "vectors",
         "semihost",
+        "uart_console",
+        "console",
+        "console_format",
+        "reg",
+        "halt",
         "cycles",
         "startup",
         "board",
@@ -68,7 +75,14 @@ RESERVED_NAMES = frozenset(
         "link",
         "qemu",
         "nucleo_l476rg",
+        "nucleo_f411re",
         "nrf52840_dk",
+        "qemu_stm32f405",
+        "pico",
+        "pico_entry",
+        "stm32f4_usart",
+        "stm32l4_usart",
+        "stm32_gpio",
     ]
 )
 
@@ -150,6 +164,8 @@ class BuildResult:
     map_file: Path
     size: SizeTable  # the whole firmware
     model: SizeTable  # the model's objects, plus its state struct counted as bss
+    console: str = "semihosting"
+    uf2: Path | None = None
 
     def table(self) -> str:
         """The size table `lstm-embed build` prints."""
@@ -161,6 +177,9 @@ class BuildResult:
             cells = (s.text, s.rodata, s.data, s.bss, s.stack)
             line = f"{label:10}" + "".join(f"{c:>9}" for c in cells)
             lines.append(line + f"{s.flash:>10}{s.ram:>9}")
+        lines.append(f"console: {self.console}")
+        if self.uf2 is not None:
+            lines.append(f"uf2: {self.uf2}")
         return "\n".join(lines)
 
 
@@ -376,17 +395,34 @@ def _compile_flags(board: Board, out_dir: Path, bdir: Path) -> list[str]:
         *SECTION_FLAGS,
         f"-DBOARD_IRQ_COUNT={board.irq_count}",
         f"-I{Path(out_dir).resolve()}",
-        f"-I{firmware_dir() / 'common'}",
+        *firmware_include_flags(),
         f"-I{bdir.resolve()}",
     ]
 
 
-def _sources(out_dir: Path, model: ModelInfo, board: Board, bdir: Path) -> list[Path]:
+def firmware_include_flags() -> list[str]:
+    return [f"-I{firmware_dir() / 'common'}", f"-I{firmware_dir() / 'drivers'}"]
+
+
+def console_of(board: Board, semihosting: bool = False) -> str:
+    """The console a build links: semihosting when asked (or the board's default), else UART."""
+    return "semihosting" if semihosting else board.console
+
+
+def firmware_sources(board: Board, semihosting: bool = False) -> list[Path]:
+    """The firmware's own sources for a board: start-up, console, board file and drivers."""
+    console = CONSOLE_SOURCES[console_of(board, semihosting)]
+    names = (*FIRMWARE_SOURCES, console, board.board_source, *board.extra_sources)
+    return [firmware_dir() / s for s in names]
+
+
+def _sources(
+    out_dir: Path, model: ModelInfo, board: Board, bdir: Path, semihosting: bool
+) -> list[Path]:
     model_c = Path(out_dir) / f"{model.name}.c"
     if not model_c.is_file():
         raise FirmwareError(f"{model_c} not found; run `lstm-embed convert` into {out_dir} first")
-    firmware = [firmware_dir() / s for s in (*FIRMWARE_SOURCES, board.board_source)]
-    return [model_c, *firmware, bdir / "harness.c"]
+    return [model_c, *firmware_sources(board, semihosting), bdir / "harness.c"]
 
 
 def _compile(sources: list[Path], flags: list[str], bdir: Path, board: str) -> list[Path]:
@@ -466,12 +502,14 @@ def build(
     x: np.ndarray | None = None,
     *,
     plan: HarnessPlan | None = None,
+    semihosting: bool = False,
 ) -> BuildResult:
     """Build out_dir's model into out_dir/build/<board>/firmware.elf.
 
     x (sequences, timesteps, input_size) is compiled in as the harness input: int16 runs
     NAME_run, float runs NAME_run_f32; without it, one fixed pseudo-random int16 sequence.
-    ``plan`` instead names the entry points to call and their inputs.
+    ``plan`` instead names the entry points to call and their inputs. ``semihosting`` links
+    the semihosting console instead of the board's UART (real boards then need a debugger).
     Raises FitError when the model or the firmware does not fit the board,
     ToolchainMissingError without arm-none-eabi-gcc, FirmwareToolError when a tool fails.
     """
@@ -485,11 +523,18 @@ def build(
     bdir.mkdir(parents=True, exist_ok=True)
     _render_sources(bdir, model, b, plan)
     flags = _compile_flags(b, out_dir, bdir)
-    objs = _compile(_sources(out_dir, model, b, bdir), flags, bdir, board)
+    objs = _compile(_sources(out_dir, model, b, bdir, semihosting), flags, bdir, board)
     elf, map_file = _link(objs, b, bdir, model)
     size = elf_sizes(elf)
     model_size = model_sizes(map_file, model.name, state_symbol="harness_state")
-    return BuildResult(board=board, elf=elf, map_file=map_file, size=size, model=model_size)
+    uf2_path = None
+    if b.uf2_family is not None:
+        from lstm_embed import uf2
+
+        uf2_path = elf.with_suffix(".uf2")
+        uf2_path.write_bytes(uf2.elf_to_uf2(elf.read_bytes(), b.uf2_family))
+    console = console_of(b, semihosting)
+    return BuildResult(board, elf, map_file, size, model_size, console, uf2_path)
 
 
 # ---------------------------------------------------------------- sizes
@@ -559,6 +604,25 @@ def qemu_command(board: Board, elf: Path, extra: tuple[str, ...] = ()) -> list[s
         raise FirmwareError(
             f"board {board.name} is real hardware; QEMU cannot run it (use `flash`)"
         )
+    if board.console == "uart":
+        # the harness prints through the USART QEMU connects to its first -serial; the run
+        # ends with a semihosting exit (board_halt), the only semihosting call in the image
+        return [
+            _require(QEMU),
+            "-M",
+            board.qemu_machine,
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-semihosting-config",
+            "enable=on,target=native",
+            *extra,
+            "-kernel",
+            str(elf),
+        ]
     return [
         _require(QEMU),
         "-M",
