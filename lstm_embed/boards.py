@@ -219,7 +219,9 @@ BOARDS: dict[str, Board] = {
             board_source="boards/nrf52840_dk.c",
             pyocd_target="nrf52840",
             console=UART,
-            console_port="UARTE0 on P0.06 (TX) / P0.08 (RX): the J-Link virtual COM port, 115200 8N1",
+            console_port=(
+                "UARTE0 on P0.06 (TX) / P0.08 (RX): the J-Link virtual COM port, 115200 8N1"
+            ),
             clock_hz=64_000_000,
             # PS v1.7 gives no wait-state figure; 2 is assumed for a cache miss (docs say so)
             flash_wait_states=2,

@@ -250,13 +250,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .hostbuild import run_host
 
         y = run_host(Path(args.out_dir), x)
-    else:
+    elif get_board(args.board).emulated:
         from . import firmware
 
         y = firmware.run_qemu_f32(Path(args.out_dir), args.board, x)
+    else:
+        y = _run_real_board(args, x)
     np.save(args.output, y)
     print(f"wrote {args.output}: {y.shape} float32")
+    if args.board not in (None, "host"):
+        _print_host_comparison(Path(args.out_dir), x, y, args.board)
     return 0
+
+
+def _run_real_board(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
+    """Flash, read the UART on --port; prints the DWT cycles the board measured."""
+    from . import firmware, serial_port
+
+    board = get_board(args.board)
+    if not args.port:
+        raise CLIError(serial_port.port_hint(board))
+    run = firmware.run_on_board(Path(args.out_dir), args.board, x, args.port)
+    if any(run.run_cycles):
+        print(f"{args.board}: DWT cycles per run_f32 call: {run.run_cycles}")
+    steps = [c for sequence in run.step_cycles for c in sequence]
+    if any(steps):
+        print(
+            f"{args.board}: DWT cycles per step (step_f32): min {min(steps)}, "
+            f"mean {np.mean(steps):.0f}, max {max(steps)}; "
+            f"{1e6 * np.mean(steps) / board.clock_hz:.1f} us at {board.clock_hz / 1e6:g} MHz"
+        )
+    elif run.step_cycles:
+        print(f"{args.board}: no DWT cycle counter on this core (the counts read 0)")
+    return run.y
+
+
+def _print_host_comparison(out_dir: Path, x: np.ndarray, y: np.ndarray, board: str) -> None:
+    """The board's outputs against the host build of the same C, bit for bit."""
+    from .hostbuild import run_host
+
+    y_host = run_host(out_dir, x)
+    same = y.shape == y_host.shape and np.array_equal(y.view(np.uint32), y_host.view(np.uint32))
+    if same:
+        print(f"{board} equals the host build bit for bit ({y.size} float32 values)")
+        return
+    differ = (
+        int(np.sum(y.view(np.uint32) != y_host.view(np.uint32))) if y.shape == y_host.shape else -1
+    )
+    raise CLIError(
+        f"{board} differs from the host build: {differ} of {y.size} values"
+        if differ >= 0
+        else f"{board} output shape {y.shape} differs from the host build's {y_host.shape}"
+    )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -294,7 +339,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .emit import layout_note
     from .hostbuild import read_report
 
-    result = firmware.build(Path(args.out_dir), args.board)
+    result = firmware.build(Path(args.out_dir), args.board, semihosting=args.semihosting)
     print(f"built {result.elf}")
     print(result.table())
     folder_core = read_report(Path(args.out_dir)).get("core", "all")
@@ -403,7 +448,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
     p.add_argument("-o", "--output", required=True, help="where to save outputs (.npy)")
     p.add_argument(
-        "--board", default=None, help="host (default) or an emulated board, e.g. qemu-m4"
+        "--board",
+        default=None,
+        help="host (default), an emulated board (e.g. qemu-m4), or a real board with --port",
+    )
+    p.add_argument(
+        "--port", help="a real board's serial port (e.g. /dev/ttyACM0): flash, then read it"
     )
     p.set_defaults(func=cmd_run)
 
@@ -425,12 +475,19 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build Cortex-M firmware for a board; prints sizes")
     p.add_argument("out_dir", help="folder written by convert")
     p.add_argument("--board", default="qemu-m4", help="board (default qemu-m4); see README")
+    p.add_argument(
+        "--semihosting",
+        action="store_true",
+        help="print over semihosting instead of the board's UART (needs a debugger attached)",
+    )
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("flash", help="flash a real board with pyOCD")
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--board", required=True, help="nucleo-l476rg or nrf52840-dk")
-    p.add_argument("--dry-run", action="store_true", help="print the pyOCD command only")
+    p.add_argument(
+        "--board", required=True, help="nucleo-l476rg, nucleo-f411re, nrf52840-dk or pico (UF2)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the pyOCD (or copy) command only")
     p.set_defaults(func=cmd_flash)
 
     p = sub.add_parser("export", help="the model as a CMake, Zephyr, Arduino or PlatformIO library")
@@ -457,6 +514,11 @@ def parser() -> argparse.ArgumentParser:
         help="emulated board (repeatable; default qemu-m0, qemu-m4, qemu-m55)",
     )
     p.add_argument("--json", metavar="F", help="also write the results as JSON here")
+    p.add_argument(
+        "--clock-hz",
+        type=float,
+        help="core clock for the estimated time (default: each board's; docs/boards-and-timing.md)",
+    )
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("bench", help="instructions per step, flash and RAM on every core")
@@ -469,7 +531,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from . import profile
 
     boards = tuple(args.board) if args.board else profile.DEFAULT_BOARDS
-    results = profile.profile(Path(args.out_dir), boards)
+    clock = int(args.clock_hz) if args.clock_hz else None
+    results = profile.profile(Path(args.out_dir), boards, clock_hz=clock)
     print(profile.table(results))
     if args.json:
         profile.write_json(results, Path(args.json))

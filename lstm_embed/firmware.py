@@ -766,6 +766,57 @@ def run_qemu_f32(
     return run_entry_points(out_dir, board, ["run_f32"], x=x, timeout=timeout)["run_f32"]
 
 
+def parse_step_cycles(stdout: str) -> list[list[int]]:
+    """DWT cycles of each step, one list per stepped sequence (zeros where the core has no
+    DWT cycle counter, and under QEMU)."""
+    return [
+        [int(v) for v in line.split()[1:]]
+        for line in stdout.splitlines()
+        if line.startswith("step_cycles")
+    ]
+
+
+@dataclass(frozen=True)
+class BoardRun:
+    """What a real board printed for run_f32 (and step_f32, for its per-step cycles)."""
+
+    y: np.ndarray
+    stdout: str
+    run_cycles: list[int]
+    step_cycles: list[list[int]]
+
+
+REAL_BOARD_TIMEOUT_S = 120.0
+
+
+def run_on_board(
+    out_dir: str | Path, board: str, x: np.ndarray, port: str, timeout: float = REAL_BOARD_TIMEOUT_S
+) -> BoardRun:
+    """Build with float input x compiled in (run_f32, then step_f32 when the model has it),
+    flash the board (pyOCD, or the UF2 copy), read its UART on ``port`` until "exit"."""
+    from lstm_embed import serial_port
+
+    b = get_board(board)
+    if b.emulated:
+        raise FirmwareError(f"board {board} is emulated: run it without --port")
+    model = ModelInfo.load(Path(out_dir))
+    entries = ["run_f32"]
+    with contextlib.suppress(ValueError):  # a model without step_f32 keeps run_f32 alone
+        check_entry("step_f32", model.rule)
+        entries.append("step_f32")
+    plan = HarnessPlan.make(model, entries, x=x)
+    result = build(out_dir, board, plan=plan)
+    if result.console != "uart":
+        raise FirmwareError(f"{board} was built with semihosting; `run --port` reads its UART")
+    done = serial_port.run_over_serial(port, lambda: flash(out_dir, board, rebuild=False), timeout)
+    if done.status != 0:
+        raise FirmwareError(
+            f"the firmware on {board} ended with status {done.status}:\n{done.text[-500:]}"
+        )
+    y = parse_entry_output(done.text, model, "run_f32", plan.input_for("run_f32").shape)
+    return BoardRun(y, done.text, parse_cycles(done.text), parse_step_cycles(done.text))
+
+
 # ---------------------------------------------------------------- instruction counts
 
 
@@ -839,7 +890,11 @@ def count_instructions(
 
 
 def flash_command(board: Board, elf: Path) -> list[str]:
-    """The pyOCD command that programs elf (-W: fail at once when no probe is attached)."""
+    """The pyOCD command that programs elf (-W: fail at once when no probe is attached), or
+    for a UF2 board the copy of the .uf2 beside elf onto its boot drive."""
+    if board.uf2_family is not None:
+        drive = find_uf2_drive(board)
+        return ["cp", str(elf.with_suffix(".uf2")), str(drive) if drive else UF2_DRIVE_HINT]
     if board.pyocd_target is None:
         raise FirmwareError(f"board {board.name} is emulated; use `run --board {board.name}`")
     pyocd = Path(sys.executable).with_name("pyocd")
@@ -847,22 +902,59 @@ def flash_command(board: Board, elf: Path) -> list[str]:
     return [exe, "flash", "-W", "-t", board.pyocd_target, "--format", "elf", str(elf)]
 
 
-def flash(out_dir: str | Path, board: str, dry_run: bool = False) -> list[str]:
-    """Build (if needed) and program out_dir's firmware; returns the pyOCD command.
+UF2_DRIVE_LABEL = "RPI-RP2"  # the RP2040 boot ROM's USB drive
+UF2_DRIVE_HINT = f"<the {UF2_DRIVE_LABEL} drive>"
+UF2_DRIVE_PARENTS = ("/media", "/run/media", "/mnt", "/Volumes")
+
+
+def find_uf2_drive(board: Board, parents: Sequence[str] = UF2_DRIVE_PARENTS) -> Path | None:
+    """A mounted boot drive of the board: a folder up to two levels below parents (e.g.
+    /media/USER/RPI-RP2) that holds the INFO_UF2.TXT the boot ROM serves."""
+    for parent in map(Path, parents):
+        for pattern in (UF2_DRIVE_LABEL, f"*/{UF2_DRIVE_LABEL}", "*/*/INFO_UF2.TXT"):
+            for hit in sorted(parent.glob(pattern)) if parent.is_dir() else []:
+                drive = hit.parent if hit.name == "INFO_UF2.TXT" else hit
+                info = drive / "INFO_UF2.TXT"
+                if info.is_file() and UF2_DRIVE_LABEL in info.read_text(errors="replace"):
+                    return drive
+    return None
+
+
+def flash(
+    out_dir: str | Path, board: str, dry_run: bool = False, *, rebuild: bool = True
+) -> list[str]:
+    """Build (unless ``rebuild`` is False: the caller just built) and program out_dir's
+    firmware; returns the pyOCD (or UF2 copy) command.
 
     With dry_run the command is only returned (the CLI prints it). Raises FirmwareError
-    when pyOCD fails, e.g. no probe attached or the target's CMSIS pack is missing.
+    when pyOCD fails, e.g. no probe attached or the target's CMSIS pack is missing, or when
+    no Pico boot drive is mounted.
     """
     b = get_board(board)
     elf = build_dir(Path(out_dir), board) / "firmware.elf"
     cmd = flash_command(b, elf)
     if dry_run:
         return cmd
-    build(out_dir, board)
+    if rebuild:
+        build(out_dir, board)
+    if b.uf2_family is not None:
+        return _copy_uf2(b, elf.with_suffix(".uf2"))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise FirmwareError(_flash_failure(proc, b, cmd))
     return cmd
+
+
+def _copy_uf2(board: Board, uf2_file: Path) -> list[str]:
+    drive = find_uf2_drive(board)
+    if drive is None:
+        raise FirmwareError(
+            f"no {UF2_DRIVE_LABEL} drive mounted (looked under {', '.join(UF2_DRIVE_PARENTS)}):"
+            f" hold the {board.name}'s BOOTSEL button while plugging it in, then retry; or copy"
+            f" {uf2_file} onto the drive yourself"
+        )
+    shutil.copyfile(uf2_file, drive / uf2_file.name)  # the boot ROM starts it once written
+    return ["cp", str(uf2_file), str(drive)]
 
 
 def _flash_failure(proc: subprocess.CompletedProcess[str], board: Board, cmd: list[str]) -> str:
