@@ -169,8 +169,10 @@ def _cost_v6m(core: str, insn: Instruction) -> Cost:
     plus = core == "m0plus"
     base = _strip_condition(insn.base, _KNOWN)
     refill = 1 if plus else 2  # taken branch: 2 (M0+) / 3 (M0) cycles in all
-    if base == "b" or (base[:1] == "b" and base[1:] in CONDITIONS):
-        return Cost(1, 1 + refill) if base != "b" else Cost(1 + refill, 1 + refill)
+    if insn.base[:1] == "b" and insn.base[1:] in CONDITIONS:
+        return Cost(1, 1 + refill)  # B<cond>: 1 not taken
+    if base == "b":
+        return Cost(1 + refill, 1 + refill)
     if base == "bl":
         return Cost(2 + refill, 2 + refill)  # 4 on M0, 3 on M0+
     if base in ("bx", "blx"):
