@@ -116,7 +116,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     print_summary(result.report)
     if args.board:
-        _measure_on_board(result.out_dir, args.board)
+        clock = int(args.clock_hz) if args.clock_hz else None
+        _measure_on_board(result.out_dir, args.board, clock)
     for text in result.report["warnings"]:
         print(f"lstm-embed convert: {text}", file=sys.stderr)
     if args.verbose:
@@ -126,22 +127,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_on_board(out_dir: Path, board: str) -> None:
-    """convert --board on an emulated board: the model's flash as `build` links it, its RAM
-    (state and the stack high-water mark) and instructions per step from a QEMU run
-    (lstm-embed profile), printed and into report.json "measured"."""
+def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) -> None:
+    """convert --board: the model's flash as `build` links it, its RAM (state and the stack
+    high-water mark), instructions and estimated cycles per step from a QEMU trace (lstm-embed
+    profile; a real board's on its core's machine), printed and into report.json "measured"."""
     import dataclasses
     import os
 
     from . import firmware, profile
-    from .boards import EMULATED_BOARDS
     from .hostbuild import read_report
 
-    if board not in EMULATED_BOARDS or not firmware.toolchain_available():
-        why = "a real board" if board not in EMULATED_BOARDS else "no arm-none-eabi-gcc/QEMU"
+    if board not in profile.PROFILE_BOARDS or not firmware.toolchain_available():
+        why = "no trace for its core" if board not in profile.PROFILE_BOARDS else "no toolchain"
         print(f"measured sizes: not here ({why}); lstm-embed build --board {board} gives them")
         return
-    (run,) = profile.profile(Path(out_dir), (board,))
+    (run,) = profile.profile(Path(out_dir), (board,), clock_hz=clock_hz)
     model = firmware.build(out_dir, board).model  # flash as lstm-embed build links it
     const = model.rodata + model.data
     measured = dataclasses.replace(
@@ -439,6 +439,11 @@ def parser() -> argparse.ArgumentParser:
         " portable, or all (every core's, chosen when compiling)",
     )
     target.add_argument("--board", help="emit the layout of this board's core (see README)")
+    p.add_argument(
+        "--clock-hz",
+        type=float,
+        help="with --board: core clock of the estimated time per step (default: the board's)",
+    )
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.add_argument("-v", "--verbose", action="store_true", help="print every layer's details")
     p.set_defaults(func=cmd_convert)
