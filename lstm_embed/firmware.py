@@ -907,10 +907,10 @@ UF2_DRIVE_HINT = f"<the {UF2_DRIVE_LABEL} drive>"
 UF2_DRIVE_PARENTS = ("/media", "/run/media", "/mnt", "/Volumes")
 
 
-def find_uf2_drive(board: Board, parents: Sequence[str] = UF2_DRIVE_PARENTS) -> Path | None:
+def find_uf2_drive(board: Board, parents: Sequence[str] | None = None) -> Path | None:
     """A mounted boot drive of the board: a folder up to two levels below parents (e.g.
     /media/USER/RPI-RP2) that holds the INFO_UF2.TXT the boot ROM serves."""
-    for parent in map(Path, parents):
+    for parent in map(Path, UF2_DRIVE_PARENTS if parents is None else parents):
         for pattern in (UF2_DRIVE_LABEL, f"*/{UF2_DRIVE_LABEL}", "*/*/INFO_UF2.TXT"):
             for hit in sorted(parent.glob(pattern)) if parent.is_dir() else []:
                 drive = hit.parent if hit.name == "INFO_UF2.TXT" else hit

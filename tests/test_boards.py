@@ -145,7 +145,6 @@ def test_pico_uf2_decodes_to_the_elf_image(toolchain, fake_model, tmp_path) -> N
 @pytest.mark.firmware
 def test_pico_flash_without_its_drive_says_how(toolchain, fake_model, monkeypatch) -> None:
     monkeypatch.setattr(firmware, "UF2_DRIVE_PARENTS", ())
-    monkeypatch.setattr(firmware, "find_uf2_drive", lambda board, parents=(): None)
     with pytest.raises(firmware.FirmwareError, match="BOOTSEL"):
         firmware.flash(fake_model, "pico")
 
@@ -211,3 +210,10 @@ def test_real_boards_state_their_console_clock_and_timing() -> None:
         for source in (b.board_source, *b.extra_sources):
             assert (firmware.firmware_dir() / source).is_file(), source
     assert json.dumps(get_board("pico").uf2_family) == str(0xE48BFF56)
+
+
+def test_pico_flash_dry_run_is_the_uf2_copy(fake_model, monkeypatch) -> None:
+    monkeypatch.setattr(firmware, "UF2_DRIVE_PARENTS", ())
+    cmd = firmware.flash(fake_model, "pico", dry_run=True)
+    assert cmd[0] == "cp" and cmd[1].endswith("build/pico/firmware.uf2")
+    assert "RPI-RP2" in cmd[2]
