@@ -169,6 +169,13 @@ def table(results: list[Profile]) -> str:
         " states (not checked against silicon; see docs/boards-and-timing.md). Arm publishes no"
         " timings for M7, M33 and M55: no estimate there"
     )
+    for r in results:
+        if r.estimated_cycles_by_function and r.estimated_cycles_per_step:
+            top = list(r.estimated_cycles_by_function.items())[:4]
+            parts = ", ".join(
+                f"{name} {c:.0f} ({100 * c / r.estimated_cycles_per_step:.0f}%)" for name, c in top
+            )
+            lines.append(f"{r.board} est. cycles by function: {parts}")
     traced = [r for r in results if r.traced_on != r.board]
     for r in traced:
         lines.append(
