@@ -38,6 +38,7 @@
 #define RCC_PLLCFGR_P_DIV2 (0u << 16)
 #define RCC_PLLCFGR_SRC_HSI (0u << 22)
 #define RCC_PLLCFGR_Q(q) ((uint32_t)(q) << 24)
+#define RCC_PLLCFGR_RESERVED 0xF0BC8000u /* kept at their reset values (RM0383 6.3.2) */
 #define RCC_CFGR REG32(0x40023808u)
 #define RCC_CFGR_SW_MASK 0x3u
 #define RCC_CFGR_SW_PLL 0x2u
@@ -72,8 +73,8 @@ static void clocks_100mhz(void)
     RCC_CR &= ~RCC_CR_PLLON;
     while ((RCC_CR & RCC_CR_PLLRDY) != 0u) {
     }
-    RCC_PLLCFGR = RCC_PLLCFGR_M(8) | RCC_PLLCFGR_N(100) | RCC_PLLCFGR_P_DIV2 |
-                  RCC_PLLCFGR_SRC_HSI | RCC_PLLCFGR_Q(4);
+    RCC_PLLCFGR = (RCC_PLLCFGR & RCC_PLLCFGR_RESERVED) | RCC_PLLCFGR_M(8) | RCC_PLLCFGR_N(100) |
+                  RCC_PLLCFGR_P_DIV2 | RCC_PLLCFGR_SRC_HSI | RCC_PLLCFGR_Q(4);
     RCC_CR |= RCC_CR_PLLON;
     while ((RCC_CR & RCC_CR_PLLRDY) == 0u) {
     }
