@@ -799,6 +799,7 @@ def run_on_board(
     b = get_board(board)
     if b.emulated:
         raise FirmwareError(f"board {board} is emulated: run it without --port")
+    serial_port.require_pyserial()
     model = ModelInfo.load(Path(out_dir))
     entries = ["run_f32"]
     with contextlib.suppress(ValueError):  # a model without step_f32 keeps run_f32 alone

@@ -90,11 +90,18 @@ def port_hint(board: Board) -> str:
     )
 
 
-def open_port(port: str, baud: int = BAUD) -> object:
+def require_pyserial() -> None:
+    """Fail before any build or flash when pyserial is missing."""
     try:
-        import serial
+        import serial  # noqa: F401
     except ImportError:
         raise FirmwareError(INSTALL_HINT) from None
+
+
+def open_port(port: str, baud: int = BAUD) -> object:
+    require_pyserial()
+    import serial
+
     try:
         return serial.Serial(port, baud, timeout=READ_TIMEOUT_S)
     except serial.SerialException as error:

@@ -217,3 +217,16 @@ def test_pico_flash_dry_run_is_the_uf2_copy(fake_model, monkeypatch) -> None:
     cmd = firmware.flash(fake_model, "pico", dry_run=True)
     assert cmd[0] == "cp" and cmd[1].endswith("build/pico/firmware.uf2")
     assert "RPI-RP2" in cmd[2]
+
+
+def test_run_with_port_but_no_pyserial_fails_before_building(
+    fake_model, tmp_path, capsys, monkeypatch
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "serial", None)  # import serial -> ImportError
+    np.save(tmp_path / "x.npy", np.zeros((1, 2, 2), np.float32))
+    argv = ["run", str(fake_model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]
+    assert cli.main([*argv, "--board", "nrf52840-dk", "--port", "/dev/ttyACM0"]) == 2
+    assert "pip install 'lstm-embed[serial]'" in capsys.readouterr().err
+    assert not (fake_model / "build").exists()
