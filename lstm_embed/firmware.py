@@ -602,45 +602,24 @@ def model_sizes(map_file: Path, name: str, state_symbol: str) -> SizeTable:
 def qemu_command(board: Board, elf: Path, extra: tuple[str, ...] = ()) -> list[str]:
     if board.qemu_machine is None:
         raise FirmwareError(
-            f"board {board.name} is real hardware; QEMU cannot run it (use `flash`)"
+            f"board {board.name} is real hardware; QEMU cannot run it (use `run --board"
+            f" {board.name} --port PORT` to flash it and read its UART, or `flash`)"
         )
     if board.console == "uart":
         # the harness prints through the USART QEMU connects to its first -serial; the run
         # ends with a semihosting exit (board_halt), the only semihosting call in the image
-        return [
-            _require(QEMU),
-            "-M",
-            board.qemu_machine,
-            "-display",
-            "none",
-            "-monitor",
-            "none",
+        console = ["-serial", "stdio", "-semihosting-config", "enable=on,target=native"]
+    else:
+        console = [
             "-serial",
-            "stdio",
+            "null",  # the harness prints over semihosting only; board UARTs go nowhere
+            "-chardev",
+            "stdio,id=semihost",
             "-semihosting-config",
-            "enable=on,target=native",
-            *extra,
-            "-kernel",
-            str(elf),
+            "enable=on,target=native,chardev=semihost",
         ]
-    return [
-        _require(QEMU),
-        "-M",
-        board.qemu_machine,
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "null",  # the harness prints over semihosting only; board UARTs go nowhere
-        "-chardev",
-        "stdio,id=semihost",
-        "-semihosting-config",
-        "enable=on,target=native,chardev=semihost",
-        *extra,
-        "-kernel",
-        str(elf),
-    ]
+    machine = ["-M", board.qemu_machine, "-display", "none", "-monitor", "none"]
+    return [_require(QEMU), *machine, *console, *extra, "-kernel", str(elf)]
 
 
 def _text(data: str | bytes | None) -> str:
