@@ -280,8 +280,11 @@ def _run_real_board(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
             f"mean {np.mean(steps):.0f}, max {max(steps)}; "
             f"{1e6 * np.mean(steps) / board.clock_hz:.1f} us at {board.clock_hz / 1e6:g} MHz"
         )
-    elif run.step_cycles:
-        print(f"{args.board}: no DWT cycle counter on this core (the counts read 0)")
+    elif not run.step_cycles:
+        print(
+            f"{args.board}: its core has no DWT cycle counter; `lstm-embed profile OUT --board"
+            f" {args.board}` estimates the cycles"
+        )
     return run.y
 
 
