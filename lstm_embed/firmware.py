@@ -82,6 +82,7 @@ RESERVED_NAMES = frozenset(
         "pico_entry",
         "stm32f4_usart",
         "stm32l4_usart",
+        "pl011_uart",
         "stm32_gpio",
     ]
 )

@@ -230,3 +230,29 @@ def test_run_with_port_but_no_pyserial_fails_before_building(
     assert cli.main([*argv, "--board", "nrf52840-dk", "--port", "/dev/ttyACM0"]) == 2
     assert "pip install 'lstm-embed[serial]'" in capsys.readouterr().err
     assert not (fake_model / "build").exists()
+
+
+@pytest.mark.firmware
+def test_pico_uart_driver_runs_on_qemus_pl011(toolchain, fake_model, monkeypatch) -> None:
+    """The Pico's UART0 is a PL011; so is the lm3s6965evb's UART0. The whole harness prints
+    through firmware/drivers/pl011_uart.c there, and equals the M3 build over semihosting."""
+    from lstm_embed.boards import M3_FLAGS, UART, Board, Region
+
+    board = Board(
+        name="test-lm3s6965-pl011",
+        description="QEMU lm3s6965evb, its PL011 UART0 through the Pico's driver",
+        cpu_flags=M3_FLAGS,
+        flash=Region(0x00000000, 256 * 1024),
+        ram=Region(0x20000000, 64 * 1024),
+        irq_count=32,
+        board_source=str(Path(__file__).parent / "fixtures" / "pl011_board" / "lm3s6965_pl011.c"),
+        extra_sources=("drivers/pl011_uart.c",),
+        qemu_machine="lm3s6965evb",
+        console=UART,
+    )
+    monkeypatch.setitem(BOARDS, board.name, board)
+    x_q = (np.arange(24, dtype=np.int16).reshape(3, 4, 2) - 12) * 250
+    y = firmware.run_qemu(fake_model, board.name, x_q)
+    assert np.array_equal(y, firmware.run_qemu(fake_model, "qemu-m3", x_q))
+    objects = _linked_objects(firmware.build_dir(fake_model, board.name) / "firmware.map")
+    assert {"pl011_uart", "uart_console"} <= objects and "semihost" not in objects

@@ -4,14 +4,14 @@
  * Clocks, set here whatever the boot ROM left: the 12 MHz crystal (XOSC) feeds clk_ref and
  * PLL_SYS: VCO = 12 MHz / REFDIV(1) * FBDIV(125) = 1500 MHz, / POSTDIV1(6) / POSTDIV2(2) =
  * 125 MHz for clk_sys; clk_peri (the UART's clock) = clk_sys.
- * Console: UART0 (PL011) on GP0 (TX) / GP1 (RX), 115200 8N1: IBRD/FBRD = 125 MHz /
- * (16 * 115200) = 67 + 52/64.
+ * Console: UART0 (a PL011: drivers/pl011_uart.c) on GP0 (TX) / GP1 (RX), 115200 8N1.
  * Register offsets from the RP2040 datasheet (chapters 2.14-2.18, 4.2). Untested on hardware.
  */
 #include <stdint.h>
 
 #include "board.h"
 #include "halt.h"
+#include "pl011_uart.h"
 #include "reg.h"
 
 #define RESETS_BASE 0x4000C000u
@@ -60,19 +60,8 @@
 #define GPIO_FUNC_UART 2u
 
 #define UART0_BASE 0x40034000u
-#define UART_DR REG32(UART0_BASE + 0x000u)
-#define UART_FR REG32(UART0_BASE + 0x018u)
-#define UART_IBRD REG32(UART0_BASE + 0x024u)
-#define UART_FBRD REG32(UART0_BASE + 0x028u)
-#define UART_LCR_H REG32(UART0_BASE + 0x02Cu)
-#define UART_CR REG32(UART0_BASE + 0x030u)
-#define UART_FR_BUSY (1u << 3)
-#define UART_FR_TXFF (1u << 5)
-#define UART_LCR_H_FEN (1u << 4)
-#define UART_LCR_H_WLEN_8 (3u << 5)
-#define UART_CR_UARTEN (1u << 0)
-#define UART_CR_TXE (1u << 8)
-#define UART_CR_RXE (1u << 9)
+#define UART0_IBRD 67u /* 125 MHz / (16 * 115200) = 67.817: 67 + 52/64 */
+#define UART0_FBRD 52u
 
 static void unreset(uint32_t blocks)
 {
@@ -118,28 +107,19 @@ void board_init(void)
     unreset(RESET_IO_BANK0 | RESET_PADS_BANK0);
     RESETS_RESET_SET = RESET_UART0;
     unreset(RESET_UART0);
-    UART_IBRD = 67u;
-    UART_FBRD = 52u;
-    UART_LCR_H = UART_LCR_H_WLEN_8 | UART_LCR_H_FEN; /* also latches IBRD/FBRD */
-    UART_CR = UART_CR_UARTEN | UART_CR_TXE | UART_CR_RXE;
+    pl011_init(UART0_BASE, UART0_IBRD, UART0_FBRD);
     IO_BANK0_GPIO_CTRL(0u) = GPIO_FUNC_UART;
     IO_BANK0_GPIO_CTRL(1u) = GPIO_FUNC_UART;
 }
 
 void board_console_write(const char *data, size_t length)
 {
-    size_t i;
-    for (i = 0u; i < length; i++) {
-        while ((UART_FR & UART_FR_TXFF) != 0u) {
-        }
-        UART_DR = (uint8_t)data[i];
-    }
+    pl011_write(UART0_BASE, data, length);
 }
 
 void board_console_drain(void)
 {
-    while ((UART_FR & UART_FR_BUSY) != 0u) {
-    }
+    pl011_drain(UART0_BASE);
 }
 
 void board_halt(int status)
