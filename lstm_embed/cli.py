@@ -116,7 +116,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     print_summary(result.report)
     if args.board:
-        _measure_on_board(result.out_dir, args.board)
+        clock = int(args.clock_hz) if args.clock_hz else None
+        _measure_on_board(result.out_dir, args.board, clock)
     for text in result.report["warnings"]:
         print(f"lstm-embed convert: {text}", file=sys.stderr)
     if args.verbose:
@@ -126,23 +127,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_on_board(out_dir: Path, board: str) -> None:
-    """convert --board on an emulated board: the model's flash as `build` links it, its RAM
-    (state and the stack high-water mark) and instructions per step from a QEMU run
-    (lstm-embed profile), printed and into report.json "measured"."""
+def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) -> None:
+    """convert --board: the model's flash as `build` links it, its RAM (state and the stack
+    high-water mark), instructions and estimated cycles per step from a QEMU trace (lstm-embed
+    profile; a real board's on its core's machine), printed and into report.json "measured"."""
     import dataclasses
     import os
 
     from lstm_embed.targets import firmware
-    from lstm_embed.targets.boards import EMULATED_BOARDS
     from lstm_embed.targets.hostbuild import read_report
     from lstm_embed.tools import profile
 
-    if board not in EMULATED_BOARDS or not firmware.toolchain_available():
-        why = "a real board" if board not in EMULATED_BOARDS else "no arm-none-eabi-gcc/QEMU"
+    if board not in profile.PROFILE_BOARDS or not firmware.toolchain_available():
+        why = "no trace for its core" if board not in profile.PROFILE_BOARDS else "no toolchain"
         print(f"measured sizes: not here ({why}); lstm-embed build --board {board} gives them")
         return
-    (run,) = profile.profile(Path(out_dir), (board,))
+    (run,) = profile.profile(Path(out_dir), (board,), clock_hz=clock_hz)
     model = firmware.build(out_dir, board).model  # flash as lstm-embed build links it
     const = model.rodata + model.data
     measured = dataclasses.replace(
@@ -251,13 +251,61 @@ def cmd_run(args: argparse.Namespace) -> int:
         from lstm_embed.targets.hostbuild import run_host
 
         y = run_host(Path(args.out_dir), x)
-    else:
+    elif get_board(args.board).emulated:
         from lstm_embed.targets import firmware
 
         y = firmware.run_qemu_f32(Path(args.out_dir), args.board, x)
+    else:
+        y = _run_real_board(args, x)
     np.save(args.output, y)
     print(f"wrote {args.output}: {y.shape} float32")
+    if args.board not in (None, "host"):
+        _print_host_comparison(Path(args.out_dir), x, y, args.board)
     return 0
+
+
+def _run_real_board(args: argparse.Namespace, x: np.ndarray) -> np.ndarray:
+    """Flash, read the UART on --port; prints the DWT cycles the board measured."""
+    from lstm_embed.targets import firmware, serial_port
+
+    board = get_board(args.board)
+    if not args.port:
+        raise CLIError(serial_port.port_hint(board))
+    run = firmware.run_on_board(Path(args.out_dir), args.board, x, args.port)
+    if any(run.run_cycles):
+        print(f"{args.board}: DWT cycles per run_f32 call: {run.run_cycles}")
+    steps = [c for sequence in run.step_cycles for c in sequence]
+    if any(steps):
+        print(
+            f"{args.board}: DWT cycles per step (step_f32): min {min(steps)}, "
+            f"mean {np.mean(steps):.0f}, max {max(steps)}; "
+            f"{1e6 * np.mean(steps) / board.clock_hz:.1f} us at {board.clock_hz / 1e6:g} MHz"
+        )
+    elif not run.step_cycles:
+        print(
+            f"{args.board}: its core has no DWT cycle counter; `lstm-embed profile OUT --board"
+            f" {args.board}` estimates the cycles"
+        )
+    return run.y
+
+
+def _print_host_comparison(out_dir: Path, x: np.ndarray, y: np.ndarray, board: str) -> None:
+    """The board's outputs against the host build of the same C, bit for bit."""
+    from lstm_embed.targets.hostbuild import run_host
+
+    y_host = run_host(out_dir, x)
+    same = y.shape == y_host.shape and np.array_equal(y.view(np.uint32), y_host.view(np.uint32))
+    if same:
+        print(f"{board} equals the host build bit for bit ({y.size} float32 values)")
+        return
+    differ = (
+        int(np.sum(y.view(np.uint32) != y_host.view(np.uint32))) if y.shape == y_host.shape else -1
+    )
+    raise CLIError(
+        f"{board} differs from the host build: {differ} of {y.size} values"
+        if differ >= 0
+        else f"{board} output shape {y.shape} differs from the host build's {y_host.shape}"
+    )
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -295,7 +343,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from lstm_embed.targets import firmware
     from lstm_embed.targets.hostbuild import read_report
 
-    result = firmware.build(Path(args.out_dir), args.board)
+    result = firmware.build(Path(args.out_dir), args.board, semihosting=args.semihosting)
     print(f"built {result.elf}")
     print(result.table())
     folder_core = read_report(Path(args.out_dir)).get("core", "all")
@@ -395,6 +443,11 @@ def parser() -> argparse.ArgumentParser:
         " portable, or all (every core's, chosen when compiling)",
     )
     target.add_argument("--board", help="emit the layout of this board's core (see README)")
+    p.add_argument(
+        "--clock-hz",
+        type=float,
+        help="with --board: core clock of the estimated time per step (default: the board's)",
+    )
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.add_argument("-v", "--verbose", action="store_true", help="print every layer's details")
     p.set_defaults(func=cmd_convert)
@@ -404,7 +457,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
     p.add_argument("-o", "--output", required=True, help="where to save outputs (.npy)")
     p.add_argument(
-        "--board", default=None, help="host (default) or an emulated board, e.g. qemu-m4"
+        "--board",
+        default=None,
+        help="host (default), an emulated board (e.g. qemu-m4), or a real board with --port",
+    )
+    p.add_argument(
+        "--port", help="a real board's serial port (e.g. /dev/ttyACM0): flash, then read it"
     )
     p.set_defaults(func=cmd_run)
 
@@ -426,12 +484,19 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build Cortex-M firmware for a board; prints sizes")
     p.add_argument("out_dir", help="folder written by convert")
     p.add_argument("--board", default="qemu-m4", help="board (default qemu-m4); see README")
+    p.add_argument(
+        "--semihosting",
+        action="store_true",
+        help="print over semihosting instead of the board's UART (needs a debugger attached)",
+    )
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("flash", help="flash a real board with pyOCD")
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--board", required=True, help="nucleo-l476rg or nrf52840-dk")
-    p.add_argument("--dry-run", action="store_true", help="print the pyOCD command only")
+    p.add_argument(
+        "--board", required=True, help="nucleo-l476rg, nucleo-f411re, nrf52840-dk or pico (UF2)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the pyOCD (or copy) command only")
     p.set_defaults(func=cmd_flash)
 
     p = sub.add_parser("export", help="the model as a CMake, Zephyr, Arduino or PlatformIO library")
@@ -458,6 +523,11 @@ def parser() -> argparse.ArgumentParser:
         help="emulated board (repeatable; default qemu-m0, qemu-m4, qemu-m55)",
     )
     p.add_argument("--json", metavar="F", help="also write the results as JSON here")
+    p.add_argument(
+        "--clock-hz",
+        type=float,
+        help="core clock for the estimated time (default: each board's; docs/boards-and-timing.md)",
+    )
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("bench", help="instructions per step, flash and RAM on every core")
@@ -470,7 +540,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from lstm_embed.tools import profile
 
     boards = tuple(args.board) if args.board else profile.DEFAULT_BOARDS
-    results = profile.profile(Path(args.out_dir), boards)
+    clock = int(args.clock_hz) if args.clock_hz else None
+    results = profile.profile(Path(args.out_dir), boards, clock_hz=clock)
     print(profile.table(results))
     if args.json:
         profile.write_json(results, Path(args.json))

@@ -63,12 +63,44 @@ def test_profile_counts_equal_an_independent_trace_count(converted, tmp_path, ca
     assert row["instructions_per_step"] == pytest.approx(np.mean(counts))
     assert (row["instructions_min"], row["instructions_max"]) == (min(counts), max(counts))
     assert row["ram_bytes"] == row["state_bytes"] + row["stack_bytes"] > 0
-    assert "not cycles" in capsys.readouterr().out
+    assert "not checked against silicon" in capsys.readouterr().out
+    # the estimate from the same trace: every instruction costs at least a cycle but the
+    # folded IT, so on these kernels cycles exceed instructions; time = cycles / clock
+    b = get_board(board)
+    assert row["clock_hz"] == b.clock_hz
+    assert row["estimated_cycles_per_step"] > row["instructions_per_step"]
+    assert row["estimated_us_per_step"] == pytest.approx(
+        1e6 * row["estimated_cycles_per_step"] / b.clock_hz, abs=1e-3
+    )
 
 
-def test_profile_refuses_a_real_board(converted, capsys):
-    assert cli.main(["profile", str(converted), "--board", "nucleo-l476rg"]) == 2
-    assert "not an emulated board" in capsys.readouterr().err
+def test_profile_clock_override_and_a_real_board(converted, tmp_path):
+    """A real board is traced on its core's QEMU machine and costed at its own clock, or at
+    --clock-hz."""
+    path = tmp_path / "p.json"
+    argv = ["profile", str(converted), "--board", "nucleo-f411re", "--board", "qemu-m4"]
+    assert cli.main([*argv, "--clock-hz", "50e6", "--json", str(path)]) == 0
+    f411, m4 = json.loads(path.read_text())
+    assert f411["traced_on"] == "qemu-m4" and f411["clock_hz"] == m4["clock_hz"] == 50_000_000
+    assert f411["instructions_per_step"] == m4["instructions_per_step"]
+    # 3 wait states on cache misses: never fewer cycles than the zero-wait-state machine
+    assert f411["estimated_cycles_per_step"] >= m4["estimated_cycles_per_step"]
+    assert f411["estimated_us_per_step"] == pytest.approx(
+        f411["estimated_cycles_per_step"] / 50, abs=1e-3
+    )
+    assert any("lstm" in name for name in f411["estimated_cycles_by_function"])
+
+
+def test_profile_has_no_estimate_without_published_timings(converted, tmp_path):
+    path = tmp_path / "p.json"
+    assert cli.main(["profile", str(converted), "--board", "qemu-m55", "--json", str(path)]) == 0
+    (row,) = json.loads(path.read_text())
+    assert row["estimated_cycles_per_step"] is None and row["estimated_us_per_step"] is None
+
+
+def test_profile_refuses_an_unknown_board(converted, capsys):
+    assert cli.main(["profile", str(converted), "--board", "qemu-m99"]) == 2
+    assert "not a board profile can trace" in capsys.readouterr().err
 
 
 def test_bench_takes_its_own_options(capsys):

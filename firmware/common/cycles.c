@@ -1,12 +1,5 @@
 #include "cycles.h"
 
-#if defined(__ARM_ARCH_7M__) || defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_8M_MAIN__) || \
-    defined(__ARM_ARCH_8_1M_MAIN__)
-#define CYCLES_HAVE_DWT 1
-#else
-#define CYCLES_HAVE_DWT 0
-#endif
-
 #define DEMCR (*(volatile uint32_t *)0xE000EDFCu)
 #define DEMCR_TRCENA (1u << 24)
 #define DWT_CTRL (*(volatile uint32_t *)0xE0001000u)

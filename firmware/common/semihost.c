@@ -1,10 +1,14 @@
 /*
- * Output is buffered into lines so that each semihosting trap (SYS_WRITE0) carries many
- * characters; a trap costs far more than the characters under QEMU and on a probe.
+ * Console over ARM semihosting (console.h). Output is buffered into lines so that each
+ * semihosting trap (SYS_WRITE0) carries many characters; a trap costs far more than the
+ * characters under QEMU and on a probe. Without a debugger attached a real core takes the
+ * first trap (bkpt 0xAB) as a fault: real boards link uart_console.c unless built with
+ * --semihosting.
  */
-#include "semihost.h"
-
 #include <stddef.h>
+
+#include "console.h"
+#include "console_format.h"
 
 #define SYS_WRITE0 0x04u
 #define SYS_EXIT 0x18u
@@ -23,7 +27,7 @@ static uint32_t semihost_call(uint32_t op, const void *arg)
     return r0;
 }
 
-void semihost_flush(void)
+void console_flush(void)
 {
     if (semihost_used == 0u) {
         return;
@@ -38,11 +42,11 @@ static void semihost_putc(char c)
     semihost_line[semihost_used] = c;
     semihost_used++;
     if (c == '\n' || semihost_used == SEMIHOST_LINE_BYTES) {
-        semihost_flush();
+        console_flush();
     }
 }
 
-void semihost_puts(const char *text)
+void console_puts(const char *text)
 {
     while (*text != '\0') {
         semihost_putc(*text);
@@ -50,36 +54,31 @@ void semihost_puts(const char *text)
     }
 }
 
-void semihost_put_u32(uint32_t value)
+void console_put_u32(uint32_t value)
 {
     char digits[10];
-    size_t n = 0u;
-    do {
-        digits[n] = (char)('0' + (value % 10u));
-        n++;
-        value /= 10u;
-    } while (value != 0u);
+    uint32_t n = console_digits(digits, value);
     while (n > 0u) {
         n--;
         semihost_putc(digits[n]);
     }
 }
 
-void semihost_put_i32(int32_t value)
+void console_put_i32(int32_t value)
 {
     if (value < 0) {
         semihost_putc('-');
-        semihost_put_u32(0u - (uint32_t)value);
+        console_put_u32(0u - (uint32_t)value);
     } else {
-        semihost_put_u32((uint32_t)value);
+        console_put_u32((uint32_t)value);
     }
 }
 
-void semihost_exit(int status)
+void console_exit(int status)
 {
     /* SYS_EXIT_EXTENDED passes the whole status; plain SYS_EXIT only says pass or fail. */
     uint32_t block[2] = {ADP_STOPPED_APPLICATION_EXIT, (uint32_t)status};
-    semihost_flush();
+    console_flush();
     (void)semihost_call(SYS_EXIT_EXTENDED, block);
     (void)semihost_call(SYS_EXIT, (const void *)(uintptr_t)ADP_STOPPED_APPLICATION_EXIT);
     for (;;) {

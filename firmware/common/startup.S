@@ -51,7 +51,7 @@ zero_bss:
 start_c:
     bl    board_init
     bl    main
-    bl    semihost_exit         /* main's return value is the QEMU exit status */
+    bl    console_exit          /* main's return value: the QEMU exit status, or "exit N" */
 hang:
     b     hang
 

@@ -5,7 +5,7 @@
  */
 #include <stdint.h>
 
-#include "semihost.h"
+#include "console.h"
 
 #ifndef BOARD_IRQ_COUNT
 #error "BOARD_IRQ_COUNT must be defined by the board"
@@ -21,10 +21,10 @@ void fault_handler(void)
 {
     uint32_t ipsr;
     __asm__ volatile("mrs %0, ipsr" : "=r"(ipsr));
-    semihost_puts("\nfault: exception ");
-    semihost_put_u32(ipsr);
-    semihost_puts("\n");
-    semihost_exit((int)(100u + (ipsr & 0xFFu)));
+    console_puts("\nfault: exception ");
+    console_put_u32(ipsr);
+    console_puts("\n");
+    console_exit((int)(100u + (ipsr & 0xFFu)));
 }
 
 __attribute__((section(".isr_vector"), used)) const vector_t vector_table[16 + BOARD_IRQ_COUNT] = {

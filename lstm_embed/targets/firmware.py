@@ -1,8 +1,9 @@
 """Build the generated model into Cortex-M firmware, run it in QEMU, flash it with pyOCD.
 
 Data flow: out/NAME.{h,c} + out/report.json (from the converter) -> out/build/<board>/
-(rendered harness, input header and linker script; objects; firmware.elf, .map) -> QEMU
-semihosting output -> numpy arrays shaped like ``hostbuild.run_entry_point``'s.
+(rendered harness, input header and linker script; objects; firmware.elf, .map, .uf2 on the
+Pico) -> QEMU's semihosting output, or the board's UART (QEMU's -serial, or a real board's
+serial port: serial_port.py) -> numpy arrays shaped like ``hostbuild.run_entry_point``'s.
 
 Input is validated by ``inputs.check_input``, the check the host runner shares; a failed
 compile, link or QEMU run raises ``FirmwareToolError`` with the tool's whole output, also
@@ -53,12 +54,18 @@ INSTALL_HINT = (
 # The generated model code must compile cleanly under these (issue 1's contract).
 MODEL_WARNING_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror")
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections", "-g")
-FIRMWARE_SOURCES = ("common/vectors.c", "common/semihost.c", "common/cycles.c", "common/startup.S")
+FIRMWARE_SOURCES = ("common/vectors.c", "common/cycles.c", "common/startup.S")
+CONSOLE_SOURCES = {"semihosting": "common/semihost.c", "uart": "common/uart_console.c"}
 # Stems of the firmware's own sources, headers and rendered files in a build folder.
 RESERVED_NAMES = frozenset(
     [
         "vectors",
         "semihost",
+        "uart_console",
+        "console",
+        "console_format",
+        "reg",
+        "halt",
         "cycles",
         "startup",
         "board",
@@ -68,7 +75,15 @@ RESERVED_NAMES = frozenset(
         "link",
         "qemu",
         "nucleo_l476rg",
+        "nucleo_f411re",
         "nrf52840_dk",
+        "qemu_stm32f405",
+        "pico",
+        "pico_entry",
+        "stm32f4_usart",
+        "stm32l4_usart",
+        "pl011_uart",
+        "stm32_gpio",
     ]
 )
 
@@ -150,6 +165,8 @@ class BuildResult:
     map_file: Path
     size: SizeTable  # the whole firmware
     model: SizeTable  # the model's objects, plus its state struct counted as bss
+    console: str = "semihosting"
+    uf2: Path | None = None
 
     def table(self) -> str:
         """The size table `lstm-embed build` prints."""
@@ -161,6 +178,9 @@ class BuildResult:
             cells = (s.text, s.rodata, s.data, s.bss, s.stack)
             line = f"{label:10}" + "".join(f"{c:>9}" for c in cells)
             lines.append(line + f"{s.flash:>10}{s.ram:>9}")
+        lines.append(f"console: {self.console}")
+        if self.uf2 is not None:
+            lines.append(f"uf2: {self.uf2}")
         return "\n".join(lines)
 
 
@@ -376,17 +396,34 @@ def _compile_flags(board: Board, out_dir: Path, bdir: Path) -> list[str]:
         *SECTION_FLAGS,
         f"-DBOARD_IRQ_COUNT={board.irq_count}",
         f"-I{Path(out_dir).resolve()}",
-        f"-I{firmware_dir() / 'common'}",
+        *firmware_include_flags(),
         f"-I{bdir.resolve()}",
     ]
 
 
-def _sources(out_dir: Path, model: ModelInfo, board: Board, bdir: Path) -> list[Path]:
+def firmware_include_flags() -> list[str]:
+    return [f"-I{firmware_dir() / 'common'}", f"-I{firmware_dir() / 'drivers'}"]
+
+
+def console_of(board: Board, semihosting: bool = False) -> str:
+    """The console a build links: semihosting when asked (or the board's default), else UART."""
+    return "semihosting" if semihosting else board.console
+
+
+def firmware_sources(board: Board, semihosting: bool = False) -> list[Path]:
+    """The firmware's own sources for a board: start-up, console, board file and drivers."""
+    console = CONSOLE_SOURCES[console_of(board, semihosting)]
+    names = (*FIRMWARE_SOURCES, console, board.board_source, *board.extra_sources)
+    return [firmware_dir() / s for s in names]
+
+
+def _sources(
+    out_dir: Path, model: ModelInfo, board: Board, bdir: Path, semihosting: bool
+) -> list[Path]:
     model_c = Path(out_dir) / f"{model.name}.c"
     if not model_c.is_file():
         raise FirmwareError(f"{model_c} not found; run `lstm-embed convert` into {out_dir} first")
-    firmware = [firmware_dir() / s for s in (*FIRMWARE_SOURCES, board.board_source)]
-    return [model_c, *firmware, bdir / "harness.c"]
+    return [model_c, *firmware_sources(board, semihosting), bdir / "harness.c"]
 
 
 def _compile(sources: list[Path], flags: list[str], bdir: Path, board: str) -> list[Path]:
@@ -466,12 +503,14 @@ def build(
     x: np.ndarray | None = None,
     *,
     plan: HarnessPlan | None = None,
+    semihosting: bool = False,
 ) -> BuildResult:
     """Build out_dir's model into out_dir/build/<board>/firmware.elf.
 
     x (sequences, timesteps, input_size) is compiled in as the harness input: int16 runs
     NAME_run, float runs NAME_run_f32; without it, one fixed pseudo-random int16 sequence.
-    ``plan`` instead names the entry points to call and their inputs.
+    ``plan`` instead names the entry points to call and their inputs. ``semihosting`` links
+    the semihosting console instead of the board's UART (real boards then need a debugger).
     Raises FitError when the model or the firmware does not fit the board,
     ToolchainMissingError without arm-none-eabi-gcc, FirmwareToolError when a tool fails.
     """
@@ -485,11 +524,18 @@ def build(
     bdir.mkdir(parents=True, exist_ok=True)
     _render_sources(bdir, model, b, plan)
     flags = _compile_flags(b, out_dir, bdir)
-    objs = _compile(_sources(out_dir, model, b, bdir), flags, bdir, board)
+    objs = _compile(_sources(out_dir, model, b, bdir, semihosting), flags, bdir, board)
     elf, map_file = _link(objs, b, bdir, model)
     size = elf_sizes(elf)
     model_size = model_sizes(map_file, model.name, state_symbol="harness_state")
-    return BuildResult(board=board, elf=elf, map_file=map_file, size=size, model=model_size)
+    uf2_path = None
+    if b.uf2_family is not None:
+        from lstm_embed.targets import uf2
+
+        uf2_path = elf.with_suffix(".uf2")
+        uf2_path.write_bytes(uf2.elf_to_uf2(elf.read_bytes(), b.uf2_family))
+    console = console_of(b, semihosting)
+    return BuildResult(board, elf, map_file, size, model_size, console, uf2_path)
 
 
 # ---------------------------------------------------------------- sizes
@@ -557,26 +603,24 @@ def model_sizes(map_file: Path, name: str, state_symbol: str) -> SizeTable:
 def qemu_command(board: Board, elf: Path, extra: tuple[str, ...] = ()) -> list[str]:
     if board.qemu_machine is None:
         raise FirmwareError(
-            f"board {board.name} is real hardware; QEMU cannot run it (use `flash`)"
+            f"board {board.name} is real hardware; QEMU cannot run it (use `run --board"
+            f" {board.name} --port PORT` to flash it and read its UART, or `flash`)"
         )
-    return [
-        _require(QEMU),
-        "-M",
-        board.qemu_machine,
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "null",  # the harness prints over semihosting only; board UARTs go nowhere
-        "-chardev",
-        "stdio,id=semihost",
-        "-semihosting-config",
-        "enable=on,target=native,chardev=semihost",
-        *extra,
-        "-kernel",
-        str(elf),
-    ]
+    if board.console == "uart":
+        # the harness prints through the USART QEMU connects to its first -serial; the run
+        # ends with a semihosting exit (board_halt), the only semihosting call in the image
+        console = ["-serial", "stdio", "-semihosting-config", "enable=on,target=native"]
+    else:
+        console = [
+            "-serial",
+            "null",  # the harness prints over semihosting only; board UARTs go nowhere
+            "-chardev",
+            "stdio,id=semihost",
+            "-semihosting-config",
+            "enable=on,target=native,chardev=semihost",
+        ]
+    machine = ["-M", board.qemu_machine, "-display", "none", "-monitor", "none"]
+    return [_require(QEMU), *machine, *console, *extra, "-kernel", str(elf)]
 
 
 def _text(data: str | bytes | None) -> str:
@@ -702,6 +746,58 @@ def run_qemu_f32(
     return run_entry_points(out_dir, board, ["run_f32"], x=x, timeout=timeout)["run_f32"]
 
 
+def parse_step_cycles(stdout: str) -> list[list[int]]:
+    """DWT cycles of each step, one list per stepped sequence (zeros where the core has no
+    DWT cycle counter, and under QEMU)."""
+    return [
+        [int(v) for v in line.split()[1:]]
+        for line in stdout.splitlines()
+        if line.startswith("step_cycles")
+    ]
+
+
+@dataclass(frozen=True)
+class BoardRun:
+    """What a real board printed for run_f32 (and step_f32, for its per-step cycles)."""
+
+    y: np.ndarray
+    stdout: str
+    run_cycles: list[int]
+    step_cycles: list[list[int]]
+
+
+REAL_BOARD_TIMEOUT_S = 120.0
+
+
+def run_on_board(
+    out_dir: str | Path, board: str, x: np.ndarray, port: str, timeout: float = REAL_BOARD_TIMEOUT_S
+) -> BoardRun:
+    """Build with float input x compiled in (run_f32, then step_f32 when the model has it),
+    flash the board (pyOCD, or the UF2 copy), read its UART on ``port`` until "exit"."""
+    from lstm_embed.targets import serial_port
+
+    b = get_board(board)
+    if b.emulated:
+        raise FirmwareError(f"board {board} is emulated: run it without --port")
+    serial_port.require_pyserial()
+    model = ModelInfo.load(Path(out_dir))
+    entries = ["run_f32"]
+    with contextlib.suppress(ValueError):  # a model without step_f32 keeps run_f32 alone
+        check_entry("step_f32", model.rule)
+        entries.append("step_f32")
+    plan = HarnessPlan.make(model, entries, x=x)
+    result = build(out_dir, board, plan=plan)
+    if result.console != "uart":
+        raise FirmwareError(f"{board} was built with semihosting; `run --port` reads its UART")
+    done = serial_port.run_over_serial(port, lambda: flash(out_dir, board, rebuild=False), timeout)
+    if done.status != 0:
+        raise FirmwareError(
+            f"the firmware on {board} ended with status {done.status}:\n{done.text[-500:]}"
+        )
+    y = parse_entry_output(done.text, model, "run_f32", plan.input_for("run_f32").shape)
+    return BoardRun(y, done.text, parse_cycles(done.text), parse_step_cycles(done.text))
+
+
 # ---------------------------------------------------------------- instruction counts
 
 
@@ -775,7 +871,11 @@ def count_instructions(
 
 
 def flash_command(board: Board, elf: Path) -> list[str]:
-    """The pyOCD command that programs elf (-W: fail at once when no probe is attached)."""
+    """The pyOCD command that programs elf (-W: fail at once when no probe is attached), or
+    for a UF2 board the copy of the .uf2 beside elf onto its boot drive."""
+    if board.uf2_family is not None:
+        drive = find_uf2_drive(board)
+        return ["cp", str(elf.with_suffix(".uf2")), str(drive) if drive else UF2_DRIVE_HINT]
     if board.pyocd_target is None:
         raise FirmwareError(f"board {board.name} is emulated; use `run --board {board.name}`")
     pyocd = Path(sys.executable).with_name("pyocd")
@@ -783,22 +883,59 @@ def flash_command(board: Board, elf: Path) -> list[str]:
     return [exe, "flash", "-W", "-t", board.pyocd_target, "--format", "elf", str(elf)]
 
 
-def flash(out_dir: str | Path, board: str, dry_run: bool = False) -> list[str]:
-    """Build (if needed) and program out_dir's firmware; returns the pyOCD command.
+UF2_DRIVE_LABEL = "RPI-RP2"  # the RP2040 boot ROM's USB drive
+UF2_DRIVE_HINT = f"<the {UF2_DRIVE_LABEL} drive>"
+UF2_DRIVE_PARENTS = ("/media", "/run/media", "/mnt", "/Volumes")
+
+
+def find_uf2_drive(board: Board, parents: Sequence[str] | None = None) -> Path | None:
+    """A mounted boot drive of the board: a folder up to two levels below parents (e.g.
+    /media/USER/RPI-RP2) that holds the INFO_UF2.TXT the boot ROM serves."""
+    for parent in map(Path, UF2_DRIVE_PARENTS if parents is None else parents):
+        for pattern in (UF2_DRIVE_LABEL, f"*/{UF2_DRIVE_LABEL}", "*/*/INFO_UF2.TXT"):
+            for hit in sorted(parent.glob(pattern)) if parent.is_dir() else []:
+                drive = hit.parent if hit.name == "INFO_UF2.TXT" else hit
+                info = drive / "INFO_UF2.TXT"
+                if info.is_file() and UF2_DRIVE_LABEL in info.read_text(errors="replace"):
+                    return drive
+    return None
+
+
+def flash(
+    out_dir: str | Path, board: str, dry_run: bool = False, *, rebuild: bool = True
+) -> list[str]:
+    """Build (unless ``rebuild`` is False: the caller just built) and program out_dir's
+    firmware; returns the pyOCD (or UF2 copy) command.
 
     With dry_run the command is only returned (the CLI prints it). Raises FirmwareError
-    when pyOCD fails, e.g. no probe attached or the target's CMSIS pack is missing.
+    when pyOCD fails, e.g. no probe attached or the target's CMSIS pack is missing, or when
+    no Pico boot drive is mounted.
     """
     b = get_board(board)
     elf = build_dir(Path(out_dir), board) / "firmware.elf"
     cmd = flash_command(b, elf)
     if dry_run:
         return cmd
-    build(out_dir, board)
+    if rebuild:
+        build(out_dir, board)
+    if b.uf2_family is not None:
+        return _copy_uf2(b, elf.with_suffix(".uf2"))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise FirmwareError(_flash_failure(proc, b, cmd))
     return cmd
+
+
+def _copy_uf2(board: Board, uf2_file: Path) -> list[str]:
+    drive = find_uf2_drive(board)
+    if drive is None:
+        raise FirmwareError(
+            f"no {UF2_DRIVE_LABEL} drive mounted (looked under {', '.join(UF2_DRIVE_PARENTS)}):"
+            f" hold the {board.name}'s BOOTSEL button while plugging it in, then retry; or copy"
+            f" {uf2_file} onto the drive yourself"
+        )
+    shutil.copyfile(uf2_file, drive / uf2_file.name)  # the boot ROM starts it once written
+    return ["cp", str(uf2_file), str(drive)]
 
 
 def _flash_failure(proc: subprocess.CompletedProcess[str], board: Board, cmd: list[str]) -> str:

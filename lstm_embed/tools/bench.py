@@ -32,8 +32,8 @@ from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
 from lstm_embed.kinds.gru import GRULayer
 from lstm_embed.pipeline import Conversion, convert_ir
 from lstm_embed.quantize.quantizer import QuantizeOptions
-from lstm_embed.targets import firmware
-from lstm_embed.targets.boards import EMULATED_BOARDS, Board, get_board
+from lstm_embed.targets import cycles, firmware
+from lstm_embed.targets.boards import CORE_BOARDS, EMULATED_BOARDS, Board, get_board
 
 BENCH_TIMESTEPS = 3  # the last step is reported: its state is non-zero, like a running stream
 KERNELS = ("reference", "optimized")
@@ -169,6 +169,11 @@ class Result:
     units: int
     layer: str = "lstm"  # the recurrent layers' kind (bench.LAYER_KINDS)
     outputs: list[list[int]] = field(default_factory=list, repr=False)
+    # the last step's estimated cycles and time on TIME_BOARDS' board (None: no timing table)
+    est_cycles: int | None = None
+    est_us: float | None = None
+    est_board: str | None = None
+    est_clock_hz: int | None = None
 
     @property
     def per_step(self) -> int:
@@ -236,19 +241,14 @@ def build_bench(
             paint_words=(board.stack_bytes - 512) // 4,
         )
     )
-    common = firmware.firmware_dir() / "common"
     flags = [
         *compile_flags(board, reference, name),
         *firmware.SECTION_FLAGS,
         f"-DBOARD_IRQ_COUNT={board.irq_count}",
         f"-I{out_dir.resolve()}",
-        f"-I{common}",
+        *firmware.firmware_include_flags(),
     ]
-    sources = [
-        out_dir / f"{name}.c",
-        bdir / "harness.c",
-        *(firmware.firmware_dir() / s for s in (*firmware.FIRMWARE_SOURCES, board.board_source)),
-    ]
+    sources = [out_dir / f"{name}.c", bdir / "harness.c", *firmware.firmware_sources(board)]
     objs = []
     for src in sources:
         obj = bdir / f"{src.stem}.o"
@@ -340,12 +340,28 @@ def parse_bench_output(stdout: str) -> tuple[list[list[int]], int]:
     return outputs, stack[0]
 
 
+# The board whose clock, wait states and cache the estimated time of a core's rows is for: the
+# real board of that core (the M0 trace costed as the Pico's M0+), else the QEMU machine
+TIME_BOARDS = {"qemu-m0": "pico", "qemu-m3": "qemu-m3", "qemu-m4": "nucleo-f411re"}
+
+
+def _estimate(elf: Path, board_name: str) -> tuple[list[int], str, cycles.StepEstimate | None]:
+    """Step counts, stdout and the last step's estimate on TIME_BOARDS' board."""
+    from lstm_embed.tools.profile import board_timing, trace_and_estimate
+
+    traced = get_board(board_name)
+    timed = TIME_BOARDS.get(board_name)
+    timing = board_timing(get_board(timed), traced, None) if timed else None
+    estimate, stdout = trace_and_estimate(elf, traced, timing)
+    return estimate.counts, stdout, (estimate.steps[-1] if estimate.steps else None)
+
+
 def run_one(shape: Shape, board_name: str, kernel: str, work: Path, report: dict) -> Result:
     """Build and trace one (shape, board, kernel) from the converted folder work/model."""
     x_q = bench_input(shape.input_size)
     bdir = work / f"{board_name}-{kernel}"
     elf, map_file = build_bench(work / "model", board_name, x_q, kernel == "reference", bdir)
-    counts, stdout = trace_steps(elf, board_name)
+    counts, stdout, last = _estimate(elf, board_name)
     outputs, stack = parse_bench_output(stdout)
     if len(counts) != x_q.shape[0]:
         raise firmware.FirmwareError(f"expected {x_q.shape[0]} step counts, got {counts}")
@@ -364,7 +380,20 @@ def run_one(shape: Shape, board_name: str, kernel: str, work: Path, report: dict
         units=sum(shape.lstm_units),
         layer=shape.layer,
         outputs=outputs,
+        **_estimate_fields(board_name, last),
     )
+
+
+def _estimate_fields(board_name: str, last: cycles.StepEstimate | None) -> dict:
+    if last is None:
+        return {}
+    timed = get_board(TIME_BOARDS[board_name])
+    return {
+        "est_cycles": last.cycles,
+        "est_us": round(1e6 * last.cycles / timed.clock_hz, 2),
+        "est_board": timed.name,
+        "est_clock_hz": timed.clock_hz,
+    }
 
 
 def run_bench(
@@ -403,18 +432,25 @@ def _find(results: Iterable[Result], board: str, shape: str, kernel: str) -> Res
 def format_table(results: Sequence[Result]) -> str:
     """Markdown table, one row per (shape, board, kernel)."""
     head = (
-        "| shape (in/units) | core | kernel | instr/step | instr/MAC | code B | const B "
+        "| shape (in/units) | core | kernel | instr/step | instr/MAC | est. cycles/step "
+        "| est. µs/step (board, clock) | code B | const B "
         "| weights B | state B | stack B | RAM B/unit |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 13]
     for r in results:
         ram_per_unit = r.state_bytes / max(1, r.units)
         lines.append(
             f"| {r.shape} | {r.board.removeprefix('qemu-')} | {r.kernel} | {r.per_step} "
-            f"| {r.per_mac:.2f} | {r.code_bytes} | {r.const_bytes} | {r.weight_bytes} "
-            f"| {r.state_bytes} | {r.stack_bytes} | {ram_per_unit:.1f} |"
+            f"| {r.per_mac:.2f} | {_estimate_cells(r)} | {r.code_bytes} | {r.const_bytes} "
+            f"| {r.weight_bytes} | {r.state_bytes} | {r.stack_bytes} | {ram_per_unit:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _estimate_cells(r: Result) -> str:
+    if r.est_cycles is None or r.est_clock_hz is None:
+        return "- | -"
+    return f"{r.est_cycles} | {r.est_us:g} ({r.est_board}, {r.est_clock_hz / 1e6:g} MHz)"
 
 
 def target_rows(results: Sequence[Result], kernel: str = "optimized") -> list[dict]:
@@ -564,7 +600,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.input_shift is not None:
         k = args.input_shift if args.input_shift == "auto" else int(args.input_shift)
         shapes = tuple(replace(s, input_shift=k) for s in shapes)
-    boards = args.boards or (QUICK_BOARDS if args.quick else EMULATED_BOARDS)
+    boards = args.boards or (QUICK_BOARDS if args.quick else CORE_BOARDS)
     work = Path(args.work_dir) if args.work_dir else None
     results = run_bench(shapes, boards, args.kernels, work, args.jobs)
     if args.json == "-":

@@ -2,12 +2,15 @@
 
 Per board: instructions per step (exact: QEMU's per-instruction trace between two markers around
 each ``step()``, as the bench counts them), flash (the model's code and constants after
---gc-sections), RAM (the state struct and the stack high-water mark). Instructions are not
-cycles: on a real M4, loads and taken branches take more than one cycle.
+--gc-sections), RAM (the state struct and the stack high-water mark), and estimated cycles and
+microseconds per step at the board's clock from the same trace (cycles.py: Arm's published
+cycle tables, branch refills, flash wait states). A real board is traced on the QEMU machine
+of its core (TRACE_BOARDS) and costed with its own clock, wait states and cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -15,13 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_embed.targets import firmware
-from lstm_embed.targets.boards import EMULATED_BOARDS
+from lstm_embed.targets import cycles, firmware
+from lstm_embed.targets.boards import BOARDS, EMULATED_BOARDS, Board, get_board
 from lstm_embed.targets.hostbuild import read_report
 from lstm_embed.tools import bench
 
 DEFAULT_BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")
 PROFILE_TIMESTEPS = 8  # steps traced when the model takes any length
+# The QEMU machine whose trace stands for a real board's: same instruction set (the pico's
+# M0+ runs ARMv6-M code as the M0 does; the M0 build's code is what is traced)
+TRACE_BOARDS = {"m4": "qemu-m4", "m0plus": "qemu-m0", "m0": "qemu-m0", "m3": "qemu-m3"}
+PROFILE_BOARDS = EMULATED_BOARDS + tuple(
+    name for name, b in BOARDS.items() if not b.emulated and b.timing_core in TRACE_BOARDS
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,12 @@ class Profile:
     state_bytes: int
     stack_bytes: int
     steps: int
+    clock_hz: int
+    estimated_cycles_per_step: float | None  # None: Arm publishes no timing for the core
+    estimated_us_per_step: float | None
+    estimated_stall_cycles_per_step: float | None  # the flash wait states' part
+    estimated_cycles_by_function: dict[str, float]  # mean per step, largest first
+    traced_on: str  # the QEMU board whose trace this is
 
 
 def profile_input(report: dict, seed: int = 0) -> np.ndarray:
@@ -47,12 +62,43 @@ def profile_input(report: dict, seed: int = 0) -> np.ndarray:
     return bench.bench_input(report["input_size"], steps, seed)
 
 
-def profile_board(out_dir: Path, board: str, work: Path) -> Profile:
+def trace_board(board: Board) -> Board:
+    if board.emulated:
+        return board
+    return get_board(TRACE_BOARDS[str(board.timing_core)])
+
+
+def trace_and_estimate(
+    elf: Path, traced: Board, timing: cycles.Timing | None
+) -> tuple[cycles.TraceEstimate, str]:
+    """One traced QEMU run of a bench-harness ELF: per-step counts and estimates, stdout."""
+    begin = firmware._symbol_address(elf, "harness_mark_begin")
+    end = firmware._symbol_address(elf, "harness_mark_end")
+    pcs, stdout, status = cycles.trace_pcs(firmware.qemu_command(traced, elf))
+    if status != 0:
+        raise firmware.FirmwareError(f"profile firmware exited with {status}:\n{stdout[-400:]}")
+    return cycles.estimate_trace(elf, pcs, begin, end, timing), stdout
+
+
+def board_timing(board: Board, traced: Board, clock_hz: int | None) -> cycles.Timing | None:
+    """board's timing, with the flash region of the machine the trace comes from."""
+    timing = cycles.Timing.of(board, clock_hz)
+    if timing is None:
+        return None
+    return dataclasses.replace(
+        timing, flash_start=traced.flash.origin, flash_size=traced.flash.size
+    )
+
+
+def profile_board(out_dir: Path, board: str, work: Path, clock_hz: int | None = None) -> Profile:
     report = read_report(out_dir)
     name = report["name"]
     x_q = profile_input(report)
-    elf, map_file = bench.build_bench(out_dir, board, x_q, False, work / board, name=name)
-    counts, stdout = bench.trace_steps(elf, board)
+    real = get_board(board)
+    traced = trace_board(real)
+    elf, map_file = bench.build_bench(out_dir, traced.name, x_q, False, work / board, name=name)
+    estimate, stdout = trace_and_estimate(elf, traced, board_timing(real, traced, clock_hz))
+    counts = estimate.counts
     _, stack = bench.parse_bench_output(stdout)
     sizes = firmware.model_sizes(map_file, name, state_symbol="harness_state")
     const = sizes.rodata + sizes.data
@@ -69,34 +115,73 @@ def profile_board(out_dir: Path, board: str, work: Path) -> Profile:
         state_bytes=sizes.bss,
         stack_bytes=stack,
         steps=len(counts),
+        clock_hz=clock_hz or real.clock_hz,
+        estimated_cycles_per_step=_rounded(estimate.cycles_per_step),
+        estimated_us_per_step=_rounded(estimate.us_per_step, 3),
+        estimated_stall_cycles_per_step=_rounded(
+            float(np.mean([s.stall_cycles for s in estimate.steps])) if estimate.steps else None
+        ),
+        estimated_cycles_by_function={k: round(v, 1) for k, v in estimate.by_function().items()},
+        traced_on=traced.name,
     )
 
 
-def profile(out_dir: Path, boards: tuple[str, ...] = DEFAULT_BOARDS) -> list[Profile]:
-    unknown = [b for b in boards if b not in EMULATED_BOARDS]
+def _rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def profile(
+    out_dir: Path, boards: tuple[str, ...] = DEFAULT_BOARDS, clock_hz: int | None = None
+) -> list[Profile]:
+    unknown = [b for b in boards if b not in PROFILE_BOARDS]
     if unknown:
         raise ValueError(
-            f"--board {', '.join(unknown)}: not an emulated board (profile runs in QEMU;"
-            f" supported: {', '.join(EMULATED_BOARDS)})"
+            f"--board {', '.join(unknown)}: not a board profile can trace (profile runs in QEMU;"
+            f" supported: {', '.join(PROFILE_BOARDS)})"
         )
+    if clock_hz is not None and clock_hz <= 0:
+        raise ValueError(f"--clock-hz {clock_hz}: must be positive")
     with tempfile.TemporaryDirectory(prefix="lstm-embed-profile-") as tmp:
-        return [profile_board(Path(out_dir), board, Path(tmp)) for board in boards]
+        return [profile_board(Path(out_dir), board, Path(tmp), clock_hz) for board in boards]
 
 
 def table(results: list[Profile]) -> str:
-    head = "board      instr/step  instr/MAC  flash B (code+const)  RAM B (state+stack)"
+    head = (
+        "board           instr/step  instr/MAC  est. cycles/step  est. us/step (clock)"
+        "  flash B (code+const)  RAM B (state+stack)"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         per_mac = r.instructions_per_step / r.macs_per_step if r.macs_per_step else 0.0
+        if r.estimated_cycles_per_step is None:
+            est, us = "no table", "-"
+        else:
+            est = f"{r.estimated_cycles_per_step:.0f}"
+            us = f"{r.estimated_us_per_step:.1f} ({r.clock_hz / 1e6:g} MHz)"
         lines.append(
-            f"{r.board:<10} {r.instructions_per_step:>10.0f}  {per_mac:>9.3f}"
+            f"{r.board:<15} {r.instructions_per_step:>10.0f}  {per_mac:>9.3f}"
+            f"  {est:>16}  {us:>20}"
             f"  {r.flash_bytes:>7} ({r.code_bytes}+{r.const_bytes})"
             f"  {r.ram_bytes:>8} ({r.state_bytes}+{r.stack_bytes})"
         )
     lines.append(
-        "instructions are counted exactly under QEMU; they are not cycles (on silicon, loads,"
-        " multiplies and taken branches can take more than one)"
+        "instructions are counted exactly under QEMU; cycles are estimated from that trace with"
+        " Arm's published per-instruction timings, branch refills and the board's flash wait"
+        " states (not checked against silicon; see docs/boards-and-timing.md). Arm publishes no"
+        " timings for M7, M33 and M55: no estimate there"
     )
+    for r in results:
+        if r.estimated_cycles_by_function and r.estimated_cycles_per_step:
+            top = list(r.estimated_cycles_by_function.items())[:4]
+            parts = ", ".join(
+                f"{name} {c:.0f} ({100 * c / r.estimated_cycles_per_step:.0f}%)" for name, c in top
+            )
+            lines.append(f"{r.board} est. cycles by function: {parts}")
+    traced = [r for r in results if r.traced_on != r.board]
+    for r in traced:
+        lines.append(
+            f"{r.board}: traced on {r.traced_on} (same instruction set), costed as {r.board}"
+        )
     return "\n".join(lines)
 
 
