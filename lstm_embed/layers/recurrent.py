@@ -35,8 +35,8 @@ def effective_row_length(input_size: int, units: int, input_shift: int) -> int:
 
 
 def max_row_length() -> int:
-    """Longest effective int8 row whose int32 accumulator cannot overflow."""
-    return fp.INT32_MAX // (fp.WEIGHT_MAX * fp.ACTIVATION_MAX)
+    """Longest effective int8 row summed in one int32 (longer rows: blocked sums, shift 0)."""
+    return fp.INT8_ROW_MAX
 
 
 def choose_input_shift(
@@ -98,15 +98,11 @@ def quantize_gate_rows(
     (units, rows per unit) -> (weights, weight scale, bias_s32, multiplier, shift), every row
     requantized to gate pre-activations with ``fixedpoint.Z_FRAC_BITS`` fractional bits.
 
-    ``row_length`` is the effective row length of the accumulator bound; a row that cannot be
-    held in int8 names the layer and suggests int16 weights.
+    ``row_length`` is the effective row length of the accumulator bound: int8 rows longer than
+    ``fixedpoint.INT8_ROW_MAX`` get the blocked sum's accumulator (``accumulator_shift``).
     """
-    try:
-        weights, scale, bias_s32, acc_scale = fp.row_scales(rows, bias, Q15_SCALE, bits, row_length)
-    except ValueError as error:
-        raise QuantizeError(
-            f"layer '{layer}': {error}; use --weights int16 for this layer"
-        ) from error
+    del layer  # every row length is supported; kept so callers name the layer in one place
+    weights, scale, bias_s32, acc_scale = fp.row_scales(rows, bias, Q15_SCALE, bits, row_length)
     multiplier, shift = fp.multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
     return weights, scale, bias_s32, multiplier, shift
 
