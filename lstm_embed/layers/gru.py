@@ -27,8 +27,8 @@ import numpy as np
 
 from .. import cformat, rounding
 from .. import fixedpoint as fp
-from . import long_rows
 from ..reader.spec import LayerSpec
+from . import long_rows
 from .base import (
     Q15_SCALE,
     FloatLayer,

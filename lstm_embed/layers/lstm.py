@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import cformat, layouts, rounding
-from . import long_rows
 from .. import fixedpoint as fp
 from ..reader.spec import LayerSpec
+from . import long_rows
 from .base import (
     Q15_SCALE,
     FloatLayer,

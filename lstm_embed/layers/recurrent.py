@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import fixedpoint as fp
-from .base import Q15_SCALE, QuantContext, QuantizeError
+from .base import Q15_SCALE, QuantContext
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 # the reader's name for a Keras 2 file's hard_sigmoid (slope 0.2 instead of 1/6); a model has

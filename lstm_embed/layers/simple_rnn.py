@@ -19,8 +19,8 @@ import numpy as np
 
 from .. import cformat
 from .. import fixedpoint as fp
-from . import long_rows
 from ..reader.spec import LayerSpec
+from . import long_rows
 from .base import (
     Q15_SCALE,
     FloatLayer,
