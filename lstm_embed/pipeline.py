@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, cformat, rounding
+from . import __version__, cformat, rounding, weight_choice
 from .calibration import (
     NEAREST_QMODEL_FILE,
     CalibrationWarning,
@@ -223,6 +223,11 @@ def convert_ir(
     options = options or QuantizeOptions()
     core_kernels(core)  # a bad --core is refused before any work
     x_val = None if validation is None else checked_validation(ir, validation)
+    choice = None
+    if options.weights_auto_max_error is not None:  # --weights auto
+        limit = options.weights_auto_max_error
+        choice = weight_choice.choose(ir, calibration, options, x_val, limit)
+        options = replace(options, weight_bits=choice.bits, weights_auto_max_error=None)
     rounder: list = []
     qmodel = quantize(ir, calibration, options, rounding_record=rounder)
     x = np.asarray(calibration, dtype=np.float32)
@@ -230,6 +235,8 @@ def convert_ir(
     report = build_report(ir, qmodel, name, keras_y, x)
     report["rounding"] = rounder[0].record()
     report["core"] = core
+    if choice is not None:
+        report["weights_auto"] = choice.record()
     add_trust(report, ir, qmodel, x, options, x_val, keras_predict)
     for text in report["warnings"]:
         warnings.warn(text.removeprefix("warning: "), CalibrationWarning, stacklevel=2)
