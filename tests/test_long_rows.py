@@ -211,3 +211,38 @@ def test_long_rows_on_cortex_m_equal_the_reference(toolchain, tmp_path, board, m
     assert qmodel.layers[0].blocked == (m + n > 516)
     y_board = firmware.run_qemu(tmp_path, board, x_q)
     np.testing.assert_array_equal(y_board, reference.run(qmodel, x_q))
+
+
+# ---------------------------------------------------------------------------------------------
+# A Keras-built LSTM(512) on 13 MFCC-like features, against Keras itself
+
+# Max abs error of the int8 C against Keras, in percent of Keras' output range: the default of
+# --max-error (what --weights auto accepts). Measured: 0.55% with nearest rounding (0.22% with
+# the default auto rounding, which takes 5x longer to convert).
+KERAS_MAX_ERROR_PCT = 1.0
+
+
+def test_keras_lstm512_inspects_clean_and_converts_with_int8(tmp_path, capsys) -> None:
+    """inspect flags nothing for rows of 525; convert (the file, nothing given about widths)
+    writes int8 weights, and the C follows Keras within KERAS_MAX_ERROR_PCT."""
+    import keras
+
+    from lstm_embed import cli
+
+    keras.utils.set_random_seed(3)  # Keras' default initializers: Glorot, orthogonal
+    layers = [keras.Input((8, 13)), keras.layers.LSTM(512), keras.layers.Dense(8)]
+    model = keras.Sequential(layers, name="kws")
+    model.save(tmp_path / "kws.keras")
+    assert cli.main(["inspect", str(tmp_path / "kws.keras")]) == 0
+    assert capsys.readouterr().err == ""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(64, 8, 13)).astype(np.float32))
+    out = tmp_path / "out"
+    args = ["convert", tmp_path / "kws.keras", "-c", tmp_path / "x.npy", "-o", out,
+            "--rounding", "nearest"]  # fmt: skip
+    assert cli.main([str(a) for a in args]) == 0
+    assert "int8_t kws_lstm0_weights_s8[1075200]" in generated_c(out, "kws")
+    test = rng.normal(size=(32, 8, 13)).astype(np.float32)
+    keras_y = model.predict(test, verbose=0)
+    error = np.max(np.abs(run_host(out, test) - keras_y))
+    assert 100 * error / np.ptp(keras_y) < KERAS_MAX_ERROR_PCT
