@@ -303,7 +303,7 @@ def quantize_gru(
     rows_f, bias_f = gru_rows(layer, feature_scale, input_shift)
     row_length = effective_row_length(layer.input_size, layer.units, input_shift)
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
-        layer.name, rows_f, bias_f, bits, row_length
+        rows_f, bias_f, bits, row_length
     )
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
         weights, bias_s32 = gru_rounded(

@@ -224,7 +224,7 @@ def quantize_lstm(
     rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
     row_length = layer.input_size * 2**input_shift + layer.units
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
-        layer.name, rows_f, bias_f, bits, row_length
+        rows_f, bias_f, bits, row_length
     )
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
         weights, bias_s32 = long_rows.rounded_weights(

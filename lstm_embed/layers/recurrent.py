@@ -92,7 +92,7 @@ def resolve_input_shift(ctx: QuantContext, choose: Callable[[], int]) -> int:
 
 
 def quantize_gate_rows(
-    layer: str, rows: np.ndarray, bias: np.ndarray, bits: int, row_length: int
+    rows: np.ndarray, bias: np.ndarray, bits: int, row_length: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Float rows against [x_q; h_q15] (units, rows per unit, m + n) and their biases
     (units, rows per unit) -> (weights, weight scale, bias_s32, multiplier, shift), every row
@@ -101,7 +101,6 @@ def quantize_gate_rows(
     ``row_length`` is the effective row length of the accumulator bound: int8 rows longer than
     ``fixedpoint.INT8_ROW_MAX`` get the blocked sum's accumulator (``accumulator_shift``).
     """
-    del layer  # every row length is supported; kept so callers name the layer in one place
     weights, scale, bias_s32, acc_scale = fp.row_scales(rows, bias, Q15_SCALE, bits, row_length)
     multiplier, shift = fp.multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
     return weights, scale, bias_s32, multiplier, shift

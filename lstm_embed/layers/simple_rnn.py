@@ -255,7 +255,7 @@ def quantize_simple_rnn(
     rows_f, bias_f = simple_rnn_rows(layer, feature_scale, state_scale, input_shift)
     row_length = effective_row_length(layer.input_size, layer.units, input_shift)
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
-        layer.name, rows_f, bias_f, bits, row_length
+        rows_f, bias_f, bits, row_length
     )
     if method != "nearest":  # the same scales, the weights rounded against the data
         weights, bias_s32 = long_rows.rounded_weights(
