@@ -208,7 +208,29 @@ def test_long_rows_on_cortex_m_equal_the_reference(toolchain, tmp_path, board, m
 
     x = random_inputs(m + n, 2, TIMESTEPS, m)
     qmodel, x_q = _convert(_lstm_model(m, n, seed=m + n), x, tmp_path)
-    assert qmodel.layers[0].blocked == (m + n > 516)
+    assert qmodel.layers[0].blocked
+    y_board = firmware.run_qemu(tmp_path, board, x_q)
+    np.testing.assert_array_equal(y_board, reference.run(qmodel, x_q))
+
+
+# the other kinds' blocked rows (GRU reference kernel, SimpleRNN, Dense/Conv1D rows) once each
+QEMU_KINDS = {
+    "qemu-m0": ["gru reset_after", "dense 600"],
+    "qemu-m4": ["gru reset_before", "conv1d window 600"],
+    "qemu-m55": ["simple_rnn"],
+}
+
+
+@pytest.mark.parametrize(
+    ("board", "label"), [(b, label) for b, labels in QEMU_KINDS.items() for label in labels]
+)
+def test_other_kinds_on_cortex_m_equal_the_reference(toolchain, tmp_path, board, label) -> None:
+    from lstm_embed import firmware
+
+    model, m = _long_models()[label]
+    x = random_inputs(5, 2, TIMESTEPS, m, scale=2.0)
+    qmodel, x_q = _convert(model, x, tmp_path)
+    assert any("blocked_rows" in q.uses() for q in qmodel.layers)
     y_board = firmware.run_qemu(tmp_path, board, x_q)
     np.testing.assert_array_equal(y_board, reference.run(qmodel, x_q))
 
