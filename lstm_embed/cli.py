@@ -56,6 +56,21 @@ def _weight_bits(text: str) -> tuple[int, ...]:
     return tuple(names[p] for p in parts)
 
 
+def _max_error(weights: str, max_error: float | None) -> float | None:
+    """--max-error PCT (default 1) for --weights auto; refused with fixed widths."""
+    from lstm_embed.quantize.weight_choice import DEFAULT_MAX_ERROR_PCT
+
+    if weights != "auto":
+        if max_error is not None:
+            raise CLIError("--max-error: only with --weights auto (it limits that choice)")
+        return None
+    if max_error is None:
+        return DEFAULT_MAX_ERROR_PCT
+    if not 0 < max_error < 100:
+        raise CLIError(f"--max-error: {max_error:g} not supported (a percent in (0, 100))")
+    return max_error
+
+
 def _input_shift(text: str) -> str | int:
     if text == "auto":
         return text
@@ -104,7 +119,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     validation = _load_array(args.validation, "--validation") if args.validation else None
     options = QuantizeOptions(
         input_range=_input_range(args.input_range),
-        weight_bits=_weight_bits(args.weights),
+        weight_bits=(8,) if args.weights == "auto" else _weight_bits(args.weights),
+        weights_auto_max_error=_max_error(args.weights, args.max_error),
         table_log2_entries=args.table_log2_entries,
         input_shift=_input_shift(args.input_shift),
         rounding=args.rounding,
@@ -213,6 +229,11 @@ def print_summary(report: dict) -> None:
                 f" {error['max_abs_error']:.3g}, mean {error['mean_abs_error']:.3g}"
             )
     print_rounding(report)
+    if "weights_auto" in report:
+        from lstm_embed.quantize.weight_choice import summary_lines
+
+        for line in summary_lines(report["weights_auto"]):
+            print(line)
 
 
 def print_rounding(report: dict) -> None:
@@ -402,8 +423,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default="int8",
-        help="int8 (default), int16, or one per layer: int16,int8,...; int16 layers are exact"
-        " to ~1e-4 but use the portable kernel",
+        help="int8 (default), int16, one per layer (int16,int8,...), or auto: per layer the"
+        " narrower width whose error vs the float model stays under --max-error; int16 layers"
+        " are exact to ~1e-4 but use the portable kernel",
+    )
+    p.add_argument(
+        "--max-error",
+        type=float,
+        metavar="PCT",
+        help="with --weights auto: largest max abs error, in percent of the output range, on"
+        " --validation (else on held-out calibration sequences) (default: 1)",
     )
     p.add_argument(
         "--input-shift",

@@ -19,7 +19,7 @@ from lstm_embed.emit.render import core_kernels, emit_model
 from lstm_embed.emit.report import calibration_ranges, errors, input_clipping, layer_rows, sizes
 from lstm_embed.ir.float_model import forward
 from lstm_embed.ir.model import Model
-from lstm_embed.quantize import rounding
+from lstm_embed.quantize import rounding, weight_choice
 from lstm_embed.quantize.calibration import (
     NEAREST_QMODEL_FILE,
     CalibrationWarning,
@@ -225,6 +225,11 @@ def convert_ir(
     options = options or QuantizeOptions()
     core_kernels(core)  # a bad --core is refused before any work
     x_val = None if validation is None else checked_validation(ir, validation)
+    choice = None
+    if options.weights_auto_max_error is not None:  # --weights auto
+        limit = options.weights_auto_max_error
+        choice = weight_choice.choose(ir, calibration, options, x_val, limit)
+        options = replace(options, weight_bits=choice.bits, weights_auto_max_error=None)
     rounder: list = []
     qmodel = quantize(ir, calibration, options, rounding_record=rounder)
     x = np.asarray(calibration, dtype=np.float32)
@@ -232,6 +237,8 @@ def convert_ir(
     report = build_report(ir, qmodel, name, keras_y, x)
     report["rounding"] = rounder[0].record()
     report["core"] = core
+    if choice is not None:
+        report["weights_auto"] = choice.record()
     add_trust(report, ir, qmodel, x, options, x_val, keras_predict)
     for text in report["warnings"]:
         warnings.warn(text.removeprefix("warning: "), CalibrationWarning, stacklevel=2)

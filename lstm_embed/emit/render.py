@@ -385,12 +385,14 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "rsqrt",
                 "relu_family",
                 "wide_rows",
+                "blocked_rows",
                 "window_geometry",
                 "div_round",
             )
         }
         | {"sigmoid": "sigmoid" in needed, "tanh": "tanh" in needed},
         "wide_acc_shift": fp.WIDE_ACC_SHIFT,
+        "int8_block_columns": fp.INT8_BLOCK_COLUMNS,
         # the LSTM reference kernel and the recurrent helpers (LSTM and GRU use them)
         "lstm_kernels": bool(uses & {"portable_lstm", "optimized_lstm"}),
         **_chain_context(model, layers),

@@ -12,6 +12,7 @@ import numpy as np
 
 from lstm_embed.emit import cformat
 from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.kinds import long_rows
 from lstm_embed.kinds import lstm_layouts as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
@@ -20,7 +21,6 @@ from lstm_embed.kinds.base import (
     LayerTrace,
     QLayer,
     QuantContext,
-    QuantizeError,
     Unsupported,
     check_finite,
     check_shape,
@@ -121,7 +121,7 @@ class DenseLayer(FloatLayer):
 
     def dequantized(self, qlayer: QDenseLayer, feature_scale: np.ndarray) -> DenseLayer:
         scale = qlayer.weight_scale
-        unit = fp.accumulator_unit(qlayer.weight_bits)
+        unit = fp.accumulator_unit(qlayer.weight_bits, qlayer.input_size)
         bias = qlayer.bias_s32 * scale * unit * qlayer.input_scale
         kernel = (qlayer.weights * scale[:, None]).T / qlayer.input_fold[:, None]
         return DenseLayer(
@@ -148,16 +148,12 @@ def quantize_dense(
     feature_scale = np.broadcast_to(np.asarray(feature_scale, np.float64), (layer.input_size,))
     in_scale = float(np.max(feature_scale))
     fold = feature_scale / in_scale
-    try:
-        weights, scale, bias_s32, acc_scale = fp.row_scales(
-            (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, in_scale, bits
-        )
-    except ValueError as error:  # a row too long for int8 weights' int32 sums
-        raise QuantizeError(
-            f"layer '{layer.name}': {error}; use --weights int16 for this layer"
-        ) from error
+    # rows longer than fixedpoint.INT8_ROW_MAX: blocked int8 sums (accumulator_shift)
+    weights, scale, bias_s32, acc_scale = fp.row_scales(
+        (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, in_scale, bits
+    )
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
-        weights, bias_s32 = rounding.rounded_weights(
+        weights, bias_s32 = long_rows.rounded_weights(
             (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, scale, in_scale, bits,
             method, stats, layer.bias is not None,
         )  # fmt: skip
@@ -218,6 +214,16 @@ class QDenseLayer(QLayer):
         return self.weights.dtype.itemsize * 8
 
     @property
+    def acc_shift(self) -> int:
+        """Right shift from the exact row sum to the int32 accumulator (0: one int32 sum)."""
+        return fp.accumulator_shift(self.weight_bits, self.input_size)
+
+    @property
+    def blocked(self) -> bool:
+        """int8 rows too long for one int32 sum: int32 sums per block, added in int64."""
+        return self.weight_bits == 8 and self.acc_shift > 0
+
+    @property
     def uses_table(self) -> bool:
         return self.activation in TABLE_ACTIVATIONS
 
@@ -236,7 +242,9 @@ class QDenseLayer(QLayer):
     def step(self, x_q: np.ndarray, state: Any, tables: dict) -> tuple[np.ndarray, Any]:
         dot = np.asarray(x_q, np.int64) @ self.weights.T.astype(np.int64)
         z = fp.requantize(
-            fp.accumulate(dot, self.bias_s32, self.weight_bits), self.multiplier, self.shift
+            fp.accumulate(dot, self.bias_s32, self.weight_bits, self.input_size),
+            self.multiplier,
+            self.shift,
         )
         if self.activation == "sigmoid":
             return fp.sigmoid_q15(z, tables["tanh"]), None
@@ -254,6 +262,8 @@ class QDenseLayer(QLayer):
         flags = {"dense", f"dense_{self.activation}"}
         if self.weight_bits == 16:
             flags.add("wide_dense")
+        if self.blocked:
+            flags.add("blocked_rows")
         if self.activation == "softmax":
             flags.add("softmax")
         return flags
@@ -285,6 +295,7 @@ class QDenseLayer(QLayer):
             "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
             "shift": cformat.c_int_array(self.shift, per_line=16),
             "packed_requant": self.packed_requant,
+            "acc_shift": self.acc_shift,
         }
 
     @property

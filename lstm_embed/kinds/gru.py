@@ -27,6 +27,7 @@ import numpy as np
 
 from lstm_embed.emit import cformat
 from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -230,7 +231,7 @@ class GRULayer(FloatLayer):
         # undo the input fold and the input columns' power-of-two scale
         rows[..., :m] /= input_fold(feature_scale, qlayer.input_shift)[:, 0]
         weights = rows.transpose(2, 1, 0).reshape(m + n, 3 * n)
-        unit = fp.accumulator_unit(qlayer.weight_bits)
+        unit = fp.accumulator_unit(qlayer.weight_bits, qlayer.effective_row_length)
         bias_rows = qlayer.bias_s32 * scale * unit * Q15_SCALE  # (n, rows)
         bias = None
         if self.bias is not None:
@@ -299,10 +300,12 @@ def quantize_gru(
     rows_f, bias_f = gru_rows(layer, feature_scale, input_shift)
     row_length = effective_row_length(layer.input_size, layer.units, input_shift)
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
-        layer.name, rows_f, bias_f, bits, row_length
+        rows_f, bias_f, bits, row_length
     )
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
-        weights, bias_s32 = gru_rounded(layer, rows_f, bias_f, scale, bits, method, stats)
+        weights, bias_s32 = gru_rounded(
+            layer, rows_f, bias_f, scale, bits, method, stats, row_length
+        )
     if layer.reset_after:  # hx holds zeros on the recurrent columns, hh on the input columns
         merged = weights[:, :3].copy()
         merged[:, 2, layer.input_size :] = weights[:, 3, layer.input_size :]
@@ -351,7 +354,7 @@ def gru_input_stats(layer: GRULayer, ctx: QuantContext, input_shift: int):
     return stats
 
 
-def gru_rounded(layer, rows_f, bias_f, scale, bits, method, stats):
+def gru_rounded(layer, rows_f, bias_f, scale, bits, method, stats, row_length=None):
     """Weights and biases of ``gru_rows``' rows, rounded by ``method`` group by group: z and r
     against [x; h], the candidate against [x; r * h] (reset_before) or its input row against x
     and its recurrent row against h (reset_after: the columns each really multiplies)."""
@@ -365,9 +368,9 @@ def gru_rounded(layer, rows_f, bias_f, scale, bits, method, stats):
         groups += [(slice(3, 4), slice(m, None), stats["gates"].columns(slice(m, None)))]
     else:
         groups += [(slice(2, 3), slice(None), stats["candidate"])]
-    row_length = rows_f.shape[-1]
+    row_length = row_length or rows_f.shape[-1]
     for rows, columns, group_stats in groups:
-        weights[:, rows, columns], bias_s32[:, rows] = rounding.rounded_weights(
+        weights[:, rows, columns], bias_s32[:, rows] = long_rows.rounded_weights(
             rows_f[:, rows, columns], bias_f[:, rows], scale[:, rows], Q15_SCALE, bits, method,
             group_stats, with_bias, row_length,
         )  # fmt: skip
@@ -453,9 +456,20 @@ class QGRULayer(QLayer):
         return effective_row_length(self.input_size, self.units, self.input_shift)
 
     @property
+    def acc_shift(self) -> int:
+        """Right shift from the exact row sum to the int32 accumulator (0: one int32 sum)."""
+        return fp.accumulator_shift(self.weight_bits, self.effective_row_length)
+
+    @property
+    def blocked(self) -> bool:
+        """int8 rows too long for one int32 sum: int32 sums per block, added in int64."""
+        return self.weight_bits == 8 and self.acc_shift > 0
+
+    @property
     def portable_only(self) -> bool:
-        """int16-weight layers run the reference kernel on every core (int64 row sums)."""
-        return self.weight_bits != 8
+        """int16-weight layers (int64 row sums) and int8 layers of blocked rows run the
+        reference kernel on every core."""
+        return self.weight_bits != 8 or self.blocked
 
     @property
     def macs(self) -> int:
@@ -501,7 +515,9 @@ class QGRULayer(QLayer):
         return state.h_q15, GRUStepTrace(self.name, z, gates, state.h_q15)
 
     def _requantize(self, dot: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
-        acc = fp.accumulate(dot, self.bias_s32[:, rows], self.weight_bits)
+        acc = fp.accumulate(
+            dot, self.bias_s32[:, rows], self.weight_bits, self.effective_row_length
+        )
         return fp.requantize(acc, self.multiplier[:, rows], self.shift[:, rows])
 
     def tables_needed(self) -> set[str]:
@@ -515,6 +531,8 @@ class QGRULayer(QLayer):
         flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
         if self.weight_bits == 16:
             flags.add("wide_rows")  # ops.c.j2's int64 row sum of int16 weights
+        if self.blocked:
+            flags.add("blocked_rows")  # ops.c.j2's blocked row sum of long int8 rows
         if self.hard_sigmoid:
             flags.add("hard_sigmoid")
         return flags
@@ -562,6 +580,8 @@ class QGRULayer(QLayer):
             "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
             "shift": cformat.c_int_array(self.shift, per_line=16),
             "input_shift": self.input_shift,
+            "acc_shift": self.acc_shift,
+            "blocked": self.blocked,
             "portable_only": self.portable_only,
             **({} if self.portable_only else gru_layouts.kernel_context(self)),
         }

@@ -15,6 +15,7 @@ import numpy as np
 
 from lstm_embed.emit import cformat
 from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.kinds import long_rows
 from lstm_embed.kinds import lstm_layouts as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
@@ -168,7 +169,7 @@ class LSTMLayer(FloatLayer):
         # undo the input fold and the input columns' power-of-two scale
         rows[..., : self.input_size] *= Q15_SCALE / feature_scale * 2**qlayer.input_shift
         weights = rows.transpose(2, 1, 0).reshape(qlayer.row_length, 4 * self.units)
-        unit = fp.accumulator_unit(qlayer.weight_bits)
+        unit = fp.accumulator_unit(qlayer.weight_bits, qlayer.effective_row_length)
         bias = (qlayer.bias_s32 * qlayer.weight_scale * unit * Q15_SCALE).T.reshape(-1)
         return LSTMLayer(
             self.name,
@@ -221,10 +222,10 @@ def quantize_lstm(
     rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
     row_length = layer.input_size * 2**input_shift + layer.units
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
-        layer.name, rows_f, bias_f, bits, row_length
+        rows_f, bias_f, bits, row_length
     )
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
-        weights, bias_s32 = rounding.rounded_weights(
+        weights, bias_s32 = long_rows.rounded_weights(
             rows_f, bias_f, scale, Q15_SCALE, bits, method, stats, layer.bias is not None,
             row_length,
         )  # fmt: skip
@@ -359,9 +360,20 @@ class QLSTMLayer(QLayer):
         return self.input_size * 2**self.input_shift + self.units
 
     @property
+    def acc_shift(self) -> int:
+        """Right shift from the exact row sum to the int32 accumulator (0: one int32 sum)."""
+        return fp.accumulator_shift(self.weight_bits, self.effective_row_length)
+
+    @property
+    def blocked(self) -> bool:
+        """int8 rows too long for one int32 sum: int32 sums per block, added in int64."""
+        return self.weight_bits == 8 and self.acc_shift > 0
+
+    @property
     def portable_only(self) -> bool:
-        """int16-weight layers run the reference kernel on every core (int64 row sums)."""
-        return self.weight_bits != 8
+        """int16-weight layers (int64 row sums) and int8 layers of blocked rows run the
+        reference kernel on every core."""
+        return self.weight_bits != 8 or self.blocked
 
     @property
     def wide_cell(self) -> bool:
@@ -419,6 +431,8 @@ class QLSTMLayer(QLayer):
         flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
         if self.wide_cell:
             flags.add("wide_lstm")
+        if self.blocked:
+            flags.add("blocked_rows")
         if self.hard_sigmoid:
             flags.add("hard_sigmoid")
         return flags
@@ -494,6 +508,8 @@ class QLSTMLayer(QLayer):
             "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
             "shift": cformat.c_int_array(self.shift, per_line=16),
             "input_shift": self.input_shift,
+            "acc_shift": self.acc_shift,
+            "blocked": self.blocked,
             "portable_only": self.portable_only,
             **({} if self.portable_only else layouts.kernel_context(self)),
         }
@@ -563,7 +579,9 @@ def gate_preactivations(layer: QLSTMLayer, x_q: np.ndarray, h_q15: np.ndarray) -
     dot_h = np.einsum("ugk,nk->nug", w[..., m:], h_q15.astype(np.int64))
     dot = dot_x * (1 << layer.input_shift) + dot_h
     return fp.requantize(
-        fp.accumulate(dot, layer.bias_s32, layer.weight_bits), layer.multiplier, layer.shift
+        fp.accumulate(dot, layer.bias_s32, layer.weight_bits, layer.effective_row_length),
+        layer.multiplier,
+        layer.shift,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed.kinds.base import Q15_SCALE, QuantContext, QuantizeError
+from lstm_embed.kinds.base import Q15_SCALE, QuantContext
 from lstm_embed.quantize import fixedpoint as fp
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
@@ -35,8 +35,8 @@ def effective_row_length(input_size: int, units: int, input_shift: int) -> int:
 
 
 def max_row_length() -> int:
-    """Longest effective int8 row whose int32 accumulator cannot overflow."""
-    return fp.INT32_MAX // (fp.WEIGHT_MAX * fp.ACTIVATION_MAX)
+    """Longest effective int8 row summed in one int32 (longer rows: blocked sums, shift 0)."""
+    return fp.INT8_ROW_MAX
 
 
 def choose_input_shift(
@@ -92,21 +92,16 @@ def resolve_input_shift(ctx: QuantContext, choose: Callable[[], int]) -> int:
 
 
 def quantize_gate_rows(
-    layer: str, rows: np.ndarray, bias: np.ndarray, bits: int, row_length: int
+    rows: np.ndarray, bias: np.ndarray, bits: int, row_length: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Float rows against [x_q; h_q15] (units, rows per unit, m + n) and their biases
     (units, rows per unit) -> (weights, weight scale, bias_s32, multiplier, shift), every row
     requantized to gate pre-activations with ``fixedpoint.Z_FRAC_BITS`` fractional bits.
 
-    ``row_length`` is the effective row length of the accumulator bound; a row that cannot be
-    held in int8 names the layer and suggests int16 weights.
+    ``row_length`` is the effective row length of the accumulator bound: int8 rows longer than
+    ``fixedpoint.INT8_ROW_MAX`` get the blocked sum's accumulator (``accumulator_shift``).
     """
-    try:
-        weights, scale, bias_s32, acc_scale = fp.row_scales(rows, bias, Q15_SCALE, bits, row_length)
-    except ValueError as error:
-        raise QuantizeError(
-            f"layer '{layer}': {error}; use --weights int16 for this layer"
-        ) from error
+    weights, scale, bias_s32, acc_scale = fp.row_scales(rows, bias, Q15_SCALE, bits, row_length)
     multiplier, shift = fp.multipliers(acc_scale * Q15_SCALE * 2.0**fp.Z_FRAC_BITS)
     return weights, scale, bias_s32, multiplier, shift
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from lstm_embed.emit import cformat
 from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -206,7 +207,7 @@ class SimpleRNNLayer(FloatLayer):
         rows = qlayer.weights * qlayer.weight_scale[:, None]  # (n, m + n)
         rows[:, :m] *= Q15_SCALE / np.asarray(feature_scale)[None, :] * 2**qlayer.input_shift
         rows[:, m:] *= Q15_SCALE / qlayer.state_scale
-        unit = fp.accumulator_unit(qlayer.weight_bits)
+        unit = fp.accumulator_unit(qlayer.weight_bits, qlayer.effective_row_length)
         bias = qlayer.bias_s32 * qlayer.weight_scale * unit * Q15_SCALE
         return SimpleRNNLayer(
             self.name,
@@ -250,17 +251,15 @@ def quantize_simple_rnn(
     rows_f, bias_f = simple_rnn_rows(layer, feature_scale, state_scale, input_shift)
     row_length = effective_row_length(layer.input_size, layer.units, input_shift)
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
-        layer.name, rows_f, bias_f, bits, row_length
+        rows_f, bias_f, bits, row_length
     )
     if method != "nearest":  # the same scales, the weights rounded against the data
-        from lstm_embed.quantize import rounding
-
-        weights, bias_s32 = rounding.rounded_weights(
+        weights, bias_s32 = long_rows.rounded_weights(
             rows_f, bias_f, scale, Q15_SCALE, bits, method, stats, layer.bias is not None,
             row_length,
         )  # fmt: skip
     if layer.activation != "tanh":
-        acc_scale = scale * fp.accumulator_unit(bits)
+        acc_scale = scale * fp.accumulator_unit(bits, row_length)
         multiplier, shift = fp.multipliers(acc_scale * Q15_SCALE / state_scale)
     return QSimpleRNNLayer(
         name=layer.name,
@@ -354,7 +353,7 @@ class QSimpleRNNLayer(QLayer):
         m = self.input_size
         dot_x = np.asarray(x_q, np.int64) @ w[:, :m].T
         dot = dot_x * (1 << self.input_shift) + state.h_q15 @ w[:, m:].T
-        acc = fp.accumulate(dot, self.bias_s32, self.weight_bits)
+        acc = fp.accumulate(dot, self.bias_s32, self.weight_bits, self.effective_row_length)
         z = fp.requantize(acc, self.multiplier, self.shift)
         if self.activation == "tanh":
             h = fp.tanh_q15(z, tables["tanh"])
@@ -373,7 +372,23 @@ class QSimpleRNNLayer(QLayer):
     def uses(self) -> set[str]:
         # tanh is read outside the LSTM kernels' own table layouts; int16 rows sum in int64
         flags = {"table_tanh"} if self.activation == "tanh" else set()
+        if self.blocked:
+            flags.add("blocked_rows")  # ops.c.j2's blocked row sum of long int8 rows
         return flags | ({"wide_rows"} if self.weight_bits == 16 else set())
+
+    @property
+    def effective_row_length(self) -> int:
+        return effective_row_length(self.input_size, self.units, self.input_shift)
+
+    @property
+    def acc_shift(self) -> int:
+        """Right shift from the exact row sum to the int32 accumulator (0: one int32 sum)."""
+        return fp.accumulator_shift(self.weight_bits, self.effective_row_length)
+
+    @property
+    def blocked(self) -> bool:
+        """int8 rows too long for one int32 sum: int32 sums per block, added in int64."""
+        return self.weight_bits == 8 and self.acc_shift > 0
 
     @property
     def state_format(self) -> str:
@@ -417,6 +432,8 @@ class QSimpleRNNLayer(QLayer):
             "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
             "shift": cformat.c_int_array(self.shift, per_line=16),
             "input_shift": self.input_shift,
+            "acc_shift": self.acc_shift,
+            "blocked": self.blocked,
         }
 
     def format(self) -> str:

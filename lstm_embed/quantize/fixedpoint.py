@@ -122,38 +122,87 @@ def quantize_rows(rows: np.ndarray, bits: int = 8, min_scale: np.ndarray | None 
 
 def wide_accumulator(dot: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """int16-weight rows: sat32(round(dot / 2**WIDE_ACC_SHIFT) + bias), dot summed in int64."""
-    return saturate_s32(rounding_shift_right(dot, WIDE_ACC_SHIFT) + np.asarray(bias, np.int64))
+    return shifted_accumulator(dot, bias, WIDE_ACC_SHIFT)
 
 
-def accumulate(dot: np.ndarray, bias: np.ndarray, bits: int) -> np.ndarray:
-    """int8 rows: bias + dot in int32 (bounded by the quantizer); int16 rows: int64 rounded."""
-    return wide_accumulator(dot, bias) if bits == 16 else dot + bias
+def shifted_accumulator(dot: np.ndarray, bias: np.ndarray, acc_shift: int) -> np.ndarray:
+    """sat32(round(dot / 2**acc_shift) + bias): the exact dot product (int64) of a row too long
+    for one int32 sum, rounded once into an accumulator of 2**acc_shift units."""
+    return saturate_s32(rounding_shift_right(dot, acc_shift) + np.asarray(bias, np.int64))
+
+
+# int8 rows longer than this (input columns counted 2**input_shift times) could overflow one
+# int32 sum: 516 * 127 * 2**15 < 2**31 <= 517 * 127 * 2**15.
+INT8_ROW_MAX = INT32_MAX // (WEIGHT_MAX * ACTIVATION_MAX)
+# Longer int8 rows are summed per block of at most this many columns, each block's int32 sum
+# exact (512 * 127 * 2**15 < 2**31), the blocks added in int64 (exact: the dot product itself).
+INT8_BLOCK_COLUMNS = 512
+# ... and rounded by 2**s into int32 with s the least shift that leaves 2**30 of the int32
+# range to the bias: max |dot| = row * 127 * 2**15 <= 2**(30 + s).
+BLOCKED_BIAS_ROOM = 2**30
+
+
+def int8_accumulator_shift(row_length: int) -> int:
+    """0 for an int8 row whose int32 sum cannot overflow (the single-sum path); else the shift
+    s >= 1 of its blocked sum: the least s with row_length * 127 * 2**15 <= 2**(30 + s)."""
+    if row_length <= INT8_ROW_MAX:
+        return 0
+    peak = row_length * WEIGHT_MAX * ACTIVATION_MAX
+    return max(1, (peak - 1).bit_length() - 30)
+
+
+def accumulator_shift(bits: int, row_length: int | None = None) -> int:
+    """Right shift from the exact dot product to the int32 accumulator: 0 (int8 rows that fit
+    one int32 sum, or ``row_length`` None), ``int8_accumulator_shift`` (longer int8 rows),
+    WIDE_ACC_SHIFT (int16 rows)."""
+    if bits == 16:
+        return WIDE_ACC_SHIFT
+    return 0 if row_length is None else int8_accumulator_shift(row_length)
+
+
+def accumulate(
+    dot: np.ndarray, bias: np.ndarray, bits: int, row_length: int | None = None
+) -> np.ndarray:
+    """The int32 accumulator of a row: bias + dot for int8 rows that fit one int32 sum (the
+    quantizer bounds |bias|); sat32(round(dot / 2**s) + bias) for longer int8 rows (blocked
+    sums) and int16 rows (int64 sums). ``dot`` is the exact dot product (int64)."""
+    shift = accumulator_shift(bits, row_length)
+    return dot + bias if shift == 0 else shifted_accumulator(dot, bias, shift)
+
+
+def blocked_dot_s8(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """w . a of int8 rows (..., d) and int16 activations (d,) as the C sums a long row: int32
+    partial sums per block of INT8_BLOCK_COLUMNS columns, added in int64. Equal to the exact
+    dot product (each block sum provably fits int32); the C kernels are tested against it."""
+    w = np.asarray(weights, np.int64)
+    a = np.asarray(activations, np.int64)
+    total = np.zeros(w.shape[:-1], np.int64)
+    for start in range(0, w.shape[-1], INT8_BLOCK_COLUMNS):
+        block = w[..., start : start + INT8_BLOCK_COLUMNS] @ a[start : start + INT8_BLOCK_COLUMNS]
+        assert np.all(np.abs(block) <= INT32_MAX), "an int8 block sum left int32"
+        total += block
+    return total
 
 
 BIAS_ROW_BYTES = 4 + 4 + 1  # flash per output row: int32 bias, int32 multiplier, int8 shift
 
 
-def accumulator_unit(bits: int) -> float:
-    """Accumulator LSB in units of weight LSB * activation LSB."""
-    return 2.0**WIDE_ACC_SHIFT if bits == 16 else 1.0
+def accumulator_unit(bits: int, row_length: int | None = None) -> float:
+    """Accumulator LSB in units of weight LSB * activation LSB (``accumulator_shift``)."""
+    return 2.0 ** accumulator_shift(bits, row_length)
 
 
 def accumulator_headroom(row_length: int, bits: int = 8) -> int:
     """Largest |bias| (in accumulator units) that cannot overflow the int32 accumulator.
 
     ``row_length`` counts a column whose partial sum is scaled by 2**k as 2**k columns.
-    int8 rows sum into int32 directly; int16 rows sum in int64 and keep |bias| <= 2**30 so that
-    only dot products beyond any calibrated range saturate.
+    int8 rows that fit sum into int32 directly; longer int8 rows (blocked sums, rounded by
+    2**s) and int16 rows (int64 sums) keep |bias| <= 2**30 so that only dot products beyond
+    any calibrated range saturate.
     """
-    if bits == 16:
-        return 2**30
-    headroom = INT32_MAX - row_length * WEIGHT_MAX * ACTIVATION_MAX
-    if headroom <= 0:
-        raise ValueError(
-            f"a row of {row_length} inputs could overflow the int32 accumulator"
-            f" (at most {INT32_MAX // (WEIGHT_MAX * ACTIVATION_MAX)} inputs + units per layer)"
-        )
-    return headroom
+    if bits == 16 or row_length > INT8_ROW_MAX:
+        return BLOCKED_BIAS_ROOM
+    return INT32_MAX - row_length * WEIGHT_MAX * ACTIVATION_MAX
 
 
 def quantize_bias_s32(bias: np.ndarray, acc_scale: np.ndarray) -> np.ndarray:
@@ -166,8 +215,9 @@ def row_scales(rows, bias, activation_scale: float, bits: int, row_length: int |
     The scales are widened where needed so that |bias_q| fits the accumulator headroom.
     Returns (weights, weight scale, bias_s32, accumulator scale / activation scale).
     """
-    unit = accumulator_unit(bits)
-    headroom = accumulator_headroom(row_length or rows.shape[-1], bits)
+    row_length = row_length or rows.shape[-1]
+    unit = accumulator_unit(bits, row_length)
+    headroom = accumulator_headroom(row_length, bits)
     min_scale = np.abs(bias) / (activation_scale * unit * headroom)
     weights, scale = quantize_rows(rows, bits, min_scale=min_scale)
     bias_s32 = quantize_bias_s32(bias, scale * activation_scale * unit)

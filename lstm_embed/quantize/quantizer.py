@@ -49,6 +49,9 @@ class QuantizeOptions:
     # calibration data, bias correction) or auto (gptq when, fitted on 3/4 of the calibration
     # sequences, it does no worse than nearest on the other 1/4; calibration.LayerRounding).
     rounding: str = rounding.AUTO
+    # --weights auto: convert chooses int8 or int16 per layer (weight_choice.choose), the
+    # least flash whose error stays under this percent of the output range; None: weight_bits
+    weights_auto_max_error: float | None = None
 
     def bits_of(self, index: int, layer_count: int) -> int:
         if len(self.weight_bits) not in (1, layer_count):
