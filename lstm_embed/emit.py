@@ -18,16 +18,7 @@ from . import fixedpoint as fp
 from .ir import sequence_out, timesteps_after
 from .layers.masking import mask_reach, masking_index
 from .qir import QModel
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def templates_dir() -> Path:
-    """templates/ beside the package in a checkout, or packaged inside it in a wheel."""
-    for candidate in (PACKAGE_DIR.parent / "templates", PACKAGE_DIR / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("lstm-embed templates/ folder not found")
+from .resources import templates_dir
 
 
 @cache

@@ -30,17 +30,7 @@ from lstm_embed.cformat import c_identifier, c_int_array
 from lstm_embed.emit import render
 from lstm_embed.hostbuild import ToolFailure, exit_description, read_report
 from lstm_embed.inputs import InputRule, check_entry, check_input, entry_point, output_shape
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def firmware_dir() -> Path:
-    """firmware/ beside the package in a checkout, or packaged inside it in a wheel."""
-    for candidate in (PACKAGE_DIR.parent / "firmware", PACKAGE_DIR / "firmware"):
-        if (candidate / "common").is_dir():
-            return candidate
-    raise FileNotFoundError("lstm-embed firmware/ folder not found")
-
+from lstm_embed.resources import firmware_dir
 
 GCC = "arm-none-eabi-gcc"
 SIZE = "arm-none-eabi-size"
