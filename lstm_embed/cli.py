@@ -261,6 +261,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
+    from .quiet import set_verbose
+
+    set_verbose(args.verbose)  # before Keras is imported
 
     x = _load_array(args.input, "--input").astype(np.float32)
     labels = _load_array(args.labels, "--labels") if args.labels else None
@@ -393,7 +396,7 @@ def parser() -> argparse.ArgumentParser:
         f" only; default: the default board's, {DEFAULT_BOARD}: {get_board(DEFAULT_BOARD).core}),"
         " portable, or all (every core's, chosen when compiling)",
     )
-    target.add_argument("--board", help="emit the layout of this board's core (see README)")
+    target.add_argument("--board", help="emit the layout of this board's core (see docs/boards.md)")
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.add_argument("-v", "--verbose", action="store_true", help="print every layer's details")
     p.set_defaults(func=cmd_convert)
@@ -414,6 +417,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="labels for a task metric (class ids, one-hot or targets)")
     p.add_argument("--json", help="also write the numbers as JSON here")
     p.add_argument("--report", metavar="DIR", help="write a Markdown report with PNG plots here")
+    p.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's log lines too")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("trace", help="every gate of every step of the integer reference")
@@ -424,7 +428,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build Cortex-M firmware for a board; prints sizes")
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--board", default="qemu-m4", help="board (default qemu-m4); see README")
+    p.add_argument("--board", default="qemu-m4", help="board (default qemu-m4); see docs/boards.md")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("flash", help="flash a real board with pyOCD")

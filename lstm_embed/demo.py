@@ -17,12 +17,15 @@ from .boards import get_board
 from .cli import print_summary
 from .hostbuild import run_host
 from .pipeline import convert
+from .quiet import set_verbose
 from .report import errors, format_table
-from .samples import sample
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    set_verbose(args.verbose)
+    from .samples import sample  # imports Keras, quietly unless --verbose
+
     out = Path(args.out)
     print(f"== 1. sample model '{args.sample}' (trained once with a fixed seed, then cached)")
     data = sample(args.sample)
@@ -104,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default="qemu-m4")
     p.add_argument("--samples", type=int, default=300, help="test sequences to run in QEMU")
     p.add_argument("--out", default="demo-out/digits", help="output folder")
+    p.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's log lines too")
     return p
 
 
