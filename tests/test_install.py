@@ -1,8 +1,8 @@
 """lstm-embed installed as a user installs it: the sdist is built from a copy of the project, the
 wheel is built from that sdist (what `pip install lstm-embed` does with an sdist), and the wheel
 goes into a fresh virtual environment (no system site-packages, no PYTHONPATH, run from a folder
-outside the project). There it inspects, converts, runs on the host and in QEMU, loads and
-exports a fixture model, and every output equals the source tree's bit for bit.
+outside the project). There it inspects, converts, runs on the host and in QEMU, profiles, loads
+and exports a fixture model, and every output equals the source tree's bit for bit.
 
 The QEMU part needs arm-none-eabi-gcc and qemu-system-arm: it skips without them unless
 LSTM_EMBED_REQUIRE_FIRMWARE is set (CI). The fresh environment gets numpy, h5py and Jinja2 at
@@ -268,10 +268,15 @@ def test_run_load_and_export_equal_the_source_tree(tools):
     _same_files(installed.cwd / "lib", source.cwd / "lib")
 
 
-def test_build_and_run_in_qemu_equal_the_source_trees_host_run(tools, toolchain):
+def test_build_run_and_profile_in_qemu_equal_the_source_tree(tools, toolchain):
     installed, source = tools
     installed("build", "out", "--board", "qemu-m4")
     assert (installed.cwd / "out" / "build" / "qemu-m4" / "firmware.elf").is_file()
     installed("run", "out", "--board", "qemu-m4", "-i", "x.npy", "-o", "y_qemu.npy")
     source("run", "out", "-i", "x.npy", "-o", "y_host.npy")
     assert np.array_equal(np.load(installed.cwd / "y_qemu.npy"), np.load(source.cwd / "y_host.npy"))
+    # QEMU's instruction counts are exact, so the two tables are equal to the character
+    profile = ("profile", "out", "--board", "qemu-m4")
+    table = installed(*profile)
+    assert "instr/step" in table
+    assert table == source(*profile)
