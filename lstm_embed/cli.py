@@ -488,7 +488,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 EXIT_INTERNAL = 3  # an exception nobody raised on purpose: a bug in lstm-embed
-PACKAGE_DIR = Path(__file__).resolve().parent
+CODE_DIR = Path(__file__).resolve().parent  # lstm-embed's own modules (data: resources.py)
 
 
 def _raised_here(error: BaseException) -> bool:
@@ -502,7 +502,7 @@ def _raised_here(error: BaseException) -> bool:
     if tb is None:
         return True
     filename = tb.tb_frame.f_code.co_filename
-    if PACKAGE_DIR not in Path(filename).resolve().parents:
+    if CODE_DIR not in Path(filename).resolve().parents:
         return False
     return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
 
