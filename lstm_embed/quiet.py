@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import sys
 import threading
@@ -69,10 +70,12 @@ def ml_import(name: str) -> ModuleType:
 
 
 def _quiet_absl() -> None:
-    """TensorFlow's Python side logs through absl at WARNING; errors still show."""
+    """TensorFlow's Python side logs at WARNING (through absl, and its "tensorflow" logger:
+    "5 out of the last 5 calls ... triggered tf.function retracing"); errors still show."""
     absl_logging = sys.modules.get("absl.logging")
     if absl_logging is not None:
         absl_logging.set_verbosity(absl_logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 class WarningTally:
