@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lstm_embed
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "keras" / "lstm_dense.k3.keras"
 DATA_FOLDERS = ("templates", "firmware")
@@ -122,6 +124,7 @@ def test_the_sdist_carries_templates_and_firmware(packages):
 
 
 def test_the_wheel_carries_the_package_and_its_data(packages):
+    assert packages["wheel"].name.startswith(f"lstm_embed-{lstm_embed.__version__}-py3-none-any")
     with zipfile.ZipFile(packages["wheel"]) as whl:
         names = set(whl.namelist())
     modules = {f"lstm_embed/{f}" for f in _files_under(REPO / "lstm_embed") if f.endswith(".py")}
@@ -230,7 +233,7 @@ def _same_files(a: Path, b: Path) -> None:
 
 def test_the_installed_tool_uses_its_own_files(tools, venv):
     installed, _ = tools
-    expected = f"lstm-embed {version('lstm-embed')}"
+    expected = f"lstm-embed {lstm_embed.__version__}"  # the source tree's version
     assert installed("--version").strip() == expected
     script = _check(
         [venv / "bin" / "lstm-embed", "--version"], installed.cwd, installed.env, COMMAND_TIMEOUT_S
