@@ -16,11 +16,14 @@ JOBS ?= 2
 
 venv: $(STAMP)
 
+# setuptools announces every editable install of a flat layout ("Editable installation. Please
+# be careful with folders..."): information, not a problem, so PYTHONWARNINGS leaves it out.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) --no-print-directory apt-python
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev,flash]'
+	PYTHONWARNINGS='ignore:Editable installation:UserWarning' \
+	  $(VENV)/bin/pip install --quiet -e '.[dev,flash]'
 	touch $(STAMP)
 
 apt-python:
@@ -48,7 +51,7 @@ test: venv toolchain
 	$(PY) -m pytest -n $(JOBS) tests
 
 bench: venv toolchain
-	mkdir -p build && $(PY) -m lstm_embed.tools.bench --markdown BENCHMARKS.md --chart docs/bench.png --readme README.md --json build/bench.json --jobs $(JOBS)
+	mkdir -p build && $(PY) -m lstm_embed.tools.bench --markdown BENCHMARKS.md --chart docs/bench.png --doc docs/speed.md --json build/bench.json --jobs $(JOBS)
 
 fuzz: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
@@ -57,11 +60,11 @@ fuzz: venv toolchain
 fuzz-qemu: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --qemu --models $${MODELS:-500} --seed $${SEED:-0} --jobs $(JOBS)
 
-# README's accuracy tables: the trained samples, then the recurrent family
+# docs/accuracy.md's tables: the trained samples, then the recurrent family
 accuracy: venv
-	$(PY) scripts/accuracy.py
+	$(PY) scripts/accuracy.py --doc docs/accuracy.md
 	@echo
-	$(PY) scripts/accuracy.py --family
+	$(PY) scripts/accuracy.py --family --doc docs/accuracy.md
 
 lint: venv
 	$(VENV)/bin/ruff check lstm_embed tests scripts

@@ -331,6 +331,9 @@ def _print_host_comparison(out_dir: Path, x: np.ndarray, y: np.ndarray, board: s
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from lstm_embed.tools.compare import compare
+    from lstm_embed.tools.quiet import set_verbose
+
+    set_verbose(args.verbose)  # before Keras is imported
 
     x = _load_array(args.input, "--input").astype(np.float32)
     labels = _load_array(args.labels, "--labels") if args.labels else None
@@ -471,7 +474,7 @@ def parser() -> argparse.ArgumentParser:
         f" only; default: the default board's, {DEFAULT_BOARD}: {get_board(DEFAULT_BOARD).core}),"
         " portable, or all (every core's, chosen when compiling)",
     )
-    target.add_argument("--board", help="emit the layout of this board's core (see README)")
+    target.add_argument("--board", help="emit the layout of this board's core (see docs/boards.md)")
     p.add_argument(
         "--clock-hz",
         type=float,
@@ -502,6 +505,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="labels for a task metric (class ids, one-hot or targets)")
     p.add_argument("--json", help="also write the numbers as JSON here")
     p.add_argument("--report", metavar="DIR", help="write a Markdown report with PNG plots here")
+    p.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's log lines too")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("trace", help="every gate of every step of the integer reference")
@@ -512,7 +516,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build Cortex-M firmware for a board; prints sizes")
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--board", default="qemu-m4", help="board (default qemu-m4); see README")
+    p.add_argument("--board", default="qemu-m4", help="board (default qemu-m4); see docs/boards.md")
     p.add_argument(
         "--semihosting",
         action="store_true",
@@ -585,7 +589,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 EXIT_INTERNAL = 3  # an exception nobody raised on purpose: a bug in lstm-embed
-PACKAGE_DIR = Path(__file__).resolve().parent
+CODE_DIR = Path(__file__).resolve().parent  # lstm-embed's own modules (data: resources.py)
 
 
 def _raised_here(error: BaseException) -> bool:
@@ -599,7 +603,7 @@ def _raised_here(error: BaseException) -> bool:
     if tb is None:
         return True
     filename = tb.tb_frame.f_code.co_filename
-    if PACKAGE_DIR not in Path(filename).resolve().parents:
+    if CODE_DIR not in Path(filename).resolve().parents:
         return False
     return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
 

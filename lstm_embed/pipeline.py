@@ -110,7 +110,7 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
         "output_size": ir.output_size,
         "timesteps": ir.timesteps or 0,
         "return_sequences": ir.return_sequences,
-        # rows of one input are one stream; run() continues it (README, "Stateful models")
+        # rows of one input are one stream; run() continues it (docs/layers.md, "Stateful models")
         "stateful": ir.stateful,
         # why there is no step() ("" for streaming models)
         "run_only": ir.run_only_reason,

@@ -12,6 +12,8 @@ Bidirectional), int8 weights with nearest rounding unless --family-rounding says
 
     .venv/bin/python scripts/accuracy.py [--samples digits stacked logits]
     .venv/bin/python scripts/accuracy.py --family [--family-models simple_rnn go_backwards]
+
+--doc docs/accuracy.md also writes the tables between that page's accuracy markers (make accuracy).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras
-
 import lstm_embed
 from lstm_embed.ir.float_model import forward
 from lstm_embed.quantize import fixedpoint as fp
@@ -38,8 +38,12 @@ from lstm_embed.quantize.rounding import OPTIONS as ROUNDINGS
 from lstm_embed.reference.interpreter import run_float
 from lstm_embed.targets.hostbuild import run_host
 from lstm_embed.tools import recurrent_family
+from lstm_embed.tools.bench import replace_sections
 from lstm_embed.tools.compare import dequantized_ir
+from lstm_embed.tools.quiet import ml_import
 from lstm_embed.tools.samples import RECIPES, Sample, sample
+
+keras = ml_import("keras")  # without TensorFlow's start-up log lines
 
 METRIC = {"classifier": "accuracy", "logits": "accuracy", "regressor": "RMSE"}
 
@@ -225,19 +229,45 @@ def measure_family(label: str, rounding: str, work: Path) -> dict[str, str]:
     }
 
 
-def print_family(labels: list[str], rounding: str) -> None:
+def family_text(labels: list[str], rounding: str) -> str:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as work:
         rows = [measure_family(label, rounding, Path(work)) for label in labels]
-    print(
+    return (
         "The recurrent family (`lstm_embed/recurrent_family.py`, the trained models of"
         f" tests/test_recurrent_family.py; fixed seeds, TensorFlow {tf.__version__}; int8"
         f" weights, {rounding} rounding; C host build vs Keras {keras.__version__} `predict` on"
         " the test split; range: the Keras outputs'). Made by `scripts/accuracy.py --family`"
-        f" (lstm-embed {lstm_embed.__version__}).\n"
+        f" (lstm-embed {lstm_embed.__version__}).\n\n" + table(rows, FAMILY_COLUMNS)
     )
-    print(table(rows, FAMILY_COLUMNS))
+
+
+def samples_text(samples: list[str], settings: list[str]) -> str:
+    with tempfile.TemporaryDirectory() as work:
+        # untimed: the first conversion of a process also loads and compiles the templates
+        measure(samples[0], settings[0], Path(work))
+        rows = [measure(name, setting, Path(work)) for name in samples for setting in settings]
+    parts = [
+        f"Generated C (host build) vs Keras {keras.__version__} on held-out test"
+        f" inputs ({', '.join(r['samples'] for r in rows)} sequences); range: the regression"
+        " target's, else the Keras outputs'. Made by `scripts/accuracy.py`"
+        f" (lstm-embed {lstm_embed.__version__}).",
+        table(rows, MAIN_COLUMNS),
+    ]
+    ratios = rounding_rows(rows)
+    if ratios:
+        parts += [
+            "The default rounding against nearest rounding (same int8 scales; C vs Keras on the"
+            " test inputs; convert time includes the error vs Keras on the calibration data):",
+            table(ratios, ROUNDING_COLUMNS),
+        ]
+    parts += [
+        "Where the error comes from (max abs error, % of range; each column against the one"
+        " before it, the last against Keras):",
+        table(rows, BUDGET_COLUMNS),
+    ]
+    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,33 +280,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--family-models", nargs="+", default=family, choices=family)
     parser.add_argument("--family-rounding", default="nearest", choices=ROUNDINGS)
+    parser.add_argument(
+        "--doc",
+        metavar="PATH",
+        help="also write the tables between this page's accuracy markers (docs/accuracy.md)",
+    )
     args = parser.parse_args(argv)
     if args.family:
-        print_family(args.family_models, args.family_rounding)
-        return 0
-    with tempfile.TemporaryDirectory() as work:
-        # untimed: the first conversion of a process also loads and compiles the templates
-        measure(args.samples[0], args.settings[0], Path(work))
-        rows = [
-            measure(name, setting, Path(work)) for name in args.samples for setting in args.settings
-        ]
-    print(
-        f"Generated C (host build) vs Keras {keras.__version__} on held-out test"
-        f" inputs ({', '.join(r['samples'] for r in rows)} sequences); range: the regression"
-        " target's, else the Keras outputs'. Made by `scripts/accuracy.py`"
-        f" (lstm-embed {lstm_embed.__version__}).\n"
-    )
-    print(table(rows, MAIN_COLUMNS))
-    ratios = rounding_rows(rows)
-    if ratios:
-        print(
-            "\nThe default rounding against nearest rounding (same int8 scales; C vs Keras on the"
-            " test inputs; convert time includes the error vs Keras on the calibration data):\n"
-        )
-        print(table(ratios, ROUNDING_COLUMNS))
-    print("\nWhere the error comes from (max abs error, % of range; each column against the one")
-    print("before it, the last against Keras):\n")
-    print(table(rows, BUDGET_COLUMNS))
+        section, text = "family", family_text(args.family_models, args.family_rounding)
+    else:
+        section, text = "samples", samples_text(args.samples, args.settings)
+    print(text)
+    if args.doc:
+        doc = Path(args.doc)
+        doc.write_text(replace_sections(doc.read_text(), {section: text}, args.doc, "accuracy"))
+        print(f"wrote the {section} tables into {doc}")
     return 0
 
 

@@ -284,11 +284,13 @@ def _line(writer: str) -> str:
 def run_writer(writer: str, out: Path, only: list[str]) -> None:
     """In a fresh process: import one Keras line and write every model it can save (only the
     named ones when ``only`` is not empty)."""
+    from lstm_embed.tools.quiet import ml_import
+
     if writer == "k3":
         os.environ["KERAS_BACKEND"] = "tensorflow"
-        import keras
+        keras = ml_import("keras")
     else:
-        import tf_keras as keras
+        keras = ml_import("tf_keras")
     import h5py
     import tensorflow as tf
 

@@ -300,8 +300,8 @@ def test_dense_too_long_for_one_int32_sum_converts_with_int8(tmp_path: Path) -> 
 
 def test_table_size_follows_the_weights_unless_given(tmp_path: Path) -> None:
     """The tanh table's default: 128 intervals per sign (257 entries stored) when every layer
-    has int8 weights, 256 (513) when any layer has int16 weights (README "Activation tables"
-    measures why); --table-log2-entries overrides it."""
+    has int8 weights, 256 (513) when any layer has int16 weights (docs/numerics.md measures
+    why); --table-log2-entries overrides it."""
     rng = np.random.default_rng(1)
     first = random_lstm(rng, "a", 2, 3, return_sequences=True)
     ir = Model("net", 2, 4, (first, random_lstm(rng, "b", 3, 2)))

@@ -200,8 +200,8 @@ def test_step_equals_run_and_reset_restarts(cases: dict[str, Case]) -> None:
 
 # ---------------------------------------------------------------- the NaN / infinity policy
 
-# Documented (README, inputs.py): the C float entry points map NaN to 0 and +/-infinity to the
-# int16 limits; the Python and command-line entry points refuse them.
+# Documented (docs/cli.md "Inputs", inputs.py): the C float entry points map NaN to 0 and
+# +/-infinity to the int16 limits; the Python and command-line entry points refuse them.
 NONFINITE_Q = {np.nan: 0, np.inf: 32767, -np.inf: -32768}
 
 

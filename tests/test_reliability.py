@@ -333,7 +333,7 @@ def test_float_to_s16_rounds_and_saturates(edges) -> None:
 
 # Table interpolation error of the edge model's table, 128 intervals (the int8 default):
 # |f''| <= 0.77 (tanh), h**2/8*|f''| <= 9.4e-4 for h = 1/16 -> 31 LSB of Q0.15 would be loose;
-# the centred knots measure 1.95e-4 (6.4 LSB, README "Activation tables"), knot rounding adds 0.5.
+# the centred knots measure 1.95e-4 (6.4 LSB, docs/numerics.md), knot rounding adds 0.5.
 TABLE_TOLERANCE_LSB = 7
 # Softmax: exp within 0.6 LSB (test_exp_is_within_rounding_of_numpy), then the normalization's
 # rounded division (0.5) and the other classes' exp errors through the total (< 0.6).

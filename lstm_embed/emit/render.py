@@ -19,16 +19,7 @@ from lstm_embed.ir.model import sequence_out, timesteps_after
 from lstm_embed.kinds.masking import mask_reach, masking_index
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the lstm_embed package
-
-
-def templates_dir() -> Path:
-    """templates/ beside the package in a checkout, or packaged inside it in a wheel."""
-    for candidate in (PACKAGE_DIR.parent / "templates", PACKAGE_DIR / "templates"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("lstm-embed templates/ folder not found")
+from lstm_embed.resources import templates_dir
 
 
 @cache

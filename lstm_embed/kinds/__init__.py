@@ -2,7 +2,7 @@
 
 Adding a kind: a module here with ``read(spec, input_size)`` returning a float layer (see
 ``base.FloatLayer``) whose ``quantize`` returns a quantized layer (``base.QLayer``), a template
-``templates/layers/<kind>.c.j2`` and one line in ``READERS`` (README: "Adding a layer kind").
+``templates/layers/<kind>.c.j2`` and one line in ``READERS`` (docs/adding-a-layer-kind.md).
 """
 
 from __future__ import annotations

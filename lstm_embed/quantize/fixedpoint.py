@@ -323,7 +323,7 @@ def signed_lookup(table: ActivationTable, lookup: SignedLookup, z: np.ndarray) -
 
 TABLE_FUNCTIONS = {"tanh": np.tanh}
 TABLE_LOG2_RANGE = {"tanh": 3}  # tanh(8) is 1 - 2e-7; sigmoid(16) too
-# 2**N intervals per sign, by measurement (scripts/table_sizes.py, README "Activation tables"):
+# 2**N intervals per sign, by measurement (scripts/table_sizes.py, docs/numerics.md):
 # with int8 weights 128 intervals give the mean error of 256 on every trained sample (the weight
 # rounding dominates; max within 0.05% of the range) for half the flash; int16 weights gain.
 LOG2_ENTRIES_INT8 = 7

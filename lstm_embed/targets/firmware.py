@@ -28,20 +28,10 @@ import numpy as np
 
 from lstm_embed.emit.cformat import c_identifier, c_int_array
 from lstm_embed.emit.render import render
+from lstm_embed.resources import firmware_dir
 from lstm_embed.targets.boards import DEFAULT_BOARD, Board, get_board
 from lstm_embed.targets.hostbuild import ToolFailure, exit_description, read_report
 from lstm_embed.targets.inputs import InputRule, check_entry, check_input, entry_point, output_shape
-
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the lstm_embed package
-
-
-def firmware_dir() -> Path:
-    """firmware/ beside the package in a checkout, or packaged inside it in a wheel."""
-    for candidate in (PACKAGE_DIR.parent / "firmware", PACKAGE_DIR / "firmware"):
-        if (candidate / "common").is_dir():
-            return candidate
-    raise FileNotFoundError("lstm-embed firmware/ folder not found")
-
 
 GCC = "arm-none-eabi-gcc"
 SIZE = "arm-none-eabi-size"

@@ -5,7 +5,7 @@ and the Python API (``lstm_embed.load(OUT)``'s predict and step) all validate in
 ``check_input`` (and ``check_entry`` for a model without step()); the same bad input gets the
 same ``InputError`` (a ValueError) message from each of them.
 
-Policies (README, "Reliability"):
+Policies (docs/cli.md, "Inputs"):
 
 * Shape: ``(sequences, timesteps, input_size)`` with at least one sequence and one timestep.
   The Python API's ``step`` also takes one timestep, ``(input_size,)`` of one stream or

@@ -487,26 +487,27 @@ def format_targets(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-# README's speed section: the optimized kernel on these cores, every shape but the stack and head
-README_BOARDS = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")
-README_SKIPS = ("stack", "dense")
+# docs/speed.md's tables: the optimized kernel on these cores, every shape but the stack and head
+DOC_BOARDS = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")
+DOC_SKIPS = ("stack", "dense")
 
 
-def readme_sections(results: Sequence[Result]) -> dict[str, str]:
+def doc_sections(results: Sequence[Result]) -> dict[str, str]:
     selected = [
         r
         for r in results
         if r.kernel == "optimized"
-        and r.board in README_BOARDS
-        and not any(word in r.shape for word in README_SKIPS)
+        and r.board in DOC_BOARDS
+        and not any(word in r.shape for word in DOC_SKIPS)
     ]
     return {"targets": format_targets(target_rows(results)), "selected": format_table(selected)}
 
 
-def replace_sections(text: str, sections: dict[str, str], where: str) -> str:
-    """Put each section's body between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
+def replace_sections(text: str, sections: dict[str, str], where: str, tool: str = "bench") -> str:
+    """Put each section's body between ``<!-- TOOL:NAME -->`` and ``<!-- /TOOL:NAME -->``
+    (the tool that measures it: bench, accuracy)."""
     for name, body in sections.items():
-        begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        begin, end = f"<!-- {tool}:{name} -->", f"<!-- /{tool}:{name} -->"
         head, found, rest = text.partition(begin)
         _, found_end, tail = rest.partition(end)
         if not (found and found_end):
@@ -580,7 +581,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", metavar="PATH", help="regenerate this file (BENCHMARKS.md)")
     parser.add_argument("--chart", metavar="PATH", help="write a PNG chart (docs/bench.png)")
     parser.add_argument(
-        "--readme", metavar="PATH", help="regenerate the speed tables between its bench markers"
+        "--doc",
+        "--readme",
+        dest="doc",
+        metavar="PATH",
+        help="regenerate the speed tables between this page's bench markers (docs/speed.md)",
     )
     parser.add_argument("--shapes", nargs="+", metavar="LABEL", help="only these shape labels")
     parser.add_argument(
@@ -616,10 +621,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(markdown(results, boards))
     if args.chart:
         write_chart(results, Path(args.chart))
-    if args.readme:
-        readme = Path(args.readme)
-        sections = readme_sections(results)
-        readme.write_text(replace_sections(readme.read_text(), sections, args.readme))
+    if args.doc:
+        doc = Path(args.doc)
+        doc.write_text(replace_sections(doc.read_text(), doc_sections(results), args.doc))
     return 0
 
 

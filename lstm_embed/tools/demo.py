@@ -19,11 +19,14 @@ from lstm_embed.reference import interpreter as reference
 from lstm_embed.targets import firmware
 from lstm_embed.targets.boards import get_board
 from lstm_embed.targets.hostbuild import run_host
-from lstm_embed.tools.samples import sample
+from lstm_embed.tools.quiet import set_verbose
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    set_verbose(args.verbose)
+    from lstm_embed.tools.samples import sample
+
     out = Path(args.out)
     print(f"== 1. sample model '{args.sample}' (trained once with a fixed seed, then cached)")
     data = sample(args.sample)
@@ -105,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default="qemu-m4")
     p.add_argument("--samples", type=int, default=300, help="test sequences to run in QEMU")
     p.add_argument("--out", default="demo-out/digits", help="output folder")
+    p.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's log lines too")
     return p
 
 

@@ -20,6 +20,7 @@ calling all the entry points) and holds the outputs QEMU prints to the same refe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shutil
@@ -54,6 +55,7 @@ from lstm_embed.targets.hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
 from lstm_embed.targets.inputs import ENTRY_POINTS
 from lstm_embed.tools.fuzz_around import insert as insert_around
 from lstm_embed.tools.fuzz_around import needs_fixed_length, with_around
+from lstm_embed.tools.quiet import WarningTally
 
 # relu/linear SimpleRNN draws: recurrent kernels scaled to at most this spectral norm, so the
 # state stays bounded and the converter can hold it (diverging states are refused by design,
@@ -722,6 +724,9 @@ def main(argv: list[str] | None = None) -> int:
         "--boards",
         help="comma list of emulated boards for --qemu (default: " + ",".join(QEMU_BOARDS) + ")",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print every model's warnings as they come"
+    )
     args = parser.parse_args(argv)
     boards = tuple(args.boards.split(",")) if args.boards else QEMU_BOARDS
     if args.boards and not args.qemu:
@@ -735,6 +740,33 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--boards: {board} is real hardware; QEMU runs emulated boards only")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
+    what = f"firmware in QEMU on {', '.join(boards)}" if args.qemu else "host C"
+    print(
+        f"fuzz: {args.models} random models from seed {args.seed}, {what} vs the numpy"
+        f" reference, {args.jobs} jobs; a line every {args.chunk} models"
+    )
+    sys.stdout.flush()
+    tally = WarningTally()
+    with contextlib.nullcontext() if args.verbose else tally.collecting():
+        counts, minutes = _fuzz(args, boards, tally)
+    if args.qemu:
+        print(f"fuzz: boards {', '.join(boards)}; entry points {', '.join(ENTRY_POINTS)}")
+    else:
+        print(f"fuzz: variants (optimization, kernel) rotated per batch: {VARIANTS}")
+    if not args.verbose:  # random calibration data warns on most models: one line, not thousands
+        print(f"fuzz: warnings of the conversions (expected on random data): {tally.summary()}")
+    bad = sum(n for key, n in counts.items() if key.split()[-1] in ("mismatch", "crash"))
+    print(
+        f"fuzz: {args.models} models from seed {args.seed}, commit {_commit()},"
+        f" {minutes:.1f} minutes: {dict(sorted(counts.items()))}"
+    )
+    return 1 if bad else 0
+
+
+def _fuzz(
+    args: argparse.Namespace, boards: tuple[str, ...], tally: WarningTally
+) -> tuple[dict[str, int], float]:
+    """The chunks of main's run: outcome counts and minutes, a progress line per chunk."""
     counts: dict[str, int] = {}
     start = time.monotonic()
     for first in range(args.seed, args.seed + args.models, args.chunk):
@@ -757,19 +789,13 @@ def main(argv: list[str] | None = None) -> int:
                     with args.log.open("a") as log:
                         log.write(json.dumps(line) + "\n")
         elapsed = time.monotonic() - start
-        print(f"{last - args.seed} models in {elapsed:.0f} s: {dict(sorted(counts.items()))}")
+        warned = f", {sum(tally.counts.values())} warnings" if tally.counts else ""
+        print(
+            f"{last - args.seed}/{args.models} models in {elapsed:.0f} s:"
+            f" {dict(sorted(counts.items()))}{warned}"
+        )
         sys.stdout.flush()
-    minutes = (time.monotonic() - start) / 60
-    if args.qemu:
-        print(f"fuzz: boards {', '.join(boards)}; entry points {', '.join(ENTRY_POINTS)}")
-    else:
-        print(f"fuzz: variants (optimization, kernel) rotated per batch: {VARIANTS}")
-    bad = sum(n for key, n in counts.items() if key.split()[-1] in ("mismatch", "crash"))
-    print(
-        f"fuzz: {args.models} models from seed {args.seed}, commit {_commit()},"
-        f" {minutes:.1f} minutes: {dict(sorted(counts.items()))}"
-    )
-    return 1 if bad else 0
+    return counts, (time.monotonic() - start) / 60
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lstm_embed.tools.quiet import ml_import
+
 
 def _keras3() -> tuple[Any, str] | None:
     try:
-        import keras
+        keras = ml_import("keras")
     except Exception:  # no keras, or its backend (jax, torch, tensorflow) is missing
         return None
     return keras, f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
@@ -23,7 +25,7 @@ def _keras3() -> tuple[Any, str] | None:
 def _tf_keras() -> tuple[Any, str] | None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     try:
-        import tf_keras
+        tf_keras = ml_import("tf_keras")
     except Exception:
         return None
     return tf_keras, f"tf_keras {tf_keras.__version__} (Keras 2)"

@@ -1,8 +1,8 @@
 """The recurrent family's trained models: SimpleRNN, stateful, go_backwards and Bidirectional.
 
 Shared by tests/test_recurrent_family.py (which holds their C to Keras and to the integer
-reference) and ``scripts/accuracy.py --family`` (which prints README's table of them). Data
-needs no download: noisy sines (numpy, fixed seeds) and scikit-learn's 8x8 digits.
+reference) and ``scripts/accuracy.py --family`` (which writes docs/accuracy.md's table of
+them). Data needs no download: noisy sines (numpy, fixed seeds) and scikit-learn's 8x8 digits.
 
 - ``simple_rnn``: the next sample of a noisy sine, 12x1 -> SimpleRNN(16) -> Dense(1).
 - ``stateful_stream``: an LSTM(16) -> Dense(1) trained on windows of noisy sines, its weights in

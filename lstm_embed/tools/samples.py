@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+from lstm_embed.tools.quiet import ml_import
 
-import keras
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+keras = ml_import("keras")  # without TensorFlow's start-up log lines
 
 SEED = 1234
 
