@@ -256,7 +256,9 @@ def _finish(walk: Walk, out: Any, reading: Reading) -> None:
         return
     order = [walk.label(a) for a in walk.input_axes]
     reading.meta["onnx_input_axes"] = "".join(order)
-    reading.meta["onnx_output_axes"] = "".join(labels)
+    reading.meta["onnx_output_axes"] = "".join(
+        walk.label(a) if walk.label(a) in ("B", "T", "F") else "1" for a in out.axes
+    )
     reading.input_size = walk.input_sizes[order.index("F")]
     reading.timesteps = walk.time_size()
     reading.input_shape = (reading.timesteps, reading.input_size)
