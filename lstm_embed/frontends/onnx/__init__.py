@@ -15,7 +15,7 @@ import numpy as np
 
 from ...ir import Model, sequence_out, timesteps_after
 from ...layers import FloatLayer, IRError, fold_chain
-from .fold import FoldError, fold
+from .fold import FOLDERS, FoldError, fold
 from .graph import (
     BATCH_PLACEHOLDER,
     SUPPORTED_OPS,
@@ -185,6 +185,10 @@ def _node(walk: Walk, node: Any, values: dict, tensors: Tensors, reading: Readin
     try:
         attrs = attributes(node)
         if any(isinstance(a, Unknown) for a in args):
+            if node.op_type not in HANDLERS and node.op_type not in FOLDERS:
+                raise NodeProblem(
+                    f"operator {node.op_type} is not supported (supported: {SUPPORTED_OPS})"
+                )
             outputs = [Unknown() for _ in node.output]
         else:
             refused = [a for a in args if isinstance(a, _Refused)]
