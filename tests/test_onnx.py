@@ -141,3 +141,23 @@ def test_exporters_agree_on_the_layers() -> None:
         a, b = (load_model(FIXTURES / f"{model}.{e}.onnx") for e in ("ts", "dynamo"))
         assert [la.kind for la in a.layers] == [la.kind for la in b.layers]
         assert a.params == b.params
+
+
+# ---------------------------------------------------------------------------------------------
+# Cortex-M: the same integers in QEMU (three cores, two models: one streaming LSTM with a
+# last-timestep head, one run-only bidirectional GRU; six QEMU runs)
+
+QEMU_CASES = ("lstm3_time_major.dynamo", "gru_bidirectional.ts")
+
+
+@pytest.mark.firmware
+@pytest.mark.parametrize("board", ("qemu-m0", "qemu-m4", "qemu-m55"))
+@pytest.mark.parametrize("name", QEMU_CASES)
+def test_qemu_equals_reference(toolchain: None, converted, name: str, board: str) -> None:
+    from lstm_embed import firmware
+
+    case = converted(name)
+    qmodel = case.conversion.qmodel
+    x_q = fp.quantize_input(case.data["test"][:3], qmodel.input_inv_scale)
+    y_board = firmware.run_qemu(case.conversion.out_dir, board, x_q)
+    assert np.array_equal(y_board, reference.run(qmodel, x_q)), f"{name} on {board}"

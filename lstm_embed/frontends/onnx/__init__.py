@@ -105,9 +105,7 @@ def _order(nodes: list, outputs: list[str], source: str) -> list:
             parent = producer.get(name)
             if parent is not None:
                 if state.get(id(parent)) == 1:
-                    raise OnnxError(
-                        f"{source}: the graph has a cycle through node '{parent.name}'"
-                    )
+                    raise OnnxError(f"{source}: the graph has a cycle through node '{parent.name}'")
                 if state.get(id(parent)) != 2:
                     stack.append((parent, False))
     del needed
@@ -219,7 +217,9 @@ def _evaluate(walk: Walk, node: Any, args: list, attrs: dict, tensors: Tensors) 
             return [fold(op, args, attrs)]
         except FoldError as error:
             if op not in HANDLERS:
-                raise NodeProblem(f"operator {op} is not supported (supported: {SUPPORTED_OPS})")
+                raise NodeProblem(
+                    f"operator {op} is not supported (supported: {SUPPORTED_OPS})"
+                ) from None
             raise NodeProblem(str(error)) from None
     handler = HANDLERS.get(op)
     if handler is None:
@@ -254,8 +254,12 @@ def _finish(walk: Walk, out: Any, reading: Reading) -> None:
     unresolved = [a for a in walk.input_axes if walk.label(a).startswith("x")]
     if unresolved or sorted(labels) not in (["B", "F", "T"], ["B", "F"]):
         reading.problems.append(
-            ("output", "graph", f"output axes ({''.join(labels)}); supported: batch, (timesteps,)"
-             " features, in any order")  # fmt: skip
+            (
+                "output",
+                "graph",
+                f"output axes ({''.join(labels)}); supported: batch, (timesteps,)"
+                " features, in any order",
+            )
         )
         return
     order = [walk.label(a) for a in walk.input_axes]
@@ -297,13 +301,12 @@ def inspect_rows(reading: Reading, weight_bits: tuple[int, ...] = (8,)) -> list[
         steps = timesteps_after((layer,), steps)[-1] if steps is not None else None
         sequence = sequence_out(layer, sequence)
         summary = layer.summary()
+        shape = ["N", steps, layer.output_size] if sequence else ["N", layer.output_size]
         rows.append({
             "name": layer.name, "activation": None, "units": None,
             "input_size": layer.input_size, "params": layer.params,
             "flash_bytes": layer.flash_bytes(weight_bits[min(index, len(weight_bits) - 1)]),
-            "unsupported": "",
-            "output_shape": ["N", steps, layer.output_size] if sequence else ["N", layer.output_size],
-            **summary,
+            "unsupported": "", "output_shape": shape, **summary,
         })  # fmt: skip
     for name, op, why in reading.problems:
         rows.append({

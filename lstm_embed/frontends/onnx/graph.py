@@ -16,19 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ...layers import FloatLayer, IRError
-from ...layers.activation import ActivationLayer
-from ...layers.batch_norm import BatchNormLayer
+from ...layers import FloatLayer
 from ...layers.bidirectional import BidirectionalLayer
 from ...layers.common import RecurrentOptions
-from ...layers.conv1d import Conv1DLayer
-from ...layers.dense import DenseLayer
-from ...layers.layer_norm import LayerNormLayer
-from ...layers.pooling import PoolingLayer
 from ...layers.reshape import ReshapeLayer
-from ...layers.window import PADDINGS
 from . import recurrent
-from .fold import FoldError, fold
 
 BATCH_PLACEHOLDER = 1  # a symbolic batch dimension is folded with this size
 # kinds that act on each timestep alone and hold no state: a last-timestep selection after

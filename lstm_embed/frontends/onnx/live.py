@@ -4,7 +4,6 @@ place of the ONNX frontend that imports it. Conversion never does."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

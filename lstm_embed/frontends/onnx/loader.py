@@ -49,9 +49,7 @@ def load_proto(path: Path) -> Any:
     if not proto.HasField("graph") or not proto.graph.node:
         raise OnnxFileError(f"{path}: not an ONNX model (no graph, or a graph without nodes)")
     if len(proto.graph.node) > MAX_NODES:
-        raise OnnxFileError(
-            f"{path}: {len(proto.graph.node)} nodes; supported: up to {MAX_NODES}"
-        )
+        raise OnnxFileError(f"{path}: {len(proto.graph.node)} nodes; supported: up to {MAX_NODES}")
     return proto
 
 

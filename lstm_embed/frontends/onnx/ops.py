@@ -192,7 +192,7 @@ def affine(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
     vector = broadcast_vector(const, size, len(x.axes), axis)
     if vector is None:
         raise NodeProblem(f"a constant of shape {const.shape}; supported: one value per feature")
-    if op == "Div" and data[0] == 1 or op == "Div" and np.any(vector == 0):
+    if (op == "Div" and data[0] == 1) or (op == "Div" and np.any(vector == 0)):
         raise NodeProblem("division by the data, or by zero")
     scale, shift = np.ones(size), np.zeros(size)
     if op == "Add":
@@ -209,7 +209,9 @@ def affine(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
         walk.layers[-1] = replace(last, kernel=last.kernel * scale, bias=bias * scale + shift)
         walk.version += 1
         return [replace(x, version=walk.version)]
-    layer = BatchNormLayer(_name(walk, node), size, scale, shift, np.zeros(size), np.ones(size), 0.0)
+    layer = BatchNormLayer(
+        _name(walk, node), size, scale, shift, np.zeros(size), np.ones(size), 0.0
+    )
     return [replace(x, version=walk.append(layer))]
 
 
@@ -249,8 +251,10 @@ def conv(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
         padding=padding, strides=int(stride),
     )  # fmt: skip
     version = walk.append(layer)
-    steps = x.sizes[2] if padding != "valid" and stride == 1 else output_length(
-        x.sizes[2], span + 1, int(stride), padding
+    steps = (
+        x.sizes[2]
+        if padding != "valid" and stride == 1
+        else output_length(x.sizes[2], span + 1, int(stride), padding)
     )
     return [Sym(x.axes, (x.sizes[0], weight.shape[0], steps), version)]
 
@@ -260,7 +264,7 @@ def batch_norm(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> li
         raise NodeProblem("training_mode=1 (supported: 0, inference)")
     x = _layer_input(walk, node, inputs[0])
     labels = walk.labels(x)
-    if len(labels) < 2 or labels[1] not in ("F",) and not labels[1].startswith("x"):
+    if len(labels) < 2 or (labels[1] not in ("F",) and not labels[1].startswith("x")):
         raise NodeProblem("its channel axis (1) is not the features")
     if labels[1].startswith("x"):
         walk.require(x, ("B", "F", "T")[: len(labels)], "BatchNormalization")
@@ -376,7 +380,9 @@ def squeeze(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
     x = _sym(inputs[0])
     axes = _axes_input(inputs, attrs)
     rank = len(x.axes)
-    drop = [i for i, s in enumerate(x.sizes) if s == 1] if axes is None else [a % rank for a in axes]
+    drop = (
+        [i for i, s in enumerate(x.sizes) if s == 1] if axes is None else [a % rank for a in axes]
+    )
     if any(x.sizes[a] != 1 for a in drop):
         raise NodeProblem("squeezes an axis whose size is not 1")
     keep = [i for i in range(rank) if i not in drop]
@@ -450,10 +456,8 @@ def slice_(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
             continue  # the whole axis
         if len(picked) == 1 and picked[0] == size - 1:
             x = _pick(walk, node, x, axis, -1)
-            x = replace(
-                x, axes=x.axes[:axis] + ("1",) + x.axes[axis:],
-                sizes=x.sizes[:axis] + (1,) + x.sizes[axis:],
-            )  # fmt: skip
+            axes = (*x.axes[:axis], "1", *x.axes[axis:])
+            x = replace(x, axes=axes, sizes=(*x.sizes[:axis], 1, *x.sizes[axis:]))
             continue
         raise NodeProblem(
             f"takes [{start}:{end}:{step}] of the {walk.label(x.axes[axis])} axis (size {size});"
@@ -508,8 +512,13 @@ def _regroup(walk: Walk, node: Any, x: Sym, target: list[int]) -> Sym:
     if any(x.sizes[j] != 1 for j in range(i, n)):
         raise NodeProblem(f"reshapes {list(x.sizes)} to {target}: not a regrouping of axes")
     version = walk.version if walk.version != before else x.version  # a Flatten layer added
-    return replace(x, axes=tuple(axes), sizes=tuple(target), version=version, final=x.final
-                   and version == x.version)
+    return replace(
+        x,
+        axes=tuple(axes),
+        sizes=tuple(target),
+        version=version,
+        final=x.final and version == x.version,
+    )
 
 
 def _merged(walk: Walk, node: Any, x: Sym, group: list[int]) -> str:
