@@ -23,7 +23,7 @@ from lstm_embed.hostbuild import run_host
 
 FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
 # The criterion: int8 weights and a 64-sequence calibration set keep the C within 5% of
-# the output range of the float model (measured: below 0.5% on every fixture)
+# the output range of the float model (measured: 0.10% to 1.62% across the fixtures)
 RANGE_FRACTION = 0.05
 # fixture -> whether the C has step() (a unidirectional recurrent layer followed by per-step
 # layers or a last-timestep head), for the files that convert

@@ -75,9 +75,11 @@ def save(tmp_path: Path, model, name: str = "model.onnx") -> Path:
     return path
 
 
-def test_small_graph_converts(tmp_path: Path, calibration: Path, capsys) -> None:
-    """The graph the refusals below start from is itself supported."""
-    path = save(tmp_path, lstm_graph())
+@pytest.mark.parametrize("opset", [14, onnx.defs.onnx_opset_version()])
+def test_small_graph_converts(tmp_path: Path, calibration: Path, capsys, opset: int) -> None:
+    """The graph the refusals below start from is itself supported, at the oldest and the
+    newest opset."""
+    path = save(tmp_path, lstm_graph(opset=opset))
     status, out, _ = run_cli(["convert", path, "-c", calibration, "-o", tmp_path / "c"], capsys)
     assert status == 0 and "wrote" in out
 
