@@ -40,13 +40,13 @@ CONVERTED = {
     "rnn_relu.ts": True,
     "conv_lstm.ts": False,  # Conv1d without padding: 'valid', over the whole window
     "conv_lstm.dynamo": False,
+    "lstm_initial_state.ts": True,  # a learned (h0, c0): reset() starts from them
+    "lstm_initial_state.dynamo": True,
 }
 # files refused, with what the one line must say
 REFUSED = {
     "rnn_tanh.dynamo": "dynamo=False",  # the dynamo exporter unrolls nn.RNN: no RNN node
     "rnn_relu.dynamo": "dynamo=False",
-    "lstm_initial_state.ts": "initial_h is not zero",
-    "lstm_initial_state.dynamo": "initial_h is not zero",
 }
 
 
@@ -145,9 +145,10 @@ def test_exporters_agree_on_the_layers() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Cortex-M: the same integers in QEMU (three cores, two models: one streaming LSTM with a
-# last-timestep head, one run-only bidirectional GRU; six QEMU runs)
+# last-timestep head, one run-only bidirectional GRU, one LSTM with a learned initial state;
+# nine QEMU runs)
 
-QEMU_CASES = ("lstm3_time_major.dynamo", "gru_bidirectional.ts")
+QEMU_CASES = ("lstm3_time_major.dynamo", "gru_bidirectional.ts", "lstm_initial_state.ts")
 
 
 @pytest.mark.firmware
@@ -161,3 +162,23 @@ def test_qemu_equals_reference(toolchain: None, converted, name: str, board: str
     x_q = fp.quantize_input(case.data["test"][:3], qmodel.input_inv_scale)
     y_board = firmware.run_qemu(case.conversion.out_dir, board, x_q)
     assert np.array_equal(y_board, reference.run(qmodel, x_q)), f"{name} on {board}"
+
+
+def test_learned_initial_state_is_where_reset_starts(converted) -> None:
+    """torch's learned (h0, c0) reach the C: the integer state reset() sets is theirs, and
+    the C's first output differs from a zero start's."""
+    import dataclasses
+
+    case = converted("lstm_initial_state.ts")
+    lstm = case.conversion.qmodel.layers[0]
+    assert np.any(lstm.initial_h_q15) and np.any(lstm.initial_c)
+    assert np.array_equal(reference.initial_state(case.conversion.qmodel, 1)[0].h_q15[0],
+                          lstm.initial_h_q15)  # fmt: skip
+    zero = dataclasses.replace(lstm, initial_h_q15=None, initial_c=None)
+    zero_model = dataclasses.replace(
+        case.conversion.qmodel, layers=(zero, *case.conversion.qmodel.layers[1:])
+    )
+    x_q = fp.quantize_input(case.data["test"][:4], case.conversion.qmodel.input_inv_scale)
+    c_y = run_host(case.conversion.out_dir, x_q)
+    assert np.array_equal(c_y, reference.run(case.conversion.qmodel, x_q))
+    assert not np.array_equal(c_y, reference.run(zero_model, x_q))

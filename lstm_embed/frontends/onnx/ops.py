@@ -62,15 +62,20 @@ def _with_feature_size(sym: Sym, axis: int, size: int, version: int) -> Sym:
 # recurrent nodes
 
 
-def _initial_state(walk: Walk, value: Any, what: str, dirs: int, units: int) -> None:
+def _initial_state(value: Any, what: str, layout: int) -> np.ndarray | None:
+    """A constant initial state [dirs, batch, H] (layout 1: [batch, dirs, H]) as one (H,)
+    vector per direction, the same for every sequence; None when absent or zero."""
     if value is None:
-        return
-    state = const_of(value, what)
-    if state.size and not np.any(state):
-        return
-    raise NodeProblem(
-        f"{what} is not zero (a learned or given initial state); supported: absent or zeros"
-    )
+        return None
+    state = np.asarray(const_of(value, what), np.float64)
+    if not state.size or not np.any(state):
+        return None
+    if state.ndim != 3:
+        raise NodeProblem(f"{what} of rank {state.ndim}; expected 3")
+    per_sequence = state if layout == 0 else state.transpose(1, 0, 2)  # [dirs, batch, H]
+    if np.ptp(per_sequence, axis=1).max() > 0:
+        raise NodeProblem(f"{what} differs between sequences; supported: one state for all")
+    return per_sequence[:, 0]
 
 
 def rnn(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
@@ -93,17 +98,25 @@ def rnn(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
         reasons.append("peepholes P (supported: absent or zero)")
     if reasons:
         raise NodeProblem("; ".join(reasons))
-    _initial_state(walk, _opt(inputs, 5), "initial_h", dirs, hidden)
-    if op == "LSTM":
-        _initial_state(walk, _opt(inputs, 6), "initial_c", dirs, hidden)
-    x = _layer_input(walk, node, inputs[0])
     layout = int(attrs.get("layout", 0))
+    h0 = _initial_state(_opt(inputs, 5), "initial_h", layout)
+    c0 = _initial_state(_opt(inputs, 6), "initial_c", layout) if op == "LSTM" else None
+    direction = recurrent.text(attrs.get("direction", "forward"))
+    if (h0 is not None or c0 is not None) and (op != "LSTM" or direction != "forward"):
+        raise NodeProblem(
+            "a non-zero initial state; supported: absent or zeros, or constant for a forward LSTM"
+        )
+    x = _layer_input(walk, node, inputs[0])
     walk.require(x, ("B", "T", "F") if layout else ("T", "B", "F"), f"{op} layout={layout}")
     features = x.sizes[walk.labels(x).index("F")]
     if features != w.shape[2] or walk.head_size() not in (None, features):
         raise NodeProblem(f"W takes {w.shape[2]} inputs, the node gets {features}")
     name = _name(walk, node)
     layer = recurrent.build(op, name, attrs, w, r, b)
+    if h0 is not None or c0 is not None:
+        layer = replace(
+            layer, initial_h=None if h0 is None else h0[0], initial_c=None if c0 is None else c0[0]
+        )
     version = walk.append(layer)
     t, batch = x.sizes[walk.labels(x).index("T")], x.sizes[walk.labels(x).index("B")]
     unit_axis = "H" if dirs == 2 else "F"
@@ -113,7 +126,6 @@ def rnn(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
     else:
         y = Sym(("T", "D", "B", unit_axis), (t, dirs, batch, hidden), version)
         y_h = Sym(("D", "B", unit_axis), (dirs, batch, hidden), version, final=True)
-    direction = recurrent.text(attrs.get("direction", "forward"))
     if direction == "reverse":  # its Y in input order has no kind; Y_h is go_backwards' last
         y = _Refused(
             "direction='reverse' with its Y output used: ONNX gives it in input order;"
