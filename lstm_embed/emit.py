@@ -167,7 +167,8 @@ def _state_groups(fields: list[dict[str, Any]], index: int) -> list[dict[str, An
                             "type": field["type"], "initial": field["initial"]})  # fmt: skip
         else:
             groups.setdefault(field["size"], []).append(_member(field, index))
-    return [{"size": size, "fields": names} for size, names in groups.items()] + started
+    zeroed = [{"size": size, "fields": names, "initial": None} for size, names in groups.items()]
+    return zeroed + started
 
 
 def window_wiring(model: QModel) -> list[dict[str, Any]]:
