@@ -182,3 +182,19 @@ def test_learned_initial_state_is_where_reset_starts(converted) -> None:
     c_y = run_host(case.conversion.out_dir, x_q)
     assert np.array_equal(c_y, reference.run(case.conversion.qmodel, x_q))
     assert not np.array_equal(c_y, reference.run(zero_model, x_q))
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_compare_names_its_oracle(converted, tmp_path: Path, monkeypatch, installed) -> None:
+    """compare of an .onnx file: onnxruntime when installed, else the float model; it says so."""
+    import sys
+
+    from lstm_embed.compare import compare
+
+    case = converted("lstm1.dynamo")
+    if not installed:
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    result = compare(case.path, case.conversion.out_dir, case.data["test"])
+    oracle = result["json"]["oracle"]
+    assert oracle.startswith("onnxruntime" if installed else "lstm-embed float model"), oracle
+    assert result["json"]["max_abs_error_pct_of_range"] <= 100 * RANGE_FRACTION
