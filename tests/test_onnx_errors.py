@@ -24,7 +24,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "onnx"
 T, M, H = 4, 2, 3
 
 
-def lstm_graph(extra_nodes=(), lstm_attrs=None, output="last", opset=17, initializers=()):
+def lstm_graph(extra_nodes=(), lstm_attrs=None, output="last", opset=17, initializers=(), time=T):
     """x (N, T, M) batch first -> Transpose -> LSTM -> Squeeze -> Transpose -> Gather(-1) ->
     (extra nodes, each reading 'last' and writing 'last' + index) -> output."""
     rng = np.random.default_rng(0)
@@ -48,7 +48,7 @@ def lstm_graph(extra_nodes=(), lstm_attrs=None, output="last", opset=17, initial
     ]
     graph = helper.make_graph(
         nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", T, M])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", time, M])],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
         inits,
     )  # fmt: skip
@@ -106,6 +106,44 @@ def test_unsupported_operator_and_attribute(tmp_path: Path, calibration: Path, c
 def test_recurrent_attributes_refused(tmp_path, calibration, capsys, attrs, needle) -> None:
     path = save(tmp_path, lstm_graph(lstm_attrs=attrs))
     convert_fails(tmp_path, path, calibration, capsys, "node 'lstm' (LSTM)", needle)
+
+
+def test_dynamic_time_axis(tmp_path: Path, capsys) -> None:
+    """A symbolic time axis: any number of timesteps, step() kept; a layer that needs the
+    whole window is refused, saying to export with fixed timesteps."""
+    from lstm_embed.frontends.onnx import load_model
+
+    model = load_model(save(tmp_path, lstm_graph(time="time"), "dynamic.onnx"))
+    assert model.timesteps is None and model.streaming
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node(
+            "LSTM",
+            ["xt", "W", "R"],
+            ["y", "y_h"],
+            name="bi",
+            hidden_size=H,
+            direction="bidirectional",
+        ),
+        helper.make_node("Transpose", ["y_h"], ["bh"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", ["bh", "flat"], ["out"]),
+    ]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (2, 4 * H, M)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (2, 4 * H, H)).astype(np.float32), "R"),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "time", M])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    status, _, err = run_cli(["inspect", save(tmp_path, proto)], capsys)
+    assert status == 2 and "the file's time axis is dynamic" in err
+    proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = T  # fixed: converts
+    model = load_model(save(tmp_path, proto))
+    assert model.timesteps == T and not model.streaming
 
 
 def test_reverse_sequence_output_refused(tmp_path, calibration, capsys) -> None:

@@ -278,13 +278,23 @@ def build_model(reading: Reading) -> Model:
     layers, folding = fold_chain(list(reading.layers))
     if folding:
         raise OnnxError(f"{reading.source}: " + "; ".join(folding))
+    whole = next((la for la in layers if not getattr(la, "streaming", True)), None)
+    if reading.timesteps is None and whole is not None:
+        raise OnnxError(
+            f"{reading.source}: layer '{whole.name}' needs the whole window"
+            f" ({whole.whole_window_reason}), which the C holds in buffers sized by the"
+            " model's timesteps; the file's time axis is dynamic: export with a fixed number"
+            " of timesteps (no dynamic_axes / dynamic_shapes entry for the time axis)"
+        )
     try:
         return Model(
             reading.name, int(reading.input_size or 0), reading.timesteps, tuple(layers),
             reading.source, dict(reading.meta),
         )  # fmt: skip
     except IRError as error:
-        raise OnnxError(f"{reading.source}: {error}") from error
+        text = str(error)
+        prefix = "" if text.startswith(reading.source) else f"{reading.source}: "
+        raise OnnxError(prefix + text) from error
 
 
 def load_model(path: str | Path) -> Model:
