@@ -36,7 +36,8 @@ CONSTANTS = {
     "mean_h": _array(H, scale=0.1), "var_h": 0.5 + np.abs(_array(H)),
     "Wc": _array(H, M, 3), "Bc": _array(H, scale=0.1),
     "one": np.array([1], np.int64), "zero": np.array([0], np.int64),
-    "last": np.array(-1, np.int64), "end": np.array([2**62], np.int64),
+    "last": np.array(-1, np.int64), "minus2": np.array(-2, np.int64),
+    "end": np.array([2**62], np.int64),
     "minus1": np.array([-1], np.int64), "six": np.array(6.0, np.float32),
     "zero_f": np.array(0.0, np.float32), "flat": np.array([0, -1], np.int64),
 }  # fmt: skip
@@ -94,6 +95,7 @@ GRAPHS = {
     ],
     "conv_max_pool_lstm": None,  # its own graph below
     "bidirectional_gru_final_state": None,
+    "bidirectional_h_n_cat": None,
 }
 
 
@@ -121,8 +123,25 @@ def _gru_graph() -> list:
     ]  # fmt: skip
 
 
+def _h_n_cat_graph() -> list:
+    """torch.cat((h_n[-2], h_n[-1]), dim=1) of a bidirectional GRU: both final states."""
+    return [
+        ("Transpose", ["x"], ["xt"], {"perm": [1, 0, 2]}),
+        ("GRU", ["xt", "Wg", "Rg", "Bg"], ["y", "y_h"],
+         {"hidden_size": H, "direction": "bidirectional", "linear_before_reset": 1}),
+        ("Gather", ["y_h", "minus2"], ["fw"], {"axis": 0}),
+        ("Gather", ["y_h", "last"], ["bw"], {"axis": 0}),
+        ("Concat", ["fw", "bw"], ["m"], {"axis": 1}),
+        ("MatMul", ["m", "D2"], ["out"], {}),
+    ]  # fmt: skip
+
+
 def make(name: str, folder: Path) -> Path:
-    steps = {"conv_max_pool_lstm": _conv_graph, "bidirectional_gru_final_state": _gru_graph}
+    steps = {
+        "conv_max_pool_lstm": _conv_graph,
+        "bidirectional_gru_final_state": _gru_graph,
+        "bidirectional_h_n_cat": _h_n_cat_graph,
+    }
     body = steps[name]() if name in steps else PRELUDE + GRAPHS[name]
     constants = dict(CONSTANTS, W2=_array(1, 4 * H, H))
     nodes = [

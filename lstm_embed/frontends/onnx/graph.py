@@ -48,6 +48,8 @@ class Sym:
     version: int
     final: bool = False  # Y_h: the last state of the chain's end (a recurrent layer)
     stacked: int = 0  # S axis: final states of this many layers; only the last is the chain's
+    dirs: int = 1  # S axis: directions per layer (2: bidirectional, [.., fw, bw] last)
+    direction: str = ""  # one direction of a bidirectional final state: forward or backward
 
 
 class Unknown:
@@ -134,6 +136,11 @@ class Walk:
         self.current(sym, node)
         if sym.stacked:
             raise NodeProblem("stacked final states of several layers are used as one tensor")
+        if sym.direction:
+            raise NodeProblem(
+                f"uses the {sym.direction} direction of a bidirectional layer's final state"
+                " alone; supported: both, concatenated forward then backward"
+            )
         index = len(self.layers) - 1
         layer = self.layers[index]
         labels = self.labels(sym)

@@ -429,6 +429,14 @@ def gather(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
 def _pick(walk: Walk, node: Any, x: Sym, axis: int, index: int) -> Sym:
     """x with one element of ``axis`` taken (and the axis removed)."""
     label, size = walk.label(x.axes[axis]), x.sizes[axis]
+    two = (label == "D" and size == 2 and x.final) or (label == "S" and x.dirs == 2)
+    if two and index % size in (size - 2, size - 1):  # h_n[-2], h_n[-1]: a direction
+        direction = "backward" if index % size == size - 1 else "forward"
+        rest = [i for i in range(len(x.axes)) if i != axis]
+        return replace(
+            x, axes=tuple(x.axes[i] for i in rest), sizes=tuple(x.sizes[i] for i in rest),
+            stacked=0, dirs=1, direction=direction,
+        )  # fmt: skip
     if index not in (-1, size - 1) and not (size == 1 and index == 0):
         what = {"T": "timestep", "S": "layer's final state"}.get(label, "element")
         raise NodeProblem(f"takes {what} {index} of {size}; supported: the last")
@@ -563,17 +571,26 @@ def concat(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
     if all(s.final for s in syms) and len(syms) == len(inputs) and syms:
         rank = len(syms[0].axes)
         axis %= rank
-        if walk.label(syms[0].axes[axis]) == "D" and all(s.sizes[axis] == 1 for s in syms):
+        dirs = syms[-1].sizes[axis]
+        if walk.label(syms[0].axes[axis]) == "D" and all(s.sizes[axis] == dirs for s in syms):
             last = syms[-1]
             walk.current(last, node.name)
             sizes = list(last.sizes)
-            sizes[axis] = len(syms)
+            sizes[axis] = dirs * len(syms)
             axes = list(last.axes)
             axes[axis] = "S"
-            return [replace(last, axes=tuple(axes), sizes=tuple(sizes), stacked=len(syms))]
+            stack = replace(last, axes=tuple(axes), sizes=tuple(sizes), stacked=len(syms))
+            return [replace(stack, dirs=dirs)]
+        pair = [s.direction for s in syms] == ["forward", "backward"]
+        if pair and walk.label(syms[0].axes[axis]) == "H" and syms[0].version == syms[1].version:
+            walk.current(syms[1], node.name)
+            axes, sizes = list(syms[0].axes), list(syms[0].sizes)
+            axes[axis], sizes[axis] = "F", sizes[axis] * 2
+            return [replace(syms[0], axes=tuple(axes), sizes=tuple(sizes), direction="")]
     raise NodeProblem(
         "concatenates computed tensors (a merge); supported: the final states of stacked"
-        " layers (h_n), of which the last is used"
+        " layers (h_n), of which the last is used, and a bidirectional layer's two final"
+        " states, forward then backward (torch.cat((h_n[-2], h_n[-1]), dim=1))"
     )
 
 
