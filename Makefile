@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cppcheck cmake
 JOBS ?= 2
 
-.PHONY: demo test bench fuzz fuzz-qemu lint toolchain venv clean accuracy
+.PHONY: demo test bench fuzz fuzz-qemu fuzz-onnx lint toolchain venv clean accuracy
 
 venv: $(STAMP)
 
@@ -55,6 +55,10 @@ bench: venv toolchain
 
 fuzz: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
+
+# Random models written as ONNX graphs, converted from those files, host C vs the reference.
+fuzz-onnx: venv toolchain
+	$(PY) -m lstm_embed.tools.fuzz --onnx --models $${MODELS:-2000} --seed $${SEED:-0} --jobs $(JOBS)
 
 # Random models as Cortex-M0, M4 and M55 firmware in QEMU, every entry point vs the reference.
 fuzz-qemu: venv toolchain

@@ -7,14 +7,20 @@ Pipeline: frontend (Keras -> IR) -> quantize (IR + calibration -> integer IR) ->
 __version__ = "0.1.0"
 
 
-def convert(model, calibration, out_dir, name=None, options=None, force=False):
-    """Keras model (in memory or a .keras/.h5 path) + calibration (N, T, m) -> C in out_dir.
+def convert(
+    model, calibration, out_dir="out", name=None, options=None, force=False, example_input=None
+):
+    """Keras model (in memory or a .keras/.h5 path), .onnx path, or torch module (with
+    ``example_input``, exported through torch.onnx) + calibration (N, T, m) -> C in out_dir.
 
     See ``lstm_embed.pipeline.convert``.
     """
     from lstm_embed.pipeline import convert as _convert
 
-    return _convert(model, calibration, out_dir, name=name, options=options, force=force)
+    return _convert(
+        model, calibration, out_dir, name=name, options=options, force=force,
+        example_input=example_input,
+    )  # fmt: skip
 
 
 def load(out_dir, kernel="auto"):

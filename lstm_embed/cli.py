@@ -81,8 +81,11 @@ def _input_shift(text: str) -> str | int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from lstm_embed.emit.report import INSPECT_COLUMNS, format_table
+    from lstm_embed.frontends import onnx
     from lstm_embed.frontends.keras.frontend import inspect_rows, read_spec
 
+    if onnx.is_onnx(args.model):
+        return _inspect_onnx(args)
     spec = read_spec(args.model)
     rows = inspect_rows(spec, _weight_bits(args.weights))
     steps = spec.input_shape[0] if spec.input_shape and spec.input_shape[0] else "any"
@@ -102,6 +105,36 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(
             f"lstm-embed inspect: error: {args.model}: " + "; ".join(unsupported), file=sys.stderr
         )
+        return EXIT_ERROR
+    return 0
+
+
+def _inspect_onnx(args: argparse.Namespace) -> int:
+    """inspect of an .onnx file: the layers it reads into, then every node it cannot."""
+    from lstm_embed.emit.report import INSPECT_COLUMNS, format_table
+    from lstm_embed.frontends import onnx
+
+    reading = onnx.read_onnx(args.model)
+    rows = onnx.inspect_rows(reading, _weight_bits(args.weights))
+    meta = reading.meta
+    axes = meta.get("onnx_input_axes", "?")
+    print(
+        f"{args.model}: {meta['file_format']} file ({meta['producer'] or 'unknown producer'}),"
+        f" input '{meta['onnx_input']}' axes {axes} (timesteps="
+        f"{reading.timesteps or 'any'}, features={reading.input_size or '?'})"
+    )
+    print(format_table(rows, INSPECT_COLUMNS))
+    flash = sum(r.get("flash_bytes") or 0 for r in rows)
+    params = sum(r["params"] for r in rows)
+    print(f"total params: {params}; flash after quantization: {flash} bytes + activation tables")
+    problems = reading.problem_lines()
+    if not problems:
+        try:
+            onnx.build_model(reading)
+        except onnx.OnnxError as error:
+            problems = [str(error).removeprefix(f"{args.model}: ")]
+    if problems:
+        print(f"lstm-embed inspect: error: {args.model}: " + "; ".join(problems), file=sys.stderr)
         return EXIT_ERROR
     return 0
 
@@ -413,12 +446,12 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="per-layer table of a Keras model, like summary()")
-    p.add_argument("model", help=".keras or .h5 file")
+    p.add_argument("model", help=".keras, .h5 or .onnx file")
     p.add_argument("--weights", default="int8", help="weights for the flash column, as in convert")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("convert", help="Keras model -> C sources + report.json")
-    p.add_argument("model", help=".keras or .h5 file")
+    p.add_argument("model", help=".keras, .h5 or .onnx file")
     p.add_argument("--calibration", "-c", required=True, help="inputs (N, T, m): .npy or .npz 'x'")
     p.add_argument("-o", "--output", default="out", help="output folder (default: out)")
     p.add_argument("--name", help="C symbol prefix (default: the Keras model name)")
@@ -499,7 +532,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compare", help="generated C vs Keras on inputs")
-    p.add_argument("model", help=".keras or .h5 file")
+    p.add_argument("model", help=".keras, .h5 or .onnx file")
     p.add_argument("out_dir", help="folder written by convert")
     p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
     p.add_argument("--labels", help="labels for a task metric (class ids, one-hot or targets)")

@@ -173,11 +173,28 @@ def convert(
     force: bool = False,
     validation: np.ndarray | None = None,
     core: str = "all",
+    example_input: Any = None,
 ) -> Conversion:
-    """Keras model (in memory, or a .keras/.h5 path) + calibration inputs -> C in out_dir;
-    ``validation``: separate inputs to measure clipping and error on."""
+    """Keras model (in memory, or a .keras/.h5/.onnx path), or a torch module with
+    ``example_input``, + calibration inputs -> C in out_dir; ``validation``: separate inputs to
+    measure clipping and error on."""
     from lstm_embed.frontends.keras import frontend
+    from lstm_embed.frontends.onnx import torch_export
 
+    if torch_export.is_torch_module(model) or example_input is not None:
+        if not torch_export.is_torch_module(model):
+            raise ValueError(
+                "example_input is for torch modules (exported through torch.onnx); this model"
+                f" is a {type(model).__name__}; for torch: {torch_export.INSTALL_HINT}"
+            )
+        if example_input is None:
+            raise ValueError("a torch module needs example_input=x (one batch, as it takes it)")
+        with tempfile.TemporaryDirectory(prefix="lstm-embed-torch-") as folder:
+            stem = type(model).__name__.lower()
+            stem = stem if stem.isidentifier() else "model"
+            path = torch_export.export(model, example_input, Path(folder) / f"{stem}.onnx")
+            ir = frontend.load_model(path)
+        return convert_ir(ir, calibration, out_dir, name, options, force, None, validation, core)
     if isinstance(model, str | Path):  # a file: no ML framework; the float model is the oracle
         ir = frontend.load_model(model)
         return convert_ir(ir, calibration, out_dir, name, options, force, None, validation, core)

@@ -149,11 +149,18 @@ def _member(field: dict[str, Any], index: int) -> str:
 
 
 def _state_groups(fields: list[dict[str, Any]], index: int) -> list[dict[str, Any]]:
-    """State members zeroed by reset(), grouped by length (one loop each)."""
+    """State members zeroed by reset(), grouped by length (one loop each); a member with
+    start values (``initial``: a constant initial state) has a loop of its own."""
     groups: dict[int, list[str]] = {}
+    started = []
     for field in fields:
-        groups.setdefault(field["size"], []).append(_member(field, index))
-    return [{"size": size, "fields": names} for size, names in groups.items()]
+        if "initial" in field:
+            started.append({"size": field["size"], "fields": [_member(field, index)],
+                            "type": field["type"], "initial": field["initial"]})  # fmt: skip
+        else:
+            groups.setdefault(field["size"], []).append(_member(field, index))
+    zeroed = [{"size": size, "fields": names, "initial": None} for size, names in groups.items()]
+    return zeroed + started
 
 
 def window_wiring(model: QModel) -> list[dict[str, Any]]:

@@ -76,9 +76,21 @@ class LSTMLayer(FloatLayer):
     bias: np.ndarray | None  # (4*units,) or None when use_bias=False
     recurrent_activation: str = "sigmoid"
     return_sequences: bool = False
+    # a constant state every sequence starts from (ONNX initial_h / initial_c); None: zeros
+    initial_h: np.ndarray | None = None  # (units,)
+    initial_c: np.ndarray | None = None  # (units,)
 
     def __post_init__(self) -> None:
         n, m = self.units, self.input_size
+        for what, state in (("initial_h", self.initial_h), ("initial_c", self.initial_c)):
+            if state is not None:
+                check_shape(self.name, what, state, (n,))
+                check_finite(self.name, what, state)
+        if self.initial_h is not None and np.max(np.abs(self.initial_h)) >= 1.0:
+            raise IRError(
+                f"layer '{self.name}': initial_h outside (-1, 1), which no LSTM output reaches"
+                " (supported: |h0| < 1)"
+            )
         if n < 1 or m < 1:
             raise IRError(f"layer '{self.name}': units and input size must be >= 1")
         # shapes first: a config may declare any number of units, the weights are what is real
@@ -122,8 +134,8 @@ class LSTMLayer(FloatLayer):
         n = self.units
         act = activation_function(self.recurrent_activation)
         bias = self.bias if self.bias is not None else np.zeros(4 * n)
-        h = np.zeros((batch, n))
-        c = np.zeros((batch, n))
+        h = np.zeros((batch, n)) + (0.0 if self.initial_h is None else self.initial_h)
+        c = np.zeros((batch, n)) + (0.0 if self.initial_c is None else self.initial_c)
         hs, cs, zs = [], [], []
         for t in range(steps):
             z = x[:, t] @ self.kernel + h @ self.recurrent_kernel + bias
@@ -142,6 +154,8 @@ class LSTMLayer(FloatLayer):
 
     def quantize(self, ctx: QuantContext) -> QLSTMLayer:
         max_cell = float(np.max(np.abs(ctx.trace.cell)))
+        if self.initial_c is not None:  # the cell starts there: its format must hold it
+            max_cell = max(max_cell, float(np.max(np.abs(self.initial_c))))
         shift = resolve_input_shift(
             ctx,
             lambda: choose_input_shift(self, ctx.feature_scale, ctx.layer_input, ctx.trace.output),
@@ -180,6 +194,8 @@ class LSTMLayer(FloatLayer):
             bias if self.bias is not None else None,
             self.recurrent_activation,
             self.return_sequences,
+            None if qlayer.initial_h_q15 is None else qlayer.initial_h_q15 * Q15_SCALE,
+            None if qlayer.initial_c is None else qlayer.initial_c / 2.0**qlayer.cell_stored_frac,
         )
 
 
@@ -231,6 +247,11 @@ def quantize_lstm(
         )  # fmt: skip
     if bits == 8:  # the optimized kernels' layouts read one word per row
         multiplier = layouts.with_packed_shift(multiplier, shift)
+    cell_frac = cell_frac_bits(max_abs_cell)
+    stored_frac = cell_frac + (15 if bits == 16 else 0)  # QLSTMLayer.cell_stored_frac
+    limit = 2**15 * (2**15 if bits == 16 else 1)
+    h0 = None if layer.initial_h is None else fp.round_half_away(layer.initial_h / Q15_SCALE)
+    c0 = None if layer.initial_c is None else fp.round_half_away(layer.initial_c * 2.0**stored_frac)
     return QLSTMLayer(
         name=layer.name,
         input_size=layer.input_size,
@@ -242,9 +263,11 @@ def quantize_lstm(
         multiplier=multiplier,
         shift=shift,
         weight_scale=scale,
-        cell_frac=cell_frac_bits(max_abs_cell),
+        cell_frac=cell_frac,
         has_bias=layer.bias is not None,
         input_shift=input_shift,
+        initial_h_q15=None if h0 is None else np.clip(h0, -32768, 32767).astype(np.int64),
+        initial_c=None if c0 is None else np.clip(c0, -limit, limit - 1).astype(np.int64),
     )
 
 
@@ -327,6 +350,8 @@ class QLSTMLayer(QLayer):
     cell_frac: int
     has_bias: bool = True
     input_shift: int = 0  # the input columns' partial sum is multiplied by 2**input_shift
+    initial_h_q15: np.ndarray | None = None  # (units,) the state reset() sets; None: zeros
+    initial_c: np.ndarray | None = None  # (units,) in the stored cell format
 
     def __post_init__(self) -> None:
         k = self.input_size + self.units
@@ -409,8 +434,11 @@ class QLSTMLayer(QLayer):
     # -- integer reference (the C equals it bit for bit) --
 
     def initial_state(self, batch: int) -> LSTMState:
-        zeros = np.zeros((batch, self.units), np.int64)
-        return LSTMState(zeros, zeros.copy())
+        h, c = (
+            np.zeros((batch, self.units), np.int64) + (0 if start is None else start)
+            for start in (self.initial_h_q15, self.initial_c)
+        )
+        return LSTMState(h, c)
 
     def step(self, x_q: np.ndarray, state: LSTMState, tables: dict) -> tuple[np.ndarray, Any]:
         z = gate_preactivations(self, x_q, state.h_q15)
@@ -452,12 +480,14 @@ class QLSTMLayer(QLayer):
                 "name": "h_q15",
                 "size": self.units,
                 "comment": f"'{label}' hidden state, Q0.15",
+                **_initial(self.initial_h_q15),
             },
             {
                 "type": cell_type,
                 "name": "c",
                 "size": self.units,
                 "comment": f"'{label}' cell state, {self.cell_format}",
+                **_initial(self.initial_c),
             },
         ]
 
@@ -608,3 +638,8 @@ def hidden_update(layer: QLSTMLayer, o_q15: np.ndarray, c: np.ndarray, tables: d
     """h' = o * tanh(c)."""
     tanh_c = fp.tanh_q15(cell_to_z(layer, c), tables["tanh"])
     return fp.saturate_s16(fp.rounding_shift_right(o_q15 * tanh_c, 15))
+
+
+def _initial(values: np.ndarray | None) -> dict[str, Any]:
+    """A state field's start values for reset() (absent: zeros)."""
+    return {} if values is None else {"initial": [int(v) for v in values]}

@@ -6,6 +6,8 @@ int16 values in another shape; run-only.
   resolved as Keras does), or -> one vector of T * m (a one-dimensional target): the values in
   the same row-major order, so the C copies them.
 - RepeatVector(n): one vector -> n timesteps of it.
+- last (no Keras class; ONNX's out[:, -1, :] after a layer that needs the whole window):
+  (T, m) -> the last timestep's m features, one vector.
 Each output feature keeps the scale of the input feature it holds (so Reshape needs m' a
 multiple of m, or one scale for every input feature). Flatten and Reshape depend on the
 window's length: their run() takes exactly the model's timesteps (``exact_timesteps``).
@@ -77,10 +79,12 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
     in_timesteps: int | None = None  # flatten, reshape: the window they regroup
 
     def __post_init__(self) -> None:
-        if self.mode not in ("flatten", "reshape", "repeat"):
+        if self.mode not in ("flatten", "reshape", "repeat", "last"):
             raise IRError(f"layer '{self.name}': mode {self.mode!r}")
         if self.mode == "repeat":
             consistent = self.out_size == self.input_size and self.out_timesteps >= 1
+        elif self.mode == "last":
+            consistent = self.out_size == self.input_size and (self.in_timesteps or 0) >= 1
         else:  # the same values regrouped
             total = (self.in_timesteps or 0) * self.input_size
             consistent = self.out_timesteps * self.out_size == total and total > 0
@@ -95,11 +99,13 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
     def whole_window_reason(self) -> str:
         if self.mode == "repeat":
             return "RepeatVector makes a sequence of one vector"
+        if self.mode == "last":
+            return "it keeps the window's last timestep"
         return f"{self.keras_name} regroups the window's timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
-        return self.mode != "flatten"
+        return self.mode not in ("flatten", "last")
 
     @property
     def makes_timesteps(self) -> bool:
@@ -129,6 +135,8 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
             return LayerTrace(np.repeat(x[:, None], self.out_timesteps, axis=1))
         if self.mode == "flatten":
             return LayerTrace(x.reshape(len(x), -1))
+        if self.mode == "last":
+            return LayerTrace(x[:, -1])
         return LayerTrace(x.reshape(len(x), self.out_timesteps, self.out_size))
 
     def quantize(self, ctx: QuantContext) -> QReshapeLayer:
@@ -165,11 +173,13 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
     def whole_window_reason(self) -> str:
         if self.mode == "repeat":
             return "RepeatVector makes a sequence of one vector"
+        if self.mode == "last":
+            return "it keeps the window's last timestep"
         return f"{self.keras_name} regroups the window's timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
-        return self.mode != "flatten"
+        return self.mode not in ("flatten", "last")
 
     @property
     def makes_timesteps(self) -> bool:
@@ -199,6 +209,8 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
         x_q = np.asarray(x_q, np.int64)
         if self.mode == "flatten":
             return x_q.reshape(len(x_q), -1)
+        if self.mode == "last":
+            return x_q[:, -1]
         return x_q.reshape(len(x_q), self.out_timesteps, self.out_size)
 
     def context(self, index: int) -> dict[str, Any]:
@@ -210,6 +222,7 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
             "input_size": self.input_size,
             "out_timesteps": self.out_timesteps,
             "out_size": self.out_size,
+            "in_timesteps": self.in_timesteps,
         }
 
     def format(self) -> str:

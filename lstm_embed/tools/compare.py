@@ -81,8 +81,17 @@ def compare(
 def live_predict(model_path: str | Path, ir: Model, x: np.ndarray) -> tuple[np.ndarray, str]:
     """model.predict of the file with Keras when Keras and a backend are installed, else the
     project's float forward pass (which the tests hold equal to Keras); says which it used."""
+    from lstm_embed.frontends import onnx
     from lstm_embed.tools import keras_live
 
+    if onnx.is_onnx(model_path):
+        from lstm_embed.frontends.onnx import live as onnx_live
+
+        found = onnx_live.predict(model_path, ir.meta, x)
+        if found is not None:
+            return found
+        y, _ = forward(ir, np.asarray(x, np.float64))
+        return y, "lstm-embed float model (onnxruntime is not installed; tests hold it equal)"
     live = keras_live.load(model_path)
     if live is not None:
         model, description = live

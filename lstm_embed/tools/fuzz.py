@@ -307,6 +307,20 @@ def build_case(spec: ModelSpec) -> Case:
     return Case(spec, build_model(spec), calibration, x, x_q)
 
 
+def via_onnx(case: Case, folder: Path) -> Case | None:
+    """The case's model written as an ONNX graph and read back by the ONNX frontend (None
+    when ONNX has no operator here for one of its layers: ``writer.NotWritable``)."""
+    from lstm_embed.frontends.onnx import load_model
+    from lstm_embed.frontends.onnx.writer import NotWritable, write
+
+    try:
+        path = write(case.model, folder / f"seed{case.spec.seed}.onnx")
+    except NotWritable:
+        return None
+    model = load_model(path)
+    return replace(case, model=replace(model, name="net", source=case.model.source))
+
+
 def _log_uniform_int(rng: np.random.Generator, low: int, high: int) -> int:
     return int(min(high, math.floor(math.exp(rng.uniform(math.log(low), math.log(high + 1))))))
 
@@ -584,10 +598,15 @@ def check_batch(
 
 
 def check_specs(
-    specs: list[ModelSpec], jobs: int = 2, batch_size: int = 8, keep: Path | None = None
+    specs: list[ModelSpec],
+    jobs: int = 2,
+    batch_size: int = 8,
+    keep: Path | None = None,
+    onnx: bool = False,
 ) -> list[Outcome]:
     """Check many specs, ``jobs`` batches at a time (numpy and the compiler release the GIL
-    for most of the time; compiles dominate)."""
+    for most of the time; compiles dominate). ``onnx``: each model goes through an ONNX file
+    first (``via_onnx``); the specs it cannot write are left out."""
     root = Path(tempfile.mkdtemp(prefix="lstm-embed-fuzz-", dir=keep))
     chunks = [specs[i : i + batch_size] for i in range(0, len(specs), batch_size)]
 
@@ -596,7 +615,12 @@ def check_specs(
         folder.mkdir()
         optimize, kernel = VARIANTS[k % len(VARIANTS)]
         with np.errstate(all="ignore"):  # exp overflow in the float model of huge weights
-            outcomes = check_batch([build_case(s) for s in chunks[k]], folder, optimize, kernel)
+            cases = [build_case(s) for s in chunks[k]]
+            if onnx:
+                cases = [c for c in (via_onnx(c, folder) for c in cases) if c is not None]
+            if not cases:
+                return []
+            outcomes = check_batch(cases, folder, optimize, kernel)
         if all(o.status == "ok" for o in outcomes):
             shutil.rmtree(folder, ignore_errors=True)
         return outcomes
@@ -727,7 +751,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="print every model's warnings as they come"
     )
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="write each model as an ONNX graph and convert it from that file (host only;"
+        " models with layers ONNX has no operator for are left out)",
+    )
     args = parser.parse_args(argv)
+    if args.onnx and args.qemu:
+        parser.error("--onnx runs on the host build (without --qemu)")
     boards = tuple(args.boards.split(",")) if args.boards else QEMU_BOARDS
     if args.boards and not args.qemu:
         parser.error("--boards needs --qemu")
@@ -775,7 +807,7 @@ def _fuzz(
         if args.qemu:
             outcomes = check_qemu_specs(specs, boards, args.jobs, args.keep)
         else:
-            outcomes = check_specs(specs, args.jobs, args.batch, args.keep)
+            outcomes = check_specs(specs, args.jobs, args.batch, args.keep, args.onnx)
         for outcome in outcomes:
             key = f"{outcome.board} {outcome.status}" if args.qemu else outcome.status
             counts[key] = counts.get(key, 0) + 1

@@ -86,7 +86,7 @@ def _check_path(path: Path) -> None:
         shown = q(path.suffix) if path.suffix else "no suffix"
         raise Problem(
             f"unsupported file type ({shown}); expected a Keras model file: .keras (Keras 3 or"
-            " tf_keras) or .h5 (legacy HDF5)"
+            " tf_keras) or .h5 (legacy HDF5), or an ONNX file (.onnx)"
         )
     if not path.is_file():
         raise Problem("is not a regular file")

@@ -119,7 +119,14 @@ def read_spec(path: str | Path) -> ModelSpec:
 
 
 def load_model(path: str | Path) -> Model:
-    """A .keras or .h5 file (Keras 2 or 3) -> IR."""
+    """A .keras or .h5 file (Keras 2 or 3), or an .onnx file -> IR."""
+    from lstm_embed.frontends import onnx
+
+    if onnx.is_onnx(path):
+        try:
+            return onnx.load_model(path)
+        except onnx.OnnxError as error:
+            raise FrontendError(str(error)) from None
     return build_ir(read_spec(path))
 
 
