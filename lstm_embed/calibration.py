@@ -446,13 +446,16 @@ def accuracy_warning(validation: dict[str, Any], rounding_record: dict | None) -
         found.append(
             f"{changed} of {validation['samples']} sequences decided otherwise (class or label)"
         )
-    kept = (rounding_record or {}).get("kept", rounding.NEAREST)
+    record = rounding_record or {}
+    # nearest rounding is worth a try unless in use, or measured worse on this very data
+    decided_here = record.get("held_out", {}).get("on") == "validation"
+    try_nearest = record.get("kept", rounding.NEAREST) != rounding.NEAREST and not decided_here
     tries = [
         "--weights int16 (twice the weight flash; or per layer: --weights int16,int8,...)",
         "more calibration data (a few hundred sequences of real inputs)",
         "--table-log2-entries 8",
     ]
-    if kept != rounding.NEAREST:
+    if try_nearest:
         tries.insert(0, "--rounding nearest")
     return (
         f"warning: on the {validation['samples']} validation sequences vs"
