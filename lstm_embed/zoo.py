@@ -836,14 +836,18 @@ def _train(entry: Entry, data: Data) -> list[np.ndarray]:
     return model.get_weights()
 
 
+# read once, with the definitions in memory: a key must describe the entries this process
+# trains (an edit on disk after import must not file old weights under the new key)
+_SOURCE = Path(__file__).read_text()
+
+
 def cache_key(name: str) -> str:
     """A hash of what makes the entry's weights: the data generators (this file above
     ``ENTRIES``), the entry's own definition in it, the Keras version and backend; editing one
     entry retrains that one."""
     import keras
 
-    text = Path(__file__).read_text()
-    data_part, rest = text.split("\nENTRIES: ", 1)
+    data_part, rest = _SOURCE.split("\nENTRIES: ", 1)
     start = rest.index(f'    Entry(\n        "{name}",')
     ends = [rest.find(mark, start + 1) for mark in ("\n    Entry(\n", "\n)\n")]
     end = min(e for e in ends if e > 0)

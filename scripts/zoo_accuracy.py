@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         for job in jobs:
             row = job.result()
             rows.append(row)
+            if args.json:  # as it goes: a long run that stops keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(rows, indent=1) + "\n")
             print(
                 f"{row['name']}: default {_cell(row['default'], 'changed' in row['default'])}"
                 f" ({row['default']['kept']}), nearest"
