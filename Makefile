@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm cppcheck cmake
 JOBS ?= 2
 
-.PHONY: demo test bench fuzz fuzz-qemu fuzz-onnx lint toolchain venv clean accuracy
+.PHONY: demo test bench fuzz fuzz-qemu fuzz-onnx lint toolchain venv clean accuracy zoo
 
 venv: $(STAMP)
 
@@ -69,6 +69,12 @@ accuracy: venv
 	$(PY) scripts/accuracy.py --doc docs/accuracy.md
 	@echo
 	$(PY) scripts/accuracy.py --family --doc docs/accuracy.md
+
+# docs/accuracy-zoo.md: the model zoo (lstm_embed/zoo.py, trained once and cached), the default
+# against --rounding nearest and --weights int16 on every model's test split
+# (one BLAS thread per process: small matrices, and threads that wait spin on a busy machine)
+zoo: venv
+	OPENBLAS_NUM_THREADS=1 $(PY) scripts/zoo_accuracy.py --jobs $(JOBS) --markdown docs/accuracy-zoo.md --json build/zoo.json
 
 lint: venv
 	$(VENV)/bin/ruff check lstm_embed tests scripts

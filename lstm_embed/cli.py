@@ -270,7 +270,10 @@ def print_summary(report: dict) -> None:
 
 
 def print_rounding(report: dict) -> None:
-    """The weight rounding kept (auto: with its held-out figures) and the validation data."""
+    """The weight rounding kept (auto: with the figures it decided on) and the validation
+    data."""
+    from lstm_embed.quantize.calibration import decided_on
+
     rounding = report.get("rounding")
     if rounding:
         line = f"weight rounding: {rounding['kept']}"
@@ -280,11 +283,12 @@ def print_rounding(report: dict) -> None:
         if held:
             near, kept = held["nearest"], held["gptq"]
             line += (
-                f"; on {held['sequences']} held-out calibration sequences, gptq fitted on the"
-                f" other {held['fitted_on']}: max abs error {kept['max_abs_error']:.3g}"
+                f"; on {decided_on(held)}: gptq max abs error {kept['max_abs_error']:.3g}"
                 f" (nearest {near['max_abs_error']:.3g}), mean {kept['mean_abs_error']:.3g}"
                 f" (nearest {near['mean_abs_error']:.3g})"
             )
+            if "changed" in kept:
+                line += f", decisions changed {kept['changed']} (nearest {near['changed']})"
         if rounding.get("note"):
             line += f"; {rounding['note']}"
         print(line)
@@ -294,8 +298,9 @@ def print_rounding(report: dict) -> None:
         print(
             f"vs {validation['oracle']} on {validation['samples']} validation sequences: max abs"
             f" error {error['max_abs_error']:.3g} ({error['max_abs_error_pct_of_range']:.2f}% of"
-            f" the range), mean {error['mean_abs_error']:.3g}; inputs clipped:"
-            f" {ranges['inputs_clipped']} of {ranges['input_values']}"
+            f" the range), mean {error['mean_abs_error']:.3g}"
+            + (f", decisions changed {validation['changed']}" if "changed" in validation else "")
+            + f"; inputs clipped: {ranges['inputs_clipped']} of {ranges['input_values']}"
         )
 
 

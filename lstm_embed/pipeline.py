@@ -23,6 +23,7 @@ from lstm_embed.quantize import rounding, weight_choice
 from lstm_embed.quantize.calibration import (
     NEAREST_QMODEL_FILE,
     CalibrationWarning,
+    changed_decisions,
     checked_validation,
     held_out_check,
     range_check,
@@ -155,13 +156,17 @@ def add_trust(
             oracle, expected = "Keras", keras_predict(x_val)
         else:  # as for the calibration data: the float model, held equal to Keras in tests
             oracle, expected = "the float model", forward(ir, x_val.astype(np.float64))[0]
+        measured = run_float(qmodel, x_val)
         report["validation"] = {
             "samples": len(x_val),
             "oracle": oracle,
             "ranges": range_check(ir, qmodel, x_val),
-            "error": errors(expected, run_float(qmodel, x_val)),
+            "error": errors(expected, measured),
+            **changed_decisions(ir, measured, expected),
         }
-    report["warnings"] = trust_warnings(len(x), held_out, report.get("validation"))
+    report["warnings"] = trust_warnings(
+        len(x), held_out, report.get("validation"), report.get("rounding")
+    )
 
 
 def convert(
@@ -248,7 +253,7 @@ def convert_ir(
         choice = weight_choice.choose(ir, calibration, options, x_val, limit)
         options = replace(options, weight_bits=choice.bits, weights_auto_max_error=None)
     rounder: list = []
-    qmodel = quantize(ir, calibration, options, rounding_record=rounder)
+    qmodel = quantize(ir, calibration, options, rounding_record=rounder, validation=x_val)
     x = np.asarray(calibration, dtype=np.float32)
     keras_y = keras_predict(x) if keras_predict is not None else None
     report = build_report(ir, qmodel, name, keras_y, x)

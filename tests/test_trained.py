@@ -67,7 +67,10 @@ SETTINGS = {
 ROUNDING_MEAN_RATIO_MAX = 0.6
 ROUNDING_MAX_RATIO_MAX = 1.1
 ROUNDING_DIGITS_MAX_ABS = 0.03
-ROUNDING_SAMPLES = (*SAMPLES, "gru_digits", "gru_stacked")
+# digits keeps nearest rounding under auto's rule as decided on the model zoo (issue 22,
+# docs/accuracy-zoo.md): its held-out sequences are training images classified to within
+# 0.0008, where gptq won 37% of the bootstrap resamples by the max (95% needed)
+ROUNDING_SAMPLES = ("stacked", "logits", "gru_digits", "gru_stacked")
 
 # Issue 6 targets not met yet, with the measured numbers; strict, so a fix shows as XPASS.
 # (logits int8 met since the automatic input shift: 5.8% -> 1.1% of the logit range.)

@@ -45,9 +45,10 @@ class QuantizeOptions:
     # Power-of-two scale of the input columns of LSTM rows: "auto" picks it per layer on the
     # calibration data; 0 keeps one scale per row (a few instructions per unit faster).
     input_shift: str | int = "auto"
-    # Weight rounding (lstm_embed.quantize.rounding): nearest, gptq (error feedback against the
-    # calibration data, bias correction) or auto (gptq when, fitted on 3/4 of the calibration
-    # sequences, it does no worse than nearest on the other 1/4; calibration.LayerRounding).
+    # Weight rounding (lstm_embed.rounding): nearest, gptq (error feedback against the
+    # calibration data, bias correction) or auto (gptq when it does no worse than nearest on
+    # data it was not fitted on: the validation data, else each calibration sequence held out
+    # once; calibration.LayerRounding).
     rounding: str = rounding.AUTO
     # --weights auto: convert chooses int8 or int16 per layer (weight_choice.choose), the
     # least flash whose error stays under this percent of the output range; None: weight_bits
@@ -118,11 +119,12 @@ def quantize(
     calibration: np.ndarray,
     options: QuantizeOptions | None = None,
     rounding_record: list | None = None,
+    validation: np.ndarray | None = None,
 ):
     """Float IR + calibration inputs (N, T, m) -> QModel; each layer quantizes itself with the
     ranges its float trace saw and the feature scale of the layer before it, its weights
     rounded as ``options.rounding`` says (``calibration.LayerRounding``, which
-    ``rounding_record`` receives when given)."""
+    ``rounding_record`` receives when given; ``validation``: inputs on which auto decides)."""
     options = options or QuantizeOptions()
     x = check_calibration(model, calibration)
     with np.errstate(over="ignore", invalid="ignore"):  # refused just below, naming the layer
@@ -131,7 +133,8 @@ def quantize(
         check_finite(layer, layer.chain_output(trace))
     x_scale = input_scale(x, options)
     inv_scale = (1.0 / x_scale.astype(np.float64)).astype(np.float32)  # as QModel has it
-    rounder = LayerRounding.start(model, x, inv_scale, traces, options)
+    x_val = None if validation is None else check_calibration(model, validation)
+    rounder = LayerRounding.start(model, x, inv_scale, traces, options, x_val)
     layers = []
     feature_scale = x_scale.astype(np.float64)
     layer_input = x

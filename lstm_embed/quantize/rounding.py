@@ -85,6 +85,22 @@ class InputStats:
         )
 
 
+def feedback_hessian(stats: InputStats, correct_bias: bool) -> np.ndarray:
+    """What error feedback weighs the rounding errors with: with a bias that takes the mean
+    error, what is left of a row's error e on a vector u is e (u - E[u]), so the covariance of
+    u; without one, the second moment E[u u^T].
+
+    The second moment with a bias to correct would be wrong where it matters most: an input
+    with a large offset (gravity on an accelerometer axis, a temperature in degrees, a pressure
+    in hPa) makes E[u]E[u]^T dominate it, so the feedback spends the free columns on cancelling
+    the offset's error, which the bias cancels anyway, and leaves larger errors in the
+    variations that carry the signal; on calibration data the cancellation holds, on a new
+    sequence whose other inputs differ from their calibration means it does not."""
+    if correct_bias:
+        return stats.second_moment - np.outer(stats.mean, stats.mean)
+    return stats.second_moment
+
+
 def nearest(rows: np.ndarray, scale: np.ndarray, bits: int) -> np.ndarray:
     """Each weight to its nearest step (ties away from zero), saturated: plain rounding."""
     top = fp.weight_max(bits)
@@ -92,7 +108,11 @@ def nearest(rows: np.ndarray, scale: np.ndarray, bits: int) -> np.ndarray:
 
 
 def error_feedback(
-    rows: np.ndarray, scale: np.ndarray, bits: int, hessian: np.ndarray, damping: float = DAMPING
+    rows: np.ndarray,
+    scale: np.ndarray,
+    bits: int,
+    hessian: np.ndarray,
+    damping: float = DAMPING,
 ) -> np.ndarray:
     """Integer rows (..., d) rounded column by column with error feedback through ``hessian``.
 
@@ -182,7 +202,8 @@ def round_rows(
     if stats is None:
         raise ValueError("error-feedback rounding needs the statistics of the layer's inputs")
     target = rows if stats.cross_moment is None else compensated(rows, stats, correct_bias)
-    q = error_feedback(target, scale, bits, stats.second_moment)
+    hessian = feedback_hessian(stats, correct_bias)
+    q = error_feedback(target, scale, bits, hessian)
     if not correct_bias:
         return Rounded(q, np.zeros(rows.shape[:-1]))
     return Rounded(q, mean_error(rows, q, scale, stats))

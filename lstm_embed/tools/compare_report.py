@@ -173,10 +173,11 @@ def _rounding(section: dict[str, Any]) -> list[str]:
     lines += [*_table(header, [[la[k] for k in keys] for la in section["layers"]]), ""]
     held = record.get("held_out")
     if held:
+        from lstm_embed.quantize.calibration import decided_on
+
         near, gptq = held["nearest"], held["gptq"]
         lines += [
-            f"convert's choice, on {held['sequences']} held-out calibration sequences (gptq"
-            f" fitted on the other {held['fitted_on']}): max abs error {gptq['max_abs_error']:.4g}"
+            f"convert's choice, on {decided_on(held)}: max abs error {gptq['max_abs_error']:.4g}"
             f" (nearest {near['max_abs_error']:.4g}), mean {gptq['mean_abs_error']:.4g} (nearest"
             f" {near['mean_abs_error']:.4g}).",
             "",
