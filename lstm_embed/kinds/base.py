@@ -70,11 +70,22 @@ class FloatLayer:
     keras_class: ClassVar[str]
     recurrent: ClassVar[bool] = False  # holds state from one timestep to the next
     streaming: ClassVar[bool] = True  # can run one timestep at a time (step())
+    arity: ClassVar[int | None] = 1  # inputs the layer takes (None: any number, a merge)
+    # Keras return_state=True: the final states a recurrent kind can return besides its output
+    state_names: ClassVar[tuple[str, ...]] = ()
     name: str
     input_size: int
 
     @property
     def output_size(self) -> int:
+        raise NotImplementedError
+
+    def forward_inputs(self, xs: list[np.ndarray]) -> LayerTrace:
+        """The forward pass on every input (a graph node's); one input: ``forward``."""
+        return self.forward(xs[0])
+
+    def final_state(self, trace: LayerTrace) -> tuple[np.ndarray, ...]:
+        """The states of ``state_names`` after the last timestep, (N, units) each."""
         raise NotImplementedError
 
     @property
@@ -128,6 +139,8 @@ class QuantContext:
     rounding: str = "nearest"
     quantized_input: np.ndarray | None = None
     fit: np.ndarray | None = None  # indices of the calibration sequences statistics use
+    # a layer with several inputs (a merge in a graph): every input's feature scale
+    input_scales: tuple[np.ndarray, ...] = ()
 
     def fit_part(self, per_sequence: np.ndarray) -> np.ndarray:
         """The sequences of ``per_sequence`` (first axis: calibration sequence) to fit on."""
@@ -140,8 +153,22 @@ class QLayer:
     kind: ClassVar[str]
     recurrent: ClassVar[bool] = False
     template: ClassVar[str]  # templates/layers/<kind>.c.j2
+    arity: ClassVar[int | None] = 1  # as FloatLayer.arity
+    state_names: ClassVar[tuple[str, ...]] = ()  # as FloatLayer.state_names
     name: str
     input_size: int
+
+    def final_state(self, state: Any) -> tuple[np.ndarray, ...]:
+        """The integer states of ``state_names`` held in ``state`` (after a window)."""
+        raise NotImplementedError
+
+    def state_scales(self) -> tuple[np.ndarray, ...]:
+        """Real value of one LSB of each state of ``state_names``, per unit."""
+        raise NotImplementedError
+
+    def state_members(self) -> tuple[str, ...]:
+        """The state struct fields (``state_fields`` names) holding ``state_names``, in int16."""
+        raise NotImplementedError
 
     @property
     def output_size(self) -> int:
