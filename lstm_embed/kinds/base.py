@@ -153,6 +153,7 @@ class QLayer:
     kind: ClassVar[str]
     recurrent: ClassVar[bool] = False
     template: ClassVar[str]  # templates/layers/<kind>.c.j2
+    streaming: ClassVar[bool] = True  # as FloatLayer.streaming
     arity: ClassVar[int | None] = 1  # as FloatLayer.arity
     state_names: ClassVar[tuple[str, ...]] = ()  # as FloatLayer.state_names
     name: str
