@@ -35,10 +35,12 @@ def _train(model, inputs, target, outputs: int) -> None:
               target[:, :outputs], epochs=EPOCHS, batch_size=32, verbose=0)  # fmt: skip
 
 
-def build(which: str, seed: int = 0):
-    import keras
-    from keras import layers
-
+def build(which: str, seed: int = 0, keras=None):
+    """The model ``which`` trained with ``keras`` (Keras 3 by default; tf_keras writes Keras 2
+    files)."""
+    if keras is None:
+        import keras
+    layers = keras.layers
     keras.utils.set_random_seed(seed)
     seq, static, target = _data(seed)
     inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")

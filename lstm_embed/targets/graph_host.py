@@ -87,6 +87,13 @@ def run_graph_host(
     arrays = [np.asarray(inputs[x["name"]], dtype) for x in graph["inputs"]]
     rows = len(arrays[0])
     steps = next(a.shape[1] for a, x in zip(arrays, graph["inputs"], strict=True) if x["sequence"])
+    for array, x in zip(arrays, graph["inputs"], strict=True):
+        want = (rows, steps, x["size"]) if x["sequence"] else (rows, x["size"])
+        if array.shape != want or not 1 <= steps <= report["timesteps"]:
+            raise ValueError(
+                f"input {x['name']!r} has shape {array.shape}; expected {want} with 1 to"
+                f" {report['timesteps']} timesteps (every input the same number of rows)"
+            )
     flat = np.concatenate([a.reshape(rows, -1) for a in arrays], axis=1)
     runner = build_graph_host(out_dir, sanitize)
     with tempfile.TemporaryDirectory() as tmp:
