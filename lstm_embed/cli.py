@@ -273,8 +273,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
     from lstm_embed.tools.compare import compare
 
+    if graph_cli.is_graph_folder(args.out_dir):
+        return graph_cli.compare(args)
     x = _load_array(args.input, "--input").astype(np.float32)
     labels = _load_array(args.labels, "--labels") if args.labels else None
     report_dir = Path(args.report) if args.report else None

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lstm_embed
 from lstm_embed.emit.buffers import Interval, plan
 from lstm_embed.frontends.keras.frontend import FrontendError
 from lstm_embed.frontends.keras.graph import load_graph
@@ -98,6 +99,25 @@ def test_host_c_is_bit_exact_with_the_reference(converted: Converted) -> None:
             if entry.startswith("step") and want.ndim == 2:
                 ours = ours[:, -1]
             np.testing.assert_array_equal(ours, want, err_msg=entry)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["qemu-m0", "qemu-m4", "qemu-m55"])
+def test_cortex_m_is_bit_exact_with_the_reference(converted: Converted, board, toolchain) -> None:
+    """run(), and step() where the graph streams, in QEMU on M0, M4 and M55 (each core's own
+    kernels: plain, DSP, MVE) equal the reference on a few samples."""
+    from lstm_embed.targets.graph_firmware import run_graph_qemu
+
+    qgraph = converted.conversion.qgraph
+    x_q = {k: v[:3] for k, v in graph_run.quantize_inputs(qgraph, converted.x).items()}
+    expected = graph_run.run(qgraph, x_q)
+    got = run_graph_qemu(converted.conversion.out_dir, board, x_q)
+    assert set(got) == ({"run", "step"} if qgraph.streaming else {"run"})
+    for entry, outputs in got.items():
+        for ours, want in zip(outputs, expected, strict=True):
+            if entry == "step" and want.ndim == 2:
+                ours = ours[:, -1]
+            np.testing.assert_array_equal(ours, want, err_msg=f"{board} {entry}")
 
 
 @pytest.mark.slow
@@ -249,10 +269,19 @@ def test_command_line_speaks_graphs(tmp_path, capsys) -> None:
                      str(tmp_path / "y.npz")]) == 0  # fmt: skip
     y = np.load(tmp_path / "y.npz")
     assert y.files == ["output_0", "output_1"]
-    conversion = convert_graph(tmp_path / "m.keras", x, tmp_path / "again")
+    conversion = lstm_embed.convert(tmp_path / "m.keras", x, tmp_path / "again")
     for key, want in zip(y.files, graph_run.run_float(conversion.qgraph, x), strict=True):
         np.testing.assert_array_equal(y[key], want)
+    loaded = lstm_embed.load(out)
+    for got in (loaded.predict(x), loaded.predict([x["seq"], x["side"]])):
+        for key, array in zip(y.files, got, strict=True):
+            np.testing.assert_array_equal(array, y[key])
     capsys.readouterr()
+    assert cli.main(["compare", str(tmp_path / "m.keras"), str(out), "-i",
+                     str(tmp_path / "x.npz")]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("output_0 (head): max abs error")
+    assert lines[2].startswith("output_1 (enc_c): max abs error")
     assert cli.main(["convert", str(tmp_path / "m.keras"), "-c", str(tmp_path / "x.npy"),
                      "-o", str(tmp_path / "bad")]) == 2  # fmt: skip
     assert "the model has 2 inputs (seq, side)" in capsys.readouterr().err

@@ -118,7 +118,7 @@ def storage(qgraph: QGraph) -> tuple[dict[str, str], list[Interval], list[dict[s
 
 
 def _whole_window(layer: Any, sequence_in: bool) -> bool:
-    return sequence_in and getattr(layer, "window", None) is not None
+    return sequence_in and layer.window is not None
 
 
 def node_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
@@ -133,7 +133,7 @@ def node_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
         sequence_in = ins[0].sequence
         whole = _whole_window(layer, sequence_in)
         loops = sequence_in and not whole
-        backwards = bool(getattr(layer, "go_backwards", False))
+        backwards = bool(layer.go_backwards)
         at = "(timesteps - 1 - t)" if backwards else "t"
         srcs = [
             f"{where[t.name]} + {at} * {t.features}" if loops and t.sequence else where[t.name]

@@ -103,7 +103,7 @@ def layer_output_shapes(node: Node, shapes: list[tuple[int | None, ...]]) -> lis
         raise IRError(f"layer '{layer.name}': input size {shapes[0][-1]} != {layer.input_size}")
     if layer.recurrent and not sequence:
         raise IRError(f"layer '{layer.name}': its input has no timesteps")
-    if getattr(layer, "needs_vector", False) and sequence:
+    if layer.needs_vector and sequence:
         raise IRError(f"layer '{layer.name}': its input must be one vector per sequence")
     steps = shapes[0][0] if sequence else 1
     keeps = sequence_out(layer, sequence)

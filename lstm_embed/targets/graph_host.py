@@ -9,6 +9,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,3 +121,40 @@ def run_graph_host(
         shape = (rows, steps, item["size"]) if (item["sequence"] or stepped) else (rows, -1)
         outputs.append(part.reshape(shape))
     return outputs
+
+
+class GraphModel:
+    """A converted graph, run on the host: ``predict`` takes the inputs as a dict keyed by the
+    input names, a list in the model's input order, or one array for a model with one input;
+    it returns the outputs as Keras does (one array, or a list in the model's order). Each
+    call runs the compiled run_f32() on every sample."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.report = graph_report(self.out_dir)
+        self.input_names = [x["name"] for x in self.report["graph"]["inputs"]]
+        self.output_names = [y["tensor"] for y in self.report["graph"]["outputs"]]
+        build_graph_host(self.out_dir)
+
+    def predict(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        if isinstance(x, dict):
+            missing = [n for n in self.input_names if n not in x]
+            if missing:
+                raise ValueError(f"no input {missing[0]!r} (the inputs: {self.input_names})")
+            inputs = {n: x[n] for n in self.input_names}
+        elif isinstance(x, list | tuple):
+            if len(x) != len(self.input_names):
+                raise ValueError(f"{len(x)} arrays for the inputs {self.input_names}")
+            inputs = dict(zip(self.input_names, x, strict=True))
+        elif len(self.input_names) == 1:
+            inputs = {self.input_names[0]: x}
+        else:
+            raise ValueError(f"the model has inputs {self.input_names}: give a dict or a list")
+        y = run_graph_host(self.out_dir, inputs, "run_f32")
+        return y[0] if len(y) == 1 else y
+
+    def __repr__(self) -> str:
+        return (
+            f"<lstm_embed graph {self.report['name']!r}: inputs {self.input_names} -> outputs"
+            f" {self.output_names}>"
+        )

@@ -198,9 +198,9 @@ def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple]) -> Node | None:
     layer = read_layer(spec, int(shape[-1]), shape[0] if len(shape) == 2 else None)
     if layer is None:
         return None
-    if getattr(layer, "stateful", False):
+    if layer.stateful:
         raise Unsupported(["stateful=True inside a graph is not supported yet"])
-    if returns_state and getattr(layer, "go_backwards", False):
+    if returns_state and layer.go_backwards:
         raise Unsupported(["return_state=True with go_backwards=True is not supported"])
     return Node(layer, (srcs[0],), output_names(layer, returns_state))
 
