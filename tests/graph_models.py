@@ -70,6 +70,10 @@ def build(which: str, seed: int = 0, keras=None):
         model = keras.Model(inp, layers.Dense(2)(h))
         _train(model, seq, target, 2)
         return model, {"sequence": seq}
+    if which == "attention":
+        return build_attention(seed, keras)
+    if which == "attention_causal":
+        return build_attention(seed, keras, causal=True, use_scale=True)
     if which == "encoder_hc":
         _, h, c = layers.LSTM(16, return_state=True)(inp)
         head = keras.Model(inp, layers.Dense(1)(layers.Add()([h, c])))
@@ -77,3 +81,22 @@ def build(which: str, seed: int = 0, keras=None):
         model = keras.Model(inp, [h, c])
         return model, {"sequence": seq}
     raise ValueError(which)
+
+
+def build_attention(seed: int = 0, keras=None, causal: bool = False, use_scale: bool = False):
+    """LSTM(16, return_sequences) -> Attention()([h, h]) (self-attention) ->
+    GlobalAveragePooling1D -> Dense(3, softmax): a classifier of which target is largest."""
+    if keras is None:
+        import keras
+    layers = keras.layers
+    keras.utils.set_random_seed(seed)
+    seq, _static, target = _data(seed)
+    labels = np.argmax(target, axis=1)
+    inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
+    h = layers.LSTM(16, return_sequences=True)(inp)
+    a = layers.Attention(use_scale=use_scale)([h, h], use_causal_mask=causal)
+    out = layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling1D()(a))
+    model = keras.Model(inp, out)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(seq, labels, epochs=EPOCHS, batch_size=32, verbose=0)
+    return model, {"sequence": seq}

@@ -2,7 +2,8 @@
 
 The trained models (tests/graph_models.py, fixed seeds) are the graphs the issue names: the
 residual LSTM, two Conv1D branches concatenated into an LSTM, a sequence and a static input,
-and the return_state encoders (h into a Dense; [h, c] as the outputs). Each is held to Keras
+the return_state encoders (h into a Dense; [h, c] as the outputs), and an LSTM +
+self-attention classifier. Each is held to Keras
 (float graph within float32 rounding; the integer model within GRAPH_RANGE_FRACTION of the
 Keras output range) and its host C (ASan/UBSan) to the integer reference bit for bit, through
 every entry point it has.
@@ -35,7 +36,15 @@ GRAPH_RANGE_FRACTION = 0.05
 # float64 graph vs Keras' float32 predict: float32 rounding through a few layers
 FLOAT_MATCH = 1e-4
 
-MODELS = ("residual", "conv_branches", "seq_static", "encoder_h", "encoder_hc")
+MODELS = (
+    "residual",
+    "conv_branches",
+    "seq_static",
+    "encoder_h",
+    "encoder_hc",
+    "attention",  # LSTM + self-attention classifier
+    "attention_causal",  # the same with use_causal_mask=True and use_scale=True
+)
 
 
 @dataclass

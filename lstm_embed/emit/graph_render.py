@@ -118,7 +118,10 @@ def storage(qgraph: QGraph) -> tuple[dict[str, str], list[Interval], list[dict[s
 
 
 def _whole_window(layer: Any, sequence_in: bool) -> bool:
-    return sequence_in and layer.window is not None
+    """Called once over the window: a kind with its own window function, or a layer of
+    several inputs that needs every timestep (Attention)."""
+    several = layer.arity is None and not layer.streaming
+    return sequence_in and (layer.window is not None or several)
 
 
 def node_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:

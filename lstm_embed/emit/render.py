@@ -384,6 +384,7 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "wide_rows",
                 "window_geometry",
                 "div_round",
+                "exp",
             )
         }
         | {"sigmoid": "sigmoid" in needed, "tanh": "tanh" in needed},

@@ -17,6 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lstm_embed.frontends.keras import chain as chains
 from lstm_embed.frontends.keras.errors import Problem, one_line, q
 from lstm_embed.frontends.keras.files import keras_major, open_model
@@ -26,6 +28,7 @@ from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.frontends.keras.weights import load
 from lstm_embed.ir.graph import Graph, Node, TensorSpec, layer_output_shapes, output_names
 from lstm_embed.kinds import IRError, Unsupported, read_layer
+from lstm_embed.kinds.attention import AttentionLayer
 from lstm_embed.kinds.merge import OPS, MergeLayer
 
 # tensors a layer returns besides its output with return_state=True, by Keras class
@@ -53,7 +56,8 @@ def load_graph(path: str | Path) -> Graph:
     except ReaderError as error:
         raise FrontendError(str(error)) from None
     calls = {e[0]["config"]["name"]: _inbound(e[0]) for e in entries}
-    return build_graph(name, source, inputs, specs, calls, outputs, meta)
+    options = {e[0]["config"]["name"]: _call_kwargs(e[0]) for e in entries}
+    return build_graph(name, source, inputs, specs, calls, outputs, meta, options)
 
 
 def _structure(model: Any, keras2: bool):
@@ -114,6 +118,19 @@ def _inbound(entry: dict) -> list[tuple[str, int, int]]:
     return chains._node_tensors(node)
 
 
+def _call_kwargs(entry: dict) -> dict[str, Any]:
+    """The call's keyword arguments that are not tensors (use_causal_mask=, training=):
+    Keras 3 writes them in the node's "kwargs", Keras 2 in the first tensor's dict."""
+    node = (entry.get("inbound_nodes") or [None])[0]
+    if isinstance(node, dict):
+        kwargs = node.get("kwargs")
+    elif isinstance(node, list) and node and isinstance(node[0], list) and len(node[0]) > 3:
+        kwargs = node[0][3]
+    else:
+        kwargs = None
+    return {k: v for k, v in (kwargs or {}).items() if not _has_tensor({k: v})}
+
+
 def _has_tensor(value: Any) -> bool:
     found: list = []
     chains._keras3_tensors(value or {}, found, 0)
@@ -128,6 +145,7 @@ def build_graph(
     calls: dict[str, list[tuple[str, int, int]]],
     outputs: list[tuple[str, int, int]],
     meta: dict[str, str],
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> Graph:
     """Read every layer in an order where its inputs are known; every problem in one error."""
     tensors: dict[tuple[str, int], str] = {(t.name, 0): t.name for t in inputs}
@@ -144,7 +162,8 @@ def build_graph(
             pending.remove(spec)
             srcs = [tensors[(r[0], r[2])] for r in calls[spec.name]]
             try:
-                node = _node(spec, srcs, [shapes[s] for s in srcs])
+                kwargs = (options or {}).get(spec.name, {})
+                node = _node(spec, srcs, [shapes[s] for s in srcs], kwargs)
             except (Unsupported, IRError, FrontendError) as error:
                 reasons = error.reasons if isinstance(error, Unsupported) else [str(error)]
                 problems += [f"layer '{spec.name}' ({spec.class_name}): {r}" for r in reasons]
@@ -182,9 +201,11 @@ class _Named:
         self.name = name
 
 
-def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple]) -> Node | None:
+def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -> Node | None:
     if spec.class_name in OPS:
         return Node(_merge(spec, shapes), tuple(srcs), (spec.name,))
+    if spec.class_name == "Attention":
+        return Node(_attention(spec, shapes, kwargs), tuple(srcs), (spec.name,))
     if spec.class_name in REFUSED_IN_GRAPHS:
         raise Unsupported([f"{spec.class_name} inside a graph is not supported yet"])
     if len(srcs) != 1:
@@ -216,3 +237,23 @@ def _merge(spec: LayerSpec, shapes: list[tuple]) -> MergeLayer:
             )
     sizes = tuple(int(s[-1]) for s in shapes)
     return MergeLayer(spec.name, op, sizes, keras_name=spec.class_name)
+
+
+def _attention(spec: LayerSpec, shapes: list[tuple], kwargs: dict) -> AttentionLayer:
+    """Keras' Attention: score_mode "dot", use_scale (its one weight), use_causal_mask (a call
+    argument; Keras 2's ``causal`` config too); the attention scores are not returned."""
+    config = spec.config
+    reasons = []
+    if config.get("score_mode", "dot") != "dot":
+        reasons.append(f"score_mode={config['score_mode']!r} is not supported (supported: 'dot')")
+    if kwargs.get("return_attention_scores"):
+        reasons.append("return_attention_scores=True is not supported")
+    if any(len(s) != 2 for s in shapes):
+        reasons.append("its inputs must be sequences (timesteps, features)")
+    if reasons:
+        raise Unsupported(reasons)
+    use_scale = bool(config.get("use_scale", False))
+    scale = float(np.asarray(spec.weights[0]).reshape(-1)[0]) if use_scale else 1.0
+    causal = bool(kwargs.get("use_causal_mask", False) or config.get("causal", False))
+    sizes = tuple(int(s[-1]) for s in shapes)
+    return AttentionLayer(spec.name, sizes, scale, use_scale, causal)
