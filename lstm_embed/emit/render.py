@@ -231,6 +231,7 @@ def layer_contexts(model: QModel) -> list[dict[str, Any]]:
         fields = [{**f, "member": _member(f, index)} for f in layer.state_fields()]
         contexts.append(
             {
+                "call_uses_state": False,
                 **layer.context(index),
                 "stateful": bool(layer.stateful),
                 **wiring,
@@ -335,11 +336,8 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         "advance_layers": layers[: model.head_start],
         "advance_output": layers[model.head_start - 1]["dst"],
         "head_layers": head,
-        "head_uses_state": any(
-            "state->" in la["dst"] or (la["kind"] == "dense" and la["activation"] == "softmax")
-            for la in head
-        ),
-        "lstm_layers": [la for la in layers if la["kind"] == "lstm"],
+        # a call that reads the state besides its output (a kind's context says so)
+        "head_uses_state": any("state->" in la["dst"] or la["call_uses_state"] for la in head),
         # the Dense rows and their activations, also for kinds that run them (Conv1D)
         "dense_layers": [
             la for la, q in zip(layers, model.layers, strict=True) if "dense" in q.uses()
