@@ -203,6 +203,11 @@ def test_refusals_name_the_layer_and_what_is_supported(tmp_path) -> None:
     with pytest.raises(FrontendError, match=r"layer 'cat' \(Concatenate\): axis=1 is not"):
         load_graph(tmp_path / "time.keras")
 
+    additive = keras.layers.AdditiveAttention(name="add_att")([a, b])
+    keras.Model(inp, keras.layers.LSTM(2)(additive)).save(tmp_path / "additive.keras")
+    with pytest.raises(FrontendError, match=r"'add_att' \(AdditiveAttention\): takes 2 inputs;"):
+        load_graph(tmp_path / "additive.keras")
+
 
 def test_chain_is_the_one_path_graph() -> None:
     model = random_model(3, 4, [6, 5], 8, dense=[(2, "linear")])

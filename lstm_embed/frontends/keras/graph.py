@@ -209,7 +209,8 @@ def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -
     if spec.class_name in REFUSED_IN_GRAPHS:
         raise Unsupported([f"{spec.class_name} inside a graph is not supported yet"])
     if len(srcs) != 1:
-        raise Unsupported([f"takes {len(srcs)} inputs; {spec.class_name} takes one"])
+        several = ", ".join([*OPS, "Attention"])
+        raise Unsupported([f"takes {len(srcs)} inputs; supported with several inputs: {several}"])
     shape = shapes[0]
     returns_state = bool(spec.config.get("return_state", False))
     if returns_state:
