@@ -17,7 +17,6 @@ returns its last output, or a static input) run every step too, as a chain's hea
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -307,4 +306,4 @@ def emit_graph(qgraph: QGraph, out_dir: Path, name: str, core: str = "all") -> d
     return context
 
 
-__all__ = ["emit_graph", "graph_context", "replace"]
+__all__ = ["emit_graph", "graph_context"]

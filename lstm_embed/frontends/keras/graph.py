@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from lstm_embed.frontends.keras import chain as chains
+from lstm_embed.frontends.keras import normalize
 from lstm_embed.frontends.keras.errors import Problem, one_line, q
 from lstm_embed.frontends.keras.files import keras_major, open_model
-from lstm_embed.frontends.keras.frontend import FrontendError, model_name
+from lstm_embed.frontends.keras.frontend import FrontendError
 from lstm_embed.frontends.keras.reader import ReaderError, _input_shape, _layer
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.frontends.keras.weights import load
@@ -92,8 +93,6 @@ def _structure(model: Any, keras2: bool):
 
 
 def _batch_shape(entry: dict) -> Any:
-    from lstm_embed.frontends.keras import normalize
-
     return normalize.batch_shape(entry.get("config"))
 
 
@@ -193,12 +192,8 @@ def build_graph(
 
 
 def model_name_of(name: str) -> str:
-    return model_name(_Named(name))  # type: ignore[arg-type]
-
-
-class _Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
+    """The model's name as the C prefix, as a chain's (``frontend.model_name``)."""
+    return name if name.isidentifier() else "model"
 
 
 def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -> Node | None:
