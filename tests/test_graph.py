@@ -300,3 +300,5 @@ def test_command_line_speaks_graphs(tmp_path, capsys) -> None:
                      "-o", str(tmp_path / "bad")]) == 2  # fmt: skip
     assert "the model has 2 inputs (seq, side)" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    assert cli.main(["profile", str(out)]) == 2  # a chain's command on a graph: one line
+    assert "a graph model (several inputs, outputs or branches)" in capsys.readouterr().err
