@@ -302,3 +302,47 @@ def test_command_line_speaks_graphs(tmp_path, capsys) -> None:
     assert not (tmp_path / "bad").exists()
     assert cli.main(["profile", str(out)]) == 2  # a chain's command on a graph: one line
     assert "a graph model (several inputs, outputs or branches)" in capsys.readouterr().err
+
+
+def test_every_merge_follows_keras_and_its_c_is_bit_exact(tmp_path) -> None:
+    """Subtract, Multiply, Average, Maximum, Minimum (and Add, Concatenate) on sequences and
+    vectors, one operand broadcast from one feature: the float graph equals Keras, the integer
+    one stays within GRAPH_RANGE_FRACTION of it, and the host C (ASan/UBSan) equals the
+    reference through run and step."""
+    import keras
+
+    layers = keras.layers
+    keras.utils.set_random_seed(5)
+    seq = keras.Input((6, 3), name="seq")
+    a = layers.LSTM(4, return_sequences=True, name="a")(seq)
+    b = layers.Dense(4, activation="tanh", name="b")(seq)
+    one = layers.Dense(1, name="one")(seq)  # broadcast over the 4 features
+    merged = [
+        layers.Subtract(name="sub")([a, b]),
+        layers.Multiply(name="mul")([a, one]),
+        layers.Average(name="avg")([a, b, one]),
+        layers.Maximum(name="max")([a, b]),
+        layers.Minimum(name="min")([b, one, a]),
+    ]
+    both = layers.Concatenate(name="cat")(merged)
+    h = layers.LSTM(5, name="top")(both)
+    v = layers.Add(name="vec_add")([h, layers.Dense(5, name="hd")(h)])
+    model = keras.Model(seq, [layers.Multiply(name="vec_mul")([v, h]), both])
+    model.save(tmp_path / "m.keras")
+    x = {"seq": np.random.default_rng(2).normal(size=(64, 6, 3)).astype(np.float32)}
+    graph = load_graph(tmp_path / "m.keras")
+    keras_y = _predict(model, graph, x)
+    for ours, want in zip(forward(graph, x)[0], keras_y, strict=True):
+        assert np.max(np.abs(ours - want)) < FLOAT_MATCH
+    conversion = convert_graph(tmp_path / "m.keras", x, tmp_path / "out")
+    qgraph = conversion.qgraph
+    for ours, want in zip(graph_run.run_float(qgraph, x), keras_y, strict=True):
+        assert np.max(np.abs(ours - want)) <= GRAPH_RANGE_FRACTION * float(np.ptp(want))
+    x_q = graph_run.quantize_inputs(qgraph, x)
+    expected = graph_run.run(qgraph, x_q)
+    for entry in ("run", "step"):
+        got = run_graph_host(conversion.out_dir, x_q, entry, sanitize=True)
+        for ours, want in zip(got, expected, strict=True):
+            if entry == "step" and want.ndim == 2:
+                ours = ours[:, -1]
+            np.testing.assert_array_equal(ours, want, err_msg=entry)
