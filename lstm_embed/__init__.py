@@ -15,8 +15,18 @@ def convert(
 
     See ``lstm_embed.pipeline.convert``.
     """
+    import os
+
     from lstm_embed.pipeline import convert as _convert
 
+    if isinstance(model, str | os.PathLike):
+        from lstm_embed.graph_cli import graph_of
+
+        graph = graph_of(str(model))
+        if graph is not None:  # a Functional model that is not one chain: docs/graphs.md
+            from lstm_embed.graph_pipeline import convert_graph
+
+            return convert_graph(graph, calibration, out_dir, name, options, force)
     return _convert(
         model, calibration, out_dir, name=name, options=options, force=force,
         example_input=example_input,
@@ -27,8 +37,13 @@ def load(out_dir, kernel="auto"):
     """The converted model in out_dir, compiled for the host: ``.predict(x)``, ``.step(x_t)``,
     ``.reset()``, ``.info``. See ``lstm_embed.targets.runtime.load``.
     """
+    from lstm_embed.graph_cli import is_graph_folder
     from lstm_embed.targets.runtime import load as _load
 
+    if is_graph_folder(out_dir):  # predict takes a dict by input name or a list
+        from lstm_embed.targets.graph_host import GraphModel
+
+        return GraphModel(out_dir)
     return _load(out_dir, kernel=kernel)
 
 

@@ -80,12 +80,16 @@ def _input_shift(text: str) -> str | int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
     from lstm_embed.emit.report import INSPECT_COLUMNS, format_table
     from lstm_embed.frontends import onnx
     from lstm_embed.frontends.keras.frontend import inspect_rows, read_spec
 
     if onnx.is_onnx(args.model):
         return _inspect_onnx(args)
+    graph = graph_cli.graph_of(args.model)
+    if graph is not None:  # a Functional model that is not one chain
+        return graph_cli.inspect(args, graph)
     spec = read_spec(args.model)
     rows = inspect_rows(spec, _weight_bits(args.weights))
     steps = spec.input_shape[0] if spec.input_shape and spec.input_shape[0] else "any"
@@ -142,13 +146,15 @@ def _inspect_onnx(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     import warnings
 
+    from lstm_embed import graph_cli
     from lstm_embed.emit.render import model_file_names
     from lstm_embed.emit.report import INSPECT_COLUMNS, format_table
     from lstm_embed.pipeline import convert
     from lstm_embed.quantize.calibration import CalibrationWarning
     from lstm_embed.quantize.quantizer import QuantizeOptions
 
-    x = _load_array(args.calibration, "--calibration")
+    graph = graph_cli.graph_of(args.model)
+    x = _load_array(args.calibration, "--calibration") if graph is None else None
     validation = _load_array(args.validation, "--validation") if args.validation else None
     options = QuantizeOptions(
         input_range=_input_range(args.input_range),
@@ -156,8 +162,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         weights_auto_max_error=_max_error(args.weights, args.max_error),
         table_log2_entries=args.table_log2_entries,
         input_shift=_input_shift(args.input_shift),
-        rounding=args.rounding,
+        rounding=args.rounding if graph is None else "nearest",
     )
+    if graph is not None:  # a Functional model that is not one chain
+        return graph_cli.convert(args, graph, options, _core(args))
     with warnings.catch_warnings():  # printed below, as lstm-embed's own lines
         warnings.simplefilter("ignore", CalibrationWarning)
         result = convert(
@@ -305,6 +313,10 @@ def print_rounding(report: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
+
+    if graph_cli.is_graph_folder(args.out_dir):
+        return graph_cli.run(args)
     x = _load_array(args.input, "--input").astype(np.float32)
     if args.board in (None, "host"):
         from lstm_embed.targets.hostbuild import run_host
@@ -368,11 +380,14 @@ def _print_host_comparison(out_dir: Path, x: np.ndarray, y: np.ndarray, board: s
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
     from lstm_embed.tools.compare import compare
     from lstm_embed.tools.quiet import set_verbose
 
     set_verbose(args.verbose)  # before Keras is imported
 
+    if graph_cli.is_graph_folder(args.out_dir):
+        return graph_cli.compare(args)
     x = _load_array(args.input, "--input").astype(np.float32)
     labels = _load_array(args.labels, "--labels") if args.labels else None
     report_dir = Path(args.report) if args.report else None
@@ -457,7 +472,12 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="Keras model -> C sources + report.json")
     p.add_argument("model", help=".keras, .h5 or .onnx file")
-    p.add_argument("--calibration", "-c", required=True, help="inputs (N, T, m): .npy or .npz 'x'")
+    p.add_argument(
+        "--calibration",
+        "-c",
+        required=True,
+        help="inputs (N, T, m): .npy or .npz 'x'; a graph: .npz keyed by its input names",
+    )
     p.add_argument("-o", "--output", default="out", help="output folder (default: out)")
     p.add_argument("--name", help="C symbol prefix (default: the Keras model name)")
     p.add_argument("--input-range", nargs=2, metavar=("LO", "HI"), help="declared input range")
@@ -524,8 +544,12 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the generated C on inputs (host build or QEMU)")
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
-    p.add_argument("-o", "--output", required=True, help="where to save outputs (.npy)")
+    p.add_argument(
+        "--input", "-i", required=True, help="float inputs (N, T, m) .npy; a graph's: .npz by name"
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="outputs (.npy); a graph's several: .npz output_0.."
+    )
     p.add_argument(
         "--board",
         default=None,

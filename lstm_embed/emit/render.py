@@ -120,10 +120,9 @@ def stack_arrays(model: QModel, core: str = "all") -> dict[str, int]:
     after another, so the largest layer's is the model's), for the header's stack statement."""
     sizes = {kernel: 0 for kernel in core_kernels(core)}
     for leaf in model.leaf_layers:
-        if hasattr(leaf, "kernel_stack_bytes"):
-            for kernel, size in leaf.kernel_stack_bytes().items():
-                if kernel in sizes:
-                    sizes[kernel] = max(sizes[kernel], size)
+        for kernel, size in leaf.kernel_stack_bytes().items():
+            if kernel in sizes:
+                sizes[kernel] = max(sizes[kernel], size)
     return sizes
 
 
@@ -180,8 +179,8 @@ def window_wiring(model: QModel) -> list[dict[str, Any]]:
         out = "y_q" if index == last else f"state->seq_q[{index % 2}]"
         size = layer.output_size
         keeps = sequence_out(layer, sequence)  # pooling, Flatten drop it; RepeatVector makes it
-        backwards = bool(getattr(layer, "go_backwards", False))
-        per_step = not (sequence and hasattr(layer, "window"))  # else its own window function
+        backwards = bool(layer.go_backwards)
+        per_step = not (sequence and layer.window is not None)  # else its own window function
         item: dict[str, Any] = {
             "in": src,
             "out": out,
@@ -217,7 +216,7 @@ def window_width(model: QModel) -> int:
     steps = model.timesteps or 1
     widths = [model.input_size]
     for layer, count in zip(model.layers, timesteps_after(model.layers, steps), strict=True):
-        if hasattr(layer, "output_timesteps"):
+        if layer.output_timesteps is not None:
             widths.append(-(-count * layer.output_size // steps))
         else:
             widths.append(layer.output_size)
@@ -230,8 +229,9 @@ def layer_contexts(model: QModel) -> list[dict[str, Any]]:
         fields = [{**f, "member": _member(f, index)} for f in layer.state_fields()]
         contexts.append(
             {
+                "call_uses_state": False,
                 **layer.context(index),
-                "stateful": bool(getattr(layer, "stateful", False)),
+                "stateful": bool(layer.stateful),
                 **wiring,
                 "kind": layer.kind,
                 "masked": mask_reach(model.layers)[index],  # skips masked timesteps
@@ -252,9 +252,7 @@ HARD_SIGMOID_DESCRIPTIONS = {
 
 def _hard_sigmoid_slope(model: QModel) -> dict[str, int]:
     """The one hard_sigmoid slope of the model's C (Keras 2 and 3 differ; a file has one)."""
-    kinds = {
-        la.recurrent_activation for la in model.leaf_layers if getattr(la, "hard_sigmoid", False)
-    }
+    kinds = {la.recurrent_activation for la in model.leaf_layers if la.hard_sigmoid}
     if len(kinds) > 1:
         raise ValueError(f"{model.source}: layers mix hard_sigmoid slopes ({sorted(kinds)})")
     kind = kinds.pop() if kinds else "hard_sigmoid"
@@ -336,11 +334,8 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         "advance_layers": layers[: model.head_start],
         "advance_output": layers[model.head_start - 1]["dst"],
         "head_layers": head,
-        "head_uses_state": any(
-            "state->" in la["dst"] or (la["kind"] == "dense" and la["activation"] == "softmax")
-            for la in head
-        ),
-        "lstm_layers": [la for la in layers if la["kind"] == "lstm"],
+        # a call that reads the state besides its output (a kind's context says so)
+        "head_uses_state": any("state->" in la["dst"] or la["call_uses_state"] for la in head),
         # the Dense rows and their activations, also for kinds that run them (Conv1D)
         "dense_layers": [
             la for la, q in zip(layers, model.layers, strict=True) if "dense" in q.uses()
@@ -386,6 +381,7 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "blocked_rows",
                 "window_geometry",
                 "div_round",
+                "exp",
             )
         }
         | {"sigmoid": "sigmoid" in needed, "tanh": "tanh" in needed},
@@ -418,7 +414,7 @@ def _chain_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
         "window_layers": window,
         "window_width": window_width(model),
         # Flatten and Reshape regroup exactly the model's timesteps: run() takes no other length
-        "exact_timesteps": any(getattr(la, "exact_timesteps", False) for la in model.layers),
+        "exact_timesteps": any(la.exact_timesteps for la in model.layers),
         "window_loops": any(la["per_step"] and la["sequence_in"] for la in window),
         "window_copies": any(la["per_step"] and la["recurrent"] for la in window),
         "last_layer_buffer": f"state->seq_q[{(len(model.layers) - 1) % 2}]",

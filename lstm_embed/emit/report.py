@@ -42,9 +42,7 @@ def kernel_const_bytes(model: QModel, portable: int, tables: int) -> dict[str, i
     {value, slope} words of the tanh table, and the plain table only where a layer outside the
     optimized kernels needs sigmoid or tanh."""
     leaves = model.leaf_layers  # a Bidirectional's inner layers
-    optimized = [
-        leaf for leaf in leaves if hasattr(leaf, "kernel_flash_bytes") and not leaf.portable_only
-    ]
+    optimized = [leaf for leaf in leaves if leaf.kernel_flash_bytes() and not leaf.portable_only]
     scalar_tanh = any(
         leaf.tables_needed() & {"sigmoid", "tanh"} for leaf in leaves if leaf not in optimized
     )

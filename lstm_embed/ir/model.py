@@ -50,11 +50,7 @@ class LayerStack:
         and e.g. a causal Conv1D holding its last inputs: ``per_step_state``): the head, which
         runs only when an output is due (every step if the model returns sequences, else the
         last)."""
-        stateful = [
-            i
-            for i, la in enumerate(self.layers)
-            if la.recurrent or getattr(la, "per_step_state", False)
-        ]
+        stateful = [i for i, la in enumerate(self.layers) if la.recurrent or la.per_step_state]
         return stateful[-1] + 1 if stateful else 0
 
     @property
@@ -71,17 +67,17 @@ class LayerStack:
     def stateful(self) -> bool:
         """Keras stateful=True on some layer: run() does not reset that layer's state, so
         consecutive calls (and the rows of one input) continue one stream."""
-        return any(getattr(la, "stateful", False) for la in self.layers)
+        return any(la.stateful for la in self.layers)
 
     @property
     def stateful_layers(self) -> list:
-        return [la for la in self.layers if getattr(la, "stateful", False)]
+        return [la for la in self.layers if la.stateful]
 
     @property
     def whole_window_layer(self):  # -> layer | None
         """The first layer that needs the whole window (Bidirectional, go_backwards): with one,
         the model has run() only (no step())."""
-        return next((la for la in self.layers if not getattr(la, "streaming", True)), None)
+        return next((la for la in self.layers if not la.streaming), None)
 
     @property
     def streaming(self) -> bool:
@@ -103,16 +99,17 @@ class LayerStack:
 
 
 def leaves(layer):  # -> list of layers
-    sub = getattr(layer, "sublayers", None)
-    return [leaf for inner in sub() for leaf in leaves(inner)] if sub else [layer]
+    if layer.sublayers is None:
+        return [layer]
+    return [leaf for inner in layer.sublayers() for leaf in leaves(inner)]
 
 
 def leaf_traces(layers, traces) -> list:
     """The float traces of ``leaves`` of each layer, in the same order (``subtraces``)."""
     result = []
     for layer, trace in zip(layers, traces, strict=True):
-        sub = getattr(layer, "sublayers", None)
-        result += leaf_traces(sub(), layer.subtraces(trace)) if sub else [trace]
+        sub = layer.sublayers
+        result += leaf_traces(sub(), layer.subtraces(trace)) if sub is not None else [trace]
     return result
 
 
@@ -120,11 +117,11 @@ def sequence_out(layer, sequence: bool) -> bool:
     """Whether ``layer``'s output has a timestep axis, given whether its input has: a
     recurrent layer keeps it with return_sequences, another kind unless it pools or flattens
     it away (``keeps_timesteps``); RepeatVector makes one (``makes_timesteps``)."""
-    if getattr(layer, "makes_timesteps", False):
+    if layer.makes_timesteps:
         return True
     if layer.recurrent:
         return sequence and layer.return_sequences
-    return sequence and getattr(layer, "keeps_timesteps", True)
+    return sequence and layer.keeps_timesteps
 
 
 def sequence_kept(layers: tuple, index: int) -> bool:
@@ -141,9 +138,8 @@ def timesteps_after(layers: tuple, timesteps: int | None) -> list[int | None]:
     output has no timestep axis."""
     out, sequence = [], True
     for layer in layers:
-        change = getattr(layer, "output_timesteps", None)
-        if change is not None:
-            timesteps = change(timesteps)
+        if layer.output_timesteps is not None:
+            timesteps = layer.output_timesteps(timesteps)
         sequence = sequence_out(layer, sequence)
         out.append(timesteps if sequence else 1)
         timesteps = timesteps if sequence else 1
@@ -176,7 +172,7 @@ class Model(LayerStack):
                     f"layer '{layer.name}': its input has no timesteps (the recurrent layer"
                     " before it must return sequences)"
                 )
-            if getattr(layer, "needs_vector", False) and sequence_kept(self.layers, index - 1):
+            if layer.needs_vector and sequence_kept(self.layers, index - 1):
                 raise IRError(f"layer '{layer.name}': its input must be one vector per sequence")
             size = layer.output_size
         steps = timesteps_after(self.layers, self.timesteps)

@@ -9,6 +9,7 @@ call the methods declared here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -70,11 +71,36 @@ class FloatLayer:
     keras_class: ClassVar[str]
     recurrent: ClassVar[bool] = False  # holds state from one timestep to the next
     streaming: ClassVar[bool] = True  # can run one timestep at a time (step())
+    arity: ClassVar[int | None] = 1  # inputs the layer takes (None: any number, a merge)
+    # Keras return_state=True: the final states a recurrent kind can return besides its output
+    state_names: ClassVar[tuple[str, ...]] = ()
+    # -- capabilities: what the generic stages ask of every layer (they never probe for names);
+    #    a kind overrides those that apply to it, as a class value, a field or a property --
+    go_backwards: ClassVar[bool] = False  # reads the window from its last timestep
+    stateful: ClassVar[bool] = False  # Keras stateful=True: the state carries over run() calls
+    per_step_state: ClassVar[bool] = False  # not recurrent, yet keeps state per step (causal conv)
+    makes_timesteps: ClassVar[bool] = False  # makes a sequence of a vector (RepeatVector)
+    needs_vector: ClassVar[bool] = False  # its input must be one vector per sequence
+    exact_timesteps: ClassVar[bool] = False  # runs on exactly the model's timesteps (Reshape)
+    computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
+    whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
+    # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
+    output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
+    # a method returning the inner layers traced on their own (Bidirectional's directions)
+    sublayers: ClassVar[Callable[[], tuple] | None] = None
     name: str
     input_size: int
 
     @property
     def output_size(self) -> int:
+        raise NotImplementedError
+
+    def forward_inputs(self, xs: list[np.ndarray]) -> LayerTrace:
+        """The forward pass on every input (a graph node's); one input: ``forward``."""
+        return self.forward(xs[0])
+
+    def final_state(self, trace: LayerTrace) -> tuple[np.ndarray, ...]:
+        """The states of ``state_names`` after the last timestep, (N, units) each."""
         raise NotImplementedError
 
     @property
@@ -128,6 +154,8 @@ class QuantContext:
     rounding: str = "nearest"
     quantized_input: np.ndarray | None = None
     fit: np.ndarray | None = None  # indices of the calibration sequences statistics use
+    # a layer with several inputs (a merge in a graph): every input's feature scale
+    input_scales: tuple[np.ndarray, ...] = ()
 
     def fit_part(self, per_sequence: np.ndarray) -> np.ndarray:
         """The sequences of ``per_sequence`` (first axis: calibration sequence) to fit on."""
@@ -140,8 +168,54 @@ class QLayer:
     kind: ClassVar[str]
     recurrent: ClassVar[bool] = False
     template: ClassVar[str]  # templates/layers/<kind>.c.j2
+    streaming: ClassVar[bool] = True  # as FloatLayer.streaming
+    arity: ClassVar[int | None] = 1  # as FloatLayer.arity
+    state_names: ClassVar[tuple[str, ...]] = ()  # as FloatLayer.state_names
+    # -- capabilities: what the generic stages ask of every layer (they never probe for names);
+    #    a kind overrides those that apply to it, as a class value, a field or a property --
+    go_backwards: ClassVar[bool] = False  # reads the window from its last timestep
+    stateful: ClassVar[bool] = False  # Keras stateful=True: the state carries over run() calls
+    per_step_state: ClassVar[bool] = False  # not recurrent, yet keeps state per step (causal conv)
+    makes_timesteps: ClassVar[bool] = False  # makes a sequence of a vector (RepeatVector)
+    needs_vector: ClassVar[bool] = False  # its input must be one vector per sequence
+    exact_timesteps: ClassVar[bool] = False  # runs on exactly the model's timesteps (Reshape)
+    computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
+    whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
+    # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
+    output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
+    # a method returning the inner layers traced on their own (Bidirectional's directions)
+    sublayers: ClassVar[Callable[[], tuple] | None] = None
+    # a method running the whole window at once (whole-window kinds: Bidirectional, pooling)
+    window: ClassVar[Callable[..., Any] | None] = None
+    hard_sigmoid: ClassVar[bool] = False  # a recurrent activation of Keras' hard_sigmoid
+    portable_only: ClassVar[bool] = False  # runs the reference kernel on every core
+
+    @property
+    def keeps_timesteps(self) -> bool:
+        return True
+
+    def kernel_stack_bytes(self) -> dict[str, int]:
+        """Local arrays of a step by kernel, for kinds with optimized kernels ({} otherwise)."""
+        return {}
+
+    def kernel_flash_bytes(self) -> dict[str, int]:
+        """Constants by kernel layout, for kinds with optimized kernels ({} otherwise)."""
+        return {}
+
     name: str
     input_size: int
+
+    def final_state(self, state: Any) -> tuple[np.ndarray, ...]:
+        """The integer states of ``state_names`` held in ``state`` (after a window)."""
+        raise NotImplementedError
+
+    def state_scales(self) -> tuple[np.ndarray, ...]:
+        """Real value of one LSB of each state of ``state_names``, per unit."""
+        raise NotImplementedError
+
+    def state_members(self) -> tuple[str, ...]:
+        """The state struct fields (``state_fields`` names) holding ``state_names``, in int16."""
+        raise NotImplementedError
 
     @property
     def output_size(self) -> int:

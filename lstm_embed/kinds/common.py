@@ -170,7 +170,7 @@ def with_recurrent_options(config: dict[str, Any], layer: Any) -> Any:
 
 def flags_of(layer: Any) -> dict[str, bool]:
     """go_backwards and stateful of any layer (False for layers without them)."""
-    return {flag: bool(getattr(layer, flag, False)) for flag in RECURRENT_FLAGS}
+    return {"go_backwards": bool(layer.go_backwards), "stateful": bool(layer.stateful)}
 
 
 def _stream(x: np.ndarray, go_backwards: bool) -> np.ndarray:
@@ -293,7 +293,22 @@ class QRecurrentOptions(_Delegating, QLayer):
 
     @property
     def streaming(self) -> bool:
-        return not self.go_backwards and getattr(self.layer, "streaming", True)
+        return not self.go_backwards and self.layer.streaming
+
+    # the capabilities QLayer declares that the wrapped kind may set
+    @property
+    def hard_sigmoid(self) -> bool:
+        return self.layer.hard_sigmoid
+
+    @property
+    def portable_only(self) -> bool:
+        return self.layer.portable_only
+
+    def kernel_stack_bytes(self) -> dict[str, int]:
+        return self.layer.kernel_stack_bytes()
+
+    def kernel_flash_bytes(self) -> dict[str, int]:
+        return self.layer.kernel_flash_bytes()
 
     @property
     def whole_window_reason(self) -> str:
@@ -377,9 +392,8 @@ def run_window(
         record(trace)
         return y
     rows, steps = x_q.shape[:2]
-    window = getattr(layer, "window", None)
-    if window is not None:
-        return window(x_q, state, tables, traces)
+    if layer.window is not None:
+        return layer.window(x_q, state, tables, traces)
     flags = flags_of(layer)
     if flags["stateful"]:
         x_q = _stream(x_q, flags["go_backwards"])

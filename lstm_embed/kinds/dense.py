@@ -284,6 +284,7 @@ class QDenseLayer(QLayer):
         return {
             "index": index,
             "name": self.name,
+            "call_uses_state": self.activation == "softmax",  # its logits scratch
             "input_size": self.input_size,
             "units": self.units,
             "activation": self.activation,

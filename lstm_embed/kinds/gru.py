@@ -84,6 +84,11 @@ class GRULayer(FloatLayer):
     kind: ClassVar[str] = "gru"
     keras_class: ClassVar[str] = "GRU"
     recurrent: ClassVar[bool] = True
+    state_names: ClassVar[tuple[str, ...]] = ("h",)  # return_state=True: [out, h]
+
+    def final_state(self, trace: LayerTrace) -> tuple[np.ndarray, ...]:
+        return (trace.output[:, -1],)
+
     name: str
     input_size: int
     units: int
@@ -403,6 +408,17 @@ class QGRULayer(QLayer):
 
     kind: ClassVar[str] = "gru"
     recurrent: ClassVar[bool] = True
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+
+    def final_state(self, state: Any) -> tuple[np.ndarray, ...]:
+        return (state.h_q15,)
+
+    def state_scales(self) -> tuple[np.ndarray, ...]:
+        return (self.output_feature_scale,)
+
+    def state_members(self) -> tuple[str, ...]:
+        return ("h_q15",)
+
     template: ClassVar[str] = "layers/gru.c.j2"
     name: str
     input_size: int

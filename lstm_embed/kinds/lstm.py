@@ -68,6 +68,11 @@ class LSTMLayer(FloatLayer):
     kind: ClassVar[str] = "lstm"
     keras_class: ClassVar[str] = "LSTM"
     recurrent: ClassVar[bool] = True
+    state_names: ClassVar[tuple[str, ...]] = ("h", "c")  # return_state=True: [out, h, c]
+
+    def final_state(self, trace: LayerTrace) -> tuple[np.ndarray, ...]:
+        return trace.output[:, -1], trace.cell[:, -1]
+
     name: str
     input_size: int
     units: int
@@ -334,6 +339,22 @@ class QLSTMLayer(QLayer):
 
     kind: ClassVar[str] = "lstm"
     recurrent: ClassVar[bool] = True
+    state_names: ClassVar[tuple[str, ...]] = ("h", "c")
+
+    def final_state(self, state: LSTMState) -> tuple[np.ndarray, ...]:
+        return state.h_q15, state.c
+
+    def state_scales(self) -> tuple[np.ndarray, ...]:
+        return self.output_feature_scale, np.full(self.units, 2.0**-self.cell_stored_frac)
+
+    def state_members(self) -> tuple[str, ...]:
+        if self.wide_cell:
+            raise IRError(
+                f"layer '{self.name}': its cell state is int32 (int16 weights); returning it"
+                " (return_state=True) is supported with int8 weights"
+            )
+        return "h_q15", "c"
+
     template: ClassVar[str] = "layers/lstm.c.j2"
     name: str
     input_size: int

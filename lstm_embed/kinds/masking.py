@@ -151,14 +151,14 @@ class QMaskingLayer(WeightlessQLayer, QLayer):
 
 
 def masking_index(layers: Any) -> int | None:
-    return next((i for i, la in enumerate(layers) if getattr(la, "computes_mask", False)), None)
+    return next((i for i, la in enumerate(layers) if la.computes_mask), None)
 
 
 def mask_reach(layers: Any) -> list[bool]:
     """Per layer: True for a recurrent layer that the mask of a Masking layer reaches."""
     live, reach = False, []
     for layer in layers:
-        if getattr(layer, "computes_mask", False):
+        if layer.computes_mask:
             live = True
             reach.append(False)
             continue
@@ -175,20 +175,18 @@ def check_chain(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     problems = []
     reach = mask_reach(layers)
     for index, layer in enumerate(layers):
-        if not getattr(layer, "computes_mask", False):
+        if not layer.computes_mask:
             continue
         where = f"layer '{layer.name}' (Masking)"
         if index != 0:
             problems.append(f"{where}: supported as the first layer (on the model input)")
     for layer, reached in zip(layers, reach, strict=True):
-        if reached and (not getattr(layer, "streaming", True) or getattr(layer, "stateful", False)):
+        if reached and (not layer.streaming or layer.stateful):
             problems.append(
                 f"layer '{layer.name}': a mask reaching a stateful or whole-window recurrent"
                 " layer is not supported (supported: streaming recurrent layers)"
             )
-    if masking_index(layers) is not None and any(
-        not getattr(la, "streaming", True) for la in layers
-    ):
+    if masking_index(layers) is not None and any(not la.streaming for la in layers):
         problems.append("Masking is supported in streaming models only (every layer has step())")
     return layers, problems
 
@@ -257,7 +255,7 @@ def forward_masked_chain(layers: Any, x: np.ndarray) -> tuple[np.ndarray, list[L
     y = np.asarray(x, np.float64)
     mask, traces = None, []
     for layer, reached in zip(layers, reach, strict=True):
-        if getattr(layer, "computes_mask", False):
+        if layer.computes_mask:
             mask = layer.mask_of(y)
         trace = masked_forward(layer, y, mask) if reached else layer.forward(y)
         traces.append(trace)
@@ -309,7 +307,7 @@ def step_layer(model: Any, states: list, layer: Any, y: np.ndarray, state: Any, 
     """reference.step's call of one layer: Masking gets the mask, a recurrent layer it reaches
     skips the masked rows (its state becomes a MaskedState in ``states`` on first use, at the
     zero output of a fresh state), every other layer steps as usual."""
-    if getattr(layer, "computes_mask", False):
+    if layer.computes_mask:
         return layer.step(y, state, model.tables, mask)
     if mask is None or state is None:  # no mask, or a layer without per-step state
         return layer.step(y, state, model.tables)

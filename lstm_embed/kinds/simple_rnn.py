@@ -68,6 +68,11 @@ class SimpleRNNLayer(FloatLayer):
     kind: ClassVar[str] = "simple_rnn"
     keras_class: ClassVar[str] = "SimpleRNN"
     recurrent: ClassVar[bool] = True
+    state_names: ClassVar[tuple[str, ...]] = ("h",)  # return_state=True: [out, h]
+
+    def final_state(self, trace: LayerTrace) -> tuple[np.ndarray, ...]:
+        return (trace.output[:, -1],)
+
     name: str
     input_size: int
     units: int
@@ -303,6 +308,17 @@ class QSimpleRNNLayer(QLayer):
 
     kind: ClassVar[str] = "simple_rnn"
     recurrent: ClassVar[bool] = True
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+
+    def final_state(self, state: Any) -> tuple[np.ndarray, ...]:
+        return (state.h_q15,)
+
+    def state_scales(self) -> tuple[np.ndarray, ...]:
+        return (self.output_feature_scale,)
+
+    def state_members(self) -> tuple[str, ...]:
+        return ("h_q15",)
+
     template: ClassVar[str] = "layers/simple_rnn.c.j2"
     name: str
     input_size: int

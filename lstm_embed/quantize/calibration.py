@@ -84,7 +84,7 @@ def run_layer(qlayer: QLayer, layer: FloatLayer, x_q: np.ndarray, tables: dict) 
     from lstm_embed.kinds.common import run_window
 
     x_q = np.asarray(x_q, np.int64)
-    state = qlayer.initial_state(1 if getattr(qlayer, "stateful", False) else len(x_q))
+    state = qlayer.initial_state(1 if qlayer.stateful else len(x_q))
     return run_window(qlayer, x_q, state, tables)
 
 
@@ -211,7 +211,7 @@ class LayerRounding:
         method, note = option, ""
         if option == rounding.AUTO:
             method = rounding.ERROR_FEEDBACK
-            if getattr(model, "stateful", False):
+            if model.stateful:
                 method, note = rounding.NEAREST, "stateful: the rows are one stream; nearest"
             elif masking_index(model.layers) is not None:
                 # the chain below runs each layer without the mask: its statistics and outputs
@@ -386,7 +386,7 @@ def held_out_check(model: Any, x: np.ndarray, options: Any) -> dict[str, Any] | 
     from lstm_embed.quantize.quantizer import quantize
 
     fit, held = held_out_split(len(x))
-    if len(held) == 0 or getattr(model, "stateful", False):
+    if len(held) == 0 or model.stateful:
         return None
     qmodel = quantize(model, x[fit], replace(options, rounding=rounding.NEAREST))
     return {"fitted_on": len(fit), **range_check(model, qmodel, x[held])}

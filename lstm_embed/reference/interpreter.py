@@ -53,10 +53,7 @@ class Trace:
 def initial_state(model: QModel, batch: int) -> list[Any]:
     """One state per layer (None for layers without state), all zero as after reset().
     A stateful layer's state holds one stream (batch 1) whatever ``batch`` is."""
-    return [
-        layer.initial_state(1 if getattr(layer, "stateful", False) else batch)
-        for layer in model.layers
-    ]
+    return [layer.initial_state(1 if layer.stateful else batch) for layer in model.layers]
 
 
 def step(
@@ -104,7 +101,7 @@ def run(
     if states is None:
         states = fresh
     for index, layer in enumerate(model.layers):
-        if not getattr(layer, "stateful", False):
+        if not layer.stateful:
             states[index] = fresh[index]
     y = np.asarray(x_q, dtype=np.int64)
     for layer, state in zip(model.layers, states, strict=True):

@@ -161,6 +161,11 @@ def read_report(out_dir: Path) -> dict:
             f"{out_dir}: written by {writer} (report format {shown}, this version reads"
             f" {REPORT_FORMAT}); convert again"
         )
+    if "graph" in report:  # written by the graph pipeline (docs/graphs.md)
+        raise ReportFileError(
+            f"{out_dir}: a graph model (several inputs, outputs or branches); this command"
+            " takes a chain's folder for now (graphs: run, compare, lstm_embed.load)"
+        )
     missing = [key for key in REPORT_KEYS if not _has(report, key)]
     if missing:
         raise ReportFileError(

@@ -31,11 +31,13 @@ def _tf_keras() -> tuple[Any, str] | None:
     return tf_keras, f"tf_keras {tf_keras.__version__} (Keras 2)"
 
 
-def load(path: str | Path) -> tuple[Any, str] | None:
-    """(model, description of what loaded it), or None when no suitable Keras is installed."""
-    from lstm_embed.frontends.keras.reader import read_model
+def load(path: str | Path, keras2: bool | None = None) -> tuple[Any, str] | None:
+    """(model, description of what loaded it), or None when no suitable Keras is installed.
+    ``keras2``: whether a Keras 2 writer made the file (read from the file when None)."""
+    if keras2 is None:
+        from lstm_embed.frontends.keras.reader import read_model
 
-    keras2 = read_model(path).file_format.startswith("keras2")
+        keras2 = read_model(path).file_format.startswith("keras2")
     found = _tf_keras() if keras2 else _keras3()
     if found is None:
         return None

@@ -62,8 +62,7 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
 
 def _steps_after(layer: FloatLayer, steps: int | None) -> int | None:
     """The timesteps after a layer that changes them (``output_timesteps``)."""
-    change = getattr(layer, "output_timesteps", None)
-    return change(steps) if change is not None else steps
+    return layer.output_timesteps(steps) if layer.output_timesteps is not None else steps
 
 
 def _feature_size(spec: ModelSpec) -> int | None:

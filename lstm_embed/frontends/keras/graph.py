@@ -1,0 +1,255 @@
+"""A Functional Keras model that is not a single chain, as a graph IR.
+
+The model config lists each layer with its ``inbound_nodes``: Keras 2 writes
+``[[["lstm", 0, 0, {}], ["dense", 0, 0, {}]]]`` (one list per call, one entry per tensor),
+Keras 3 ``[{"args": [[tensor, tensor]], "kwargs": {}}]`` with each tensor a
+``__keras_tensor__`` whose ``keras_history`` is ``[layer, node, index]`` (``chain`` reads
+both). A tensor is named by its layer; output k > 0 of a recurrent layer with
+return_state=True is ``<layer>_h`` / ``<layer>_c``. Refused: layers called more than once
+(shared layers), nested models inside a graph, tensors passed as keyword arguments
+(``initial_state``, ``mask``), Masking and stateful layers in a graph (their state and masks
+follow one path today).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_embed.frontends.keras import chain as chains
+from lstm_embed.frontends.keras import normalize
+from lstm_embed.frontends.keras.errors import Problem, one_line, q
+from lstm_embed.frontends.keras.files import keras_major, open_model
+from lstm_embed.frontends.keras.frontend import FrontendError
+from lstm_embed.frontends.keras.reader import ReaderError, _input_shape, _layer
+from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.frontends.keras.weights import load
+from lstm_embed.ir.graph import Graph, Node, TensorSpec, layer_output_shapes, output_names
+from lstm_embed.kinds import IRError, Unsupported, read_layer
+from lstm_embed.kinds.attention import AttentionLayer
+from lstm_embed.kinds.merge import OPS, MergeLayer
+
+# tensors a layer returns besides its output with return_state=True, by Keras class
+RETURN_STATE = {"LSTM": ("h", "c"), "GRU": ("h",), "SimpleRNN": ("h",)}
+REFUSED_IN_GRAPHS = ("Masking",)
+
+
+def load_graph(path: str | Path) -> Graph:
+    """A .keras or .h5 Functional model (Keras 2 or 3) -> graph IR; any problem is one
+    FrontendError naming the file and every layer that cannot be read."""
+    source = str(path)
+    try:
+        with open_model(Path(path)) as opened:
+            keras2 = keras_major(opened.keras_version, opened.config_text, opened.container) == 2
+            entries, inputs, outputs, name = _structure(opened.config, keras2)
+            leaves = [_leaf(e, k, s) for e, k, s in entries]
+            arrays = load([opened.datasets(leaf) for leaf in leaves])
+            specs = [_layer(leaf, w, keras2) for leaf, w in zip(leaves, arrays, strict=True)]
+            meta = {
+                "keras_version": opened.keras_version,
+                "file_format": f"keras{2 if keras2 else 3} {opened.container}",
+            }
+    except Problem as error:
+        raise FrontendError(one_line(f"{source}: {error}")) from None
+    except ReaderError as error:
+        raise FrontendError(str(error)) from None
+    calls = {e[0]["config"]["name"]: _inbound(e[0]) for e in entries}
+    options = {e[0]["config"]["name"]: _call_kwargs(e[0]) for e in entries}
+    return build_graph(name, source, inputs, specs, calls, outputs, meta, options)
+
+
+def _structure(model: Any, keras2: bool):
+    """(layer entries with zip keys, inputs, outputs, model name) of a Functional config."""
+    if not chains.is_model(model) or model["class_name"] == "Sequential":
+        raise Problem("only Functional models can be graphs")
+    layers = chains._layers(model)
+    names = [chains._name(layer) for layer in layers]
+    chains._check_unique(names)
+    keys = chains._zip_keys(layers, keras2)
+    siblings = frozenset(names)
+    config = model["config"]
+    inputs = []
+    for ref in chains._endpoints(config.get("input_layers")):
+        entry = next((la for la in layers if chains._name(la) == ref[0]), None)
+        if entry is None or entry["class_name"] != "InputLayer":
+            raise Problem(f"model input {q(ref[0])} is not an InputLayer")
+        shape, _batch = _input_shape(chains.Chain(ref[0], _batch_shape(entry), ()))
+        inputs.append(TensorSpec(ref[0], tuple(shape)))
+    outputs = chains._endpoints(config.get("output_layers"))
+    entries = []
+    for layer, key in zip(layers, keys, strict=True):
+        if layer["class_name"] == "InputLayer":
+            continue
+        if chains.is_model(layer):
+            raise Problem(
+                f"layer {q(chains._name(layer))} is a nested model; nested models inside a graph"
+                " are not supported (a Sequential or single-chain model may nest them)"
+            )
+        entries.append((layer, key, siblings))
+    return entries, inputs, outputs, chains._model_name(model)
+
+
+def _batch_shape(entry: dict) -> Any:
+    return normalize.batch_shape(entry.get("config"))
+
+
+def _leaf(entry: dict, key: str, siblings: frozenset[str]) -> chains.Leaf:
+    return chains.Leaf(entry, (chains.Level(chains._name(entry), key, siblings),))
+
+
+def _inbound(entry: dict) -> list[tuple[str, int, int]]:
+    name = chains._name(entry)
+    nodes = entry.get("inbound_nodes") or []
+    if not isinstance(nodes, list) or len(nodes) != 1:
+        count = len(nodes) if isinstance(nodes, list) else "?"
+        raise FrontendError(
+            f"layer {q(name)} is called {count} times; shared layers are not supported"
+        )
+    node = nodes[0]
+    if isinstance(node, dict) and _has_tensor(node.get("kwargs")):
+        raise FrontendError(
+            f"layer {q(name)} takes tensors as keyword arguments (initial_state, mask);"
+            " not supported"
+        )
+    return chains._node_tensors(node)
+
+
+def _call_kwargs(entry: dict) -> dict[str, Any]:
+    """The call's keyword arguments that are not tensors (use_causal_mask=, training=):
+    Keras 3 writes them in the node's "kwargs", Keras 2 in the first tensor's dict."""
+    node = (entry.get("inbound_nodes") or [None])[0]
+    if isinstance(node, dict):
+        kwargs = node.get("kwargs")
+    elif isinstance(node, list) and node and isinstance(node[0], list) and len(node[0]) > 3:
+        kwargs = node[0][3]
+    else:
+        kwargs = None
+    return {k: v for k, v in (kwargs or {}).items() if not _has_tensor({k: v})}
+
+
+def _has_tensor(value: Any) -> bool:
+    found: list = []
+    chains._keras3_tensors(value or {}, found, 0)
+    return bool(found)
+
+
+def build_graph(
+    name: str,
+    source: str,
+    inputs: list[TensorSpec],
+    specs: list[LayerSpec],
+    calls: dict[str, list[tuple[str, int, int]]],
+    outputs: list[tuple[str, int, int]],
+    meta: dict[str, str],
+    options: dict[str, dict[str, Any]] | None = None,
+) -> Graph:
+    """Read every layer in an order where its inputs are known; every problem in one error."""
+    tensors: dict[tuple[str, int], str] = {(t.name, 0): t.name for t in inputs}
+    shapes = {t.name: t.shape for t in inputs}
+    nodes, problems = [], []
+    pending = list(specs)
+    while pending:
+        ready = [s for s in pending if all((r[0], r[2]) in tensors for r in calls[s.name])]
+        if not ready:
+            blocked = ", ".join(q(s.name) for s in pending)
+            problems.append(f"layers {blocked} take inputs from layers that cannot be read")
+            break
+        for spec in ready:
+            pending.remove(spec)
+            srcs = [tensors[(r[0], r[2])] for r in calls[spec.name]]
+            try:
+                kwargs = (options or {}).get(spec.name, {})
+                node = _node(spec, srcs, [shapes[s] for s in srcs], kwargs)
+            except (Unsupported, IRError, FrontendError) as error:
+                reasons = error.reasons if isinstance(error, Unsupported) else [str(error)]
+                problems += [f"layer '{spec.name}' ({spec.class_name}): {r}" for r in reasons]
+                continue
+            if node is None:  # an identity at inference (Dropout): its output is its input
+                tensors[(spec.name, 0)] = srcs[0]
+                continue
+            nodes.append(node)
+            try:
+                out_shapes = layer_output_shapes(node, [shapes[s] for s in srcs])
+            except IRError as error:
+                problems.append(str(error))
+                continue
+            for index, (out, shape) in enumerate(zip(node.outputs, out_shapes, strict=True)):
+                tensors[(spec.name, index)] = out
+                shapes[out] = tuple(shape)
+    out_names = []
+    for ref in outputs:
+        if (ref[0], ref[2]) in tensors:
+            out_names.append(tensors[(ref[0], ref[2])])
+    if problems:
+        raise FrontendError(f"{source}: " + "; ".join(problems))
+    try:
+        return Graph.build(model_name_of(name), inputs, nodes, out_names, source, meta)
+    except IRError as error:
+        raise FrontendError(str(error)) from error
+
+
+def model_name_of(name: str) -> str:
+    """The model's name as the C prefix, as a chain's (``frontend.model_name``)."""
+    return name if name.isidentifier() else "model"
+
+
+def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -> Node | None:
+    if spec.class_name in OPS:
+        return Node(_merge(spec, shapes), tuple(srcs), (spec.name,))
+    if spec.class_name == "Attention":
+        return Node(_attention(spec, shapes, kwargs), tuple(srcs), (spec.name,))
+    if spec.class_name in REFUSED_IN_GRAPHS:
+        raise Unsupported([f"{spec.class_name} inside a graph is not supported yet"])
+    if len(srcs) != 1:
+        several = ", ".join([*OPS, "Attention"])
+        raise Unsupported([f"takes {len(srcs)} inputs; supported with several inputs: {several}"])
+    shape = shapes[0]
+    returns_state = bool(spec.config.get("return_state", False))
+    if returns_state:
+        if spec.class_name not in RETURN_STATE:
+            raise Unsupported([f"return_state=True on {spec.class_name} is not supported"])
+        spec = replace(spec, config={**spec.config, "return_state": False})
+    layer = read_layer(spec, int(shape[-1]), shape[0] if len(shape) == 2 else None)
+    if layer is None:
+        return None
+    if layer.stateful:
+        raise Unsupported(["stateful=True inside a graph is not supported yet"])
+    if returns_state and layer.go_backwards:
+        raise Unsupported(["return_state=True with go_backwards=True is not supported"])
+    return Node(layer, (srcs[0],), output_names(layer, returns_state))
+
+
+def _merge(spec: LayerSpec, shapes: list[tuple]) -> MergeLayer:
+    op = OPS[spec.class_name]
+    if op == "concatenate":
+        rank = len(shapes[0])
+        axis = spec.config.get("axis", -1)
+        if axis not in (-1, rank):
+            raise Unsupported(
+                [f"axis={axis} is not supported (supported: the feature axis, -1 or {rank})"]
+            )
+    sizes = tuple(int(s[-1]) for s in shapes)
+    return MergeLayer(spec.name, op, sizes, keras_name=spec.class_name)
+
+
+def _attention(spec: LayerSpec, shapes: list[tuple], kwargs: dict) -> AttentionLayer:
+    """Keras' Attention: score_mode "dot", use_scale (its one weight), use_causal_mask (a call
+    argument; Keras 2's ``causal`` config too); the attention scores are not returned."""
+    config = spec.config
+    reasons = []
+    if config.get("score_mode", "dot") != "dot":
+        reasons.append(f"score_mode={config['score_mode']!r} is not supported (supported: 'dot')")
+    if kwargs.get("return_attention_scores"):
+        reasons.append("return_attention_scores=True is not supported")
+    if any(len(s) != 2 for s in shapes):
+        reasons.append("its inputs must be sequences (timesteps, features)")
+    if reasons:
+        raise Unsupported(reasons)
+    use_scale = bool(config.get("use_scale", False))
+    scale = float(np.asarray(spec.weights[0]).reshape(-1)[0]) if use_scale else 1.0
+    causal = bool(kwargs.get("use_causal_mask", False) or config.get("causal", False))
+    sizes = tuple(int(s[-1]) for s in shapes)
+    return AttentionLayer(spec.name, sizes, scale, use_scale, causal)

@@ -1,0 +1,177 @@
+"""The command line's graph paths: inspect, convert, run and compare on a Functional model that
+is not one chain (or on its output folder). ``cli`` hands a command here when ``graph_of``
+finds a graph; a chain takes the chain's path unchanged.
+
+Inputs: a .npz with one array per model input, keyed by the model's input names (.npy for a
+model with one input). Outputs of ``run``: a .npz with one array per output, ``output_0``,
+``output_1``, ... in the model's order (report.json names each one's tensor); .npy when the
+model has one output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_embed.ir.graph import Graph
+
+
+class GraphInputError(ValueError):
+    """Input arrays that do not match the model's inputs; the message says which."""
+
+
+def graph_of(model_path: str) -> Graph | None:
+    """The graph of a model file that is not one chain; None for a chain (or a file the
+    chain reader refuses for another reason: its own error is the one to show)."""
+    from lstm_embed.frontends import onnx
+    from lstm_embed.frontends.keras.chain import CHAIN_ONLY
+    from lstm_embed.frontends.keras.frontend import FrontendError, read_spec
+
+    if onnx.is_onnx(model_path):  # the ONNX frontend reads chains only, and refuses branches
+        return None
+    try:
+        read_spec(model_path)
+        return None
+    except FrontendError as error:
+        if CHAIN_ONLY not in str(error):
+            raise
+    from lstm_embed.frontends.keras.graph import load_graph
+
+    return load_graph(model_path)
+
+
+def is_graph_folder(out_dir: str | Path) -> bool:
+    path = Path(out_dir) / "report.json"
+    try:
+        return "graph" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def load_inputs(path: str, names: list[str], what: str) -> dict[str, np.ndarray]:
+    """.npz keyed by input names, or .npy for one input."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as error:
+        raise GraphInputError(f"{what} {path}: not a .npy/.npz file ({error})") from error
+    if isinstance(data, np.lib.npyio.NpzFile):
+        missing = [n for n in names if n not in data.files]
+        if missing:
+            raise GraphInputError(
+                f"{what} {path}: no array {missing[0]!r}; a .npz holds one array per model"
+                f" input, keyed by its name ({', '.join(names)}); it has {data.files}"
+            )
+        return {n: data[n] for n in names}
+    if len(names) != 1:
+        raise GraphInputError(
+            f"{what} {path}: the model has {len(names)} inputs ({', '.join(names)}); give a"
+            " .npz with one array per input, keyed by its name"
+        )
+    return {names[0]: data}
+
+
+def save_outputs(path: str, outputs: list[np.ndarray]) -> str:
+    if path.endswith(".npz") or len(outputs) > 1:
+        if not path.endswith(".npz"):
+            raise GraphInputError(
+                f"-o {path}: the model has {len(outputs)} outputs; write them to a .npz"
+                " (output_0, output_1, ...)"
+            )
+        np.savez(path, **{f"output_{k}": y for k, y in enumerate(outputs)})
+    else:
+        np.save(path, outputs[0])
+    shapes = ", ".join(f"output_{k} {y.shape}" for k, y in enumerate(outputs))
+    return f"wrote {path}: {shapes} float32"
+
+
+def inspect(args: argparse.Namespace, graph: Graph) -> int:
+    print(f"{args.model}: a graph ({graph.meta.get('file_format', '')} file), "
+          f"{len(graph.inputs)} input(s), {len(graph.outputs)} output(s)")  # fmt: skip
+    for line in graph.describe():
+        print(f"  {line}")
+    print(f"total params: {graph.params}")
+    return 0
+
+
+def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> int:
+    from lstm_embed.emit.render import model_file_names
+    from lstm_embed.graph_pipeline import convert_graph
+
+    if args.validation or args.board:
+        option = "--validation" if args.validation else "--board"
+        raise GraphInputError(f"{option} is not supported for a graph yet (convert, then run)")
+    names = [t.name for t in graph.inputs]
+    x = load_inputs(args.calibration, names, "--calibration")
+    result = convert_graph(graph, x, args.output, args.name, options, args.force, core)
+    report = result.report
+    for node in report["graph"]["nodes"]:
+        print(f"  {node['name']} ({node['type']}) <- {', '.join(node['inputs'])}: {node['format']}")
+    buffers = report["buffers"]
+    print(
+        f"params {report['params']}; {report['macs_per_step']} MACs/step; intermediate tensors"
+        f" {buffers['arena_bytes']} B (largest set alive at once {buffers['peak_live_bytes']} B)"
+    )
+    for k, error in enumerate(report["calibration_error_vs_float_model"]):
+        print(f"output_{k} vs the float model on the calibration data: max abs error"
+              f" {error['max_abs_error']:.3g}")  # fmt: skip
+    files = ", ".join(model_file_names(report["name"]))
+    print(f"wrote {result.out_dir}/: {files} and report.json")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstm_embed.targets.graph_host import graph_report, run_graph_host
+
+    if args.board not in (None, "host"):
+        raise GraphInputError(f"--board {args.board}: a graph runs on the host only for now")
+    report = graph_report(Path(args.out_dir))
+    names = [x["name"] for x in report["graph"]["inputs"]]
+    x = {k: v.astype(np.float32) for k, v in load_inputs(args.input, names, "--input").items()}
+    y = run_graph_host(Path(args.out_dir), x, "run_f32")
+    print(save_outputs(args.output, y))
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The graph's host C (run_f32) vs Keras (or, without Keras, the float graph) on the
+    inputs, per output: max and mean abs error and the max as a share of the output's range."""
+    from lstm_embed.emit.report import errors
+    from lstm_embed.frontends.keras.graph import load_graph
+    from lstm_embed.ir.graph_forward import forward
+    from lstm_embed.targets.graph_host import graph_report, run_graph_host
+    from lstm_embed.tools import keras_live
+
+    if args.labels or args.report:
+        option = "--labels" if args.labels else "--report"
+        raise GraphInputError(f"{option} is not supported for a graph yet")
+    report = graph_report(Path(args.out_dir))
+    graph = load_graph(args.model)
+    names = [t.name for t in graph.inputs]
+    if names != [x["name"] for x in report["graph"]["inputs"]]:
+        raise GraphInputError(f"{args.out_dir}: converted from {args.model}? (other inputs)")
+    x = {k: v.astype(np.float32) for k, v in load_inputs(args.input, names, "--input").items()}
+    c_y = run_graph_host(Path(args.out_dir), x, "run_f32")
+    live = keras_live.load(args.model, graph.meta.get("file_format", "").startswith("keras2"))
+    if live is not None:
+        model, oracle = live
+        arrays = [x[n] for n in names]
+        y = model.predict(arrays if len(arrays) > 1 else arrays[0], verbose=0)
+        expected = [np.asarray(a, np.float64) for a in (y if isinstance(y, list) else [y])]
+    else:
+        expected, oracle = forward(graph, x)[0], "lstm-embed float graph (Keras not importable)"
+    numbers: dict[str, Any] = {"model": str(args.model), "oracle": oracle, "outputs": []}
+    print(f"{args.model} vs {args.out_dir} (host C, run_f32) on {len(c_y[0])} samples; {oracle}")
+    for k, (want, got) in enumerate(zip(expected, c_y, strict=True)):
+        err = errors(want, got.astype(np.float64))
+        numbers["outputs"].append({"name": f"output_{k}", **err})
+        print(f"output_{k} ({report['graph']['outputs'][k]['tensor']}): max abs error"
+              f" {err['max_abs_error']:.3g} ({err['max_abs_error_pct_of_range']:.2f}% of the"
+              f" range), mean {err['mean_abs_error']:.3g}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(numbers, indent=2, default=float) + "\n")
+        print(f"wrote {args.json}")
+    return 0
