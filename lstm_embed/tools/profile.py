@@ -1,7 +1,9 @@
 """`lstm-embed profile`: the user's own converted model on each emulated core.
 
 Per board: instructions per step (exact: QEMU's per-instruction trace between two markers around
-each ``step()``, as the bench counts them), flash (the model's code and constants after
+each ``step()``, as the bench counts them; a run-only model, which has no step(), is traced over
+one ``run()`` of its whole window, and its per-step figure is that run's count over the window's
+timesteps), flash (the model's code and constants after
 --gc-sections), RAM (the state struct and the stack high-water mark). Instructions are not
 cycles: on a real M4, loads and taken branches take more than one cycle.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_embed.targets import firmware
-from lstm_embed.targets.boards import EMULATED_BOARDS
+from lstm_embed.targets.boards import EMULATED_BOARDS, get_board
 from lstm_embed.targets.hostbuild import read_report
 from lstm_embed.tools import bench
 
@@ -37,7 +39,8 @@ class Profile:
     ram_bytes: int  # state + stack
     state_bytes: int
     stack_bytes: int
-    steps: int
+    steps: int  # steps traced (run-only: the timesteps of the one traced run())
+    instructions_per_run: int | None = None  # run-only models: the whole window's run()
 
 
 def profile_input(report: dict, seed: int = 0) -> np.ndarray:
@@ -50,17 +53,23 @@ def profile_input(report: dict, seed: int = 0) -> np.ndarray:
 def profile_board(out_dir: Path, board: str, work: Path) -> Profile:
     report = read_report(out_dir)
     name = report["name"]
+    # a model bigger than the board: one line naming the sizes, not the linker's overflow
+    firmware.check_fit(firmware.ModelInfo.load(out_dir), get_board(board))
     x_q = profile_input(report)
-    elf, map_file = bench.build_bench(out_dir, board, x_q, False, work / board, name=name)
+    run_only = bool(report.get("run_only"))
+    elf, map_file = bench.build_bench(
+        out_dir, board, x_q, False, work / board, name=name, run_only=run_only
+    )
     counts, stdout = bench.trace_steps(elf, board)
     _, stack = bench.parse_bench_output(stdout)
     sizes = firmware.model_sizes(map_file, name, state_symbol="harness_state")
     const = sizes.rodata + sizes.data
+    per_step = [c / len(x_q) for c in counts] if run_only else counts
     return Profile(
         board=board,
-        instructions_per_step=float(np.mean(counts)),
-        instructions_min=int(min(counts)),
-        instructions_max=int(max(counts)),
+        instructions_per_step=float(np.mean(per_step)),
+        instructions_min=int(np.floor(min(per_step))),
+        instructions_max=int(np.ceil(max(per_step))),
         macs_per_step=int(report["macs_per_step"]),
         flash_bytes=sizes.text + const,
         code_bytes=sizes.text,
@@ -68,7 +77,8 @@ def profile_board(out_dir: Path, board: str, work: Path) -> Profile:
         ram_bytes=sizes.bss + stack,
         state_bytes=sizes.bss,
         stack_bytes=stack,
-        steps=len(counts),
+        steps=len(x_q) if run_only else len(counts),
+        instructions_per_run=int(counts[0]) if run_only else None,
     )
 
 
@@ -92,6 +102,13 @@ def table(results: list[Profile]) -> str:
             f"{r.board:<10} {r.instructions_per_step:>10.0f}  {per_mac:>9.3f}"
             f"  {r.flash_bytes:>7} ({r.code_bytes}+{r.const_bytes})"
             f"  {r.ram_bytes:>8} ({r.state_bytes}+{r.stack_bytes})"
+        )
+    runs = [r for r in results if r.instructions_per_run is not None]
+    if runs:
+        per_run = ", ".join(f"{r.board} {r.instructions_per_run}" for r in runs)
+        lines.append(
+            f"run-only model (no step()): instructions per run() of {runs[0].steps} timesteps:"
+            f" {per_run}; instr/step is that over {runs[0].steps}"
         )
     lines.append(
         "instructions are counted exactly under QEMU; they are not cycles (on silicon, loads,"
