@@ -42,6 +42,10 @@ FLOAT_FORWARD_TOLERANCE = 1e-5
 # The issue's bound for int8 weights: max abs error vs Keras <= 5% of the output range.
 INT8_MAX_PCT_OF_RANGE = 5.0
 QEMU_BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")
+# The models learned their task (so the tolerances are measured on trained weights)
+MIN_ACCURACY = 0.85
+# (reconstruction: the inputs' noise, 0.1 = 14% of their spread, is not learnable)
+MAX_RECONSTRUCTION_RMSE = 0.3
 
 
 # ---------------------------------------------------------------------------------- data
@@ -72,6 +76,22 @@ def weather(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32), temp[:, T:].astype(np.float32)
 
 
+def four_channels(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return sine_classes(seed, n, 4)
+
+
+def channels_first(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Four-channel windows stored channels first, (n, 4, T), with per-channel gains."""
+    x, label = sine_classes(seed, n, 4)
+    x = x * np.array([1.0, 0.5, 2.0, 3.0], np.float32)
+    return np.ascontiguousarray(np.swapaxes(x, 1, 2)), label
+
+
+def reconstruct(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, _ = sine_classes(seed, n)
+    return x, x
+
+
 def percent_classes(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """sine_classes in 0..100 units (a sensor's percent reading)."""
     x, label = sine_classes(seed, n)
@@ -85,7 +105,7 @@ def percent_classes(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 class Recipe:
     layers: Callable[[], list]
     data: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
-    task: str = "classes"  # "classes" (softmax over 3) or "regression"
+    task: str = "classes"  # "classes" (softmax over 3), "regression", "reconstruct" (y = x)
     epochs: int = 8
     adapt: bool = False  # adapt() the first layer (a Normalization) on the training inputs
 
@@ -103,6 +123,7 @@ RECIPES: dict[str, Recipe] = {
     "rescaling_gru": Recipe(
         lambda: [L.Rescaling(1 / 100, offset=-0.5), L.GRU(12), L.Dense(3, activation="softmax")],
         percent_classes,
+        epochs=16,
     ),
     # before a causal Conv1D (zero padding) the affine cannot fold: an integer affine
     "normalization_causal_conv": Recipe(
@@ -126,9 +147,53 @@ RECIPES: dict[str, Recipe] = {
         ],
         sine_classes,
     ),
+    # the cheap convolutions of small-MCU models, read as the Conv1D they compute
+    "separable_conv_gru": Recipe(
+        lambda: [
+            L.SeparableConv1D(8, 5, padding="same", depth_multiplier=2, activation="relu"),
+            L.GRU(12),
+            L.Dense(3, activation="softmax"),
+        ],
+        four_channels,
+    ),
+    "depthwise_conv_gru": Recipe(
+        lambda: [
+            L.DepthwiseConv1D(5, depth_multiplier=2, activation="relu"),
+            L.GRU(12),
+            L.Dense(3, activation="softmax"),
+        ],
+        four_channels,
+    ),
+    "channels_first_permute": Recipe(
+        lambda: [L.Permute((2, 1)), L.LSTM(12), L.Dense(3, activation="softmax")],
+        channels_first,
+    ),
+    "conv_autoencoder": Recipe(
+        lambda: [
+            L.Conv1D(8, 3, padding="same", activation="relu"),
+            L.MaxPooling1D(2),
+            L.Conv1D(4, 3, padding="same", activation="relu"),
+            L.UpSampling1D(2),
+            L.ZeroPadding1D(2),
+            L.Conv1D(8, 3, activation="relu"),
+            L.Cropping1D(1),
+            L.LSTM(16, return_sequences=True),
+            L.Dense(2),
+        ],
+        reconstruct,
+        "reconstruct",
+        epochs=16,
+    ),
 }
 # the ones QEMU runs on three cores (one of each family)
-FIRMWARE_RECIPES = ("normalized_forecaster", "normalization_causal_conv", "stacked_lstm_cells")
+FIRMWARE_RECIPES = (
+    "normalized_forecaster",
+    "normalization_causal_conv",
+    "stacked_lstm_cells",
+    "depthwise_conv_gru",
+    "channels_first_permute",
+    "conv_autoencoder",
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +216,10 @@ def train(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
         layers[0].adapt(x[:512])
     model = keras.Sequential([keras.Input(x.shape[1:]), *layers])
     loss = "sparse_categorical_crossentropy" if recipe.task == "classes" else "mse"
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
+    if recipe.task == "classes":
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, metrics=["accuracy"])
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
     model.fit(x[:512], y[:512], epochs=recipe.epochs, batch_size=32, verbose=0)
     return model, x[:512], x[512:], y[512:]
 
@@ -431,3 +499,29 @@ def test_an_unsupported_layer_has_no_follow_on_lines(tmp_path, capsys):
         assert "kernel shape" not in err and "input size" not in err
         if argv[0] == "inspect":
             assert "input shape (None, 24, 1)" in captured.out
+
+
+# ------------------------------------------------- convolutions and time-axis layers
+
+
+def test_models_learned_their_task(trained):
+    """The tolerances are measured on trained weights: held-out accuracy of the classifiers,
+    reconstruction error of the autoencoder (relative to the inputs' spread)."""
+    for name, recipe in RECIPES.items():
+        case = trained(name)
+        if recipe.task == "classes":
+            accuracy = float(np.mean(np.argmax(case.keras_y, -1) == case.target))
+            assert accuracy >= MIN_ACCURACY, (name, accuracy)
+        elif recipe.task == "reconstruct":
+            rmse = float(np.sqrt(np.mean((case.keras_y - case.target) ** 2)))
+            assert rmse <= MAX_RECONSTRUCTION_RMSE * float(np.std(case.target)), (name, rmse)
+
+
+def test_convolutions_and_time_axis_layers_become_their_kinds(trained):
+    kinds = [la.kind for la in trained("separable_conv_gru").qmodel.layers]
+    assert kinds == ["conv1d", "gru", "dense"]
+    kinds = [la.kind for la in trained("depthwise_conv_gru").qmodel.layers]
+    assert kinds == ["conv1d", "gru", "dense"]
+    assert trained("channels_first_permute").qmodel.layers[0].kind == "permute"
+    kinds = [la.kind for la in trained("conv_autoencoder").qmodel.layers]
+    assert kinds.count("time_axis") == 3 and not trained("conv_autoencoder").qmodel.streaming

@@ -22,10 +22,12 @@ from lstm_embed.kinds import (
     layer_norm,
     lstm,
     masking,
+    permute,
     pooling,
     reshape,
     simple_rnn,
     stack,
+    time_axis,
     time_distributed,
 )
 from lstm_embed.kinds.base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
@@ -46,6 +48,8 @@ AROUND_CORE_QLAYERS = (
     masking.QMaskingLayer,
     pooling.QPoolingLayer,
     reshape.QReshapeLayer,
+    time_axis.QTimeAxisLayer,
+    permute.QPermuteLayer,
 )
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
@@ -112,8 +116,8 @@ def fold_chain(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     return layers, problems
 
 
-# Readers that need the timesteps of their input (Flatten, Reshape: their output size)
-TIMESTEP_READERS = tuple(reshape.KINDS)
+# Readers that need the timesteps of their input (Flatten, Reshape, Permute: their output size)
+TIMESTEP_READERS = (*reshape.KINDS, "Permute")
 
 
 def check_class(spec: LayerSpec) -> Reader:
@@ -144,7 +148,7 @@ def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -
     ``timesteps``: of the layer's input, None when any length."""
     reader = check_class(spec)
     if spec.class_name in TIMESTEP_READERS:
-        return reshape.read(spec, input_size, timesteps)
+        return reader(spec, input_size, timesteps)
     return reader(spec, input_size)
 
 

@@ -72,7 +72,9 @@ class FeatureAffineLayer(FloatLayer):
         out_scale = output_scale(float(np.max(np.abs(ctx.trace.output))))
         multiplier, shift = fp.signed_multipliers(self.scale * scale / out_scale)
         offset = fp.round_half_away(np.clip(self.offset / out_scale, -fp.INT32_MAX, fp.INT32_MAX))
-        return QAffineLayer(self.name, self.input_size, multiplier, shift, offset, out_scale)
+        return QAffineLayer(
+            self.name, self.input_size, multiplier, shift, offset, out_scale, self.keras_name
+        )
 
     def dequantized(self, qlayer: QAffineLayer, feature_scale: np.ndarray) -> FeatureAffineLayer:
         return self  # its constants are not weights of the rounding budget
