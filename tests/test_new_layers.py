@@ -525,3 +525,22 @@ def test_convolutions_and_time_axis_layers_become_their_kinds(trained):
     assert trained("channels_first_permute").qmodel.layers[0].kind == "permute"
     kinds = [la.kind for la in trained("conv_autoencoder").qmodel.layers]
     assert kinds.count("time_axis") == 3 and not trained("conv_autoencoder").qmodel.streaming
+
+
+def test_stateful_rnn_cell_carries_state_from_row_to_row(tmp_path):
+    """RNN(LSTMCell, stateful=True) with batch size 1: the rows are one stream, as Keras'
+    predict(x, batch_size=1) takes them; float IR == predict, C == reference."""
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential(
+        [keras.Input((9, 3), batch_size=1), L.RNN(L.LSTMCell(4), stateful=True), L.Dense(2)]
+    )
+    x = np.random.default_rng(9).normal(size=(6, 9, 3)).astype(np.float32)
+    ir = read_keras_model(model)
+    assert ir.stateful
+    keras_y = model.predict(x, batch_size=1, verbose=0)
+    np.testing.assert_allclose(forward(ir, x)[0], keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+    conversion = convert_ir(ir, np.concatenate([x] * 20), tmp_path / "out")
+    q = conversion.qmodel
+    x_q = fp.quantize_input(x, q.input_inv_scale)
+    got = run_entry_point(tmp_path / "out", "run", x_q, sanitize=True)
+    assert compare_output("run", expected_output(q, "run", x_q), got) is None
