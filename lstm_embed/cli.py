@@ -92,19 +92,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return graph_cli.inspect(args, graph)
     spec = read_spec(args.model)
     rows = inspect_rows(spec, _weight_bits(args.weights))
-    steps = spec.input_shape[0] if spec.input_shape and spec.input_shape[0] else "any"
-    features = spec.input_shape[-1] if spec.input_shape else "?"
+    keras_shape = (
+        "("
+        + ", ".join("None" if d is None else str(d) for d in (spec.batch_size, *spec.input_shape))
+        + ")"
+    )
+    sequence = len(spec.input_shape) == 2 and spec.input_shape[1] is not None
+    if sequence:
+        steps = spec.input_shape[0] or "any"
+        shape_text = f"(timesteps={steps}, features={spec.input_shape[1]})"
+    else:
+        shape_text = "(not batch, timesteps, features: not supported)"
     print(
         f"{args.model}: {spec.file_format} file (Keras {spec.keras_version or '?'}),"
-        f" input (timesteps={steps}, features={features})"
+        f" input shape {keras_shape} {shape_text}"
     )
     print(format_table(rows, INSPECT_COLUMNS))
     flash = sum(r.get("flash_bytes") or 0 for r in rows)
     params = sum(r["params"] for r in rows)
     print(f"total params: {params}; flash after quantization: {flash} bytes + activation tables")
+    unchecked = [r["name"] for r in rows if r.get("unchecked")]
+    if unchecked:
+        print(
+            f"after an unsupported layer or input, only the type of {', '.join(unchecked)} was"
+            " checked (their shapes depend on what comes before them)"
+        )
     unsupported = [
         f"layer '{r['name']}' ({r['type']}): {r['unsupported']}" for r in rows if r["unsupported"]
     ]
+    if not sequence:
+        unsupported.insert(
+            0, f"input shape {keras_shape} is not supported; expected (batch, timesteps, features)"
+        )
     if unsupported:
         print(
             f"lstm-embed inspect: error: {args.model}: " + "; ".join(unsupported), file=sys.stderr

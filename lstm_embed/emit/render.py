@@ -165,8 +165,8 @@ def _state_groups(fields: list[dict[str, Any]], index: int) -> list[dict[str, An
 def window_wiring(model: QModel) -> list[dict[str, Any]]:
     """Run-only models: what each layer reads and writes over the window (layer by layer).
 
-    Layer i reads the model input (layer 0) or state->seq_q[(i - 1) % 2] and writes
-    state->seq_q[i % 2], the last one y_q; ``sequence_in``: its input has a timestep axis.
+    Layer i reads the model input (layer 0) or state->seq_q<(i - 1) % 2> and writes
+    state->seq_q<i % 2>, the last one y_q; ``sequence_in``: its input has a timestep axis.
     Layers that step (``per_step``) are called once per timestep with ``src`` pointing at the
     timestep they read (from the last one first when ``go_backwards``); a recurrent one leaves
     its output in its state (``dst``), copied to ``out`` + slot; a whole-window layer
@@ -176,7 +176,7 @@ def window_wiring(model: QModel) -> list[dict[str, Any]]:
     last = len(model.layers) - 1
     src, width, sequence = "x_q", model.input_size, True
     for index, layer in enumerate(model.layers):
-        out = "y_q" if index == last else f"state->seq_q[{index % 2}]"
+        out = "y_q" if index == last else f"state->seq_q{index % 2}"
         size = layer.output_size
         keeps = sequence_out(layer, sequence)  # pooling, Flatten drop it; RepeatVector makes it
         backwards = bool(layer.go_backwards)
@@ -221,6 +221,19 @@ def window_width(model: QModel) -> int:
         else:
             widths.append(layer.output_size)
     return max(widths)
+
+
+def window_buffers(model: QModel) -> tuple[int, int]:
+    """int16 values of a run-only model's two window buffers, each sized for what is written
+    to it (not the model's timesteps times its widest layer, twice): buffer b holds the outputs
+    of the layers i with i % 2 == b (the last layer's too: run_f32 reads them there), buffer 1
+    also run_f32's quantized input."""
+    steps = model.timesteps or 1
+    sizes = [1, steps * model.input_size]
+    counts = timesteps_after(model.layers, steps)
+    for index, (layer, count) in enumerate(zip(model.layers, counts, strict=True)):
+        sizes[index % 2] = max(sizes[index % 2], (count or 1) * layer.output_size)
+    return sizes[0], sizes[1]
 
 
 def layer_contexts(model: QModel) -> list[dict[str, Any]]:
@@ -417,7 +430,8 @@ def _chain_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
         "exact_timesteps": any(la.exact_timesteps for la in model.layers),
         "window_loops": any(la["per_step"] and la["sequence_in"] for la in window),
         "window_copies": any(la["per_step"] and la["recurrent"] for la in window),
-        "last_layer_buffer": f"state->seq_q[{(len(model.layers) - 1) % 2}]",
+        "last_layer_buffer": f"state->seq_q{(len(model.layers) - 1) % 2}",
+        "window_buffers": window_buffers(model),
     }
     return context
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed.emit.render import scratch_size, shared_scratch, window_width
+from lstm_embed.emit.render import scratch_size, shared_scratch, window_buffers
 from lstm_embed.ir.model import Model, leaf_traces, sequence_kept, timesteps_after
 from lstm_embed.quantize.qir import QModel
 
@@ -21,8 +21,8 @@ def sizes(model: QModel) -> dict[str, dict[str, int]]:
     state = sum(la.state_bytes for la in model.layers)
     shared = sum(f["size"] * (4 if f["type"] == "int32_t" else 2) for f in shared_scratch(model))
     scratch = 2 * 2 * scratch_size(model) + shared
-    if not model.streaming:  # run-only: two int16 window buffers of every layer's outputs
-        scratch += 2 * 2 * (model.timesteps or 0) * window_width(model)
+    if not model.streaming:  # run-only: two int16 window buffers of the layers' outputs
+        scratch += 2 * sum(window_buffers(model))
     return {
         "flash_bytes": {
             "weights": weights,

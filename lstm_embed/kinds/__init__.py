@@ -16,14 +16,18 @@ from lstm_embed.kinds import (
     bidirectional,
     conv1d,
     dense,
+    feature_affine,
     gru,
     identity,
     layer_norm,
     lstm,
     masking,
+    permute,
     pooling,
     reshape,
     simple_rnn,
+    stack,
+    time_axis,
     time_distributed,
 )
 from lstm_embed.kinds.base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
@@ -44,12 +48,21 @@ AROUND_CORE_QLAYERS = (
     masking.QMaskingLayer,
     pooling.QPoolingLayer,
     reshape.QReshapeLayer,
+    time_axis.QTimeAxisLayer,
+    permute.QPermuteLayer,
 )
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
 RECURRENT_FAMILY_QLAYERS = (QSimpleRNNLayer, QBidirectionalLayer, QRecurrentOptions)
 
 Reader = Callable[[LayerSpec, int], FloatLayer | None]
+
+
+def _keras_layer_readers() -> dict[str, Reader]:
+    from lstm_embed.frontends.keras.layers import READERS as KERAS_LAYER_READERS
+
+    return dict(KERAS_LAYER_READERS)
+
 
 READERS: dict[str, Reader] = {
     "LSTM": lstm.read,
@@ -69,6 +82,8 @@ READERS: dict[str, Reader] = {
     **{name: pooling.read for name in pooling.MODES},
     **{name: reshape.read for name in reshape.KINDS},
     **{name: identity.read for name in identity.IDENTITY_CLASSES},
+    # kinds whose Keras reading lives in frontends/keras/layers (added there, listed here too)
+    **_keras_layer_readers(),
 }
 
 # Quantized layer types by class name, for reading an integer model back from disk
@@ -85,6 +100,8 @@ UNSUPPORTED_HINT = "rebuild the model from the supported layers, or file an issu
 # Chain rewrites that are exact in float (a layer absorbed by its neighbour); each returns the
 # new chain and a reason for every layer it could not place
 FOLDS: list[Callable[[list[FloatLayer]], tuple[list[FloatLayer], list[str]]]] = [
+    stack.expand,
+    feature_affine.fold,
     batch_norm.fold,
     activation.fold,
     masking.check_chain,
@@ -99,13 +116,13 @@ def fold_chain(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     return layers, problems
 
 
-# Readers that need the timesteps of their input (Flatten, Reshape: their output size)
-TIMESTEP_READERS = tuple(reshape.KINDS)
+# Readers that need the timesteps of their input (Flatten, Reshape, Permute: their output size)
+TIMESTEP_READERS = (*reshape.KINDS, "Permute")
 
 
-def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> FloatLayer | None:
-    """LayerSpec -> float layer (None for identities); Unsupported lists every reason.
-    ``timesteps``: of the layer's input, None when any length."""
+def check_class(spec: LayerSpec) -> Reader:
+    """The reader of the layer's class; Unsupported naming the type when lstm-embed has none
+    (this needs no input size, so it is said even after an unsupported layer)."""
     if spec.class_name == "Lambda":
         reason = (
             "Lambda layers hold Python code, which lstm-embed never runs; rebuild the model"
@@ -123,8 +140,15 @@ def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -
     if reader is None:
         reason = f"type {spec.class_name} is not supported (supported: {SUPPORTED})"
         raise Unsupported([f"{reason}; {UNSUPPORTED_HINT}"])
+    return reader
+
+
+def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> FloatLayer | None:
+    """LayerSpec -> float layer (None for identities); Unsupported lists every reason.
+    ``timesteps``: of the layer's input, None when any length."""
+    reader = check_class(spec)
     if spec.class_name in TIMESTEP_READERS:
-        return reshape.read(spec, input_size, timesteps)
+        return reader(spec, input_size, timesteps)
     return reader(spec, input_size)
 
 
@@ -143,6 +167,7 @@ __all__ = [
     "QLayer",
     "QuantizeError",
     "Unsupported",
+    "check_class",
     "fold_chain",
     "read_layer",
 ]

@@ -132,6 +132,7 @@ class QAffineLayer(QLayer):
     shift: np.ndarray
     offset: np.ndarray  # int32, output LSBs
     output_scale: float
+    keras_name: str = "BatchNormalization"  # the layer it computes (Normalization, Rescaling)
 
     @property
     def output_size(self) -> int:
@@ -167,6 +168,7 @@ class QAffineLayer(QLayer):
             "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
             "shift": cformat.c_int_array(self.shift, per_line=16),
             "offset": cformat.c_int_array(self.offset, per_line=8),
+            "keras_name": self.keras_name,
         }
 
     def format(self) -> str:

@@ -54,8 +54,8 @@ def run_graph_qemu(
     )
     fw._write_if_changed(bdir / "harness.c", harness)
     model = SimpleNamespace(name=name, flash_bytes="?", ram_bytes="?")
-    objs = fw._compile(fw._sources(out_dir, model, b, bdir), fw._compile_flags(b, out_dir, bdir),
-                       bdir, board)  # fmt: skip
+    sources = fw._sources(out_dir, model, b, bdir, False)  # the board's default console
+    objs = fw._compile(sources, fw._compile_flags(b, out_dir, bdir), bdir, board)
     elf, _ = fw._link(objs, b, bdir, model)
     cmd = fw.qemu_command(b, elf)
     stdout = fw._run_firmware(cmd, timeout, elf.parent / "qemu.log")

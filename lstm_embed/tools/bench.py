@@ -34,6 +34,7 @@ from lstm_embed.pipeline import Conversion, convert_ir
 from lstm_embed.quantize.quantizer import QuantizeOptions
 from lstm_embed.targets import cycles, firmware
 from lstm_embed.targets.boards import CORE_BOARDS, EMULATED_BOARDS, Board, get_board
+from lstm_embed.targets.hostbuild import exit_description
 
 BENCH_TIMESTEPS = 3  # the last step is reported: its state is non-zero, like a running stream
 KERNELS = ("reference", "optimized")
@@ -221,8 +222,10 @@ def build_bench(
     reference: bool,
     bdir: Path,
     name: str = NAME,
+    run_only: bool = False,
 ) -> tuple[Path, Path]:
-    """Compile out_dir's model ``name`` with the bench harness into bdir; returns (elf, map)."""
+    """Compile out_dir's model ``name`` with the bench harness into bdir; returns (elf, map).
+    ``run_only``: the model has no step(); the harness times one run() over the whole x_q."""
     board = get_board(board_name)
     bdir.mkdir(parents=True, exist_ok=True)
     origin = {
@@ -239,6 +242,7 @@ def build_bench(
             timesteps=x_q.shape[0],
             values=c_int_array(x_q, per_line=max(1, min(x_q.shape[1], 16))),
             paint_words=(board.stack_bytes - 512) // 4,
+            run_only=run_only,
         )
     )
     flags = [
@@ -252,7 +256,7 @@ def build_bench(
     objs = []
     for src in sources:
         obj = bdir / f"{src.stem}.o"
-        _run([firmware.GCC, *flags, "-c", str(src), "-o", str(obj)], "compiling")
+        _run([firmware.GCC, *flags, "-c", str(src), "-o", str(obj)], f"compiling {src.name}")
         objs.append(obj)
     elf, map_file = bdir / "firmware.elf", bdir / "firmware.map"
     link = [firmware.GCC, *board.cpu_flags, "-nostartfiles", "--specs=nano.specs"]
@@ -262,9 +266,15 @@ def build_bench(
 
 
 def _run(cmd: list[str], what: str) -> None:
+    """Run a compiler or linker; on failure a ToolFailure carrying its output, so the command
+    line prints the first error (not just "compiling failed")."""
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise firmware.FirmwareError(f"{what} failed:\n{' '.join(cmd)}\n{proc.stderr}")
+        raise firmware.FirmwareToolError(
+            f"{what} failed ({exit_description(proc.returncode)})",
+            cmd,
+            proc.stdout + proc.stderr,
+        )
 
 
 def count_steps(stream: IO[bytes], begin: int, end: int, chunk: int = 1 << 22) -> list[int]:
@@ -318,10 +328,17 @@ def trace_steps(elf: Path, board_name: str, timeout: float = 900.0) -> tuple[lis
 
 
 def run_outputs(
-    out_dir: Path, board_name: str, x_q: np.ndarray, kernel: str, bdir: Path
+    out_dir: Path,
+    board_name: str,
+    x_q: np.ndarray,
+    kernel: str,
+    bdir: Path,
+    name: str = NAME,
+    run_only: bool = False,
 ) -> tuple[np.ndarray, int]:
-    """Untraced run: (outputs (timesteps, output_size) int16, stack bytes)."""
-    elf, _ = build_bench(out_dir, board_name, x_q, kernel == "reference", bdir)
+    """Untraced run: (outputs (timesteps, output_size) int16, stack bytes); run-only: the
+    outputs of one run() (one row, or timesteps rows when it returns sequences)."""
+    elf, _ = build_bench(out_dir, board_name, x_q, kernel == "reference", bdir, name, run_only)
     cmd = firmware.qemu_command(get_board(board_name), elf)
     proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:

@@ -21,16 +21,20 @@ from lstm_embed.kinds.activation import ActivationLayer
 from lstm_embed.kinds.batch_norm import BatchNormLayer
 from lstm_embed.kinds.conv1d import Conv1DLayer
 from lstm_embed.kinds.dense import DenseLayer
+from lstm_embed.kinds.feature_affine import FeatureAffineLayer
 from lstm_embed.kinds.layer_norm import LayerNormLayer
 from lstm_embed.kinds.masking import MaskingLayer
 from lstm_embed.kinds.pooling import PoolingLayer
 from lstm_embed.kinds.reshape import ReshapeLayer
+from lstm_embed.kinds.time_axis import TimeAxisLayer
 
 AROUND_STREAM = 0xA40
 # per-timestep kinds (streaming), drawn anywhere
-PER_STEP = ("relu", "leaky_relu", "sigmoid", "tanh", "batch_norm", "layer_norm", "conv_causal")
-# kinds that need the whole window but keep the timesteps
-WINDOW_SAME = ("conv_same", "avgpool_same")
+PER_STEP = ("relu", "leaky_relu", "sigmoid", "tanh", "batch_norm", "layer_norm", "conv_causal",
+            "affine")  # fmt: skip
+# kinds that need the whole window but keep the timesteps (pad_crop: ZeroPadding1D then
+# Cropping1D; upsample_pool: UpSampling1D then a pooling back to T)
+WINDOW_SAME = ("conv_same", "avgpool_same", "pad_crop", "upsample_pool")
 # kinds that change the timesteps (front, when the output is one vector)
 WINDOW_CHANGING = ("conv_valid", "conv_strided", "maxpool", "avgpool")
 # heads after a last recurrent layer that returns sequences, giving one vector
@@ -142,6 +146,24 @@ def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
         strides = 1 if kind == "avgpool_same" else int(rng.integers(1, pool + 1))
         keras_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
         return [PoolingLayer(name, m, mode, keras_name, pool, strides, padding)]
+    if kind == "affine":  # Normalization / Rescaling where it does not fold
+        return [FeatureAffineLayer(name, m, rng.uniform(-3, 3, m), rng.normal(size=m))]
+    if kind == "pad_crop":  # as many timesteps padded as cropped: T kept, the window shifted
+        total = int(rng.integers(0, 3))
+        pad, crop = (int(v) for v in rng.integers(0, total + 1, 2))
+        return [
+            TimeAxisLayer(f"{name}_pad", m, "pad", "ZeroPadding1D", before=pad, after=total - pad),
+            TimeAxisLayer(f"{name}_crop", m, "crop", "Cropping1D", before=crop,
+                          after=total - crop),
+        ]  # fmt: skip
+    if kind == "upsample_pool":
+        size = int(rng.integers(1, 4))
+        mode = str(rng.choice(["max", "average"]))
+        keras_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
+        return [
+            TimeAxisLayer(f"{name}_up", m, "upsample", "UpSampling1D", size=size),
+            PoolingLayer(f"{name}_pool", m, mode, keras_name, size, size, "valid"),
+        ]
     if kind == "flatten":
         return [ReshapeLayer(name, m, "flatten", 1, timesteps * m, "Flatten", timesteps)]
     if kind in ("global_average", "global_max"):

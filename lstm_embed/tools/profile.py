@@ -1,11 +1,13 @@
 """`lstm-embed profile`: the user's own converted model on each emulated core.
 
 Per board: instructions per step (exact: QEMU's per-instruction trace between two markers around
-each ``step()``, as the bench counts them), flash (the model's code and constants after
---gc-sections), RAM (the state struct and the stack high-water mark), and estimated cycles and
-microseconds per step at the board's clock from the same trace (cycles.py: Arm's published
-cycle tables, branch refills, flash wait states). A real board is traced on the QEMU machine
-of its core (TRACE_BOARDS) and costed with its own clock, wait states and cache.
+each ``step()``, as the bench counts them; a run-only model, which has no step(), is traced over
+one ``run()`` of its whole window, and its per-step figures are that run's over the window's
+timesteps), flash (the model's code and constants after --gc-sections), RAM (the state struct
+and the stack high-water mark), and estimated cycles and microseconds per step at the board's
+clock from the same trace (cycles.py: Arm's published cycle tables, branch refills, flash wait
+states). A real board is traced on the QEMU machine of its core (TRACE_BOARDS) and costed with
+its own clock, wait states and cache.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Profile:
     estimated_stall_cycles_per_step: float | None  # the flash wait states' part
     estimated_cycles_by_function: dict[str, float]  # mean per step, largest first
     traced_on: str  # the QEMU board whose trace this is
+    instructions_per_run: int | None = None  # run-only models: the whole window's run()
 
 
 def profile_input(report: dict, seed: int = 0) -> np.ndarray:
@@ -93,20 +96,27 @@ def board_timing(board: Board, traced: Board, clock_hz: int | None) -> cycles.Ti
 def profile_board(out_dir: Path, board: str, work: Path, clock_hz: int | None = None) -> Profile:
     report = read_report(out_dir)
     name = report["name"]
+    # a model bigger than the board: one line naming the sizes, not the linker's overflow
+    firmware.check_fit(firmware.ModelInfo.load(out_dir), get_board(board))
     x_q = profile_input(report)
+    run_only = bool(report.get("run_only"))
     real = get_board(board)
     traced = trace_board(real)
-    elf, map_file = bench.build_bench(out_dir, traced.name, x_q, False, work / board, name=name)
+    elf, map_file = bench.build_bench(
+        out_dir, traced.name, x_q, False, work / board, name=name, run_only=run_only
+    )
     estimate, stdout = trace_and_estimate(elf, traced, board_timing(real, traced, clock_hz))
     counts = estimate.counts
+    per_call = len(x_q) if run_only else 1  # timesteps one traced call covers
     _, stack = bench.parse_bench_output(stdout)
     sizes = firmware.model_sizes(map_file, name, state_symbol="harness_state")
     const = sizes.rodata + sizes.data
+    per_step = [c / len(x_q) for c in counts] if run_only else counts
     return Profile(
         board=board,
-        instructions_per_step=float(np.mean(counts)),
-        instructions_min=int(min(counts)),
-        instructions_max=int(max(counts)),
+        instructions_per_step=float(np.mean(per_step)),
+        instructions_min=int(np.floor(min(per_step))),
+        instructions_max=int(np.ceil(max(per_step))),
         macs_per_step=int(report["macs_per_step"]),
         flash_bytes=sizes.text + const,
         code_bytes=sizes.text,
@@ -114,20 +124,29 @@ def profile_board(out_dir: Path, board: str, work: Path, clock_hz: int | None = 
         ram_bytes=sizes.bss + stack,
         state_bytes=sizes.bss,
         stack_bytes=stack,
-        steps=len(counts),
+        steps=len(x_q) if run_only else len(counts),
         clock_hz=clock_hz or real.clock_hz,
-        estimated_cycles_per_step=_rounded(estimate.cycles_per_step),
-        estimated_us_per_step=_rounded(estimate.us_per_step, 3),
-        estimated_stall_cycles_per_step=_rounded(
-            float(np.mean([s.stall_cycles for s in estimate.steps])) if estimate.steps else None
+        estimated_cycles_per_step=_per_step(estimate.cycles_per_step, per_call),
+        estimated_us_per_step=_per_step(estimate.us_per_step, per_call, 3),
+        estimated_stall_cycles_per_step=_per_step(
+            float(np.mean([s.stall_cycles for s in estimate.steps])) if estimate.steps else None,
+            per_call,
         ),
-        estimated_cycles_by_function={k: round(v, 1) for k, v in estimate.by_function().items()},
+        estimated_cycles_by_function={
+            k: round(v / per_call, 1) for k, v in estimate.by_function().items()
+        },
         traced_on=traced.name,
+        instructions_per_run=int(counts[0]) if run_only else None,
     )
 
 
 def _rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _per_step(value: float | None, per_call: int, digits: int = 1) -> float | None:
+    """A traced call's figure per timestep (a run-only model's call is one whole window)."""
+    return None if value is None else round(value / per_call, digits)
 
 
 def profile(
@@ -163,6 +182,13 @@ def table(results: list[Profile]) -> str:
             f"  {est:>16}  {us:>20}"
             f"  {r.flash_bytes:>7} ({r.code_bytes}+{r.const_bytes})"
             f"  {r.ram_bytes:>8} ({r.state_bytes}+{r.stack_bytes})"
+        )
+    runs = [r for r in results if r.instructions_per_run is not None]
+    if runs:
+        per_run = ", ".join(f"{r.board} {r.instructions_per_run}" for r in runs)
+        lines.append(
+            f"run-only model (no step()): instructions per run() of {runs[0].steps} timesteps:"
+            f" {per_run}; instr/step is that over {runs[0].steps}"
         )
     lines.append(
         "instructions are counted exactly under QEMU; cycles are estimated from that trace with"

@@ -16,7 +16,14 @@ from typing import Any
 from lstm_embed.frontends.keras.reader import ReaderError, read_model
 from lstm_embed.frontends.keras.spec import LayerSpec, ModelSpec
 from lstm_embed.ir.model import Model, sequence_out
-from lstm_embed.kinds import FloatLayer, IRError, Unsupported, fold_chain, read_layer
+from lstm_embed.kinds import (
+    FloatLayer,
+    IRError,
+    Unsupported,
+    check_class,
+    fold_chain,
+    read_layer,
+)
 
 
 class FrontendError(ValueError):
@@ -31,19 +38,30 @@ class LayerReading:
     layer: FloatLayer | None = None
     problems: list[str] = field(default_factory=list)
     input_size: int | None = None
+    # after an unsupported layer: only its type was checked (its shapes depend on what the
+    # unsupported layer would output, so complaints about them would be follow-on noise)
+    unchecked: bool = False
 
 
 def read_layers(spec: ModelSpec) -> list[LayerReading]:
     """Every layer of the chain, read as far as possible: an unsupported layer does not stop
-    the rest (inspect shows them all); after it, input sizes come from the weights' shapes."""
+    the rest (inspect shows them all), but after it only each layer's type is checked (a
+    layer lstm-embed does not read is named; nothing about shapes it cannot know)."""
     size = _feature_size(spec)
     steps = spec.input_shape[0] if len(spec.input_shape) == 2 else None
     readings = []
+    blocked = size is None  # an input shape that is not (batch, timesteps, features)
     for layer_spec in spec.layers:
-        reading = LayerReading(layer_spec, input_size=size)
+        reading = LayerReading(layer_spec, input_size=None if blocked else size)
+        if blocked:
+            try:
+                check_class(layer_spec)
+                reading.unchecked = True
+            except Unsupported as error:
+                reading.problems = error.reasons
+            readings.append(reading)
+            continue
         try:
-            if size is None:
-                raise Unsupported(["input size unknown (after an unsupported layer)"])
             reading.layer = read_layer(layer_spec, size, steps)
         except Unsupported as error:
             reading.problems = error.reasons
@@ -54,8 +72,7 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
             size = reading.layer.output_size
             steps = _steps_after(reading.layer, steps)
         elif reading.problems:
-            size = _size_after(layer_spec, size)
-            steps = None
+            blocked = True
         # else: an identity at inference, the size carries through
     return readings
 
@@ -70,15 +87,6 @@ def _feature_size(spec: ModelSpec) -> int | None:
     if len(shape) != 2 or shape[1] is None:
         return None
     return int(shape[1])
-
-
-def _size_after(spec: LayerSpec, size: int | None) -> int | None:
-    """Output features of a layer lstm-embed cannot read: its units or filters where the config
-    has them, else its input's (pooling, normalization, masking keep the features)."""
-    for key in ("units", "filters"):
-        if isinstance(spec.config.get(key), int):
-            return int(spec.config[key])
-    return size
 
 
 def model_name(spec: ModelSpec) -> str:
@@ -156,6 +164,7 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
             "params": reading.spec.param_count,
             "flash_bytes": None,
             "unsupported": "; ".join(reading.problems),
+            "unchecked": reading.unchecked,
         }
         if layer is not None:
             row.update({k: v for k, v in layer.summary().items() if k != "type"})  # file's class

@@ -14,8 +14,10 @@ from typing import Any
 # on the InputLayer or, in Sequential models without one, on the first layer.
 SHAPE_KEYS = ("batch_shape", "batch_input_shape")
 
-# Wrappers hold whole serialized layers under these config keys (Bidirectional, TimeDistributed).
-WRAPPED_KEYS = ("layer", "backward_layer")
+# Wrappers hold whole serialized layers under these config keys (Bidirectional, TimeDistributed;
+# RNN its cell), and StackedRNNCells a list of them under "cells".
+WRAPPED_KEYS = ("layer", "backward_layer", "cell")
+WRAPPED_LIST_KEYS = ("cells",)
 
 ACTIVATION_KEYS = ("activation", "recurrent_activation")
 
@@ -75,6 +77,11 @@ def layer_config(class_name: str, config: Any, keras2: bool = False) -> dict[str
                 value = "hard_sigmoid_keras2"
         elif key in WRAPPED_KEYS and isinstance(value, dict) and "class_name" in value:
             value = wrapped_layer(value, keras2)
+        elif key in WRAPPED_LIST_KEYS and isinstance(value, list):
+            value = [
+                wrapped_layer(v, keras2) if isinstance(v, dict) and "class_name" in v else v
+                for v in value
+            ]
         out[key] = value
     if class_name == "InputLayer" and "batch_input_shape" in out:
         # Keras 2 InputLayer: "batch_input_shape"; Keras 3 calls the same list "batch_shape"

@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lstm_embed.frontends.keras.chain import Leaf, Level
+from lstm_embed.frontends.keras.chain import Leaf, Level, snake_case
 from lstm_embed.frontends.keras.errors import Problem, q
 
 MAX_WEIGHT_ELEMENTS = 2**24  # numbers in all weights together; larger files are refused unread
@@ -34,6 +34,14 @@ CHILD_ORDER = {"cell": 0, "forward_layer": 1, "backward_layer": 2, "layer": 3}
 CONTAINER_KEYS = ("layers", "_layer_checkpoint_dependencies")
 
 Named = list[tuple[str, h5py.Dataset]]
+# Layers holding an integer scalar beside their float weights: adapt()'s sample count
+# (Normalization), read as a float like the others (it counts in Keras' count_params()); the
+# layer's reader ignores it, as inference does.
+COUNTER_LAYERS = ("Normalization",)
+
+
+def _counter_ok(leaf: Leaf) -> bool:
+    return leaf.entry.get("class_name") in COUNTER_LAYERS
 
 
 def load(per_leaf: list[Named]) -> list[tuple[np.ndarray, ...]]:
@@ -68,7 +76,7 @@ def h5_datasets(weights: h5py.Group, leaf: Leaf) -> Named:
         raise Problem(f"layer {q(top.name)} in the weights has no weight_names attribute")
     if len(leaf.path) > 1:
         names = [n for n in names if _belongs(n, leaf.path[1:], top.name)]
-    return [(n, dataset(group, n, leaf.name)) for n in names]
+    return [(n, dataset(group, n, leaf.name, _counter_ok(leaf))) for n in names]
 
 
 def _belongs(weight_name: str, levels: tuple[Level, ...], model: str) -> bool:
@@ -139,7 +147,32 @@ def zip_datasets(root: h5py.File, leaf: Leaf) -> Named:
     group: h5py.Group = root
     for level in leaf.path:
         group = _layer_group(group, level)
-    return _collect(group, 0, leaf.name)
+    return _cells_in_config_order(_collect(group, 0, leaf.name, _counter_ok(leaf)), leaf)
+
+
+def _cells_in_config_order(named: Named, leaf: Leaf) -> Named:
+    """An RNN(StackedRNNCells([...]))'s weights in the cells' order: Keras keys each cell by
+    its class (``cells/gru_cell``, ``cells/lstm_cell_1``), which name order does not follow."""
+    cell = (leaf.entry.get("config") or {}).get("cell")
+    cells = ((cell or {}).get("config") or {}).get("cells") if isinstance(cell, dict) else None
+    if not isinstance(cells, list):
+        return named
+    used: dict[str, int] = {}
+    order: dict[str, int] = {}
+    for index, entry in enumerate(cells):
+        if not isinstance(entry, dict):
+            return named
+        base = snake_case(str(entry.get("class_name", "")).rsplit(">", 1)[-1], False)
+        count = used.get(base, -1) + 1
+        used[base] = count
+        order[base if count == 0 else f"{base}_{count}"] = index
+
+    def position(item: tuple[str, h5py.Dataset]) -> int:
+        parts = item[0].split("/")
+        keys = [parts[i + 1] for i in range(len(parts) - 1) if parts[i] == "cells"]
+        return order.get(keys[0], len(order)) if keys else -1
+
+    return sorted(named, key=position)  # stable: each cell's own variables keep their order
 
 
 def _layer_group(parent: h5py.Group, level: Level) -> h5py.Group:
@@ -170,14 +203,14 @@ def _saved_name(group: h5py.Group) -> str | None:
     return text(value[0]) if value.size == 1 else None
 
 
-def _collect(group: h5py.Group, depth: int, layer: str) -> Named:
+def _collect(group: h5py.Group, depth: int, layer: str, counter_ok: bool = False) -> Named:
     if depth > MAX_DEPTH:
         raise Problem(f"layer {q(layer)} has weights nested more than {MAX_DEPTH} groups deep")
     out: Named = []
     own = walk(group, "vars")
     if isinstance(own, h5py.Group):
         keys = sorted(own, key=lambda k: _index(k, own.name))
-        out.extend((f"{own.name}/{k}", dataset(own, k, layer)) for k in keys)
+        out.extend((f"{own.name}/{k}", dataset(own, k, layer, counter_ok)) for k in keys)
     children = sorted((k for k in group if k != "vars"), key=_child_key)
     for key in children:
         child = walk(group, key)
@@ -221,8 +254,9 @@ def walk(group: h5py.Group, path: str) -> h5py.HLObject | None:
     return obj
 
 
-def dataset(group: h5py.Group, name: str, layer: str) -> h5py.Dataset:
-    """A weight dataset, checked to be a float array stored in this file."""
+def dataset(group: h5py.Group, name: str, layer: str, counter_ok: bool = False) -> h5py.Dataset:
+    """A weight dataset, checked to be a float array stored in this file (or, where
+    ``counter_ok``, an integer scalar: a sample count, COUNTER_LAYERS)."""
     ds = walk(group, name)
     if not isinstance(ds, h5py.Dataset):
         where = name if "/" in name else f"{group.name}/{name}"  # the zip's bare "0", "1", ...
@@ -230,7 +264,8 @@ def dataset(group: h5py.Group, name: str, layer: str) -> h5py.Dataset:
     where = q(ds.name)  # the full path in the file, e.g. '/layers/dense/vars/0'
     if ds.is_virtual or ds.external:
         raise Problem(f"weight {where} of layer {q(layer)} is stored outside the file; refused")
-    if ds.dtype.kind != "f":
+    counter = counter_ok and ds.dtype.kind in "iu" and ds.shape == ()
+    if ds.dtype.kind != "f" and not counter:
         raise Problem(
             f"weight {where} of layer {q(layer)} has dtype {ds.dtype}; only float weights"
             " are read (a quantized model? save the float model)"
