@@ -24,6 +24,7 @@ import pytest
 import lstm_embed
 from lstm_embed.emit import render as emit
 from lstm_embed.frontends.keras.frontend import inspect_rows, load_model, read_spec
+from lstm_embed.frontends.keras.layers.gru import read
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
 from lstm_embed.kinds import Unsupported
@@ -32,7 +33,6 @@ from lstm_embed.kinds.gru import (
     QGRULayer,
     candidate_preactivation,
     hidden_update,
-    read,
     reset_hidden,
 )
 from lstm_embed.pipeline import Conversion, convert_ir

@@ -175,7 +175,7 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
         z_q = np.stack([s.z for s in steps])
         row: dict[str, Any] = {
             "layer": layer.name,
-            "type": layer.keras_class,
+            "type": layer.type_name,
             "gate_preactivation_max_abs": {
                 g: float(np.max(np.abs(z))) for g, z in float_trace.gate_preactivations.items()
             },

@@ -67,7 +67,7 @@ class FloatLayer:
     """Interface of a float IR layer (frozen dataclasses in the kind modules)."""
 
     kind: ClassVar[str]
-    keras_class: ClassVar[str]
+    type_name: ClassVar[str]  # as reports and messages name the layer type ("LSTM")
     recurrent: ClassVar[bool] = False  # holds state from one timestep to the next
     streaming: ClassVar[bool] = True  # can run one timestep at a time (step())
     name: str

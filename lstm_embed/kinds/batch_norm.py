@@ -20,47 +20,24 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     FloatLayer,
-    IRError,
     LayerTrace,
     QLayer,
     QuantContext,
-    Unsupported,
     check_finite,
     check_shape,
 )
 from lstm_embed.quantize import fixedpoint as fp
 
-LAST_AXIS = (-1, 1, 2)  # Keras 3 writes -1; Keras 2 the axis number (1 after an LSTM vector)
 # Affine outputs: room beyond the calibrated max |y| (as Dense's linear outputs)
 OUTPUT_HEADROOM = 1.5
-
-
-def read(spec: LayerSpec, input_size: int) -> BatchNormLayer:
-    config = spec.config
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if axis not in LAST_AXIS:
-        raise Unsupported([f"axis={config.get('axis')!r} is not supported (supported: the last)"])
-    weights = [np.asarray(w, np.float64) for w in spec.weights]
-    scale, center = bool(config.get("scale", True)), bool(config.get("center", True))
-    if len(weights) != scale + center + 2:
-        raise IRError(
-            f"layer '{spec.name}': {len(weights)} weight arrays, expected {scale + center + 2}"
-        )
-    gamma = weights.pop(0) if scale else np.ones(input_size)
-    beta = weights.pop(0) if center else np.zeros(input_size)
-    mean, variance = weights
-    epsilon = float(config.get("epsilon", 1e-3))
-    return BatchNormLayer(spec.name, input_size, gamma, beta, mean, variance, epsilon)
 
 
 @dataclass(frozen=True)
 class BatchNormLayer(FloatLayer):
     kind: ClassVar[str] = "batch_norm"
-    keras_class: ClassVar[str] = "BatchNormalization"
+    type_name: ClassVar[str] = "BatchNormalization"
     name: str
     input_size: int
     gamma: np.ndarray

@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -37,7 +36,7 @@ from lstm_embed.kinds.base import (
     check_finite,
     check_shape,
 )
-from lstm_embed.kinds.common import activation_function, read_recurrent, weight_format
+from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
@@ -58,30 +57,13 @@ ROWS_RESET_BEFORE = ("z", "r", "h")
 
 
 # ---------------------------------------------------------------------------------------------
-# Keras config and weights
-
-
-def read(spec: LayerSpec, input_size: int) -> Any:
-    rules = {
-        "activation": (("tanh",), "tanh"),
-        "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
-    }
-    config = spec.config
-    return read_recurrent(
-        spec, input_size, GRULayer, rules,
-        reset_after=bool(config.get("reset_after", True)),
-        recurrent_activation=config.get("recurrent_activation", "sigmoid"),
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
 # Float IR layer
 
 
 @dataclass(frozen=True)
 class GRULayer(FloatLayer):
     kind: ClassVar[str] = "gru"
-    keras_class: ClassVar[str] = "GRU"
+    type_name: ClassVar[str] = "GRU"
     recurrent: ClassVar[bool] = True
     name: str
     input_size: int

@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds import lstm_layouts as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
@@ -26,7 +25,7 @@ from lstm_embed.kinds.base import (
     check_finite,
     check_shape,
 )
-from lstm_embed.kinds.common import activation_function, read_recurrent, weight_format
+from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
@@ -43,29 +42,13 @@ CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 b
 
 
 # ---------------------------------------------------------------------------------------------
-# Keras config and weights
-
-
-def read(spec: LayerSpec, input_size: int) -> Any:
-    rules = {
-        "activation": (("tanh",), "tanh"),
-        "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
-    }
-    config = spec.config
-    return read_recurrent(
-        spec, input_size, LSTMLayer, rules,
-        recurrent_activation=config.get("recurrent_activation", "sigmoid"),
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
 # Float IR layer
 
 
 @dataclass(frozen=True)
 class LSTMLayer(FloatLayer):
     kind: ClassVar[str] = "lstm"
-    keras_class: ClassVar[str] = "LSTM"
+    type_name: ClassVar[str] = "LSTM"
     recurrent: ClassVar[bool] = True
     name: str
     input_size: int

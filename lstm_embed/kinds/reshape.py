@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     FloatLayer,
     IRError,
@@ -27,53 +26,20 @@ from lstm_embed.kinds.base import (
     QLayer,
     QuantContext,
     QuantizeError,
-    Unsupported,
 )
 from lstm_embed.kinds.common import WeightlessLayer, WeightlessQLayer
-
-KINDS = {"Flatten": "flatten", "Reshape": "reshape", "RepeatVector": "repeat"}
-
-
-def read(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> ReshapeLayer:
-    config, cls = spec.config, spec.class_name
-    if cls == "RepeatVector":
-        n = config.get("n")
-        if not isinstance(n, int) or n < 1:
-            raise Unsupported([f"n={n!r} is not supported (supported: >= 1)"])
-        return ReshapeLayer(spec.name, input_size, "repeat", n, input_size, cls)
-    if config.get("data_format", "channels_last") != "channels_last":
-        raise Unsupported([f"data_format={config.get('data_format')!r} is not supported"])
-    if timesteps is None:
-        raise Unsupported([f"{cls} needs a fixed number of timesteps (Input((T, m)))"])
-    total = timesteps * input_size
-    if cls == "Flatten":
-        return ReshapeLayer(spec.name, input_size, "flatten", 1, total, cls, timesteps)
-    target = list(config.get("target_shape") or [])
-    if len(target) not in (1, 2) or sum(1 for d in target if d == -1) > 1:
-        raise Unsupported([f"target_shape={target!r} is not supported (supported: (T', m'),"
-                           " or (n,): a regrouping of (timesteps, features))"])  # fmt: skip
-    known = int(np.prod([d for d in target if d != -1]))
-    if known < 1 or total % known:
-        raise Unsupported([f"target_shape={target!r} does not hold {timesteps}x{input_size}"])
-    target = [total // known if d == -1 else int(d) for d in target]
-    if int(np.prod(target)) != total:
-        raise Unsupported([f"target_shape={target!r} does not hold {timesteps}x{input_size}"])
-    if len(target) == 1:
-        return ReshapeLayer(spec.name, input_size, "flatten", 1, total, cls, timesteps)
-    return ReshapeLayer(spec.name, input_size, "reshape", target[0], target[1], cls, timesteps)
 
 
 @dataclass(frozen=True)
 class ReshapeLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "reshape"
-    keras_class: ClassVar[str] = "Reshape"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int
     mode: str  # "flatten", "reshape" or "repeat"
     out_timesteps: int  # 1 for flatten, T' for reshape, n for repeat
     out_size: int
-    keras_name: str
+    type_name: str
     in_timesteps: int | None = None  # flatten, reshape: the window they regroup
 
     def __post_init__(self) -> None:
@@ -87,7 +53,7 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
             consistent = consistent and (self.mode == "reshape" or self.out_timesteps == 1)
         if not consistent:
             raise IRError(
-                f"layer '{self.name}': {self.keras_name} of {self.in_timesteps}x"
+                f"layer '{self.name}': {self.type_name} of {self.in_timesteps}x"
                 f"{self.input_size} into {self.out_timesteps}x{self.out_size}"
             )
 
@@ -95,7 +61,7 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
     def whole_window_reason(self) -> str:
         if self.mode == "repeat":
             return "RepeatVector makes a sequence of one vector"
-        return f"{self.keras_name} regroups the window's timesteps"
+        return f"{self.type_name} regroups the window's timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
@@ -143,7 +109,7 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
         out_scale = np.tile(scale, reps)[: self.out_size].copy()
         return QReshapeLayer(
             self.name, self.input_size, self.mode, self.out_timesteps, self.out_size,
-            self.keras_name, self.in_timesteps, out_scale,
+            self.type_name, self.in_timesteps, out_scale,
         )  # fmt: skip
 
 
@@ -157,7 +123,7 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
     mode: str
     out_timesteps: int
     out_size: int
-    keras_name: str
+    type_name: str
     in_timesteps: int | None
     out_scale: np.ndarray
 
@@ -165,7 +131,7 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
     def whole_window_reason(self) -> str:
         if self.mode == "repeat":
             return "RepeatVector makes a sequence of one vector"
-        return f"{self.keras_name} regroups the window's timesteps"
+        return f"{self.type_name} regroups the window's timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
@@ -205,7 +171,7 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
         return {
             "index": index,
             "name": self.name,
-            "keras_name": self.keras_name,
+            "type_name": self.type_name,
             "mode": self.mode,
             "input_size": self.input_size,
             "out_timesteps": self.out_timesteps,

@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -30,7 +29,7 @@ from lstm_embed.kinds.base import (
     check_finite,
     check_shape,
 )
-from lstm_embed.kinds.common import activation_function, read_recurrent, weight_format
+from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     choose_input_shift,
     effective_row_length,
@@ -52,12 +51,6 @@ STATE_GROWTH_LIMIT = 2.0**8
 MAX_STATE = 1e30
 
 
-def read(spec: LayerSpec, input_size: int) -> Any:
-    rules = {"activation": (ACTIVATIONS, "tanh")}
-    activation = spec.config.get("activation", "tanh")
-    return read_recurrent(spec, input_size, SimpleRNNLayer, rules, activation=activation)
-
-
 # ---------------------------------------------------------------------------------------------
 # Float IR layer
 
@@ -65,7 +58,7 @@ def read(spec: LayerSpec, input_size: int) -> Any:
 @dataclass(frozen=True)
 class SimpleRNNLayer(FloatLayer):
     kind: ClassVar[str] = "simple_rnn"
-    keras_class: ClassVar[str] = "SimpleRNN"
+    type_name: ClassVar[str] = "SimpleRNN"
     recurrent: ClassVar[bool] = True
     name: str
     input_size: int

@@ -140,14 +140,14 @@ def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
         padding = "same" if kind == "avgpool_same" else str(rng.choice(["valid", "same"]))
         pool = int(rng.integers(1, 4))
         strides = 1 if kind == "avgpool_same" else int(rng.integers(1, pool + 1))
-        keras_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
-        return [PoolingLayer(name, m, mode, keras_name, pool, strides, padding)]
+        type_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
+        return [PoolingLayer(name, m, mode, type_name, pool, strides, padding)]
     if kind == "flatten":
         return [ReshapeLayer(name, m, "flatten", 1, timesteps * m, "Flatten", timesteps)]
     if kind in ("global_average", "global_max"):
         mode = "average" if kind == "global_average" else "max"
-        keras_name = "GlobalAveragePooling1D" if mode == "average" else "GlobalMaxPooling1D"
-        return [PoolingLayer(name, m, mode, keras_name, whole=True)]
+        type_name = "GlobalAveragePooling1D" if mode == "average" else "GlobalMaxPooling1D"
+        return [PoolingLayer(name, m, mode, type_name, whole=True)]
     if kind == "repeat":  # RepeatVector(T), an LSTM returning sequences: an autoencoder
         from lstm_embed.tools.fuzz import LSTMSpec, _recurrent
 

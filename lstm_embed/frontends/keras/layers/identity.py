@@ -1,4 +1,4 @@
-"""Layers that do nothing at inference: read, then left out of the chain."""
+"""Keras layers that do nothing at inference: read, then left out of the model."""
 
 from __future__ import annotations
 

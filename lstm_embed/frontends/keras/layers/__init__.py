@@ -1,0 +1,91 @@
+"""Keras layers -> layer kinds: one reader module per kind, registered here by Keras class name.
+
+A reader is ``read(spec: LayerSpec, input_size: int)`` returning the kind's float layer (None
+for a layer that is the identity at inference) or raising ``Unsupported`` with every reason.
+Adding a Keras layer: a module here with its ``read`` and one line in ``READERS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lstm_embed.frontends.keras.layers import (
+    activation,
+    batch_norm,
+    bidirectional,
+    conv1d,
+    dense,
+    gru,
+    identity,
+    layer_norm,
+    lstm,
+    masking,
+    pooling,
+    reshape,
+    simple_rnn,
+    time_distributed,
+)
+from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.kinds.base import FloatLayer, Unsupported
+
+Reader = Callable[[LayerSpec, int], FloatLayer | None]
+
+
+def _wrapper(read: Callable[[LayerSpec, int, Reader], FloatLayer | None]) -> Reader:
+    """A wrapper's reader, reading its inner layers through ``read_layer`` (passed in at call
+    time, so that the wrapper modules need not import this registry)."""
+    return lambda spec, input_size: read(spec, input_size, read_layer)
+
+
+READERS: dict[str, Reader] = {
+    "LSTM": lstm.read,
+    "GRU": gru.read,
+    "SimpleRNN": simple_rnn.read,
+    "Bidirectional": _wrapper(bidirectional.read),
+    "Dense": dense.read,
+    "TimeDistributed": _wrapper(time_distributed.read),
+    "BatchNormalization": batch_norm.read,
+    "LayerNormalization": layer_norm.read,
+    **{name: activation.read for name in activation.CLASSES},
+    "Conv1D": conv1d.read,
+    "Masking": masking.read,
+    **{name: pooling.read for name in pooling.MODES},
+    **{name: reshape.read for name in reshape.CLASSES},
+    **{name: identity.read for name in identity.IDENTITY_CLASSES},
+}
+
+# Readers that need the timesteps of their input (Flatten, Reshape: their output size)
+TIMESTEP_READERS = {name: reshape.read for name in reshape.CLASSES}
+
+SUPPORTED = ", ".join(["InputLayer", *READERS])
+# what to do about a layer lstm-embed does not read (not: turn Keras' safe mode off; lstm-embed
+# never runs code from a file)
+UNSUPPORTED_HINT = "rebuild the model from the supported layers, or file an issue asking for it"
+
+
+def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> FloatLayer | None:
+    """LayerSpec -> float layer (None for identities); Unsupported lists every reason.
+    ``timesteps``: of the layer's input, None when any length."""
+    if spec.class_name == "Lambda":
+        reason = (
+            "Lambda layers hold Python code, which lstm-embed never runs; rebuild the model"
+            " with built-in Keras layers"
+        )
+        raise Unsupported([reason])
+    if spec.registered_name or not spec.module.startswith("keras"):
+        reason = (
+            f"custom class '{spec.registered_name or spec.class_name}' (module"
+            f" '{spec.module}') is not a built-in Keras layer; lstm-embed reads only built-in"
+            f" layers ({SUPPORTED}); {UNSUPPORTED_HINT}"
+        )
+        raise Unsupported([reason])
+    reader = READERS.get(spec.class_name)
+    if reader is None:
+        reason = f"type {spec.class_name} is not supported (supported: {SUPPORTED})"
+        raise Unsupported([f"{reason}; {UNSUPPORTED_HINT}"])
+    if spec.class_name in TIMESTEP_READERS:
+        return TIMESTEP_READERS[spec.class_name](spec, input_size, timesteps)
+    return reader(spec, input_size)
+
+
+__all__ = ["READERS", "SUPPORTED", "UNSUPPORTED_HINT", "read_layer"]
