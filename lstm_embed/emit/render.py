@@ -13,12 +13,12 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit import cformat
 from lstm_embed.ir.model import sequence_out, timesteps_after
 from lstm_embed.kinds.masking import mask_reach, masking_index
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel
+from lstm_embed.version import __version__
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the lstm_embed package
 

@@ -197,14 +197,3 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
         row["values"] = int(np.stack([s.h_q15 for s in steps]).size)
         rows.append(row)
     return rows
-
-
-def input_clipping(qmodel: QModel, x: np.ndarray) -> dict[str, Any]:
-    """How many input values lie beyond the int16 input range (they saturate on the device)."""
-    limit = qmodel.input_scale.astype(np.float64) * 32767
-    beyond = np.abs(np.asarray(x, np.float64)) > limit * (1 + 1e-6)  # float32 scale rounding
-    return {
-        "limit_per_feature": [float(v) for v in limit],
-        "clipped_values": int(np.sum(beyond)),
-        "values": int(beyond.size),
-    }

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.kinds import lstm_layouts as layouts
+from lstm_embed.emit.layouts import rows as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,

@@ -15,7 +15,7 @@ two rows, its input part ``hx`` and its recurrent part ``hh`` (which r multiplie
 own requantization), so a unit has four requantized rows (z, r, hx, hh) over three weight rows;
 without it three (z, r, h), the candidate's recurrent columns multiplying r * h.
 Templates: templates/layers/gru.c.j2 (kernels in templates/kernels/gru_*.c.j2, laid out by
-``lstm_embed.kinds.gru_layouts``).
+``lstm_embed.emit.layouts.gru``).
 """
 
 from __future__ import annotations
@@ -522,7 +522,7 @@ class QGRULayer(QLayer):
         return 2 * self.units
 
     def context(self, index: int) -> dict[str, Any]:
-        from lstm_embed.kinds import gru_layouts
+        from lstm_embed.emit.layouts import gru as gru_layouts
 
         return {
             "index": index,
@@ -559,7 +559,7 @@ class QGRULayer(QLayer):
     def kernel_stack_bytes(self) -> dict[str, int]:
         """Bytes of the local arrays each kernel keeps on the stack for this layer (as declared
         in templates/kernels/gru_*.c.j2): the [x; h_prev] copies and the row sums."""
-        from lstm_embed.kinds import gru_layouts as gl
+        from lstm_embed.emit.layouts import gru as gl
 
         if self.portable_only:
             return dict.fromkeys(("reference", "plain", "dsp", "mve"), 0)
@@ -577,7 +577,7 @@ class QGRULayer(QLayer):
 
     def kernel_flash_bytes(self) -> dict[str, int]:
         """Constants of this layer in each kernel's layout (templates/kernels/gru_*.c.j2)."""
-        from lstm_embed.kinds import gru_layouts as gl
+        from lstm_embed.emit.layouts import gru as gl
 
         portable = sum(self.flash_bytes().values())
         if self.portable_only:

@@ -2,7 +2,7 @@
 
 Keras' gate order (i, f, c, o) is stated once here (``GATES``); weights are split into gates
 only through ``LSTMLayer.gate``. Templates: templates/layers/lstm.c.j2 (and the optimized
-kernels in templates/kernels/, laid out by ``lstm_embed.kinds.lstm_layouts``).
+kernels in templates/kernels/, laid out by ``lstm_embed.emit.layouts.lstm``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.kinds import lstm_layouts as layouts
+from lstm_embed.emit.layouts import lstm as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,

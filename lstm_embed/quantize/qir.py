@@ -74,7 +74,7 @@ def _split(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
 
 def save_qmodel(qmodel: QModel, path: Path, tool: str | None = None) -> None:
     """QModel -> one .npz (arrays + a JSON description with the format version and writer)."""
-    from lstm_embed import __version__
+    from lstm_embed.version import __version__
 
     tool = tool or f"lstm-embed {__version__}"
     arrays: dict[str, np.ndarray] = {}

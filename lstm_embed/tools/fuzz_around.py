@@ -25,6 +25,7 @@ from lstm_embed.kinds.layer_norm import LayerNormLayer
 from lstm_embed.kinds.masking import MaskingLayer
 from lstm_embed.kinds.pooling import PoolingLayer
 from lstm_embed.kinds.reshape import ReshapeLayer
+from lstm_embed.tools.fuzz_layers import LSTMSpec, recurrent_layer
 
 AROUND_STREAM = 0xA40
 # per-timestep kinds (streaming), drawn anywhere
@@ -149,9 +150,7 @@ def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
         type_name = "GlobalAveragePooling1D" if mode == "average" else "GlobalMaxPooling1D"
         return [PoolingLayer(name, m, mode, type_name, whole=True)]
     if kind == "repeat":  # RepeatVector(T), an LSTM returning sequences: an autoencoder
-        from lstm_embed.tools.fuzz import LSTMSpec, _recurrent
-
-        lstm = _recurrent(rng, LSTMSpec(m), f"{name}_lstm", m, True)
+        lstm = recurrent_layer(rng, LSTMSpec(m), f"{name}_lstm", m, True)
         return [ReshapeLayer(name, m, "repeat", timesteps, m, "RepeatVector"), lstm]
     raise ValueError(f"unknown around kind {kind!r}")
 

@@ -14,35 +14,33 @@ the input columns as int16 w * 2**input_shift: the input shift costs nothing in 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.kinds.lstm_layouts import (
+from lstm_embed.emit.layouts.lstm import MVE_GROUP
+from lstm_embed.emit.layouts.rows import (
     FAST_REQUANT_MIN_SHIFT,
-    MVE_GROUP,
     MVE_LANES,
+    GRURows,
     c_int32_array,
     fast_requant,
     padded,
     wrap_s32,
 )
 
-if TYPE_CHECKING:
-    from lstm_embed.kinds.gru import QGRULayer
-
 OFFSET_W, OFFSET_A = 128, 32768  # plain kernel: uint8 w + 128, uint16 a + 32768
 
 
-def passes(layer: QGRULayer) -> list[tuple[list[int], list[int]]]:
+def passes(layer: GRURows) -> list[tuple[list[int], list[int]]]:
     """(weight rows, requantized rows) of each pass over the units."""
     if layer.reset_after:
         return [([0, 1, 2], [0, 1, 2, 3])]
     return [([0, 1], [0, 1]), ([2], [2])]
 
 
-def _split(layer: QGRULayer, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(layer: GRURows, multiple: int) -> tuple[np.ndarray, np.ndarray]:
     """(input part (units, 3, Xp), recurrent part (units, 3, Hp)) int64, zero-padded to
     multiples of ``multiple`` columns."""
     m, n = layer.input_size, layer.units
@@ -54,7 +52,7 @@ def _split(layer: QGRULayer, multiple: int) -> tuple[np.ndarray, np.ndarray]:
     return x, h
 
 
-def requant_pairs(layer: QGRULayer, rows: list[int]) -> np.ndarray:
+def requant_pairs(layer: GRURows, rows: list[int]) -> np.ndarray:
     """(units, len(rows), 2) {multiplier, shift}, the shift minus 33 for ``fast_requant``
     layers (layouts.requant_pairs)."""
     offset = FAST_REQUANT_MIN_SHIFT if fast_requant(layer) else 0
@@ -66,7 +64,7 @@ def requant_pairs(layer: QGRULayer, rows: list[int]) -> np.ndarray:
 # Plain C (Cortex-M0/M3): uint8 w + 128 against uint16 a + 32768, offsets folded into the bias
 
 
-def plain_weights(layer: QGRULayer, rows: list[int]) -> np.ndarray:
+def plain_weights(layer: GRURows, rows: list[int]) -> np.ndarray:
     """uint8 w + 128 of weight rows ``rows``, per unit: input columns [k][row], then
     recurrent columns [k][row]; one pointer walks a unit's rows column by column."""
     x, h = _split(layer, 1)
@@ -75,7 +73,7 @@ def plain_weights(layer: QGRULayer, rows: list[int]) -> np.ndarray:
     return np.concatenate(parts, axis=1).reshape(-1) + OFFSET_W
 
 
-def plain_bias(layer: QGRULayer) -> np.ndarray:
+def plain_bias(layer: GRURows) -> np.ndarray:
     """Bias of each requantized row with the offset terms of the columns it multiplies folded
     in, modulo 2**32, [unit][row].
 
@@ -113,7 +111,7 @@ def dsp_header_words(weight_rows: list[int]) -> int:
     return (3 if 0 in weight_rows else 0) + (1 if 2 in weight_rows else 0)
 
 
-def dsp_units(layer: QGRULayer, weight_rows: list[int], rows: list[int]) -> np.ndarray:
+def dsp_units(layer: GRURows, weight_rows: list[int], rows: list[int]) -> np.ndarray:
     """One int32 record per unit for one pass, read through one pointer by the DSP kernel:
     [header (dsp_header_words), recurrent column pairs j {rows}, (reset_after: the bias of
     the candidate's input part), input column pairs j {rows}, requantization {multiplier,
@@ -161,20 +159,20 @@ def _chunks(values: np.ndarray) -> np.ndarray:
     return values.reshape(u, rows, cols // MVE_LANES, MVE_LANES).transpose(0, 2, 1, 3).reshape(-1)
 
 
-def mve_input_weights(layer: QGRULayer, weight_rows: list[int]) -> np.ndarray:
+def mve_input_weights(layer: GRURows, weight_rows: list[int]) -> np.ndarray:
     """Input columns [unit][chunk of 8][row][8]: int8 w, or int16 w * 2**k with an input
     shift (|w| * 2**k <= 127 * 64)."""
     x, _ = _split(layer, MVE_LANES)
     return _chunks(x[:, weight_rows] << layer.input_shift)
 
 
-def mve_recurrent_weights(layer: QGRULayer, weight_rows: list[int]) -> np.ndarray:
+def mve_recurrent_weights(layer: GRURows, weight_rows: list[int]) -> np.ndarray:
     """int8 recurrent columns [unit][chunk of 8][row][8]."""
     _, h = _split(layer, MVE_LANES)
     return _chunks(h[:, weight_rows])
 
 
-def mve_weights(layer: QGRULayer, weight_rows: list[int]) -> np.ndarray:
+def mve_weights(layer: GRURows, weight_rows: list[int]) -> np.ndarray:
     """Without an input shift: one int8 record per unit, its input chunks then its recurrent
     chunks ([chunk of 8][row][8] each), so that one pointer walks a unit."""
     units = layer.units
@@ -183,7 +181,7 @@ def mve_weights(layer: QGRULayer, weight_rows: list[int]) -> np.ndarray:
     return np.concatenate([x, h], axis=1).reshape(-1)
 
 
-def mve_requant(layer: QGRULayer, rows: list[int]) -> np.ndarray:
+def mve_requant(layer: GRURows, rows: list[int]) -> np.ndarray:
     """[group of 4 units][row]{multiplier x 4 lanes, -(shift - 32) x 4 lanes} for
     VRSHL(VMULH(acc, multiplier), -(shift - 32)) of ``fast_requant`` layers; lanes past the
     last unit hold multiplier 0."""
@@ -196,7 +194,7 @@ def mve_requant(layer: QGRULayer, rows: list[int]) -> np.ndarray:
     return lanes.transpose(0, 2, 3, 1).reshape(-1)
 
 
-def kernel_context(layer: QGRULayer) -> dict[str, Any]:
+def kernel_context(layer: GRURows) -> dict[str, Any]:
     """Template context of the optimized GRU kernels for one int8 layer: one entry per pass."""
     m, n = layer.input_size, layer.units
     context_passes = []

@@ -12,57 +12,41 @@ stored input activations, in the DSP and MVE kernels' input weights (as int16, |
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lstm_embed.emit import cformat
+from lstm_embed.emit.layouts.rows import (
+    FAST_REQUANT_MIN_SHIFT,
+    MVE_LANES,
+    GateRows,
+    c_int32_array,
+    column_groups,
+    fast_requant,
+    packed_requant,
+    padded,
+    with_packed_shift,
+    wrap_s32,
+)
 
-if TYPE_CHECKING:
-    from lstm_embed.kinds.lstm import QLSTMLayer
-
-FAST_REQUANT_MIN_SHIFT = 33  # shift >= 33: z = ((acc * m) >> 32 + 2^(s-33)) >> (s-32) exactly
-MVE_LANES = 8  # int16 lanes of one MVE vector
-
-
-def wrap_s32(values: np.ndarray) -> np.ndarray:
-    """Two's-complement wrap of int64 values to int32 (the kernels use modulo-2^32 sums).
-
-    >>> wrap_s32(np.array([2**31, -1])).tolist()
-    [-2147483648, -1]
-    """
-    v = np.asarray(values, dtype=np.int64) & 0xFFFFFFFF
-    return np.where(v >= 2**31, v - 2**32, v).astype(np.int64)
-
-
-def padded(length: int, multiple: int) -> int:
-    """length rounded up to a multiple.
-
-    >>> padded(7, 2), padded(8, 8), padded(1, 8)
-    (8, 8, 8)
-    """
-    return -(-length // multiple) * multiple
+__all__ = [
+    "FAST_REQUANT_MIN_SHIFT",
+    "MVE_LANES",
+    "column_groups",
+    "fast_requant",
+    "packed_requant",
+    "padded",
+    "with_packed_shift",
+    "wrap_s32",
+]
 
 
-def column_groups(input_size: int, units: int, input_shift: int, multiple: int) -> tuple[int, int]:
-    """(input columns, all columns) of a layout in groups of `multiple` columns: without an
-    input shift only the end of [x; h] is padded; with one, x and h are padded separately so
-    that no group mixes input and recurrent columns.
-
-    >>> column_groups(7, 3, 0, 8), column_groups(7, 3, 2, 8), column_groups(7, 3, 2, 2)
-    ((7, 16), (8, 16), (8, 12))
-    """
-    if input_shift == 0:
-        return input_size, padded(input_size + units, multiple)
-    x = padded(input_size, multiple)
-    return x, x + padded(units, multiple)
-
-
-def layer_groups(layer: QLSTMLayer, multiple: int) -> tuple[int, int]:
+def layer_groups(layer: GateRows, multiple: int) -> tuple[int, int]:
     return column_groups(layer.input_size, layer.units, layer.input_shift, multiple)
 
 
-def _padded_weights(layer: QLSTMLayer, multiple: int) -> np.ndarray:
+def _padded_weights(layer: GateRows, multiple: int) -> np.ndarray:
     """(units, 4, columns of ``layer_groups``) int64, zero in the padding columns."""
     m, k = layer.input_size, layer.row_length
     x_columns, columns = layer_groups(layer, multiple)
@@ -72,7 +56,7 @@ def _padded_weights(layer: QLSTMLayer, multiple: int) -> np.ndarray:
     return w
 
 
-def dsp_weights(layer: QLSTMLayer) -> np.ndarray:
+def dsp_weights(layer: GateRows) -> np.ndarray:
     """int32 words of two int16 halfwords wA + 256*wB (columns 2j, 2j+1; low half first) for
     the row pairs (i, f) and (g, o) of each unit; with an input shift, of the recurrent
     columns only (the input columns are in ``dsp_input_weights``).
@@ -90,7 +74,7 @@ def dsp_weights(layer: QLSTMLayer) -> np.ndarray:
     return wrap_s32((halves[..., 0] & 0xFFFF) | (halves[..., 1] << 16)).reshape(-1)
 
 
-def dsp_input_weights(layer: QLSTMLayer) -> np.ndarray:
+def dsp_input_weights(layer: GateRows) -> np.ndarray:
     """Input columns of a layer with an input shift k: int32 words of two int16 halfwords
     w * 2^k (columns 2j, 2j+1), [unit][column pair j][gate i, f, g, o], one SMLAD per row and
     column pair. |w| * 2^k <= 127 * 64 fits int16; the scaled input part adds to the row sums
@@ -103,7 +87,7 @@ def dsp_input_weights(layer: QLSTMLayer) -> np.ndarray:
     return wrap_s32((halves[..., 0] & 0xFFFF) | (halves[..., 1] << 16)).reshape(-1)
 
 
-def dsp_start_values(layer: QLSTMLayer) -> tuple[np.ndarray, np.ndarray]:
+def dsp_start_values(layer: GateRows) -> tuple[np.ndarray, np.ndarray]:
     """(S_if, S_go) per unit: bias_i + 256*bias_f and bias_g + 256*bias_o (int64)."""
     b = layer.bias_s32.astype(np.int64).reshape(layer.units, 4)
     return b[:, 0] + 256 * b[:, 1], b[:, 2] + 256 * b[:, 3]
@@ -114,7 +98,7 @@ def dsp_start_values(layer: QLSTMLayer) -> tuple[np.ndarray, np.ndarray]:
 COMPACT_HEADER_MIN_UNITS = 16
 
 
-def dsp_header_words(layer: QLSTMLayer) -> int:
+def dsp_header_words(layer: GateRows) -> int:
     """4 when the layer has COMPACT_HEADER_MIN_UNITS units or more and every start value fits
     int32 (one word each, sign-extended by the kernel), else 6 (low and high words)."""
     s_if, s_go = dsp_start_values(layer)
@@ -122,7 +106,7 @@ def dsp_header_words(layer: QLSTMLayer) -> int:
     return 4 if fits and layer.units >= COMPACT_HEADER_MIN_UNITS else 6
 
 
-def dsp_units(layer: QLSTMLayer) -> np.ndarray:
+def dsp_units(layer: GateRows) -> np.ndarray:
     """One int32 record per unit, read through a single pointer by the DSP kernel:
     [S_if, S_go (one word each, or low and high words: ``dsp_header_words``), T_i, T_g,
     weights (dsp_weights), input weights (dsp_input_weights, only with an input shift),
@@ -146,7 +130,7 @@ def dsp_units(layer: QLSTMLayer) -> np.ndarray:
     return wrap_s32(np.concatenate(parts, axis=1)).reshape(-1)
 
 
-def mve_weights(layer: QLSTMLayer) -> np.ndarray:
+def mve_weights(layer: GateRows) -> np.ndarray:
     """int8 [unit][chunk of 8 columns][gate][8]: the four rows of a unit advance together.
     With an input shift, of the recurrent columns only (inputs in ``mve_input_weights``)."""
     x_columns, _ = layer_groups(layer, MVE_LANES)
@@ -155,7 +139,7 @@ def mve_weights(layer: QLSTMLayer) -> np.ndarray:
     return w.reshape(units, gates, kp // MVE_LANES, MVE_LANES).transpose(0, 2, 1, 3).reshape(-1)
 
 
-def mve_input_weights(layer: QLSTMLayer) -> np.ndarray:
+def mve_input_weights(layer: GateRows) -> np.ndarray:
     """Input columns of a layer with an input shift k: int16 w * 2^k in the order of
     ``mve_weights``, read with a halfword load into the same VMLADAVA.S16 (|w| * 2^k <= 127 * 64),
     so that the scaled input part costs what an unscaled chunk does."""
@@ -170,7 +154,7 @@ def mve_input_weights(layer: QLSTMLayer) -> np.ndarray:
 MVE_GROUP = 4  # units whose gates are activated together, one per int32 lane
 
 
-def mve_requant(layer: QLSTMLayer) -> np.ndarray:
+def mve_requant(layer: GateRows) -> np.ndarray:
     """[group of 4 units][gate]{multiplier x 4 lanes, -(shift - 32) x 4 lanes} for the vector
     requantization z = VRSHL(VMULH(acc, multiplier), -(shift - 32)) of ``fast_requant`` layers:
     (hi + 2^(s-33)) >> (s-32) with hi the high word of acc * multiplier. Lanes past the last
@@ -184,12 +168,12 @@ def mve_requant(layer: QLSTMLayer) -> np.ndarray:
     return lanes.transpose(0, 2, 3, 1).reshape(-1)
 
 
-def plain_columns(layer: QLSTMLayer) -> int:
+def plain_columns(layer: GateRows) -> int:
     """Columns of the plain layout: K padded to even (the kernel sums two columns a pass)."""
     return padded(layer.row_length, 2)
 
 
-def plain_weights(layer: QLSTMLayer) -> np.ndarray:
+def plain_weights(layer: GateRows) -> np.ndarray:
     """uint8 w + 128, [unit][k][gate], padding columns 0 (an activation of 0 + 0 there adds
     nothing): unsigned byte loads need no sign extension (Cortex-M0)."""
     w = np.zeros((layer.units, plain_columns(layer), 4), dtype=np.int64)
@@ -197,7 +181,7 @@ def plain_weights(layer: QLSTMLayer) -> np.ndarray:
     return w.reshape(-1)
 
 
-def plain_bias(layer: QLSTMLayer) -> np.ndarray:
+def plain_bias(layer: GateRows) -> np.ndarray:
     """Bias with the offsets folded in, modulo 2^32, [unit][gate].
 
     sum(w*a) = sum((w+128)(a+32768)) - 32768*sum(w+128) - 128*sum(a+32768) + K*128*32768;
@@ -213,35 +197,7 @@ def plain_bias(layer: QLSTMLayer) -> np.ndarray:
     return wrap_s32(layer.bias_s32 + x_terms * 2**layer.input_shift + h_terms)
 
 
-def fast_requant(layer: QLSTMLayer) -> bool:
-    return bool(np.all(layer.shift >= FAST_REQUANT_MIN_SHIFT))
-
-
-PACKED_SHIFT_BITS = 5  # shift - 33 in the low bits of a fast layer's multipliers
-
-
-def with_packed_shift(multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Multipliers whose low 5 bits carry shift - 33, so that the DSP and plain kernels read one
-    word per row (``packed_requant``); the multiplier (>= 2^30) moves by < 2^-25 of itself.
-    Unchanged unless every row takes the fast requantization with shift - 33 < 32."""
-    code = np.asarray(shift, np.int64) - FAST_REQUANT_MIN_SHIFT
-    if np.any(code < 0) or np.any(code >= 1 << PACKED_SHIFT_BITS):
-        return multiplier
-    mask = (1 << PACKED_SHIFT_BITS) - 1
-    return ((np.asarray(multiplier, np.int64) & ~mask) | code).astype(multiplier.dtype)
-
-
-def packed_requant(layer: QLSTMLayer) -> bool:
-    code = layer.shift.astype(np.int64) - FAST_REQUANT_MIN_SHIFT
-    mask = (1 << PACKED_SHIFT_BITS) - 1
-    return bool(
-        fast_requant(layer)
-        and np.all(code < 1 << PACKED_SHIFT_BITS)
-        and np.all((layer.multiplier.astype(np.int64) & mask) == code)
-    )
-
-
-def requant_pairs(layer: QLSTMLayer) -> np.ndarray:
+def requant_pairs(layer: GateRows) -> np.ndarray:
     """[unit][gate]{multiplier, shift - 33} when ``fast_requant``, else {multiplier, shift}.
 
     Fast: z = ((hi >> (s - 33)) + 1) >> 1 with hi the high word of acc * multiplier, which
@@ -254,19 +210,13 @@ def requant_pairs(layer: QLSTMLayer) -> np.ndarray:
     return np.stack([layer.multiplier.astype(np.int64), shift], axis=-1).reshape(-1)
 
 
-def c_int32_array(values: np.ndarray, per_line: int = 8) -> str:
-    """Like cformat.c_int_array, for values that may be INT32_MIN (which has no literal)."""
-    items = [cformat.c_int32(v) for v in np.asarray(values).ravel()]
-    return ",\n".join(", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line))
-
-
 # [x; h_prev] copies up to this many bytes stay local (in registers or a few stack words);
 # larger ones live in the caller's state (measured: moving 8 bytes at 1/3 cost M4 2
 # instructions per step)
 LOCAL_ROWS_MAX_BYTES = 64
 
 
-def rows_buffers(layer: QLSTMLayer) -> tuple[int, int]:
+def rows_buffers(layer: GateRows) -> tuple[int, int]:
     """(int32 words, int16 halfwords) of the [x; h_prev] copies the DSP and plain kernels make
     in the caller's state, the largest of each type; (0, 0) when both are small enough to stay
     local. The MVE kernel keeps its copy local: in the state it cost 11% at 6/64 (GCC 12)."""
@@ -280,7 +230,7 @@ def rows_buffers(layer: QLSTMLayer) -> tuple[int, int]:
     )
 
 
-def kernel_context(layer: QLSTMLayer) -> dict[str, Any]:
+def kernel_context(layer: GateRows) -> dict[str, Any]:
     """Template context of the optimized kernels (templates/kernels/) for one int8 layer."""
     dsp = dsp_units(layer)
     mve = mve_weights(layer)

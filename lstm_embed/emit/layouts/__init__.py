@@ -1,0 +1,1 @@
+"""Offline weight layouts of the optimized kernels (templates/kernels/), per kind."""
