@@ -316,7 +316,10 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
     needed = set().union(*(la.tables_needed() for la in model.layers))
     tables = [t for t in model.tables.values() if t.name in {fp.TABLE_OF[f] for f in needed}]
     tanh_table = model.tables["tanh"]
+    # the recurrent kinds the file holds, for its comments ("Fixed-point GRU model")
+    recurrent = dict.fromkeys(la.type_name for la in model.leaf_layers if la.recurrent)
     return {
+        "model_kinds": " and ".join(recurrent),
         "tool_version": __version__,
         "core": core,
         "kernels": list(core_kernels(core)),
@@ -338,11 +341,12 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         "advance_layers": layers[: model.head_start],
         "advance_output": layers[model.head_start - 1]["dst"],
         "head_layers": head,
+        # a head layer reads the state when it writes there or uses scratch (which lives in
+        # the state struct, e.g. softmax's logits); else the head leaves it unused
         "head_uses_state": any(
-            "state->" in la["dst"] or (la["kind"] == "dense" and la["activation"] == "softmax")
-            for la in head
+            "state->" in la["dst"] or q.shared_scratch()
+            for la, q in zip(head, model.layers[model.head_start :], strict=True)
         ),
-        "lstm_layers": [la for la in layers if la["kind"] == "lstm"],
         # the Dense rows and their activations, also for kinds that run them (Conv1D)
         "dense_layers": [
             la for la, q in zip(layers, model.layers, strict=True) if "dense" in q.uses()
@@ -377,9 +381,10 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
             for flag in (
                 "hard_sigmoid",
                 "softmax",
+                "lstm",
                 "wide_lstm",
-                "portable_lstm",
-                "optimized_lstm",
+                "portable_recurrent",
+                "optimized_recurrent",
                 "wide_dense",
                 "affine",
                 "rsqrt",
@@ -391,8 +396,6 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         }
         | {"sigmoid": "sigmoid" in needed, "tanh": "tanh" in needed},
         "wide_acc_shift": fp.WIDE_ACC_SHIFT,
-        # the LSTM reference kernel and the recurrent helpers (LSTM and GRU use them)
-        "lstm_kernels": bool(uses & {"portable_lstm", "optimized_lstm"}),
         **_chain_context(model, layers),
     }
 

@@ -180,19 +180,9 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
                 g: float(np.max(np.abs(z))) for g, z in float_trace.gate_preactivations.items()
             },
         }
-        if float_trace.cell is not None:
-            c_q = np.stack([s.c for s in steps])
-            row |= {
-                "cell_max_abs": float(np.max(np.abs(float_trace.cell))),
-                "hidden_max_abs": float(np.max(np.abs(float_trace.output))),
-                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_stored_frac}"
-                " (max |c| x 1.25)",
-                "cell_saturated": int(
-                    np.sum((c_q >= qlayer.cell_limits[1]) | (c_q <= qlayer.cell_limits[0]))
-                ),
-            }
-        else:
-            row["hidden_max_abs"] = float(np.max(np.abs(float_trace.output)))
+        row["hidden_max_abs"] = float(np.max(np.abs(float_trace.output)))
+        if float_trace.cell is not None:  # a kind with a cell state (LSTM) describes it
+            row |= qlayer.cell_ranges(float_trace.cell, steps)
         row["gate_saturated"] = int(np.sum(np.abs(z_q) >= fp.INT32_MAX))
         row["values"] = int(np.stack([s.h_q15 for s in steps]).size)
         rows.append(row)

@@ -381,6 +381,7 @@ class QGRULayer(QLayer):
     with ``fixedpoint.Z_FRAC_BITS`` fractional bits; gates and candidate Q0.15."""
 
     kind: ClassVar[str] = "gru"
+    type_name: ClassVar[str] = "GRU"
     recurrent: ClassVar[bool] = True
     template: ClassVar[str] = "layers/gru.c.j2"
     name: str
@@ -493,8 +494,8 @@ class QGRULayer(QLayer):
 
     def uses(self) -> set[str]:
         # the shared recurrent helpers of templates/ops.c.j2 (tables, their lookups) and of
-        # kernels/common.c.j2 (table planes, fast requantization) carry the LSTM's flag names
-        flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
+        # kernels/common.c.j2 (table planes, fast requantization)
+        flags = {"portable_recurrent" if self.portable_only else "optimized_recurrent"}
         if self.weight_bits == 16:
             flags.add("wide_rows")  # ops.c.j2's int64 row sum of int16 weights
         if self.hard_sigmoid:

@@ -292,6 +292,7 @@ class QLSTMLayer(QLayer):
     with ``fixedpoint.Z_FRAC_BITS`` fractional bits."""
 
     kind: ClassVar[str] = "lstm"
+    type_name: ClassVar[str] = "LSTM"
     recurrent: ClassVar[bool] = True
     template: ClassVar[str] = "layers/lstm.c.j2"
     name: str
@@ -365,6 +366,41 @@ class QLSTMLayer(QLayer):
     def cell_int_bits(self) -> int:
         return 15 - self.cell_frac
 
+    # -- the cell state in the generic reports (convert's calibration table, compare and the
+    # held-out range check ask these of a layer whose float trace holds a cell; ``steps``: its
+    # reference step traces, in order) --
+
+    @property
+    def cell_q_format(self) -> str:
+        return f"Q{self.cell_int_bits}.{self.cell_stored_frac}"
+
+    @property
+    def cell_limit(self) -> float:
+        """The largest |c| the integer cell holds, in float."""
+        return float(fp.INT16_MAX * 2.0**-self.cell_frac)
+
+    def cell_ranges(self, float_cell: np.ndarray, steps: list) -> dict[str, Any]:
+        """convert's calibration row: the float cell's range, the format chosen from it and
+        the stored values that saturated."""
+        return {
+            "cell_max_abs": float(np.max(np.abs(float_cell))),
+            "cell_format": f"{self.cell_q_format} (max |c| x {CELL_HEADROOM})",
+            "cell_saturated": self.cell_saturated(steps),
+        }
+
+    def cell_values(self, steps: list) -> np.ndarray:
+        """The integer cell of every step in float, (N, T, units)."""
+        return np.stack([s.c for s in steps], axis=1) * 2.0**-self.cell_stored_frac
+
+    def cell_saturated(self, steps: list) -> int:
+        """Stored cell values at either limit of the cell's range."""
+        low, high = self.cell_limits
+        return int(sum(np.sum((s.c >= high) | (s.c <= low)) for s in steps))
+
+    def cell_beyond(self, float_cell: np.ndarray) -> np.ndarray:
+        """Where a float cell lies beyond the integer cell's range (it saturates there)."""
+        return np.abs(float_cell) > self.cell_limits[1] * 2.0**-self.cell_stored_frac
+
     @property
     def macs(self) -> int:
         return 4 * self.units * self.row_length
@@ -399,7 +435,9 @@ class QLSTMLayer(QLayer):
     # -- emitter --
 
     def uses(self) -> set[str]:
-        flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
+        # "lstm": the LSTM's reference step and parameters (ops.c.j2); the recurrent flags
+        # switch on the helpers every recurrent kind's kernels share
+        flags = {"lstm", "portable_recurrent" if self.portable_only else "optimized_recurrent"}
         if self.wide_cell:
             flags.add("wide_lstm")
         if self.hard_sigmoid:

@@ -296,6 +296,7 @@ class QSimpleRNNLayer(QLayer):
     relu and linear), row sums int32 requantized to Z_FRAC_BITS (tanh) or the state's format."""
 
     kind: ClassVar[str] = "simple_rnn"
+    type_name: ClassVar[str] = "SimpleRNN"
     recurrent: ClassVar[bool] = True
     template: ClassVar[str] = "layers/simple_rnn.c.j2"
     name: str

@@ -63,9 +63,8 @@ def range_check(model: Any, qmodel: Any, x: np.ndarray) -> dict[str, Any]:
         beyond = np.abs(trace.output) > limit
         row = {"layer": layer.name, "outputs_beyond": int(np.sum(beyond))}
         affected |= per_sequence(beyond)
-        cell_limits = getattr(qlayer, "cell_limits", None)
-        if trace.cell is not None and cell_limits is not None:  # LSTM cell state
-            cells = np.abs(trace.cell) > cell_limits[1] * 2.0**-qlayer.cell_stored_frac
+        if trace.cell is not None:  # a kind with a cell state (LSTM) says where it saturates
+            cells = qlayer.cell_beyond(trace.cell)
             row["cells_beyond"] = int(np.sum(cells))
             affected |= per_sequence(cells)
         row["values"] = int(trace.output.size)
