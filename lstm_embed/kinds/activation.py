@@ -6,7 +6,7 @@ the int16 input: the relu family (Keras' relu(x, negative_slope, max_value, thre
 covers ReLU, LeakyReLU, relu6 and leaky_relu) in the input's own LSBs; sigmoid and tanh through
 the activation tables after a per-feature multiplier to Z16. Softmax on its own is refused:
 its only integer form is Dense's (``fixedpoint.softmax_q15`` on the rows' sums).
-Templates: templates/layers/activation.c.j2 and activation_call.c.j2.
+Templates: templates/kinds/activation/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class QActivationLayer(WeightlessQLayer, QLayer):
     """relu: output in the input's LSBs (per feature); sigmoid, tanh: output Q0.15."""
 
     kind: ClassVar[str] = "activation"
-    template: ClassVar[str] = "layers/activation.c.j2"
+    template: ClassVar[str] = "kinds/activation/layer.c.j2"
     name: str
     input_size: int
     function: str

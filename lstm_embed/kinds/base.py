@@ -1,8 +1,9 @@
 """What every layer kind provides, and the small types the kinds share.
 
-A layer kind is one module in this package holding, for one Keras class: reading its config and
-weights (``read``), the float IR layer with its forward pass, its quantization, the quantized
-layer with its integer reference and its emitter context, beside ``templates/layers/<kind>.c.j2``.
+A layer kind is one module in this package holding the float IR layer with its forward pass,
+its quantization, and the quantized layer with its integer reference and its emitter context,
+beside its templates in ``templates/kinds/<kind>/``; no file format (the frontends' readers,
+e.g. ``frontends/keras/layers/``, build its float layer).
 The generic stages (float_model, quantize, reference, emit, report) only loop over the chain and
 call the methods declared here.
 """
@@ -139,7 +140,7 @@ class QLayer:
 
     kind: ClassVar[str]
     recurrent: ClassVar[bool] = False
-    template: ClassVar[str]  # templates/layers/<kind>.c.j2
+    template: ClassVar[str]  # templates/kinds/<kind>/layer.c.j2
     name: str
     input_size: int
 

@@ -9,7 +9,7 @@ such neighbour (between two LSTMs, after a Conv1D, last) the layer stays in the 
 y_q = sat16(requantize(x_q, A, s) + B) per feature (``fixedpoint.affine_s16``): A and s the
 signed multiplier of a * input scale / output scale, B = round(b / output scale), one output
 scale for all features (the calibrated max |y| with OUTPUT_HEADROOM).
-Templates: templates/layers/batch_norm.c.j2 and batch_norm_call.c.j2.
+Templates: templates/kinds/batch_norm/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class QAffineLayer(QLayer):
     carries the sign of the factor; output int16 with one scale."""
 
     kind: ClassVar[str] = "batch_norm"
-    template: ClassVar[str] = "layers/batch_norm.c.j2"
+    template: ClassVar[str] = "kinds/batch_norm/layer.c.j2"
     name: str
     input_size: int
     multiplier: np.ndarray  # (input_size,) signed

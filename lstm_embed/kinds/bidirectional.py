@@ -11,7 +11,7 @@ The backward direction starts from the last timestep, so the layer needs the who
 model holding one has run() only (``streaming = False``). Integer merge: both directions'
 int16 outputs (each with one scale) are brought to one output scale with Q15 coefficients,
 so that a head sees one format (``QBidirectionalLayer.merge``). Template:
-templates/layers/bidirectional.c.j2, which includes the inner kinds' own templates.
+templates/kinds/bidirectional/layer.c.j2, which includes the inner kinds' own templates.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ class QBidirectionalLayer(QLayer):
     recurrent: ClassVar[bool] = True
     streaming: ClassVar[bool] = False
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON
-    template: ClassVar[str] = "layers/bidirectional.c.j2"
+    template: ClassVar[str] = "kinds/bidirectional/layer.c.j2"
     name: str
     input_size: int
     forward_layer: QLayer

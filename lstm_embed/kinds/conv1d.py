@@ -10,7 +10,7 @@ timestep at a time and ``step()`` streams it (causal, stride 1). kernel_size 1 i
 timestep with any padding. Any other padding ("valid", "same") or a stride above 1 needs the
 whole window (``window``; run() only): the window of output step t starts at input
 t * strides - pad before (``layers/window.py``, Keras' rules), zeros outside the sequence.
-Templates: templates/layers/conv1d.c.j2 and conv1d_call.c.j2.
+Templates: templates/kinds/conv1d/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class QConv1DLayer(ConvGeometry, QLayer):
     """The window Dense (``dense``: rows over K * m inputs) and the history of past inputs."""
 
     kind: ClassVar[str] = "conv1d"
-    template: ClassVar[str] = "layers/conv1d.c.j2"
+    template: ClassVar[str] = "kinds/conv1d/layer.c.j2"
     name: str
     input_size: int
     kernel_size: int

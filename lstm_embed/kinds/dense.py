@@ -1,6 +1,6 @@
 """Dense: Keras config and weights, float forward pass, quantization, integer reference, C context.
 
-On a sequence it applies to every timestep, as in Keras. Template: templates/layers/dense.c.j2.
+On a sequence it applies to every timestep, as in Keras. Template: templates/kinds/dense/layer.c.j2.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def quantize_dense(
 @dataclass(frozen=True)
 class QDenseLayer(QLayer):
     kind: ClassVar[str] = "dense"
-    template: ClassVar[str] = "layers/dense.c.j2"
+    template: ClassVar[str] = "kinds/dense/layer.c.j2"
     name: str
     input_size: int
     units: int

@@ -14,7 +14,7 @@ The integer form requantizes every row sum to Z_FRAC_BITS: with reset_after the 
 two rows, its input part ``hx`` and its recurrent part ``hh`` (which r multiplies after its
 own requantization), so a unit has four requantized rows (z, r, hx, hh) over three weight rows;
 without it three (z, r, h), the candidate's recurrent columns multiplying r * h.
-Templates: templates/layers/gru.c.j2 (kernels in templates/kernels/gru_*.c.j2, laid out by
+Templates: templates/kinds/gru/ (the layer, its call and its kernels, laid out by
 ``lstm_embed.emit.layouts.gru``).
 """
 
@@ -383,7 +383,7 @@ class QGRULayer(QLayer):
     kind: ClassVar[str] = "gru"
     type_name: ClassVar[str] = "GRU"
     recurrent: ClassVar[bool] = True
-    template: ClassVar[str] = "layers/gru.c.j2"
+    template: ClassVar[str] = "kinds/gru/layer.c.j2"
     name: str
     input_size: int
     units: int
@@ -559,7 +559,7 @@ class QGRULayer(QLayer):
 
     def kernel_stack_bytes(self) -> dict[str, int]:
         """Bytes of the local arrays each kernel keeps on the stack for this layer (as declared
-        in templates/kernels/gru_*.c.j2): the [x; h_prev] copies and the row sums."""
+        in templates/kinds/gru/): the [x; h_prev] copies and the row sums."""
         from lstm_embed.emit.layouts import gru as gl
 
         if self.portable_only:
@@ -577,7 +577,7 @@ class QGRULayer(QLayer):
         }
 
     def kernel_flash_bytes(self) -> dict[str, int]:
-        """Constants of this layer in each kernel's layout (templates/kernels/gru_*.c.j2)."""
+        """Constants of this layer in each kernel's layout (templates/kinds/gru/)."""
         from lstm_embed.emit.layouts import gru as gl
 
         portable = sum(self.flash_bytes().values())

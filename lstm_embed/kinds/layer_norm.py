@@ -11,7 +11,7 @@ Integer, per timestep (``QLayerNormLayer.step``; m features):
 - n_f = requantize(D_f, rsqrt_multiplier(v)): D_f * 2**16 / sqrt(v), Z16;
 - y_f = affine_s16(n_f, gamma_f / (2**16 * out scale), round(beta_f / out scale)).
 Bounds: |D| <= m * 2**(16 + k) <= 2**30 (int32) and V <= m**3 * 2**(32 + 2k) <= 2**62 (uint64),
-so m <= MAX_FEATURES. Templates: templates/layers/layer_norm.c.j2 and layer_norm_call.c.j2.
+so m <= MAX_FEATURES. Templates: templates/kinds/layer_norm/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class QLayerNormLayer(QLayer):
     """Output int16 with one scale; see the module docstring for the arithmetic."""
 
     kind: ClassVar[str] = "layer_norm"
-    template: ClassVar[str] = "layers/layer_norm.c.j2"
+    template: ClassVar[str] = "kinds/layer_norm/layer.c.j2"
     name: str
     input_size: int
     in_multiplier: np.ndarray  # (m,) input LSB -> the common unit

@@ -1,8 +1,8 @@
 """LSTM: Keras config and weights, float forward pass, quantization, integer reference, C context.
 
 Keras' gate order (i, f, c, o) is stated once here (``GATES``); weights are split into gates
-only through ``LSTMLayer.gate``. Templates: templates/layers/lstm.c.j2 (and the optimized
-kernels in templates/kernels/, laid out by ``lstm_embed.emit.layouts.lstm``).
+only through ``LSTMLayer.gate``. Templates: templates/kinds/lstm/ (the layer, its call, and the
+optimized kernels laid out by ``lstm_embed.emit.layouts.lstm``).
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ class QLSTMLayer(QLayer):
     kind: ClassVar[str] = "lstm"
     type_name: ClassVar[str] = "LSTM"
     recurrent: ClassVar[bool] = True
-    template: ClassVar[str] = "layers/lstm.c.j2"
+    template: ClassVar[str] = "kinds/lstm/layer.c.j2"
     name: str
     input_size: int
     units: int
@@ -530,7 +530,7 @@ class QLSTMLayer(QLayer):
         return {"weights": weights, "biases": rows * fp.BIAS_ROW_BYTES}
 
     def kernel_flash_bytes(self) -> dict[str, int]:
-        """Constants of this layer in each kernel's layout (templates/kernels/), as compiled."""
+        """Constants of this layer in each kernel's layout (templates/kinds/lstm/), as compiled."""
         portable = sum(self.flash_bytes().values())
         if self.portable_only:
             return dict.fromkeys(("reference", "plain", "dsp", "mve"), portable)
@@ -547,7 +547,7 @@ class QLSTMLayer(QLayer):
 
     def kernel_stack_bytes(self) -> dict[str, int]:
         """Bytes of the local arrays each kernel keeps on the stack for this layer (as declared
-        in templates/kernels/ and ops.c.j2); the [x; h_prev] copies of the DSP and plain kernels
+        in templates/kinds/lstm/ and ops.c.j2); the [x; h_prev] copies of the DSP and plain kernels
         are in the caller's state when larger than layouts.LOCAL_ROWS_MAX_BYTES."""
         gates = 4 * 4  # int32 per gate: the reference kernel's gate_q15, plain's sum, DSP's acc
         if self.portable_only:

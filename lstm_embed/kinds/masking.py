@@ -21,7 +21,7 @@ Rules here (``MASK_PASSING_KINDS``, ``mask_reach``):
   with exactly mask_value gives the same mask either way; an unpadded timestep whose every
   feature quantizes to the mask value (all within half an input LSB of it) counts as padding
   on the integer path only.
-Template: templates/layers/masking.c.j2 (the mask tests) and masking_call.c.j2.
+Template: templates/kinds/masking/ (layer.c.j2: the mask tests; layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class QMaskingLayer(WeightlessQLayer, QLayer):
     ``integer_mask`` or ``float_mask``)."""
 
     kind: ClassVar[str] = "masking"
-    template: ClassVar[str] = "layers/masking.c.j2"
+    template: ClassVar[str] = "kinds/masking/layer.c.j2"
     computes_mask: ClassVar[bool] = True
     name: str
     input_size: int

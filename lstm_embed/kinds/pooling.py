@@ -5,7 +5,7 @@ Integer: the output keeps the input's format. Max: the largest int16 of the span
 Average: the int32 sum over the span's timesteps inside the sequence divided by their count,
 rounded half away from zero (``fixedpoint.div_round_half_away``); as Keras (TF), "same" padding
 averages over the timesteps it covers, not the padding. Geometry: ``layers/window.py``.
-Templates: templates/layers/pooling.c.j2 and pooling_call.c.j2.
+Templates: templates/kinds/pooling/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class PoolingLayer(WeightlessLayer, FloatLayer):
 @dataclass(frozen=True)
 class QPoolingLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "pooling"
-    template: ClassVar[str] = "layers/pooling.c.j2"
+    template: ClassVar[str] = "kinds/pooling/layer.c.j2"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int

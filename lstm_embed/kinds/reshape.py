@@ -9,7 +9,7 @@ int16 values in another shape; run-only.
 Each output feature keeps the scale of the input feature it holds (so Reshape needs m' a
 multiple of m, or one scale for every input feature). Flatten and Reshape depend on the
 window's length: their run() takes exactly the model's timesteps (``exact_timesteps``).
-Templates: templates/layers/reshape.c.j2 and reshape_call.c.j2.
+Templates: templates/kinds/reshape/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
 @dataclass(frozen=True)
 class QReshapeLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "reshape"
-    template: ClassVar[str] = "layers/reshape.c.j2"
+    template: ClassVar[str] = "kinds/reshape/layer.c.j2"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int

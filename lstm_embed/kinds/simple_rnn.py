@@ -7,7 +7,7 @@ row quantization and input-shift choice). The state is Q0.15 for tanh; relu and 
 are unbounded, so they get an int16 format with one scale per layer calibrated like a Dense
 layer's linear output, and a clear error when no such format can hold the state (it is not
 finite, or it keeps growing over the calibration window). Templates:
-templates/layers/simple_rnn.c.j2 (portable C on every core).
+templates/kinds/simple_rnn/layer.c.j2 (portable C on every core).
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ class QSimpleRNNLayer(QLayer):
     kind: ClassVar[str] = "simple_rnn"
     type_name: ClassVar[str] = "SimpleRNN"
     recurrent: ClassVar[bool] = True
-    template: ClassVar[str] = "layers/simple_rnn.c.j2"
+    template: ClassVar[str] = "kinds/simple_rnn/layer.c.j2"
     name: str
     input_size: int
     units: int

@@ -1,4 +1,4 @@
-"""Offline weight layouts of the optimized GRU kernels (templates/kernels/gru_*.c.j2).
+"""Offline weight layouts of the optimized GRU kernels (templates/kinds/gru/).
 
 Pure functions: a quantized GRU layer (int8 weights [unit][row z, r, h][x; h]) in, re-arranged
 integer arrays out, holding exactly its values; the kernels compute the same int32 row sums as

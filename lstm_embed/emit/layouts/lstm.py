@@ -1,4 +1,4 @@
-"""Offline weight and table layouts for the optimized kernels (templates/kernels/).
+"""Offline weight and table layouts for the optimized LSTM kernels (templates/kinds/lstm/).
 
 Pure functions: the quantized arrays in, re-arranged integer arrays out. Every layout holds
 exactly the values of the reference layout (int8 weights [unit][gate][k]); the kernels compute
@@ -231,7 +231,7 @@ def rows_buffers(layer: GateRows) -> tuple[int, int]:
 
 
 def kernel_context(layer: GateRows) -> dict[str, Any]:
-    """Template context of the optimized kernels (templates/kernels/) for one int8 layer."""
+    """Template context of the optimized LSTM kernels (templates/kinds/lstm/) for one int8 layer."""
     dsp = dsp_units(layer)
     mve = mve_weights(layer)
     x_dsp, row_dsp = layer_groups(layer, 2)
