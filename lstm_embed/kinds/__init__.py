@@ -1,8 +1,8 @@
 """Layer kinds, one module each: op, quantization, integer step and C context; no file format.
 
 Adding a kind: a module here with a float layer (``base.FloatLayer``) whose ``quantize`` returns
-a quantized layer (``base.QLayer``), its templates, and a reader in each frontend that maps
-onto it (``frontends/keras/layers/``); docs/adding-a-layer-kind.md.
+a quantized layer (``base.QLayer``), its templates, and a reader in each file format's
+frontend that maps onto it; docs/adding-a-layer-kind.md.
 """
 
 from __future__ import annotations

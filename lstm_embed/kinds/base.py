@@ -2,8 +2,8 @@
 
 A layer kind is one module in this package holding the float IR layer with its forward pass,
 its quantization, and the quantized layer with its integer reference and its emitter context,
-beside its templates in ``templates/kinds/<kind>/``; no file format (the frontends' readers,
-e.g. ``frontends/keras/layers/``, build its float layer).
+beside its templates in ``templates/kinds/<kind>/``; no file format (each file format's reader
+builds its float layer: docs/architecture.md).
 The generic stages (float_model, quantize, reference, emit, report) only loop over the chain and
 call the methods declared here.
 """
