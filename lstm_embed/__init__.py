@@ -4,7 +4,7 @@ Pipeline: frontend (Keras -> IR) -> quantize (IR + calibration -> integer IR) ->
 (numpy integer oracle) -> emit (Jinja2 templates -> C) -> firmware (Cortex-M builds, QEMU).
 """
 
-__version__ = "0.1.0"
+from lstm_embed.version import __version__
 
 
 def convert(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.targets.boards import DEFAULT_BOARD, get_board
+from lstm_embed.version import __version__
 
 EXIT_ERROR = 2
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit import cformat
 from lstm_embed.emit.graph_render import emit_graph, graph_context
 from lstm_embed.emit.render import core_kernels
@@ -22,6 +21,7 @@ from lstm_embed.quantize.graph_quantizer import QGraph, check_inputs, quantize_g
 from lstm_embed.quantize.quantizer import QuantizeOptions
 from lstm_embed.reference.graph_run import run_float
 from lstm_embed.targets.hostbuild import REPORT_FORMAT
+from lstm_embed.version import __version__
 
 
 @dataclass

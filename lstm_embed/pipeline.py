@@ -13,26 +13,26 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit import cformat
 from lstm_embed.emit.render import core_kernels, emit_model
-from lstm_embed.emit.report import calibration_ranges, errors, input_clipping, layer_rows, sizes
+from lstm_embed.emit.report import calibration_ranges, errors, layer_rows, sizes
 from lstm_embed.ir.float_model import forward
 from lstm_embed.ir.model import Model
 from lstm_embed.quantize import rounding, weight_choice
-from lstm_embed.quantize.calibration import (
-    NEAREST_QMODEL_FILE,
-    CalibrationWarning,
+from lstm_embed.quantize.calibration import NEAREST_QMODEL_FILE, CalibrationWarning
+from lstm_embed.quantize.qir import QMODEL_FILE, QModel, save_qmodel
+from lstm_embed.quantize.quantizer import QuantizeOptions, quantize
+from lstm_embed.quantize.trust import (
     changed_decisions,
     checked_validation,
     held_out_check,
+    input_clipping,
     range_check,
     trust_warnings,
 )
-from lstm_embed.quantize.qir import QMODEL_FILE, QModel, save_qmodel
-from lstm_embed.quantize.quantizer import QuantizeOptions, quantize
 from lstm_embed.reference.interpreter import run_float
 from lstm_embed.targets.hostbuild import REPORT_FORMAT
+from lstm_embed.version import __version__
 
 MARKER = ".lstm-embed"  # present in every folder convert wrote; others are not replaced
 

@@ -407,22 +407,22 @@ def test_hostile_file_one_line_exit_2(tmp_path, case, command):
 
 
 def test_inspect_lists_every_unsupported_layer(tmp_path, capsys):
-    """A ZeroPadding1D + UpSampling1D front-end: the whole table, both layers marked, exit 2."""
+    """A Conv1DTranspose + ELU front-end: the whole table, both layers marked, exit 2."""
     import keras
 
     layers = keras.layers
-    chain = [layers.ZeroPadding1D(1), layers.UpSampling1D(2), layers.LSTM(4), layers.Dense(2)]
+    chain = [layers.Conv1DTranspose(3, 1), layers.ELU(), layers.LSTM(4), layers.Dense(2)]
     model = keras.Sequential([keras.Input((12, 3)), *chain])
     model.save(tmp_path / "m.keras")
     assert cli.main(["inspect", str(tmp_path / "m.keras")]) == 2
     captured = capsys.readouterr()
     table = captured.out
-    padding = next(line for line in table.splitlines() if line.startswith("zero_padding1d"))
-    upsampling = next(line for line in table.splitlines() if line.startswith("up_sampling1d"))
-    assert "not supported" in padding and "ZeroPadding1D" in padding
-    assert "UpSampling1D" in upsampling
+    transpose = next(line for line in table.splitlines() if line.startswith("conv1d_transpose"))
+    elu = next(line for line in table.splitlines() if line.startswith("elu"))
+    assert "not supported" in transpose and "Conv1DTranspose" in transpose
+    assert "ELU" in elu
     assert "LSTM" in table and "Dense" in table
-    assert "zero_padding1d" in captured.err and "up_sampling1d" in captured.err
+    assert "conv1d_transpose" in captured.err and "elu" in captured.err
     assert UNSUPPORTED_HINT in captured.err
     for layer in model.layers:
         assert str(layer.count_params()) in table

@@ -24,6 +24,7 @@ import pytest
 import lstm_embed
 from lstm_embed.emit import render as emit
 from lstm_embed.frontends.keras.frontend import inspect_rows, load_model, read_spec
+from lstm_embed.frontends.keras.layers.gru import read
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
 from lstm_embed.kinds import Unsupported
@@ -32,7 +33,6 @@ from lstm_embed.kinds.gru import (
     QGRULayer,
     candidate_preactivation,
     hidden_update,
-    read,
     reset_hidden,
 )
 from lstm_embed.pipeline import Conversion, convert_ir
@@ -180,10 +180,10 @@ int main(void)
 
 @pytest.mark.parametrize("arch", ["host", "armv6m"])
 def test_c_helpers_equal_exact_math(tmp_path: Path, arch: str) -> None:
-    """The C of the GRU helpers (kernels/gru_common.c.j2), also their Cortex-M0 form (the
+    """The C of the GRU helpers (kinds/gru/common.c.j2), also their Cortex-M0 form (the
     16x16 split of z_hh * r), compiled for the host under the sanitizers."""
     helpers = emit.render(
-        "kernels/gru_common.c.j2", name="t", NAME="T", z_frac_bits=fp.Z_FRAC_BITS, layers=[]
+        "kinds/gru/common.c.j2", name="t", NAME="T", z_frac_bits=fp.Z_FRAC_BITS, layers=[]
     )
     source = tmp_path / "helpers.c"
     source.write_text(HELPER_TEST % {"helpers": helpers})

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lstm_embed.emit import render as emit
-from lstm_embed.kinds import lstm_layouts as layouts
+from lstm_embed.emit.layouts import lstm as layouts
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel
 from lstm_embed.reference import interpreter as reference

@@ -32,7 +32,7 @@ from lstm_embed.tools.fuzz import compare_output, expected_output
 from .helpers import generated_c, random_inputs, random_lstm
 
 ENTRIES = tuple(ENTRY_POINTS)
-# distinctive arrays of each layout (templates/kernels/, templates/layers/lstm.c.j2)
+# distinctive arrays of each layout (templates/kinds/lstm/)
 LAYOUT_ARRAYS = {
     "reference": "net_lstm0_multiplier[",
     "plain": "net_lstm0_weights_u8[",

@@ -22,8 +22,9 @@ import pytest
 import lstm_embed
 from lstm_embed import cli
 from lstm_embed.frontends.keras.frontend import FrontendError, load_model
+from lstm_embed.frontends.keras.layers import READERS
 from lstm_embed.ir.float_model import forward
-from lstm_embed.kinds import READERS, QuantizeError
+from lstm_embed.kinds import QuantizeError
 from lstm_embed.pipeline import convert
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel, load_qmodel

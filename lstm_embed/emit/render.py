@@ -13,13 +13,13 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit import cformat
 from lstm_embed.ir.model import sequence_out, timesteps_after
 from lstm_embed.kinds.masking import mask_reach, masking_index
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel
 from lstm_embed.resources import templates_dir
+from lstm_embed.version import __version__
 
 
 @cache
@@ -242,7 +242,6 @@ def layer_contexts(model: QModel) -> list[dict[str, Any]]:
         fields = [{**f, "member": _member(f, index)} for f in layer.state_fields()]
         contexts.append(
             {
-                "call_uses_state": False,
                 **layer.context(index),
                 "stateful": bool(layer.stateful),
                 **wiring,
@@ -325,7 +324,10 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
     needed = set().union(*(la.tables_needed() for la in model.layers))
     tables = [t for t in model.tables.values() if t.name in {fp.TABLE_OF[f] for f in needed}]
     tanh_table = model.tables["tanh"]
+    # the recurrent kinds the file holds, for its comments ("Fixed-point GRU model")
+    recurrent = dict.fromkeys(la.type_name for la in model.leaf_layers if la.recurrent)
     return {
+        "model_kinds": " and ".join(recurrent),
         "tool_version": __version__,
         "core": core,
         "kernels": list(core_kernels(core)),
@@ -347,8 +349,12 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         "advance_layers": layers[: model.head_start],
         "advance_output": layers[model.head_start - 1]["dst"],
         "head_layers": head,
-        # a call that reads the state besides its output (a kind's context says so)
-        "head_uses_state": any("state->" in la["dst"] or la["call_uses_state"] for la in head),
+        # a head layer reads the state when it writes there or uses scratch (which lives in
+        # the state struct, e.g. softmax's logits); else the head leaves it unused
+        "head_uses_state": any(
+            "state->" in la["dst"] or q.shared_scratch()
+            for la, q in zip(head, model.layers[model.head_start :], strict=True)
+        ),
         # the Dense rows and their activations, also for kinds that run them (Conv1D)
         "dense_layers": [
             la for la, q in zip(layers, model.layers, strict=True) if "dense" in q.uses()
@@ -383,9 +389,10 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
             for flag in (
                 "hard_sigmoid",
                 "softmax",
+                "lstm",
                 "wide_lstm",
-                "portable_lstm",
-                "optimized_lstm",
+                "portable_recurrent",
+                "optimized_recurrent",
                 "wide_dense",
                 "affine",
                 "rsqrt",
@@ -400,8 +407,6 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         | {"sigmoid": "sigmoid" in needed, "tanh": "tanh" in needed},
         "wide_acc_shift": fp.WIDE_ACC_SHIFT,
         "int8_block_columns": fp.INT8_BLOCK_COLUMNS,
-        # the LSTM reference kernel and the recurrent helpers (LSTM and GRU use them)
-        "lstm_kernels": bool(uses & {"portable_lstm", "optimized_lstm"}),
         **_chain_context(model, layers),
     }
 

@@ -173,36 +173,15 @@ def calibration_ranges(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[st
         z_q = np.stack([s.z for s in steps])
         row: dict[str, Any] = {
             "layer": layer.name,
-            "type": layer.keras_class,
+            "type": layer.type_name,
             "gate_preactivation_max_abs": {
                 g: float(np.max(np.abs(z))) for g, z in float_trace.gate_preactivations.items()
             },
         }
-        if float_trace.cell is not None:
-            c_q = np.stack([s.c for s in steps])
-            row |= {
-                "cell_max_abs": float(np.max(np.abs(float_trace.cell))),
-                "hidden_max_abs": float(np.max(np.abs(float_trace.output))),
-                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_stored_frac}"
-                " (max |c| x 1.25)",
-                "cell_saturated": int(
-                    np.sum((c_q >= qlayer.cell_limits[1]) | (c_q <= qlayer.cell_limits[0]))
-                ),
-            }
-        else:
-            row["hidden_max_abs"] = float(np.max(np.abs(float_trace.output)))
+        row["hidden_max_abs"] = float(np.max(np.abs(float_trace.output)))
+        if float_trace.cell is not None:  # a kind with a cell state (LSTM) describes it
+            row |= qlayer.cell_ranges(float_trace.cell, steps)
         row["gate_saturated"] = int(np.sum(np.abs(z_q) >= fp.INT32_MAX))
         row["values"] = int(np.stack([s.h_q15 for s in steps]).size)
         rows.append(row)
     return rows
-
-
-def input_clipping(qmodel: QModel, x: np.ndarray) -> dict[str, Any]:
-    """How many input values lie beyond the int16 input range (they saturate on the device)."""
-    limit = qmodel.input_scale.astype(np.float64) * 32767
-    beyond = np.abs(np.asarray(x, np.float64)) > limit * (1 + 1e-6)  # float32 scale rounding
-    return {
-        "limit_per_feature": [float(v) for v in limit],
-        "clipped_values": int(np.sum(beyond)),
-        "values": int(beyond.size),
-    }

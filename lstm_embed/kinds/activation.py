@@ -6,7 +6,7 @@ the int16 input: the relu family (Keras' relu(x, negative_slope, max_value, thre
 covers ReLU, LeakyReLU, relu6 and leaky_relu) in the input's own LSBs; sigmoid and tanh through
 the activation tables after a per-feature multiplier to Z16. Softmax on its own is refused:
 its only integer form is Dense's (``fixedpoint.softmax_q15`` on the rows' sums).
-Templates: templates/layers/activation.c.j2 and activation_call.c.j2.
+Templates: templates/kinds/activation/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -25,15 +24,11 @@ from lstm_embed.kinds.base import (
     LayerTrace,
     QLayer,
     QuantContext,
-    Unsupported,
 )
 from lstm_embed.kinds.common import WeightlessQLayer, sigmoid, softmax
 from lstm_embed.quantize import fixedpoint as fp
 
-# Keras 3 activations.leaky_relu's default slope (the LeakyReLU layer's default is 0.3)
-LEAKY_RELU_FUNCTION_SLOPE = 0.2
 FUNCTIONS = ("relu", "sigmoid", "tanh", "softmax")
-ACTIVATION_NAMES = ("linear", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "softmax")
 DENSE_FOLDABLE = ("relu", "sigmoid", "tanh", "softmax")  # Dense computes these on its sums
 SOFTMAX_PLACES = (
     "layer '{name}' ({cls}): softmax is supported after a Dense layer with a linear activation"
@@ -42,60 +37,16 @@ SOFTMAX_PLACES = (
 MAX_SLOPE = 2.0**30  # the largest factor a (multiplier, shift >= 1) pair holds
 
 
-def _number(config: dict[str, Any], key: str, default: float | None) -> float | None:
-    """A float option; tf_keras writes ReLU's options as strings ("6.0", "None")."""
-    value = config.get(key, default)
-    if value is None or value == "None":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise Unsupported([f"{key}={value!r} is not a number"]) from None
-
-
-def read(spec: LayerSpec, input_size: int) -> ActivationLayer | None:
-    config, cls = spec.config, spec.class_name
-    slope, max_value, threshold = 0.0, None, 0.0
-    if cls == "Activation":
-        name = config.get("activation", "linear")
-        if name not in ACTIVATION_NAMES:
-            supported = ", ".join(ACTIVATION_NAMES)
-            raise Unsupported([f"activation={name!r} is not supported (supported: {supported})"])
-        if name == "linear":
-            return None
-        function = "relu" if name in ("relu6", "leaky_relu") else name
-        max_value = 6.0 if name == "relu6" else None
-        slope = LEAKY_RELU_FUNCTION_SLOPE if name == "leaky_relu" else 0.0
-    elif cls == "Softmax":
-        function = "softmax"
-        axis = config.get("axis", -1)
-        if axis not in (-1, [-1]):
-            raise Unsupported([f"axis={axis!r} is not supported (supported: -1, the features)"])
-    elif cls == "LeakyReLU":
-        function = "relu"
-        key = "negative_slope" if "negative_slope" in config else "alpha"  # Keras 3 / Keras 2
-        slope = _number(config, key, 0.3) or 0.0
-    else:  # ReLU
-        function = "relu"
-        slope = _number(config, "negative_slope", 0.0) or 0.0
-        max_value = _number(config, "max_value", None)
-        threshold = _number(config, "threshold", 0.0) or 0.0
-    return ActivationLayer(
-        spec.name, input_size, function, slope, max_value, threshold, keras_name=cls
-    )
-
-
 @dataclass(frozen=True)
 class ActivationLayer(FloatLayer):
     kind: ClassVar[str] = "activation"
-    keras_class: ClassVar[str] = "Activation"
     name: str
     input_size: int
     function: str
     negative_slope: float = 0.0
     max_value: float | None = None
     threshold: float = 0.0
-    keras_name: str = "Activation"
+    type_name: str = "Activation"
 
     def __post_init__(self) -> None:
         if self.function not in FUNCTIONS:
@@ -140,7 +91,7 @@ class ActivationLayer(FloatLayer):
     def quantize(self, ctx: QuantContext) -> QActivationLayer:
         scale = np.broadcast_to(np.asarray(ctx.feature_scale, np.float64), (self.input_size,))
         if self.function == "softmax":  # fold() refuses it first
-            raise IRError(SOFTMAX_PLACES.format(name=self.name, cls=self.keras_name))
+            raise IRError(SOFTMAX_PLACES.format(name=self.name, cls=self.type_name))
         if self.function == "relu":
             top = np.full(self.input_size, float(fp.INT16_MAX))
             if self.max_value is not None:
@@ -160,7 +111,7 @@ class ActivationLayer(FloatLayer):
         )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
-        return {"type": self.keras_name, "activation": self.function, "units": None,
+        return {"type": self.type_name, "activation": self.function, "units": None,
                 "params_formula": "0"}  # fmt: skip
 
     def flash_bytes(self, bits: int) -> int:
@@ -175,7 +126,7 @@ class QActivationLayer(WeightlessQLayer, QLayer):
     """relu: output in the input's LSBs (per feature); sigmoid, tanh: output Q0.15."""
 
     kind: ClassVar[str] = "activation"
-    template: ClassVar[str] = "layers/activation.c.j2"
+    template: ClassVar[str] = "kinds/activation/layer.c.j2"
     name: str
     input_size: int
     function: str
@@ -261,6 +212,6 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
             out[-1] = replace(previous, activation=layer.function)
             continue
         if isinstance(layer, ActivationLayer) and layer.function == "softmax":
-            problems.append(SOFTMAX_PLACES.format(name=layer.name, cls=layer.keras_name))
+            problems.append(SOFTMAX_PLACES.format(name=layer.name, cls=layer.type_name))
         out.append(layer)
     return out, problems

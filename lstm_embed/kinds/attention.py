@@ -34,7 +34,7 @@ CAUSAL_FILL = -1e9  # Keras' fill for masked scores before the softmax
 @dataclass(frozen=True)
 class AttentionLayer(FloatLayer):
     kind: ClassVar[str] = "attention"
-    keras_class: ClassVar[str] = "Attention"
+    type_name: ClassVar[str] = "Attention"
     arity: ClassVar[int | None] = None
     streaming: ClassVar[bool] = False
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON
@@ -130,7 +130,7 @@ Q15 = 2**15
 @dataclass(frozen=True)
 class QAttentionLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "attention"
-    template: ClassVar[str] = "layers/attention.c.j2"
+    template: ClassVar[str] = "kinds/attention/layer.c.j2"
     arity: ClassVar[int | None] = None
     streaming: ClassVar[bool] = False
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON

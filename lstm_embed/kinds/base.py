@@ -1,8 +1,9 @@
 """What every layer kind provides, and the small types the kinds share.
 
-A layer kind is one module in this package holding, for one Keras class: reading its config and
-weights (``read``), the float IR layer with its forward pass, its quantization, the quantized
-layer with its integer reference and its emitter context, beside ``templates/layers/<kind>.c.j2``.
+A layer kind is one module in this package holding the float IR layer with its forward pass,
+its quantization, and the quantized layer with its integer reference and its emitter context,
+beside its templates in ``templates/kinds/<kind>/``; no file format (each file format's reader
+builds its float layer: docs/architecture.md).
 The generic stages (float_model, quantize, reference, emit, report) only loop over the chain and
 call the methods declared here.
 """
@@ -68,7 +69,7 @@ class FloatLayer:
     """Interface of a float IR layer (frozen dataclasses in the kind modules)."""
 
     kind: ClassVar[str]
-    keras_class: ClassVar[str]
+    type_name: ClassVar[str]  # as reports and messages name the layer type ("LSTM")
     recurrent: ClassVar[bool] = False  # holds state from one timestep to the next
     streaming: ClassVar[bool] = True  # can run one timestep at a time (step())
     arity: ClassVar[int | None] = 1  # inputs the layer takes (None: any number, a merge)
@@ -167,7 +168,7 @@ class QLayer:
 
     kind: ClassVar[str]
     recurrent: ClassVar[bool] = False
-    template: ClassVar[str]  # templates/layers/<kind>.c.j2
+    template: ClassVar[str]  # templates/kinds/<kind>/layer.c.j2
     streaming: ClassVar[bool] = True  # as FloatLayer.streaming
     arity: ClassVar[int | None] = 1  # as FloatLayer.arity
     state_names: ClassVar[tuple[str, ...]] = ()  # as FloatLayer.state_names

@@ -9,7 +9,7 @@ such neighbour (between two LSTMs, after a Conv1D, last) the layer stays in the 
 y_q = sat16(requantize(x_q, A, s) + B) per feature (``fixedpoint.affine_s16``): A and s the
 signed multiplier of a * input scale / output scale, B = round(b / output scale), one output
 scale for all features (the calibrated max |y| with OUTPUT_HEADROOM).
-Templates: templates/layers/batch_norm.c.j2 and batch_norm_call.c.j2.
+Templates: templates/kinds/batch_norm/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -20,47 +20,24 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     FloatLayer,
-    IRError,
     LayerTrace,
     QLayer,
     QuantContext,
-    Unsupported,
     check_finite,
     check_shape,
 )
 from lstm_embed.quantize import fixedpoint as fp
 
-LAST_AXIS = (-1, 1, 2)  # Keras 3 writes -1; Keras 2 the axis number (1 after an LSTM vector)
 # Affine outputs: room beyond the calibrated max |y| (as Dense's linear outputs)
 OUTPUT_HEADROOM = 1.5
-
-
-def read(spec: LayerSpec, input_size: int) -> BatchNormLayer:
-    config = spec.config
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if axis not in LAST_AXIS:
-        raise Unsupported([f"axis={config.get('axis')!r} is not supported (supported: the last)"])
-    weights = [np.asarray(w, np.float64) for w in spec.weights]
-    scale, center = bool(config.get("scale", True)), bool(config.get("center", True))
-    if len(weights) != scale + center + 2:
-        raise IRError(
-            f"layer '{spec.name}': {len(weights)} weight arrays, expected {scale + center + 2}"
-        )
-    gamma = weights.pop(0) if scale else np.ones(input_size)
-    beta = weights.pop(0) if center else np.zeros(input_size)
-    mean, variance = weights
-    epsilon = float(config.get("epsilon", 1e-3))
-    return BatchNormLayer(spec.name, input_size, gamma, beta, mean, variance, epsilon)
 
 
 @dataclass(frozen=True)
 class BatchNormLayer(FloatLayer):
     kind: ClassVar[str] = "batch_norm"
-    keras_class: ClassVar[str] = "BatchNormalization"
+    type_name: ClassVar[str] = "BatchNormalization"
     name: str
     input_size: int
     gamma: np.ndarray
@@ -125,14 +102,14 @@ class QAffineLayer(QLayer):
     carries the sign of the factor; output int16 with one scale."""
 
     kind: ClassVar[str] = "batch_norm"
-    template: ClassVar[str] = "layers/batch_norm.c.j2"
+    template: ClassVar[str] = "kinds/batch_norm/layer.c.j2"
     name: str
     input_size: int
     multiplier: np.ndarray  # (input_size,) signed
     shift: np.ndarray
     offset: np.ndarray  # int32, output LSBs
     output_scale: float
-    keras_name: str = "BatchNormalization"  # the layer it computes (Normalization, Rescaling)
+    type_name: str = "BatchNormalization"  # the layer it computes (Normalization, Rescaling)
 
     @property
     def output_size(self) -> int:
@@ -168,7 +145,7 @@ class QAffineLayer(QLayer):
             "multiplier": cformat.c_int_array(self.multiplier, per_line=8),
             "shift": cformat.c_int_array(self.shift, per_line=16),
             "offset": cformat.c_int_array(self.offset, per_line=8),
-            "keras_name": self.keras_name,
+            "type_name": self.type_name,
         }
 
     def format(self) -> str:

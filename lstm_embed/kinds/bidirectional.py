@@ -11,7 +11,7 @@ The backward direction starts from the last timestep, so the layer needs the who
 model holding one has run() only (``streaming = False``). Integer merge: both directions'
 int16 outputs (each with one scale) are brought to one output scale with Q15 coefficients,
 so that a head sees one format (``QBidirectionalLayer.merge``). Template:
-templates/layers/bidirectional.c.j2, which includes the inner kinds' own templates.
+templates/kinds/bidirectional/layer.c.j2, which includes the inner kinds' own templates.
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lstm_embed.frontends.keras.spec import LayerSpec
-from lstm_embed.kinds.base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext, Unsupported
+from lstm_embed.kinds.base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext
 from lstm_embed.kinds.common import (
-    RecurrentOptions,
     flags_of,
-    recurrent_flags,
-    require_options,
     run_window,
 )
 from lstm_embed.quantize import fixedpoint as fp
@@ -35,85 +31,6 @@ from lstm_embed.quantize import fixedpoint as fp
 MERGE_MODES = ("concat", "sum", "mul", "ave")
 WHOLE_WINDOW_REASON = "Bidirectional: its backward layer reads the window from its last timestep"
 Q15_ONE = 1 << 15  # merge coefficients are Q15: 32768 keeps a value as it is
-
-
-# ---------------------------------------------------------------------------------------------
-# Keras config and weights
-
-
-def read(spec: LayerSpec, input_size: int) -> BidirectionalLayer:
-    config = spec.config
-    reasons = require_options(config, {"merge_mode": (MERGE_MODES, "concat")})
-    forward_entry = config.get("layer")
-    if not isinstance(forward_entry, dict) or "class_name" not in forward_entry:
-        raise IRError(f"layer '{spec.name}': Bidirectional without its inner layer config")
-    backward_entry = config.get("backward_layer")
-    if not isinstance(backward_entry, dict) or "class_name" not in backward_entry:
-        # Keras 2 writes backward_layer only for a custom one; else the forward layer's config
-        # with go_backwards flipped
-        inner = dict(forward_entry.get("config", {}))
-        inner["go_backwards"] = not bool(inner.get("go_backwards", False))
-        inner["name"] = f"backward_{inner.get('name', spec.name)}"
-        backward_entry = {**forward_entry, "config": inner}
-    count = _weight_count(forward_entry)
-    if count > len(spec.weights):
-        raise IRError(
-            f"layer '{spec.name}': {len(spec.weights)} weight arrays in the file; its forward"
-            f" layer alone has {count}"
-        )
-    layers = []
-    for direction, entry, weights in (
-        ("forward", forward_entry, spec.weights[:count]),
-        ("backward", backward_entry, spec.weights[count:]),
-    ):
-        try:
-            layers.append(_inner(spec, direction, entry, tuple(weights), input_size))
-        except Unsupported as error:
-            reasons += [f"{direction} layer: {reason}" for reason in error.reasons]
-    if reasons:
-        raise Unsupported(reasons)
-    return BidirectionalLayer(
-        name=spec.name,
-        input_size=input_size,
-        forward_layer=layers[0],
-        backward_layer=layers[1],
-        merge_mode=str(config.get("merge_mode", "concat")),
-    )
-
-
-def _weight_count(entry: dict[str, Any]) -> int:
-    """Weight arrays of the forward layer: Keras' recurrent cells (LSTM, GRU, SimpleRNN) hold
-    kernel, recurrent_kernel and, with use_bias, bias; Bidirectional lists forward's first."""
-    return 2 + bool(entry.get("config", {}).get("use_bias", True))
-
-
-def _inner(
-    spec: LayerSpec, direction: str, entry: dict[str, Any], weights: tuple, input_size: int
-) -> FloatLayer:
-    from lstm_embed.kinds import read_layer
-
-    config = dict(entry.get("config", {}))
-    flags = recurrent_flags(config)
-    if flags["stateful"]:
-        raise Unsupported(["stateful=True inside Bidirectional is not supported"])
-    config.update(go_backwards=False, stateful=False)  # applied here, whatever the kind reads
-    name = str(config.get("name", spec.name))
-    if not name.startswith(f"{direction}_"):
-        name = f"{direction}_{name}"
-    inner_spec = LayerSpec(
-        name=name,
-        class_name=str(entry["class_name"]),
-        config=config,
-        weights=weights,
-        module=str(entry.get("module") or "keras.layers"),
-        registered_name=entry.get("registered_name"),
-    )
-    layer = read_layer(inner_spec, input_size)
-    if layer is None or not layer.recurrent or not layer.streaming:
-        raise Unsupported(
-            [f"{inner_spec.class_name} is not a recurrent layer (supported: LSTM, GRU, SimpleRNN)"]
-        )
-    return RecurrentOptions(layer, go_backwards=True) if flags["go_backwards"] else layer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +58,7 @@ def merge_float(mode: str, forward: np.ndarray, backward: np.ndarray) -> np.ndar
 @dataclass(frozen=True, eq=False)
 class BidirectionalLayer(FloatLayer):
     kind: ClassVar[str] = "bidirectional"
-    keras_class: ClassVar[str] = "Bidirectional"
+    type_name: ClassVar[str] = "Bidirectional"
     recurrent: ClassVar[bool] = True
     streaming: ClassVar[bool] = False
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON
@@ -298,7 +215,7 @@ class QBidirectionalLayer(QLayer):
     recurrent: ClassVar[bool] = True
     streaming: ClassVar[bool] = False
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON
-    template: ClassVar[str] = "layers/bidirectional.c.j2"
+    template: ClassVar[str] = "kinds/bidirectional/layer.c.j2"
     name: str
     input_size: int
     forward_layer: QLayer

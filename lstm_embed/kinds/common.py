@@ -1,5 +1,5 @@
-"""Helpers shared by the layer kinds: option checks, float activations, C weight formats, and
-Keras' go_backwards and stateful options of every recurrent kind (``with_recurrent_options``)."""
+"""Helpers shared by the layer kinds: float activations, C weight formats, and the
+go_backwards and stateful options of every recurrent kind (``RecurrentOptions``)."""
 
 from __future__ import annotations
 
@@ -9,35 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lstm_embed.frontends.keras.spec import LayerSpec
-from lstm_embed.kinds.base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext, Unsupported
-
-
-def require_options(config: dict[str, Any], rules: dict[str, tuple[tuple, Any]]) -> list[str]:
-    """Every option whose value is not supported, as 'option=value (supported: ...)'.
-
-    ``rules``: option -> (supported values, default when the config omits it).
-    """
-    reasons = []
-    for option, (supported, default) in rules.items():
-        value = config.get(option, default)
-        if value not in supported:
-            allowed = " or ".join(repr(v) if not isinstance(v, str) else v for v in supported)
-            reasons.append(f"{option}={value!r} is not supported (supported: {allowed})")
-    return reasons
-
-
-def layer_weights(spec: LayerSpec, kind: str, count: int) -> tuple[list[np.ndarray], Any]:
-    """The ``count`` weight arrays of a layer (float64) before its bias, and the bias (None when
-    use_bias=False); an IRError names the layer when the file holds another number of arrays."""
-    use_bias = bool(spec.config.get("use_bias", True))
-    weights = [np.asarray(w, np.float64) for w in spec.weights]
-    if len(weights) != count + use_bias:
-        raise IRError(
-            f"layer '{spec.name}': {len(weights)} weight arrays in the file; {kind} with"
-            f" use_bias={use_bias} has {count + use_bias}"
-        )
-    return weights[:count], weights[count] if use_bias else None
+from lstm_embed.kinds.base import FloatLayer, LayerTrace, QLayer, QuantContext
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -80,10 +52,10 @@ def weight_format(bits: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Keras' go_backwards and stateful: options of every recurrent layer, implemented once here.
+# go_backwards and stateful (Keras' options of every recurrent layer), implemented once here.
 #
-# A kind's ``read`` passes its float layer through ``with_recurrent_options``; when either flag
-# is set the layer comes back wrapped in ``RecurrentOptions``, which delegates everything else
+# A frontend wraps a recurrent kind's float layer in ``RecurrentOptions`` when either flag is
+# set (the Keras reader's ``with_recurrent_options``); the wrapper delegates everything else
 # to it. So the kinds never see the flags: the wrapper reverses the input in time
 # (go_backwards) and treats the rows of a batch as one stream (stateful), and the generic
 # stages (reference, emit, the runners) read ``go_backwards`` / ``stateful`` off the chain.
@@ -92,17 +64,12 @@ RECURRENT_FLAGS = ("go_backwards", "stateful")
 GO_BACKWARDS_REASON = "go_backwards=True reads the window from its last timestep"
 
 
-def recurrent_flags(config: dict[str, Any]) -> dict[str, bool]:
-    """Keras' go_backwards and stateful options of a recurrent layer config (default False)."""
-    return {flag: bool(config.get(flag, False)) for flag in RECURRENT_FLAGS}
-
-
 class WeightlessLayer:
     """Mixin of float layers without weights (pooling, reshape, masking): no parameters, no
-    weight flash, nothing to round. ``keras_name`` (the Keras class read) or ``keras_class``."""
+    weight flash, nothing to round."""
 
     def summary(self) -> dict[str, Any]:
-        name = getattr(self, "keras_name", None) or self.keras_class  # type: ignore[attr-defined]
+        name = self.type_name  # type: ignore[attr-defined]
         return {"type": name, "activation": None, "units": None, "params_formula": "0"}
 
     def flash_bytes(self, bits: int) -> int:
@@ -122,50 +89,6 @@ class WeightlessQLayer:
     @property
     def weight_bits(self) -> int:
         return 8  # no weights; the report's column needs a value
-
-
-# options every recurrent kind refuses the same way
-RECURRENT_RULES: dict[str, tuple[tuple, Any]] = {
-    "return_state": ((False,), False),
-    "time_major": ((False,), False),
-}
-
-
-def read_recurrent(
-    spec: LayerSpec,
-    input_size: int,
-    layer_class: type,
-    rules: dict[str, tuple[tuple, Any]],
-    **options: Any,
-) -> Any:
-    """A recurrent kind's Keras layer: its own ``rules`` and RECURRENT_RULES checked, kernel,
-    recurrent kernel and bias read, the float layer built with ``options`` (its kind's config
-    values), go_backwards and stateful applied."""
-    config = spec.config
-    reasons = require_options(config, {**rules, **RECURRENT_RULES})
-    if reasons:
-        raise Unsupported(reasons)
-    article = "an" if layer_class.keras_class == "LSTM" else "a"
-    kind = f"{article} {layer_class.keras_class}"
-    (kernel, recurrent_kernel), bias = layer_weights(spec, kind, 2)
-    layer = layer_class(
-        name=spec.name,
-        input_size=input_size,
-        units=int(config["units"]),
-        kernel=kernel,
-        recurrent_kernel=recurrent_kernel,
-        bias=bias,
-        return_sequences=bool(config.get("return_sequences", False)),
-        **options,
-    )
-    return with_recurrent_options(config, layer)
-
-
-def with_recurrent_options(config: dict[str, Any], layer: Any) -> Any:
-    """``layer`` as the config's go_backwards and stateful options make it (every recurrent
-    kind's ``read`` returns through this); unchanged when neither is set."""
-    flags = recurrent_flags(config)
-    return RecurrentOptions(layer, **flags) if any(flags.values()) else layer
 
 
 def flags_of(layer: Any) -> dict[str, bool]:

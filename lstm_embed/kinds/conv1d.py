@@ -10,7 +10,7 @@ timestep at a time and ``step()`` streams it (causal, stride 1). kernel_size 1 i
 timestep with any padding. Any other padding ("valid", "same") or a stride above 1 needs the
 whole window (``window``; run() only): the window of output step t starts at input
 t * strides - pad before (``layers/window.py``, Keras' rules), zeros outside the sequence.
-Templates: templates/layers/conv1d.c.j2 and conv1d_call.c.j2.
+Templates: templates/kinds/conv1d/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds import window as geometry
 from lstm_embed.kinds.base import (
     FloatLayer,
@@ -29,66 +28,13 @@ from lstm_embed.kinds.base import (
     LayerTrace,
     QLayer,
     QuantContext,
-    Unsupported,
     check_finite,
     check_shape,
 )
-from lstm_embed.kinds.common import activation_function, require_options
+from lstm_embed.kinds.common import activation_function
 from lstm_embed.kinds.dense import DenseLayer, QDenseLayer, quantize_dense
 
 CONV_ACTIVATIONS = ("linear", "relu", "tanh", "sigmoid")
-
-
-def _single(value: Any) -> Any:
-    """Keras writes kernel_size, strides and dilation_rate as 1-lists."""
-    return value[0] if isinstance(value, list | tuple) and len(value) == 1 else value
-
-
-def read(spec: LayerSpec, input_size: int) -> Conv1DLayer:
-    config = dict(spec.config)
-    for key in ("kernel_size", "strides", "dilation_rate"):
-        if key in config:
-            config[key] = _single(config[key])
-    kernel_size = config.get("kernel_size")
-    reasons = require_options(
-        config,
-        {
-            "activation": (CONV_ACTIVATIONS, "linear"),
-            "data_format": (("channels_last",), "channels_last"),
-            "groups": ((1,), 1),
-            "padding": (tuple(geometry.PADDINGS), "valid"),
-        },
-    )
-    padding = config.get("padding", "valid")
-    strides = config.get("strides", 1)
-    if not isinstance(strides, int) or strides < 1:
-        reasons.append(f"strides={strides!r} is not supported (supported: >= 1)")
-    dilation = config.get("dilation_rate", 1)
-    if not isinstance(kernel_size, int) or kernel_size < 1:
-        reasons.append(f"kernel_size={kernel_size!r} is not supported (supported: >= 1)")
-    if not isinstance(dilation, int) or dilation < 1:
-        reasons.append(f"dilation_rate={dilation!r} is not supported (supported: >= 1)")
-    if reasons:
-        raise Unsupported(reasons)
-    use_bias = bool(config.get("use_bias", True))
-    weights = [np.asarray(w, np.float64) for w in spec.weights]
-    if len(weights) != (2 if use_bias else 1):
-        raise IRError(
-            f"layer '{spec.name}': {len(weights)} weight arrays in the file; a Conv1D with"
-            f" use_bias={use_bias} has {2 if use_bias else 1}"
-        )
-    return Conv1DLayer(
-        name=spec.name,
-        input_size=input_size,
-        filters=int(config["filters"]),
-        kernel_size=kernel_size,
-        dilation=dilation,
-        kernel=weights[0],
-        bias=weights[1] if use_bias else None,
-        activation=config.get("activation", "linear"),
-        padding=padding,
-        strides=strides,
-    )
 
 
 class ConvGeometry:
@@ -127,7 +73,7 @@ class ConvGeometry:
 @dataclass(frozen=True)
 class Conv1DLayer(ConvGeometry, FloatLayer):
     kind: ClassVar[str] = "conv1d"
-    keras_class: ClassVar[str] = "Conv1D"
+    type_name: ClassVar[str] = "Conv1D"
     name: str
     input_size: int
     filters: int
@@ -230,7 +176,7 @@ class QConv1DLayer(ConvGeometry, QLayer):
     """The window Dense (``dense``: rows over K * m inputs) and the history of past inputs."""
 
     kind: ClassVar[str] = "conv1d"
-    template: ClassVar[str] = "layers/conv1d.c.j2"
+    template: ClassVar[str] = "kinds/conv1d/layer.c.j2"
     name: str
     input_size: int
     kernel_size: int

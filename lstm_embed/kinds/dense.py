@@ -1,6 +1,6 @@
 """Dense: Keras config and weights, float forward pass, quantization, integer reference, C context.
 
-On a sequence it applies to every timestep, as in Keras. Template: templates/layers/dense.c.j2.
+On a sequence it applies to every timestep, as in Keras. Template: templates/kinds/dense/layer.c.j2.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.emit.layouts import rows as layouts
 from lstm_embed.kinds import long_rows
-from lstm_embed.kinds import lstm_layouts as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -21,14 +20,11 @@ from lstm_embed.kinds.base import (
     LayerTrace,
     QLayer,
     QuantContext,
-    Unsupported,
     check_finite,
     check_shape,
 )
 from lstm_embed.kinds.common import (
     activation_function,
-    layer_weights,
-    require_options,
     weight_format,
 )
 from lstm_embed.quantize import fixedpoint as fp
@@ -39,26 +35,10 @@ TABLE_ACTIVATIONS = ("sigmoid", "tanh", "softmax")  # outputs Q0.15 through a ta
 OUTPUT_HEADROOM = 1.5  # Dense linear outputs (logits, regression targets)
 
 
-def read(spec: LayerSpec, input_size: int) -> DenseLayer:
-    config = spec.config
-    reasons = require_options(config, {"activation": (DENSE_ACTIVATIONS, "linear")})
-    if reasons:
-        raise Unsupported(reasons)
-    (kernel,), bias = layer_weights(spec, "a Dense layer", 1)
-    return DenseLayer(
-        name=spec.name,
-        input_size=input_size,
-        units=int(config["units"]),
-        kernel=kernel,
-        bias=bias,
-        activation=config.get("activation", "linear"),
-    )
-
-
 @dataclass(frozen=True)
 class DenseLayer(FloatLayer):
     kind: ClassVar[str] = "dense"
-    keras_class: ClassVar[str] = "Dense"
+    type_name: ClassVar[str] = "Dense"
     name: str
     input_size: int
     units: int
@@ -188,7 +168,7 @@ def quantize_dense(
 @dataclass(frozen=True)
 class QDenseLayer(QLayer):
     kind: ClassVar[str] = "dense"
-    template: ClassVar[str] = "layers/dense.c.j2"
+    template: ClassVar[str] = "kinds/dense/layer.c.j2"
     name: str
     input_size: int
     units: int
@@ -284,7 +264,6 @@ class QDenseLayer(QLayer):
         return {
             "index": index,
             "name": self.name,
-            "call_uses_state": self.activation == "softmax",  # its logits scratch
             "input_size": self.input_size,
             "units": self.units,
             "activation": self.activation,

@@ -32,16 +32,15 @@ from lstm_embed.quantize import fixedpoint as fp
 
 @dataclass(frozen=True)
 class FeatureAffineLayer(FloatLayer):
-    """y = scale * x + offset per feature; ``keras_name`` the Keras class it was read from,
+    """y = scale * x + offset per feature; ``type_name`` the Keras class it was read from,
     ``keras_params`` Keras' count_params() of it (inspect's column)."""
 
     kind: ClassVar[str] = "feature_affine"
-    keras_class: ClassVar[str] = "Normalization"
     name: str
     input_size: int
     scale: np.ndarray  # (input_size,)
     offset: np.ndarray  # (input_size,)
-    keras_name: str = "Normalization"
+    type_name: str = "Normalization"
     keras_params: int = 0
 
     def __post_init__(self) -> None:
@@ -61,7 +60,7 @@ class FeatureAffineLayer(FloatLayer):
         return LayerTrace(x * self.scale + self.offset)
 
     def summary(self) -> dict[str, Any]:
-        return {"type": self.keras_name, "activation": None, "units": None,
+        return {"type": self.type_name, "activation": None, "units": None,
                 "params_formula": str(self.keras_params)}  # fmt: skip
 
     def flash_bytes(self, bits: int) -> int:
@@ -73,7 +72,7 @@ class FeatureAffineLayer(FloatLayer):
         multiplier, shift = fp.signed_multipliers(self.scale * scale / out_scale)
         offset = fp.round_half_away(np.clip(self.offset / out_scale, -fp.INT32_MAX, fp.INT32_MAX))
         return QAffineLayer(
-            self.name, self.input_size, multiplier, shift, offset, out_scale, self.keras_name
+            self.name, self.input_size, multiplier, shift, offset, out_scale, self.type_name
         )
 
     def dequantized(self, qlayer: QAffineLayer, feature_scale: np.ndarray) -> FeatureAffineLayer:

@@ -14,8 +14,8 @@ The integer form requantizes every row sum to Z_FRAC_BITS: with reset_after the 
 two rows, its input part ``hx`` and its recurrent part ``hh`` (which r multiplies after its
 own requantization), so a unit has four requantized rows (z, r, hx, hh) over three weight rows;
 without it three (z, r, h), the candidate's recurrent columns multiplying r * h.
-Templates: templates/layers/gru.c.j2 (kernels in templates/kernels/gru_*.c.j2, laid out by
-``lstm_embed.kinds.gru_layouts``).
+Templates: templates/kinds/gru/ (the layer, its call and its kernels, laid out by
+``lstm_embed.emit.layouts.gru``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
@@ -38,7 +37,7 @@ from lstm_embed.kinds.base import (
     check_finite,
     check_shape,
 )
-from lstm_embed.kinds.common import activation_function, read_recurrent, weight_format
+from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
@@ -59,30 +58,13 @@ ROWS_RESET_BEFORE = ("z", "r", "h")
 
 
 # ---------------------------------------------------------------------------------------------
-# Keras config and weights
-
-
-def read(spec: LayerSpec, input_size: int) -> Any:
-    rules = {
-        "activation": (("tanh",), "tanh"),
-        "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
-    }
-    config = spec.config
-    return read_recurrent(
-        spec, input_size, GRULayer, rules,
-        reset_after=bool(config.get("reset_after", True)),
-        recurrent_activation=config.get("recurrent_activation", "sigmoid"),
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
 # Float IR layer
 
 
 @dataclass(frozen=True)
 class GRULayer(FloatLayer):
     kind: ClassVar[str] = "gru"
-    keras_class: ClassVar[str] = "GRU"
+    type_name: ClassVar[str] = "GRU"
     recurrent: ClassVar[bool] = True
     state_names: ClassVar[tuple[str, ...]] = ("h",)  # return_state=True: [out, h]
 
@@ -407,6 +389,7 @@ class QGRULayer(QLayer):
     with ``fixedpoint.Z_FRAC_BITS`` fractional bits; gates and candidate Q0.15."""
 
     kind: ClassVar[str] = "gru"
+    type_name: ClassVar[str] = "GRU"
     recurrent: ClassVar[bool] = True
     state_names: ClassVar[tuple[str, ...]] = ("h",)
 
@@ -419,7 +402,7 @@ class QGRULayer(QLayer):
     def state_members(self) -> tuple[str, ...]:
         return ("h_q15",)
 
-    template: ClassVar[str] = "layers/gru.c.j2"
+    template: ClassVar[str] = "kinds/gru/layer.c.j2"
     name: str
     input_size: int
     units: int
@@ -543,8 +526,8 @@ class QGRULayer(QLayer):
 
     def uses(self) -> set[str]:
         # the shared recurrent helpers of templates/ops.c.j2 (tables, their lookups) and of
-        # kernels/common.c.j2 (table planes, fast requantization) carry the LSTM's flag names
-        flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
+        # kernels/common.c.j2 (table planes, fast requantization)
+        flags = {"portable_recurrent" if self.portable_only else "optimized_recurrent"}
         if self.weight_bits == 16:
             flags.add("wide_rows")  # ops.c.j2's int64 row sum of int16 weights
         if self.blocked:
@@ -574,7 +557,7 @@ class QGRULayer(QLayer):
         return 2 * self.units
 
     def context(self, index: int) -> dict[str, Any]:
-        from lstm_embed.kinds import gru_layouts
+        from lstm_embed.emit.layouts import gru as gru_layouts
 
         return {
             "index": index,
@@ -612,8 +595,8 @@ class QGRULayer(QLayer):
 
     def kernel_stack_bytes(self) -> dict[str, int]:
         """Bytes of the local arrays each kernel keeps on the stack for this layer (as declared
-        in templates/kernels/gru_*.c.j2): the [x; h_prev] copies and the row sums."""
-        from lstm_embed.kinds import gru_layouts as gl
+        in templates/kinds/gru/): the [x; h_prev] copies and the row sums."""
+        from lstm_embed.emit.layouts import gru as gl
 
         if self.portable_only:
             return dict.fromkeys(("reference", "plain", "dsp", "mve"), 0)
@@ -630,8 +613,8 @@ class QGRULayer(QLayer):
         }
 
     def kernel_flash_bytes(self) -> dict[str, int]:
-        """Constants of this layer in each kernel's layout (templates/kernels/gru_*.c.j2)."""
-        from lstm_embed.kinds import gru_layouts as gl
+        """Constants of this layer in each kernel's layout (templates/kinds/gru/)."""
+        from lstm_embed.emit.layouts import gru as gl
 
         portable = sum(self.flash_bytes().values())
         if self.portable_only:

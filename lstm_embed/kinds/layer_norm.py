@@ -11,7 +11,7 @@ Integer, per timestep (``QLayerNormLayer.step``; m features):
 - n_f = requantize(D_f, rsqrt_multiplier(v)): D_f * 2**16 / sqrt(v), Z16;
 - y_f = affine_s16(n_f, gamma_f / (2**16 * out scale), round(beta_f / out scale)).
 Bounds: |D| <= m * 2**(16 + k) <= 2**30 (int32) and V <= m**3 * 2**(32 + 2k) <= 2**62 (uint64),
-so m <= MAX_FEATURES. Templates: templates/layers/layer_norm.c.j2 and layer_norm_call.c.j2.
+so m <= MAX_FEATURES. Templates: templates/kinds/layer_norm/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     FloatLayer,
     IRError,
@@ -30,46 +29,22 @@ from lstm_embed.kinds.base import (
     QLayer,
     QuantContext,
     QuantizeError,
-    Unsupported,
     check_finite,
     check_shape,
 )
 from lstm_embed.kinds.batch_norm import output_scale
 from lstm_embed.quantize import fixedpoint as fp
 
-LAST_AXIS = (-1, 1, 2)  # Keras 3 writes -1; Keras 2 the axis number
 MAX_EXTRA_BITS = 8  # fractional bits u gets beyond the coarsest input LSB
 MAX_FEATURES = 1024  # m**3 * 2**32 <= 2**62
 EPS_TERM_MAX = 2**61  # m**2 * eps in u's units, saturated (eps then dominates v anyway)
 BYTES_PER_FEATURE = 4 + 1 + 4 + 1 + 4  # input multiplier, shift; gamma multiplier, shift; beta
 
 
-def read(spec: LayerSpec, input_size: int) -> LayerNormLayer:
-    config = spec.config
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    reasons = []
-    if axis not in LAST_AXIS:
-        reasons.append(f"axis={config.get('axis')!r} is not supported (supported: the last)")
-    if config.get("rms_scaling", False):
-        reasons.append("rms_scaling=True is not supported (supported: False)")
-    if reasons:
-        raise Unsupported(reasons)
-    scale, center = bool(config.get("scale", True)), bool(config.get("center", True))
-    weights = [np.asarray(w, np.float64) for w in spec.weights]
-    if len(weights) != scale + center:
-        expected = scale + center
-        raise IRError(f"layer '{spec.name}': {len(weights)} weight arrays, expected {expected}")
-    gamma = weights.pop(0) if scale else np.ones(input_size)
-    beta = weights.pop(0) if center else np.zeros(input_size)
-    epsilon = float(config.get("epsilon", 1e-3))
-    return LayerNormLayer(spec.name, input_size, gamma, beta, epsilon, scale, center)
-
-
 @dataclass(frozen=True)
 class LayerNormLayer(FloatLayer):
     kind: ClassVar[str] = "layer_norm"
-    keras_class: ClassVar[str] = "LayerNormalization"
+    type_name: ClassVar[str] = "LayerNormalization"
     name: str
     input_size: int
     gamma: np.ndarray
@@ -146,7 +121,7 @@ class QLayerNormLayer(QLayer):
     """Output int16 with one scale; see the module docstring for the arithmetic."""
 
     kind: ClassVar[str] = "layer_norm"
-    template: ClassVar[str] = "layers/layer_norm.c.j2"
+    template: ClassVar[str] = "kinds/layer_norm/layer.c.j2"
     name: str
     input_size: int
     in_multiplier: np.ndarray  # (m,) input LSB -> the common unit

@@ -1,8 +1,8 @@
 """LSTM: Keras config and weights, float forward pass, quantization, integer reference, C context.
 
 Keras' gate order (i, f, c, o) is stated once here (``GATES``); weights are split into gates
-only through ``LSTMLayer.gate``. Templates: templates/layers/lstm.c.j2 (and the optimized
-kernels in templates/kernels/, laid out by ``lstm_embed.kinds.lstm_layouts``).
+only through ``LSTMLayer.gate``. Templates: templates/kinds/lstm/ (the layer, its call, and the
+optimized kernels laid out by ``lstm_embed.emit.layouts.lstm``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.emit.layouts import lstm as layouts
 from lstm_embed.kinds import long_rows
-from lstm_embed.kinds import lstm_layouts as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -27,7 +26,7 @@ from lstm_embed.kinds.base import (
     check_finite,
     check_shape,
 )
-from lstm_embed.kinds.common import activation_function, read_recurrent, weight_format
+from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
@@ -44,29 +43,13 @@ CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 b
 
 
 # ---------------------------------------------------------------------------------------------
-# Keras config and weights
-
-
-def read(spec: LayerSpec, input_size: int) -> Any:
-    rules = {
-        "activation": (("tanh",), "tanh"),
-        "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
-    }
-    config = spec.config
-    return read_recurrent(
-        spec, input_size, LSTMLayer, rules,
-        recurrent_activation=config.get("recurrent_activation", "sigmoid"),
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
 # Float IR layer
 
 
 @dataclass(frozen=True)
 class LSTMLayer(FloatLayer):
     kind: ClassVar[str] = "lstm"
-    keras_class: ClassVar[str] = "LSTM"
+    type_name: ClassVar[str] = "LSTM"
     recurrent: ClassVar[bool] = True
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")  # return_state=True: [out, h, c]
 
@@ -338,6 +321,7 @@ class QLSTMLayer(QLayer):
     with ``fixedpoint.Z_FRAC_BITS`` fractional bits."""
 
     kind: ClassVar[str] = "lstm"
+    type_name: ClassVar[str] = "LSTM"
     recurrent: ClassVar[bool] = True
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
 
@@ -355,7 +339,7 @@ class QLSTMLayer(QLayer):
             )
         return "h_q15", "c"
 
-    template: ClassVar[str] = "layers/lstm.c.j2"
+    template: ClassVar[str] = "kinds/lstm/layer.c.j2"
     name: str
     input_size: int
     units: int
@@ -440,6 +424,41 @@ class QLSTMLayer(QLayer):
     def cell_int_bits(self) -> int:
         return 15 - self.cell_frac
 
+    # -- the cell state in the generic reports (convert's calibration table, compare and the
+    # held-out range check ask these of a layer whose float trace holds a cell; ``steps``: its
+    # reference step traces, in order) --
+
+    @property
+    def cell_q_format(self) -> str:
+        return f"Q{self.cell_int_bits}.{self.cell_stored_frac}"
+
+    @property
+    def cell_limit(self) -> float:
+        """The largest |c| the integer cell holds, in float."""
+        return float(fp.INT16_MAX * 2.0**-self.cell_frac)
+
+    def cell_ranges(self, float_cell: np.ndarray, steps: list) -> dict[str, Any]:
+        """convert's calibration row: the float cell's range, the format chosen from it and
+        the stored values that saturated."""
+        return {
+            "cell_max_abs": float(np.max(np.abs(float_cell))),
+            "cell_format": f"{self.cell_q_format} (max |c| x {CELL_HEADROOM})",
+            "cell_saturated": self.cell_saturated(steps),
+        }
+
+    def cell_values(self, steps: list) -> np.ndarray:
+        """The integer cell of every step in float, (N, T, units)."""
+        return np.stack([s.c for s in steps], axis=1) * 2.0**-self.cell_stored_frac
+
+    def cell_saturated(self, steps: list) -> int:
+        """Stored cell values at either limit of the cell's range."""
+        low, high = self.cell_limits
+        return int(sum(np.sum((s.c >= high) | (s.c <= low)) for s in steps))
+
+    def cell_beyond(self, float_cell: np.ndarray) -> np.ndarray:
+        """Where a float cell lies beyond the integer cell's range (it saturates there)."""
+        return np.abs(float_cell) > self.cell_limits[1] * 2.0**-self.cell_stored_frac
+
     @property
     def macs(self) -> int:
         return 4 * self.units * self.row_length
@@ -477,7 +496,9 @@ class QLSTMLayer(QLayer):
     # -- emitter --
 
     def uses(self) -> set[str]:
-        flags = {"portable_lstm" if self.portable_only else "optimized_lstm"}
+        # "lstm": the LSTM's reference step and parameters (ops.c.j2); the recurrent flags
+        # switch on the helpers every recurrent kind's kernels share
+        flags = {"lstm", "portable_recurrent" if self.portable_only else "optimized_recurrent"}
         if self.wide_cell:
             flags.add("wide_lstm")
         if self.blocked:
@@ -576,7 +597,7 @@ class QLSTMLayer(QLayer):
         return {"weights": weights, "biases": rows * fp.BIAS_ROW_BYTES}
 
     def kernel_flash_bytes(self) -> dict[str, int]:
-        """Constants of this layer in each kernel's layout (templates/kernels/), as compiled."""
+        """Constants of this layer in each kernel's layout (templates/kinds/lstm/), as compiled."""
         portable = sum(self.flash_bytes().values())
         if self.portable_only:
             return dict.fromkeys(("reference", "plain", "dsp", "mve"), portable)
@@ -593,7 +614,7 @@ class QLSTMLayer(QLayer):
 
     def kernel_stack_bytes(self) -> dict[str, int]:
         """Bytes of the local arrays each kernel keeps on the stack for this layer (as declared
-        in templates/kernels/ and ops.c.j2); the [x; h_prev] copies of the DSP and plain kernels
+        in templates/kinds/lstm/ and ops.c.j2); the [x; h_prev] copies of the DSP and plain kernels
         are in the caller's state when larger than layouts.LOCAL_ROWS_MAX_BYTES."""
         gates = 4 * 4  # int32 per gate: the reference kernel's gate_q15, plain's sum, DSP's acc
         if self.portable_only:

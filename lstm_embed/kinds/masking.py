@@ -21,7 +21,7 @@ Rules here (``MASK_PASSING_KINDS``, ``mask_reach``):
   with exactly mask_value gives the same mask either way; an unpadded timestep whose every
   feature quantizes to the mask value (all within half an input LSB of it) counts as padding
   on the integer path only.
-Template: templates/layers/masking.c.j2 (the mask tests) and masking_call.c.j2.
+Template: templates/kinds/masking/ (layer.c.j2: the mask tests; layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext
 from lstm_embed.kinds.common import WeightlessLayer, WeightlessQLayer
 from lstm_embed.quantize import fixedpoint as fp
@@ -42,19 +41,10 @@ from lstm_embed.quantize import fixedpoint as fp
 MASK_PASSING_KINDS = ("dense", "activation", "batch_norm", "layer_norm")
 
 
-def read(spec: LayerSpec, input_size: int) -> MaskingLayer:
-    value = spec.config.get("mask_value", 0.0)
-    try:
-        mask_value = float(value)
-    except (TypeError, ValueError):
-        raise IRError(f"layer '{spec.name}': mask_value={value!r} is not a number") from None
-    return MaskingLayer(spec.name, input_size, mask_value)
-
-
 @dataclass(frozen=True)
 class MaskingLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "masking"
-    keras_class: ClassVar[str] = "Masking"
+    type_name: ClassVar[str] = "Masking"
     computes_mask: ClassVar[bool] = True
     name: str
     input_size: int
@@ -100,7 +90,7 @@ class QMaskingLayer(WeightlessQLayer, QLayer):
     ``integer_mask`` or ``float_mask``)."""
 
     kind: ClassVar[str] = "masking"
-    template: ClassVar[str] = "layers/masking.c.j2"
+    template: ClassVar[str] = "kinds/masking/layer.c.j2"
     computes_mask: ClassVar[bool] = True
     name: str
     input_size: int

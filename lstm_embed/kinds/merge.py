@@ -88,12 +88,11 @@ class MergeLayer(WeightlessLayer, FloatLayer):
     elementwise."""
 
     kind: ClassVar[str] = "merge"
-    keras_class: ClassVar[str] = "Merge"
     arity: ClassVar[int | None] = None  # any number of inputs
     name: str
     op: str
     input_sizes: tuple[int, ...]
-    keras_name: str = ""
+    type_name: str = ""
 
     def __post_init__(self) -> None:
         if self.op not in OPS.values():
@@ -146,7 +145,7 @@ class MergeLayer(WeightlessLayer, FloatLayer):
 
     def summary(self) -> dict[str, Any]:
         return {
-            "type": self.keras_name or self.op.capitalize(),
+            "type": self.type_name or self.op.capitalize(),
             "activation": None,
             "units": None,
             "params_formula": "0",
@@ -169,7 +168,7 @@ class QMergeLayer(WeightlessQLayer, QLayer):
     Q(``shift``) (negative for Subtract's second operand); unused by Concatenate."""
 
     kind: ClassVar[str] = "merge"
-    template: ClassVar[str] = "layers/merge.c.j2"
+    template: ClassVar[str] = "kinds/merge/layer.c.j2"
     arity: ClassVar[int | None] = None
     name: str
     op: str

@@ -6,7 +6,7 @@ Integer: input feature j (its own scale s_j: the model input is quantized per co
 output timestep j, and each output feature mixes every input feature; so the output gets one
 scale, max_j s_j, and each value is requantized into it, y_q = sat16(requantize(x_q, M_j,
 S_j)) with M_j, S_j the multiplier of s_j / max s (``fixedpoint.affine_s16``; 1 is exact: a
-copy when the scales are equal). Templates: templates/layers/permute.c.j2, permute_call.c.j2.
+copy when the scales are equal). Templates: templates/kinds/permute/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lstm_embed.quantize import fixedpoint as fp
 @dataclass(frozen=True)
 class PermuteLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "permute"
-    keras_class: ClassVar[str] = "Permute"
+    type_name: ClassVar[str] = "Permute"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int
@@ -64,7 +64,7 @@ class PermuteLayer(WeightlessLayer, FloatLayer):
 @dataclass(frozen=True)
 class QPermuteLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "permute"
-    template: ClassVar[str] = "layers/permute.c.j2"
+    template: ClassVar[str] = "kinds/permute/layer.c.j2"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int

@@ -5,7 +5,7 @@ Integer: the output keeps the input's format. Max: the largest int16 of the span
 Average: the int32 sum over the span's timesteps inside the sequence divided by their count,
 rounded half away from zero (``fixedpoint.div_round_half_away``); as Keras (TF), "same" padding
 averages over the timesteps it covers, not the padding. Geometry: ``layers/window.py``.
-Templates: templates/layers/pooling.c.j2 and pooling_call.c.j2.
+Templates: templates/kinds/pooling/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -15,57 +15,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds import window as geometry
-from lstm_embed.kinds.base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext, Unsupported
-from lstm_embed.kinds.common import WeightlessLayer, WeightlessQLayer, require_options
+from lstm_embed.kinds.base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext
+from lstm_embed.kinds.common import WeightlessLayer, WeightlessQLayer
 from lstm_embed.quantize import fixedpoint as fp
 
-MODES = {
-    "MaxPooling1D": "max",
-    "AveragePooling1D": "average",
-    "GlobalMaxPooling1D": "max",
-    "GlobalAveragePooling1D": "average",
-}
 MAX_POOL = 65535  # int16 sums of this many timesteps fit int32 (a window that long is no MCU's)
-
-
-def _single(value: Any) -> Any:
-    return value[0] if isinstance(value, list | tuple) and len(value) == 1 else value
-
-
-def read(spec: LayerSpec, input_size: int) -> PoolingLayer:
-    config, cls = spec.config, spec.class_name
-    rules: dict[str, tuple[tuple, Any]] = {"data_format": (("channels_last",), "channels_last")}
-    if cls.startswith("Global"):
-        rules["keepdims"] = ((False,), False)
-        reasons = require_options(config, rules)
-        if reasons:
-            raise Unsupported(reasons)
-        return PoolingLayer(spec.name, input_size, MODES[cls], cls, whole=True)
-    rules["padding"] = (("valid", "same"), "valid")
-    reasons = require_options(config, rules)
-    pool = _single(config.get("pool_size", 2))
-    strides = _single(config.get("strides")) or pool  # Keras: strides None means pool_size
-    for key, value in (("pool_size", pool), ("strides", strides)):
-        if not isinstance(value, int) or not 1 <= value <= MAX_POOL:
-            reasons.append(f"{key}={value!r} is not supported (supported: 1 to {MAX_POOL})")
-    if reasons:
-        raise Unsupported(reasons)
-    padding = config.get("padding", "valid")
-    return PoolingLayer(spec.name, input_size, MODES[cls], cls, pool, strides, padding)
 
 
 @dataclass(frozen=True)
 class PoolingLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "pooling"
-    keras_class: ClassVar[str] = "Pooling1D"
     streaming: ClassVar[bool] = False
     needs_timesteps: ClassVar[bool] = True
     name: str
     input_size: int
     mode: str  # "max" or "average"
-    keras_name: str
+    type_name: str
     pool: int = 1
     strides: int = 1
     padding: str = "valid"
@@ -77,7 +43,7 @@ class PoolingLayer(WeightlessLayer, FloatLayer):
 
     @property
     def whole_window_reason(self) -> str:
-        return f"{self.keras_name} pools over timesteps"
+        return f"{self.type_name} pools over timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
@@ -110,7 +76,7 @@ class PoolingLayer(WeightlessLayer, FloatLayer):
     def quantize(self, ctx: QuantContext) -> QPoolingLayer:
         scale = np.broadcast_to(np.asarray(ctx.feature_scale, np.float64), (self.input_size,))
         return QPoolingLayer(
-            self.name, self.input_size, self.mode, self.keras_name, self.pool, self.strides,
+            self.name, self.input_size, self.mode, self.type_name, self.pool, self.strides,
             self.padding, self.whole, scale.copy(),
         )  # fmt: skip
 
@@ -118,12 +84,12 @@ class PoolingLayer(WeightlessLayer, FloatLayer):
 @dataclass(frozen=True)
 class QPoolingLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "pooling"
-    template: ClassVar[str] = "layers/pooling.c.j2"
+    template: ClassVar[str] = "kinds/pooling/layer.c.j2"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int
     mode: str
-    keras_name: str
+    type_name: str
     pool: int
     strides: int
     padding: str
@@ -132,7 +98,7 @@ class QPoolingLayer(WeightlessQLayer, QLayer):
 
     @property
     def whole_window_reason(self) -> str:
-        return f"{self.keras_name} pools over timesteps"
+        return f"{self.type_name} pools over timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
@@ -174,7 +140,7 @@ class QPoolingLayer(WeightlessQLayer, QLayer):
         return {
             "index": index,
             "name": self.name,
-            "keras_name": self.keras_name,
+            "type_name": self.type_name,
             "input_size": self.input_size,
             "mode": self.mode,
             "pool": self.pool,

@@ -11,7 +11,7 @@ int16 values in another shape; run-only.
 Each output feature keeps the scale of the input feature it holds (so Reshape needs m' a
 multiple of m, or one scale for every input feature). Flatten and Reshape depend on the
 window's length: their run() takes exactly the model's timesteps (``exact_timesteps``).
-Templates: templates/layers/reshape.c.j2 and reshape_call.c.j2.
+Templates: templates/kinds/reshape/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import (
     FloatLayer,
     IRError,
@@ -29,53 +28,20 @@ from lstm_embed.kinds.base import (
     QLayer,
     QuantContext,
     QuantizeError,
-    Unsupported,
 )
 from lstm_embed.kinds.common import WeightlessLayer, WeightlessQLayer
-
-KINDS = {"Flatten": "flatten", "Reshape": "reshape", "RepeatVector": "repeat"}
-
-
-def read(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> ReshapeLayer:
-    config, cls = spec.config, spec.class_name
-    if cls == "RepeatVector":
-        n = config.get("n")
-        if not isinstance(n, int) or n < 1:
-            raise Unsupported([f"n={n!r} is not supported (supported: >= 1)"])
-        return ReshapeLayer(spec.name, input_size, "repeat", n, input_size, cls)
-    if config.get("data_format", "channels_last") != "channels_last":
-        raise Unsupported([f"data_format={config.get('data_format')!r} is not supported"])
-    if timesteps is None:
-        raise Unsupported([f"{cls} needs a fixed number of timesteps (Input((T, m)))"])
-    total = timesteps * input_size
-    if cls == "Flatten":
-        return ReshapeLayer(spec.name, input_size, "flatten", 1, total, cls, timesteps)
-    target = list(config.get("target_shape") or [])
-    if len(target) not in (1, 2) or sum(1 for d in target if d == -1) > 1:
-        raise Unsupported([f"target_shape={target!r} is not supported (supported: (T', m'),"
-                           " or (n,): a regrouping of (timesteps, features))"])  # fmt: skip
-    known = int(np.prod([d for d in target if d != -1]))
-    if known < 1 or total % known:
-        raise Unsupported([f"target_shape={target!r} does not hold {timesteps}x{input_size}"])
-    target = [total // known if d == -1 else int(d) for d in target]
-    if int(np.prod(target)) != total:
-        raise Unsupported([f"target_shape={target!r} does not hold {timesteps}x{input_size}"])
-    if len(target) == 1:
-        return ReshapeLayer(spec.name, input_size, "flatten", 1, total, cls, timesteps)
-    return ReshapeLayer(spec.name, input_size, "reshape", target[0], target[1], cls, timesteps)
 
 
 @dataclass(frozen=True)
 class ReshapeLayer(WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "reshape"
-    keras_class: ClassVar[str] = "Reshape"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int
     mode: str  # "flatten", "reshape" or "repeat"
     out_timesteps: int  # 1 for flatten, T' for reshape, n for repeat
     out_size: int
-    keras_name: str
+    type_name: str
     in_timesteps: int | None = None  # flatten, reshape: the window they regroup
 
     def __post_init__(self) -> None:
@@ -91,7 +57,7 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
             consistent = consistent and (self.mode == "reshape" or self.out_timesteps == 1)
         if not consistent:
             raise IRError(
-                f"layer '{self.name}': {self.keras_name} of {self.in_timesteps}x"
+                f"layer '{self.name}': {self.type_name} of {self.in_timesteps}x"
                 f"{self.input_size} into {self.out_timesteps}x{self.out_size}"
             )
 
@@ -101,7 +67,7 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
             return "RepeatVector makes a sequence of one vector"
         if self.mode == "last":
             return "it keeps the window's last timestep"
-        return f"{self.keras_name} regroups the window's timesteps"
+        return f"{self.type_name} regroups the window's timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
@@ -151,21 +117,21 @@ class ReshapeLayer(WeightlessLayer, FloatLayer):
         out_scale = np.tile(scale, reps)[: self.out_size].copy()
         return QReshapeLayer(
             self.name, self.input_size, self.mode, self.out_timesteps, self.out_size,
-            self.keras_name, self.in_timesteps, out_scale,
+            self.type_name, self.in_timesteps, out_scale,
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class QReshapeLayer(WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "reshape"
-    template: ClassVar[str] = "layers/reshape.c.j2"
+    template: ClassVar[str] = "kinds/reshape/layer.c.j2"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int
     mode: str
     out_timesteps: int
     out_size: int
-    keras_name: str
+    type_name: str
     in_timesteps: int | None
     out_scale: np.ndarray
 
@@ -175,7 +141,7 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
             return "RepeatVector makes a sequence of one vector"
         if self.mode == "last":
             return "it keeps the window's last timestep"
-        return f"{self.keras_name} regroups the window's timesteps"
+        return f"{self.type_name} regroups the window's timesteps"
 
     @property
     def keeps_timesteps(self) -> bool:
@@ -217,7 +183,7 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
         return {
             "index": index,
             "name": self.name,
-            "keras_name": self.keras_name,
+            "type_name": self.type_name,
             "mode": self.mode,
             "input_size": self.input_size,
             "out_timesteps": self.out_timesteps,

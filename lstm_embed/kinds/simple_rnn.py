@@ -7,7 +7,7 @@ row quantization and input-shift choice). The state is Q0.15 for tanh; relu and 
 are unbounded, so they get an int16 format with one scale per layer calibrated like a Dense
 layer's linear output, and a clear error when no such format can hold the state (it is not
 finite, or it keeps growing over the calibration window). Templates:
-templates/layers/simple_rnn.c.j2 (portable C on every core).
+templates/kinds/simple_rnn/layer.c.j2 (portable C on every core).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
@@ -31,7 +30,7 @@ from lstm_embed.kinds.base import (
     check_finite,
     check_shape,
 )
-from lstm_embed.kinds.common import activation_function, read_recurrent, weight_format
+from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     choose_input_shift,
     effective_row_length,
@@ -53,12 +52,6 @@ STATE_GROWTH_LIMIT = 2.0**8
 MAX_STATE = 1e30
 
 
-def read(spec: LayerSpec, input_size: int) -> Any:
-    rules = {"activation": (ACTIVATIONS, "tanh")}
-    activation = spec.config.get("activation", "tanh")
-    return read_recurrent(spec, input_size, SimpleRNNLayer, rules, activation=activation)
-
-
 # ---------------------------------------------------------------------------------------------
 # Float IR layer
 
@@ -66,7 +59,7 @@ def read(spec: LayerSpec, input_size: int) -> Any:
 @dataclass(frozen=True)
 class SimpleRNNLayer(FloatLayer):
     kind: ClassVar[str] = "simple_rnn"
-    keras_class: ClassVar[str] = "SimpleRNN"
+    type_name: ClassVar[str] = "SimpleRNN"
     recurrent: ClassVar[bool] = True
     state_names: ClassVar[tuple[str, ...]] = ("h",)  # return_state=True: [out, h]
 
@@ -307,6 +300,7 @@ class QSimpleRNNLayer(QLayer):
     relu and linear), row sums int32 requantized to Z_FRAC_BITS (tanh) or the state's format."""
 
     kind: ClassVar[str] = "simple_rnn"
+    type_name: ClassVar[str] = "SimpleRNN"
     recurrent: ClassVar[bool] = True
     state_names: ClassVar[tuple[str, ...]] = ("h",)
 
@@ -319,7 +313,7 @@ class QSimpleRNNLayer(QLayer):
     def state_members(self) -> tuple[str, ...]:
         return ("h_q15",)
 
-    template: ClassVar[str] = "layers/simple_rnn.c.j2"
+    template: ClassVar[str] = "kinds/simple_rnn/layer.c.j2"
     name: str
     input_size: int
     units: int

@@ -17,7 +17,6 @@ class StackedLayers(FloatLayer):
     """``layers`` in order, each feeding the next (their sizes checked)."""
 
     kind: ClassVar[str] = "stack"
-    keras_class: ClassVar[str] = "RNN"
     recurrent: ClassVar[bool] = True
     name: str
     input_size: int

@@ -4,7 +4,7 @@ cropping (``before`` and ``after`` timesteps dropped). Run-only: each output tim
 on the window's length or on timesteps that have not arrived; run() takes exactly the model's
 timesteps. The int16 values are copied (padding: zeros, the real 0 of every symmetric format),
 so every output feature keeps its input feature's scale. Templates:
-templates/layers/time_axis.c.j2 and time_axis_call.c.j2.
+templates/kinds/time_axis/ (layer.c.j2, layer_call.c.j2).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ class TimeAxisGeometry:
     size: int
     before: int
     after: int
-    keras_name: str
+    type_name: str
 
     @property
     def whole_window_reason(self) -> str:
-        return f"{self.keras_name} moves timesteps"
+        return f"{self.type_name} moves timesteps"
 
     @property
     def exact_timesteps(self) -> bool:
@@ -65,19 +65,18 @@ class TimeAxisGeometry:
 @dataclass(frozen=True)
 class TimeAxisLayer(TimeAxisGeometry, WeightlessLayer, FloatLayer):
     kind: ClassVar[str] = "time_axis"
-    keras_class: ClassVar[str] = "UpSampling1D"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int
     mode: str
-    keras_name: str
+    type_name: str
     size: int = 1
     before: int = 0
     after: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES or self.size < 1 or self.before < 0 or self.after < 0:
-            raise IRError(f"layer '{self.name}': {self.keras_name} geometry not supported")
+            raise IRError(f"layer '{self.name}': {self.type_name} geometry not supported")
 
     @property
     def output_size(self) -> int:
@@ -93,7 +92,7 @@ class TimeAxisLayer(TimeAxisGeometry, WeightlessLayer, FloatLayer):
     def quantize(self, ctx: QuantContext) -> QTimeAxisLayer:
         scale = np.broadcast_to(np.asarray(ctx.feature_scale, np.float64), (self.input_size,))
         return QTimeAxisLayer(
-            self.name, self.input_size, self.mode, self.keras_name, self.size, self.before,
+            self.name, self.input_size, self.mode, self.type_name, self.size, self.before,
             self.after, scale.copy(),
         )  # fmt: skip
 
@@ -101,12 +100,12 @@ class TimeAxisLayer(TimeAxisGeometry, WeightlessLayer, FloatLayer):
 @dataclass(frozen=True)
 class QTimeAxisLayer(TimeAxisGeometry, WeightlessQLayer, QLayer):
     kind: ClassVar[str] = "time_axis"
-    template: ClassVar[str] = "layers/time_axis.c.j2"
+    template: ClassVar[str] = "kinds/time_axis/layer.c.j2"
     streaming: ClassVar[bool] = False
     name: str
     input_size: int
     mode: str
-    keras_name: str
+    type_name: str
     size: int
     before: int
     after: int
@@ -127,7 +126,7 @@ class QTimeAxisLayer(TimeAxisGeometry, WeightlessQLayer, QLayer):
         return {
             "index": index,
             "name": self.name,
-            "keras_name": self.keras_name,
+            "type_name": self.type_name,
             "mode": self.mode,
             "input_size": self.input_size,
             "size": self.size,

@@ -23,8 +23,8 @@ __all__ = ["Q15_SCALE", "QDenseLayer", "QLSTMLayer", "QLayer", "QModel"]
 
 QMODEL_FILE = "qmodel.npz"
 # bump when a field or its meaning changes; older folders are refused with "convert again"
-# (3: sigmoid reads the tanh table; 4: exp without a table)
-QMODEL_FORMAT = 4
+# (3: sigmoid reads the tanh table; 4: exp without a table; 5: type_name, not keras_name)
+QMODEL_FORMAT = 5
 
 
 class QModelFileError(ValueError):
@@ -74,7 +74,7 @@ def _split(obj: Any, prefix: str, arrays: dict[str, np.ndarray]) -> Any:
 
 def save_qmodel(qmodel: QModel, path: Path, tool: str | None = None) -> None:
     """QModel -> one .npz (arrays + a JSON description with the format version and writer)."""
-    from lstm_embed import __version__
+    from lstm_embed.version import __version__
 
     tool = tool or f"lstm-embed {__version__}"
     arrays: dict[str, np.ndarray] = {}

@@ -11,7 +11,7 @@ Scaling choices:
 - Gate pre-activations: int32, Z_FRAC_BITS fractional bits (multiplier + shift per row).
 - Each layer kind quantizes itself (``FloatLayer.quantize``): LSTM cells get a power-of-two
   scale from the largest calibrated |c|; Dense linear/relu outputs an int16 scale from the
-  largest calibrated |y| (see lstm_embed/layers/).
+  largest calibrated |y| (see lstm_embed/kinds/).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 It is the oracle of the C code (host and Cortex-M builds must equal it bit for bit). All values
 are int64 numpy arrays holding int16/int32 quantities; each layer kind's ``step`` holds its own
-arithmetic (lstm_embed/layers/), every operation from ``fixedpoint``. Vectorized over the batch
+arithmetic (lstm_embed/kinds/), every operation from ``fixedpoint``. Vectorized over the batch
 (N sequences) and over units; loops run over timesteps only. ``run`` goes layer by layer over
 the window as the generated run() of a run-only model does (for a streaming model, whose C
 goes timestep by timestep, the integers are the same: each layer depends only on its input).

@@ -30,6 +30,7 @@ from lstm_embed.emit.cformat import c_identifier, c_int_array
 from lstm_embed.emit.render import render
 from lstm_embed.resources import firmware_dir
 from lstm_embed.targets.boards import DEFAULT_BOARD, Board, get_board
+from lstm_embed.targets.errors import FirmwareError
 from lstm_embed.targets.hostbuild import ToolFailure, exit_description, read_report
 from lstm_embed.targets.inputs import InputRule, check_entry, check_input, entry_point, output_shape
 
@@ -79,10 +80,6 @@ RESERVED_NAMES = frozenset(
 
 DEFAULT_TIMESTEPS = 8  # input length of the built-in input when the model accepts any length
 QEMU_TIMEOUT_S = 120.0
-
-
-class FirmwareError(RuntimeError):
-    """A firmware build, run or flash failed; the message says why and what to do."""
 
 
 class FirmwareToolError(FirmwareError, ToolFailure):

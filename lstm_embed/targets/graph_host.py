@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit.render import model_file_names, render
 from lstm_embed.targets.hostbuild import (
     SANITIZE_FLAGS,
@@ -23,6 +22,7 @@ from lstm_embed.targets.hostbuild import (
     compiler,
     exit_description,
 )
+from lstm_embed.version import __version__
 
 ENTRIES = ("run", "run_f32", "step", "step_f32")
 

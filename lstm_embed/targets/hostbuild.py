@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit.render import model_file_names, render
 from lstm_embed.targets.inputs import InputRule, check_entry, check_input, entry_point, output_shape
+from lstm_embed.version import __version__
 
 STRICT_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wshadow", "-Werror")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1")

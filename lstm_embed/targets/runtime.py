@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit import cformat
 from lstm_embed.emit.render import render
 from lstm_embed.targets.hostbuild import ReportFileError, read_report
 from lstm_embed.targets.inputs import InputError, InputRule, check_entry, check_input, step_input
-from lstm_embed.tools.export import KERNELS, kernel_flags, kernel_options, model_files
+from lstm_embed.targets.kernels import KERNELS, kernel_flags, kernel_options, model_files
+from lstm_embed.version import __version__
 
 # The strict host flags (hostbuild.STRICT_FLAGS) plus position-independent code.
 SHARED_FLAGS = ("-fPIC", "-shared")
@@ -48,7 +48,7 @@ class ModelLoadError(RuntimeError):
 
 def _check_kernel(out_dir: Path, kernel: str, core: str) -> None:
     """Refuse, before compiling, a kernel the folder's C does not hold (a file converted with
-    --core holds only that core's kernels; export.kernel_options says which)."""
+    --core holds only that core's kernels; targets.kernels.kernel_options says which)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel {kernel!r} not supported (supported: {', '.join(KERNELS)})")
     try:

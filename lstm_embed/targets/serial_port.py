@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lstm_embed.targets.boards import Board
-from lstm_embed.targets.firmware import FirmwareError
+from lstm_embed.targets.errors import FirmwareError
 
 BAUD = 115200  # what every board file sets (8N1)
 READ_TIMEOUT_S = 0.5  # one readline's wait; the whole run has its own deadline

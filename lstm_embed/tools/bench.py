@@ -362,10 +362,28 @@ def parse_bench_output(stdout: str) -> tuple[list[list[int]], int]:
 TIME_BOARDS = {"qemu-m0": "pico", "qemu-m3": "qemu-m3", "qemu-m4": "nucleo-f411re"}
 
 
+def trace_and_estimate(
+    elf: Path, traced: Board, timing: cycles.Timing | None
+) -> tuple[cycles.TraceEstimate, str]:
+    """One traced QEMU run of a bench-harness ELF: per-step counts and estimates, stdout."""
+    begin = firmware._symbol_address(elf, "harness_mark_begin")
+    end = firmware._symbol_address(elf, "harness_mark_end")
+    pcs, stdout, status = cycles.trace_pcs(firmware.qemu_command(traced, elf))
+    if status != 0:
+        raise firmware.FirmwareError(f"profile firmware exited with {status}:\n{stdout[-400:]}")
+    return cycles.estimate_trace(elf, pcs, begin, end, timing), stdout
+
+
+def board_timing(board: Board, traced: Board, clock_hz: int | None) -> cycles.Timing | None:
+    """board's timing, with the flash region of the machine the trace comes from."""
+    timing = cycles.Timing.of(board, clock_hz)
+    if timing is None:
+        return None
+    return replace(timing, flash_start=traced.flash.origin, flash_size=traced.flash.size)
+
+
 def _estimate(elf: Path, board_name: str) -> tuple[list[int], str, cycles.StepEstimate | None]:
     """Step counts, stdout and the last step's estimate on TIME_BOARDS' board."""
-    from lstm_embed.tools.profile import board_timing, trace_and_estimate
-
     traced = get_board(board_name)
     timed = TIME_BOARDS.get(board_name)
     timing = board_timing(get_board(timed), traced, None) if timed else None

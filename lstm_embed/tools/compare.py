@@ -187,16 +187,15 @@ def layer_errors(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any
             "h_error": _per_step(np.abs(h - float_trace.output)),
             "h_max_abs_error": float(np.max(np.abs(h - float_trace.output))),
         }
-        if float_trace.cell is not None:
-            c_q = np.stack([s.c for s in steps], axis=1)
-            c = c_q * 2.0**-qlayer.cell_stored_frac
+        if float_trace.cell is not None:  # a kind with a cell state (LSTM) describes it
+            c_error = np.abs(qlayer.cell_values(steps) - float_trace.cell)
             row |= {
-                "cell_format": f"Q{qlayer.cell_int_bits}.{qlayer.cell_stored_frac}",
-                "c_error": _per_step(np.abs(c - float_trace.cell)),
-                "c_max_abs_error": float(np.max(np.abs(c - float_trace.cell))),
-                "cell_saturated": int(np.sum(np.abs(c_q) >= qlayer.cell_limits[1])),
+                "cell_format": qlayer.cell_q_format,
+                "c_error": _per_step(c_error),
+                "c_max_abs_error": float(np.max(c_error)),
+                "cell_saturated": qlayer.cell_saturated(steps),
                 "float_max_abs_cell": float(np.max(np.abs(float_trace.cell))),
-                "cell_limit": float(fp.INT16_MAX * 2.0**-qlayer.cell_frac),
+                "cell_limit": qlayer.cell_limit,
             }
         result.append(row)
     return result
@@ -224,13 +223,14 @@ def stream_errors(ir: Model, qmodel: QModel, x: np.ndarray, steps: int) -> dict[
     y = fp.dequantize(y_q, qmodel.output_scale).astype(np.float64)
     float_y, float_traces = forward(every_step(ir), streams.astype(np.float64))
     error = np.abs(y - float_y)
-    saturated = [
-        int(
-            sum(np.sum(np.abs(s.c) >= layer.cell_limits[1]) for s in layer_steps(trace, layer.name))
-        )
-        for layer in qmodel.lstm_layers
+    # per layer with a cell state (LSTM): its saturated values and its float range
+    with_cell = [
+        (qlayer, t)
+        for qlayer, t in zip(qstream.layers, float_traces, strict=True)
+        if t.cell is not None
     ]
-    float_cells = [float(np.max(np.abs(t.cell))) for t in float_traces if t.cell is not None]
+    saturated = [qlayer.cell_saturated(layer_steps(trace, qlayer.name)) for qlayer, _ in with_cell]
+    float_cells = [float(np.max(np.abs(t.cell))) for _, t in with_cell]
     return {
         "steps": steps,
         "sequences": sequences,

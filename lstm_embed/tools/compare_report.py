@@ -30,6 +30,10 @@ def jsonable(value: Any) -> Any:
 REPORT_EXTRA = "pip install 'lstm-embed[report]'"
 
 
+class MissingExtra(RuntimeError):
+    """An optional dependency of the report is not installed (the CLI prints it as one line)."""
+
+
 def _pyplot() -> Any:
     try:
         import matplotlib
@@ -37,9 +41,7 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as error:
-        from lstm_embed.cli import CLIError
-
-        raise CLIError(
+        raise MissingExtra(
             f"--report needs matplotlib, which is not installed: {REPORT_EXTRA}"
         ) from error
 

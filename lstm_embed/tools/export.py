@@ -27,14 +27,20 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit import cformat
-from lstm_embed.emit.render import core_kernels, render
+from lstm_embed.emit.render import render
 from lstm_embed.targets.boards import get_board
 from lstm_embed.targets.hostbuild import HostBuildError, read_report
+from lstm_embed.targets.kernels import (
+    KERNELS,
+    KernelOptions,
+    kernel_flags,
+    kernel_options,
+    model_files,
+)
+from lstm_embed.version import __version__
 
 FORMATS = ("cmake", "zephyr", "arduino", "platformio")
-KERNELS = ("auto", "reference", "plain")  # every choice; a --core file offers a subset
 # What each choice other than auto runs (the generated C's -DNAME_USE_<KERNEL>_KERNEL).
 KERNEL_DESCRIPTIONS = {"reference": "portable", "plain": "optimized C without SIMD"}
 DEFAULT_LIB_VERSION = "0.1.0"
@@ -63,65 +69,6 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
-class KernelOptions:
-    """The kernel choices a converted file offers, and what they run."""
-
-    core: str  # report.json "core": the --core it was converted with
-    held: tuple[str, ...]  # the kernels whose layouts the .c holds (emit.CORE_KERNELS)
-    offered: tuple[str, ...]  # "auto", then the reference/plain kernels it holds
-    auto: str  # what auto runs, a phrase
-    summary: str  # one sentence on the choices, for descriptions and help texts
-    brief: str  # the same in a few words (PlatformIO's description has 255 characters)
-
-    @property
-    def offered_text(self) -> str:
-        """'auto, reference or plain'."""
-        *rest, last = self.offered
-        return f"{', '.join(rest)} or {last}" if rest else last
-
-
-def _auto_phrase(core: str, held: tuple[str, ...]) -> str:
-    """What ``auto`` runs in a file holding ``held`` (mirrors templates/kernel_select.c.j2)."""
-    if core == "all":
-        return (
-            "MVE on Cortex-M55/M85, the DSP extension on Cortex-M4/M7/M33, optimized plain C"
-            " on other Arm cores, the portable reference kernel elsewhere"
-        )
-    if "mve" in held:
-        return "MVE on Cortex-M55/M85, the portable reference kernel on other cores"
-    if "dsp" in held:
-        return (
-            "the DSP-extension kernel on every core, its DSP instructions written in C where"
-            " the core lacks them"
-        )
-    if "plain" in held:
-        return "optimized plain C without SIMD on every core"
-    return "the portable reference kernel on every core"
-
-
-def _brief_phrase(core: str, held: tuple[str, ...]) -> str:
-    if core == "all":
-        return "MVE, DSP or plain C by the core's features, reference off Arm"
-    if "mve" in held:
-        return f"MVE on Cortex-M55/M85, reference elsewhere (--core {core})"
-    only = {"dsp": "DSP", "plain": "plain C"}.get(held[0], "reference")
-    return f"{only} on every core (--core {core})"
-
-
-def kernel_options(core: str) -> KernelOptions:
-    """The choices of a file converted with ``--core core``; ValueError for an unknown core."""
-    held = core_kernels(core)
-    offered = ("auto", *(k for k in KERNELS[1:] if k in held))
-    auto = _auto_phrase(core, held)
-    if core == "all":
-        summary = f"The kernel follows the core: {auto}."
-    else:
-        alone = "" if len(offered) > 1 else "; the file holds no other kernel"
-        summary = f"Converted with --core {core}: auto runs {auto}{alone}."
-    return KernelOptions(core, held, offered, auto, summary, _brief_phrase(core, held))
-
-
-@dataclass(frozen=True)
 class _Model:
     """What the templates need from a converted folder."""
 
@@ -134,16 +81,6 @@ class _Model:
     @property
     def name(self) -> str:
         return self.report["name"]
-
-
-def model_files(out_dir: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(the .c files, the .h files) of a converted folder, sorted; only its top level, so a
-    build/ folder of `lstm-embed build` is not taken along."""
-    files = sorted(p for p in Path(out_dir).iterdir() if p.is_file())
-    return (
-        tuple(p.name for p in files if p.suffix == ".c"),
-        tuple(p.name for p in files if p.suffix == ".h"),
-    )
 
 
 def _read_model(out_dir: Path) -> _Model:
@@ -228,11 +165,6 @@ def _context(
         "url": _one_line(url) if url else PLACEHOLDER_URL,
         "url_is_placeholder": not url,
     }
-
-
-def kernel_flags(name: str, kernel: str) -> list[str]:
-    """Preprocessor flags that select ``kernel`` in the generated C (none for auto)."""
-    return [] if kernel == "auto" else [f"-D{name.upper()}_USE_{kernel.upper()}_KERNEL"]
 
 
 def _library_slug(name: str) -> str:

@@ -31,20 +31,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from lstm_embed import __version__
 from lstm_embed.emit.render import render
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
 from lstm_embed.kinds.base import Diverges
 from lstm_embed.kinds.bidirectional import MERGE_MODES, BidirectionalLayer
 from lstm_embed.kinds.common import RecurrentOptions
-from lstm_embed.kinds.gru import GRULayer
 from lstm_embed.kinds.masking import float_step_masks
 from lstm_embed.kinds.simple_rnn import ACTIVATIONS as RNN_ACTIVATIONS
-from lstm_embed.kinds.simple_rnn import SimpleRNNLayer
 from lstm_embed.pipeline import convert_ir
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel
@@ -55,20 +51,21 @@ from lstm_embed.targets.hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
 from lstm_embed.targets.inputs import ENTRY_POINTS
 from lstm_embed.tools.fuzz_around import insert as insert_around
 from lstm_embed.tools.fuzz_around import needs_fixed_length, with_around
+from lstm_embed.tools.fuzz_layers import (
+    WEIGHT_KINDS,
+    LSTMSpec,
+    recurrent_layer,
+    weights,
+)
 from lstm_embed.tools.quiet import WarningTally
+from lstm_embed.version import __version__
 
-# relu/linear SimpleRNN draws: recurrent kernels scaled to at most this spectral norm, so the
-# state stays bounded and the converter can hold it (diverging states are refused by design,
-# tested on their own)
-RNN_CONTRACTION = 0.9
 # Ranges of the issue: units 1-64, inputs 1-16, T 1-100.
 UNITS = (1, 64)
 INPUTS = (1, 16)
 TIMESTEPS = (1, 100)
 MAX_LSTM_LAYERS, MAX_DENSE_LAYERS = 3, 3
 GRU_FRACTION = 0.3  # of the recurrent layers random_spec draws (before SimpleRNN's share)
-WEIGHT_KINDS = ("normal", "zeros", "huge", "tiny", "equal", "spiky")
-HUGE, TINY = 1e4, 1e-8
 FLOAT_SEQUENCES = 6  # calibration-like, zeros, +/-1e6, 100x calibration, alternating, NaN/Inf
 INT_SEQUENCES = 4  # random int16, all -32768, all 32767, alternating extremes
 # float-cast-overflow and float-divide-by-zero are not part of -fsanitize=undefined in GCC.
@@ -100,22 +97,6 @@ def kernel_defines(names: list[str], kernel: str) -> list[str]:
     if kernel in ("reference", "dsp"):  # the host's default; the only kernel of an m4 file
         return []
     return [f"-D{name.upper()}_USE_{kernel.upper()}_KERNEL" for name in names]
-
-
-@dataclass(frozen=True)
-class LSTMSpec:
-    """One recurrent layer (an LSTM unless ``kind`` says otherwise)."""
-
-    units: int
-    recurrent_activation: str = "sigmoid"
-    weights: str = "normal"
-    bias: str | None = "normal"  # a weight kind, or None for use_bias=False
-    kind: str = "lstm"  # or "simple_rnn", "gru"
-    activation: str = "tanh"  # SimpleRNN: tanh, relu or linear
-    go_backwards: bool = False
-    stateful: bool = False
-    bidirectional: str | None = None  # a merge mode: the layer wrapped in Bidirectional
-    reset_after: bool = True  # GRU: Keras' default form, or reset_after=False
 
 
 @dataclass(frozen=True)
@@ -168,25 +149,6 @@ class Outcome:
 # ---------------------------------------------------------------------------------- models
 
 
-def weights(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray:
-    if kind == "zeros":
-        return np.zeros(shape)
-    if kind == "huge":
-        return rng.uniform(-1, 1, shape) * HUGE
-    if kind == "tiny":
-        return rng.uniform(-1, 1, shape) * TINY
-    if kind == "equal":
-        return np.full(shape, rng.choice([HUGE, -HUGE, 0.5, -1.0, TINY]))
-    scale = 10 ** rng.uniform(-2, 0.5)
-    values = rng.uniform(-1, 1, shape) * scale
-    if kind == "spiky" and values.size:
-        spikes = rng.integers(0, values.size, max(1, values.size // 50))
-        values.flat[spikes] = rng.choice([HUGE, -HUGE], spikes.size)
-    elif kind != "normal":
-        raise ValueError(f"unknown weight kind {kind!r}")
-    return values
-
-
 def build_model(spec: ModelSpec) -> Model:
     rng = np.random.default_rng(spec.seed)
     layers: list[LSTMLayer | DenseLayer] = []
@@ -194,9 +156,9 @@ def build_model(spec: ModelSpec) -> Model:
     for k, la in enumerate(spec.lstm):
         last = k == len(spec.lstm) - 1
         sequences = spec.return_sequences or not last
-        layer = _recurrent(rng, la, f"lstm_{k}", size, sequences)
+        layer = recurrent_layer(rng, la, f"lstm_{k}", size, sequences)
         if la.bidirectional:
-            backward = _recurrent(rng, la, f"backward_lstm_{k}", size, sequences)
+            backward = recurrent_layer(rng, la, f"backward_lstm_{k}", size, sequences)
             backward = RecurrentOptions(backward, go_backwards=not la.go_backwards)
             layer = BidirectionalLayer(
                 f"bidirectional_{k}", size, layer, backward, la.bidirectional
@@ -215,61 +177,6 @@ def build_model(spec: ModelSpec) -> Model:
     timesteps = spec.timesteps if spec.fixed_length or whole_window else None
     source = f"fuzz spec {spec.to_json()}"
     return Model("net", spec.inputs, timesteps, tuple(layers), source=source)
-
-
-def _recurrent(
-    rng: np.random.Generator, la: LSTMSpec, name: str, size: int, sequences: bool
-) -> Any:
-    """One recurrent layer of the spec's kind, go_backwards and stateful applied (inside a
-    Bidirectional: go_backwards of its forward layer only, stateful not)."""
-    n = la.units
-    if la.kind == "simple_rnn":
-        recurrent = weights(rng, la.weights, (n, n))
-        if la.activation != "tanh":  # a relu/linear state the converter can hold: contracting
-            norm = float(np.linalg.norm(recurrent, 2))
-            recurrent = (
-                recurrent * (RNN_CONTRACTION / norm) if norm > RNN_CONTRACTION else recurrent
-            )
-        layer: Any = SimpleRNNLayer(
-            name,
-            size,
-            n,
-            weights(rng, la.weights, (size, n)),
-            recurrent,
-            weights(rng, la.bias, (n,)) if la.bias else None,
-            la.activation,
-            sequences,
-        )
-    elif la.kind == "gru":
-        bias_shape = (2, 3 * n) if la.reset_after else (3 * n,)
-        bias = weights(rng, la.bias, bias_shape) if la.bias else None
-        layer = GRULayer(
-            name=name,
-            input_size=size,
-            units=n,
-            kernel=weights(rng, la.weights, (size, 3 * n)),
-            recurrent_kernel=weights(rng, la.weights, (n, 3 * n)),
-            bias=bias,
-            reset_after=la.reset_after,
-            recurrent_activation=la.recurrent_activation,
-            return_sequences=sequences,
-        )
-    else:
-        bias = weights(rng, la.bias, (4 * n,)) if la.bias else None  # drawn first, as ever
-        layer = LSTMLayer(
-            name=name,
-            input_size=size,
-            units=n,
-            kernel=weights(rng, la.weights, (size, 4 * n)),
-            recurrent_kernel=weights(rng, la.weights, (n, 4 * n)),
-            bias=bias,
-            recurrent_activation=la.recurrent_activation,
-            return_sequences=sequences,
-        )
-    stateful = la.stateful and not la.bidirectional
-    if la.go_backwards or stateful:
-        layer = RecurrentOptions(layer, la.go_backwards, stateful)
-    return layer
 
 
 def build_inputs(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from lstm_embed.kinds.masking import MaskingLayer
 from lstm_embed.kinds.pooling import PoolingLayer
 from lstm_embed.kinds.reshape import ReshapeLayer
 from lstm_embed.kinds.time_axis import TimeAxisLayer
+from lstm_embed.tools.fuzz_layers import LSTMSpec, recurrent_layer
 
 AROUND_STREAM = 0xA40
 # per-timestep kinds (streaming), drawn anywhere
@@ -144,8 +145,8 @@ def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
         padding = "same" if kind == "avgpool_same" else str(rng.choice(["valid", "same"]))
         pool = int(rng.integers(1, 4))
         strides = 1 if kind == "avgpool_same" else int(rng.integers(1, pool + 1))
-        keras_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
-        return [PoolingLayer(name, m, mode, keras_name, pool, strides, padding)]
+        type_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
+        return [PoolingLayer(name, m, mode, type_name, pool, strides, padding)]
     if kind == "affine":  # Normalization / Rescaling where it does not fold
         return [FeatureAffineLayer(name, m, rng.uniform(-3, 3, m), rng.normal(size=m))]
     if kind == "pad_crop":  # as many timesteps padded as cropped: T kept, the window shifted
@@ -159,21 +160,19 @@ def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
     if kind == "upsample_pool":
         size = int(rng.integers(1, 4))
         mode = str(rng.choice(["max", "average"]))
-        keras_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
+        type_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
         return [
             TimeAxisLayer(f"{name}_up", m, "upsample", "UpSampling1D", size=size),
-            PoolingLayer(f"{name}_pool", m, mode, keras_name, size, size, "valid"),
+            PoolingLayer(f"{name}_pool", m, mode, type_name, size, size, "valid"),
         ]
     if kind == "flatten":
         return [ReshapeLayer(name, m, "flatten", 1, timesteps * m, "Flatten", timesteps)]
     if kind in ("global_average", "global_max"):
         mode = "average" if kind == "global_average" else "max"
-        keras_name = "GlobalAveragePooling1D" if mode == "average" else "GlobalMaxPooling1D"
-        return [PoolingLayer(name, m, mode, keras_name, whole=True)]
+        type_name = "GlobalAveragePooling1D" if mode == "average" else "GlobalMaxPooling1D"
+        return [PoolingLayer(name, m, mode, type_name, whole=True)]
     if kind == "repeat":  # RepeatVector(T), an LSTM returning sequences: an autoencoder
-        from lstm_embed.tools.fuzz import LSTMSpec, _recurrent
-
-        lstm = _recurrent(rng, LSTMSpec(m), f"{name}_lstm", m, True)
+        lstm = recurrent_layer(rng, LSTMSpec(m), f"{name}_lstm", m, True)
         return [ReshapeLayer(name, m, "repeat", timesteps, m, "RepeatVector"), lstm]
     raise ValueError(f"unknown around kind {kind!r}")
 

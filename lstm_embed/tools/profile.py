@@ -12,7 +12,6 @@ its own clock, wait states and cache.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -20,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_embed.targets import cycles, firmware
+from lstm_embed.targets import firmware
 from lstm_embed.targets.boards import BOARDS, EMULATED_BOARDS, Board, get_board
 from lstm_embed.targets.hostbuild import read_report
 from lstm_embed.tools import bench
+from lstm_embed.tools.bench import board_timing, trace_and_estimate
 
 DEFAULT_BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")
 PROFILE_TIMESTEPS = 8  # steps traced when the model takes any length
@@ -69,28 +69,6 @@ def trace_board(board: Board) -> Board:
     if board.emulated:
         return board
     return get_board(TRACE_BOARDS[str(board.timing_core)])
-
-
-def trace_and_estimate(
-    elf: Path, traced: Board, timing: cycles.Timing | None
-) -> tuple[cycles.TraceEstimate, str]:
-    """One traced QEMU run of a bench-harness ELF: per-step counts and estimates, stdout."""
-    begin = firmware._symbol_address(elf, "harness_mark_begin")
-    end = firmware._symbol_address(elf, "harness_mark_end")
-    pcs, stdout, status = cycles.trace_pcs(firmware.qemu_command(traced, elf))
-    if status != 0:
-        raise firmware.FirmwareError(f"profile firmware exited with {status}:\n{stdout[-400:]}")
-    return cycles.estimate_trace(elf, pcs, begin, end, timing), stdout
-
-
-def board_timing(board: Board, traced: Board, clock_hz: int | None) -> cycles.Timing | None:
-    """board's timing, with the flash region of the machine the trace comes from."""
-    timing = cycles.Timing.of(board, clock_hz)
-    if timing is None:
-        return None
-    return dataclasses.replace(
-        timing, flash_start=traced.flash.origin, flash_size=traced.flash.size
-    )
 
 
 def profile_board(out_dir: Path, board: str, work: Path, clock_hz: int | None = None) -> Profile:

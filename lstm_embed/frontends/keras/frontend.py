@@ -13,17 +13,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lstm_embed.frontends.keras.layers import check_class, read_layer
 from lstm_embed.frontends.keras.reader import ReaderError, read_model
 from lstm_embed.frontends.keras.spec import LayerSpec, ModelSpec
 from lstm_embed.ir.model import Model, sequence_out
-from lstm_embed.kinds import (
-    FloatLayer,
-    IRError,
-    Unsupported,
-    check_class,
-    fold_chain,
-    read_layer,
-)
+from lstm_embed.kinds import FloatLayer, IRError, Unsupported, fold_chain
 
 
 class FrontendError(ValueError):

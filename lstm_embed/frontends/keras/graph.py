@@ -24,11 +24,12 @@ from lstm_embed.frontends.keras import normalize
 from lstm_embed.frontends.keras.errors import Problem, one_line, q
 from lstm_embed.frontends.keras.files import keras_major, open_model
 from lstm_embed.frontends.keras.frontend import FrontendError
+from lstm_embed.frontends.keras.layers import read_layer
 from lstm_embed.frontends.keras.reader import ReaderError, _input_shape, _layer
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.frontends.keras.weights import load
 from lstm_embed.ir.graph import Graph, Node, TensorSpec, layer_output_shapes, output_names
-from lstm_embed.kinds import IRError, Unsupported, read_layer
+from lstm_embed.kinds import IRError, Unsupported
 from lstm_embed.kinds.attention import AttentionLayer
 from lstm_embed.kinds.merge import OPS, MergeLayer
 
@@ -232,7 +233,7 @@ def _merge(spec: LayerSpec, shapes: list[tuple]) -> MergeLayer:
                 [f"axis={axis} is not supported (supported: the feature axis, -1 or {rank})"]
             )
     sizes = tuple(int(s[-1]) for s in shapes)
-    return MergeLayer(spec.name, op, sizes, keras_name=spec.class_name)
+    return MergeLayer(spec.name, op, sizes, type_name=spec.class_name)
 
 
 def _attention(spec: LayerSpec, shapes: list[tuple], kwargs: dict) -> AttentionLayer:

@@ -310,7 +310,7 @@ def _activation(walk: Walk, node: Any, x: Sym, function: str, **options: Any) ->
     size = x.sizes[walk.feature_axis(x)] if function == "softmax" else walk.head_size()
     if size is None:
         raise NodeProblem("an activation before any layer (on the model input)")
-    layer = ActivationLayer(_name(walk, node), size, function, keras_name=node.op_type, **options)
+    layer = ActivationLayer(_name(walk, node), size, function, type_name=node.op_type, **options)
     return [replace(x, version=walk.append(layer))]
 
 

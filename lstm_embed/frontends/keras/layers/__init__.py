@@ -1,26 +1,63 @@
-"""Keras readers of layer kinds, one module per kind: ``read(spec, input_size)`` turns a
-LayerSpec into the kind's float layer or raises ``Unsupported`` naming every option it cannot
-take. ``READERS`` maps a Keras class name to its reader."""
+"""Keras layers -> layer kinds: one reader module per kind, registered here by Keras class name.
+
+A reader is ``read(spec: LayerSpec, input_size: int)`` returning the kind's float layer (None
+for a layer that is the identity at inference) or raising ``Unsupported`` with every reason.
+Adding a Keras layer: a module here with its ``read`` and one line in ``READERS``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from lstm_embed.frontends.keras.layers import (
+    activation,
+    batch_norm,
+    bidirectional,
+    conv1d,
+    dense,
     depthwise,
+    gru,
+    identity,
+    layer_norm,
+    lstm,
+    masking,
     normalization,
     permute,
+    pooling,
     rescaling,
+    reshape,
     rnn,
+    simple_rnn,
     time_axis,
+    time_distributed,
 )
-from lstm_embed.kinds.base import FloatLayer
+from lstm_embed.frontends.keras.spec import LayerSpec
+from lstm_embed.kinds.base import FloatLayer, Unsupported
 
-Reader = Callable[..., FloatLayer | None]
-# Readers that take the timesteps of their input as a third argument
-TIMESTEP_CLASSES = ("Permute",)
+Reader = Callable[[LayerSpec, int], FloatLayer | None]
+
+
+def _wrapper(read: Callable[[LayerSpec, int, Reader], FloatLayer | None]) -> Reader:
+    """A wrapper's reader, reading its inner layers through ``read_layer`` (passed in at call
+    time, so that the wrapper modules need not import this registry)."""
+    return lambda spec, input_size: read(spec, input_size, read_layer)
+
 
 READERS: dict[str, Reader] = {
+    "LSTM": lstm.read,
+    "GRU": gru.read,
+    "SimpleRNN": simple_rnn.read,
+    "Bidirectional": _wrapper(bidirectional.read),
+    "Dense": dense.read,
+    "TimeDistributed": _wrapper(time_distributed.read),
+    "BatchNormalization": batch_norm.read,
+    "LayerNormalization": layer_norm.read,
+    **{name: activation.read for name in activation.CLASSES},
+    "Conv1D": conv1d.read,
+    "Masking": masking.read,
+    **{name: pooling.read for name in pooling.MODES},
+    **{name: reshape.read for name in reshape.CLASSES},
+    **{name: identity.read for name in identity.IDENTITY_CLASSES},
     "Normalization": normalization.read,
     "Rescaling": rescaling.read,
     "RNN": rnn.read,
@@ -29,3 +66,56 @@ READERS: dict[str, Reader] = {
     **{name: time_axis.read for name in time_axis.CLASSES},
     "Permute": permute.read,  # takes the timesteps too (TIMESTEP_READERS)
 }
+
+# Readers that need the timesteps of their input (Flatten, Reshape: their output size; Permute)
+TIMESTEP_READERS = {
+    **{name: reshape.read for name in reshape.CLASSES},
+    "Permute": permute.read,
+}
+
+SUPPORTED = ", ".join(["InputLayer", *READERS])
+# what to do about a layer lstm-embed does not read (not: turn Keras' safe mode off; lstm-embed
+# never runs code from a file)
+UNSUPPORTED_HINT = "rebuild the model from the supported layers, or file an issue asking for it"
+
+
+def check_class(spec: LayerSpec) -> Reader:
+    """The reader of the layer's class; Unsupported naming the type when lstm-embed has none
+    (this needs no input size, so it is said even after an unsupported layer)."""
+    if spec.class_name == "Lambda":
+        reason = (
+            "Lambda layers hold Python code, which lstm-embed never runs; rebuild the model"
+            " with built-in Keras layers"
+        )
+        raise Unsupported([reason])
+    if spec.registered_name or not spec.module.startswith("keras"):
+        reason = (
+            f"custom class '{spec.registered_name or spec.class_name}' (module"
+            f" '{spec.module}') is not a built-in Keras layer; lstm-embed reads only built-in"
+            f" layers ({SUPPORTED}); {UNSUPPORTED_HINT}"
+        )
+        raise Unsupported([reason])
+    reader = READERS.get(spec.class_name)
+    if reader is None:
+        reason = f"type {spec.class_name} is not supported (supported: {SUPPORTED})"
+        raise Unsupported([f"{reason}; {UNSUPPORTED_HINT}"])
+    return reader
+
+
+def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> FloatLayer | None:
+    """LayerSpec -> float layer (None for identities); Unsupported lists every reason.
+    ``timesteps``: of the layer's input, None when any length."""
+    reader = check_class(spec)
+    if spec.class_name in TIMESTEP_READERS:
+        return TIMESTEP_READERS[spec.class_name](spec, input_size, timesteps)
+    return reader(spec, input_size)
+
+
+__all__ = [
+    "READERS",
+    "SUPPORTED",
+    "TIMESTEP_READERS",
+    "UNSUPPORTED_HINT",
+    "check_class",
+    "read_layer",
+]

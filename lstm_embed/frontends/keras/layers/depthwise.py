@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from lstm_embed.frontends.keras.layers.conv1d import read as read_conv1d
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import FloatLayer, IRError, Unsupported
-from lstm_embed.kinds.conv1d import read as read_conv1d
 
 # Options the Conv1D reader checks as they are
 CONV_OPTIONS = ("kernel_size", "strides", "padding", "dilation_rate", "activation",

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from lstm_embed.frontends.keras.layers import gru, lstm, simple_rnn
+from lstm_embed.frontends.keras.layers.options import require_options
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import FloatLayer, IRError, Unsupported
-from lstm_embed.kinds.common import require_options
 from lstm_embed.kinds.stack import StackedLayers
 
 CELL_LAYERS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
+# the reader of each cell's layer
+LAYER_READERS = {"LSTM": lstm.read, "GRU": gru.read, "SimpleRNN": simple_rnn.read}
 # RNN options a cell's layer takes as its own
 PASSED_ON = ("return_sequences", "return_state", "go_backwards", "stateful",
              "zero_output_for_mask", "time_major")  # fmt: skip
@@ -44,8 +47,6 @@ def _cell_weight_count(config: dict[str, Any]) -> int:
 
 
 def read(spec: LayerSpec, input_size: int) -> FloatLayer:
-    from lstm_embed.kinds import READERS  # the kinds' registry (it lists this module too)
-
     config = spec.config
     reasons = require_options(config, {"return_state": ((False,), False)})
     cell = config.get("cell")
@@ -85,7 +86,7 @@ def read(spec: LayerSpec, input_size: int) -> FloatLayer:
             config={**cell_config, **options, "name": name},
             weights=spec.weights[start : start + count],
         )
-        layer = READERS[CELL_LAYERS[class_name]](layer_spec, size)
+        layer = LAYER_READERS[CELL_LAYERS[class_name]](layer_spec, size)
         layers.append(layer)
         size, start = layer.output_size, start + count
     if not stacked:

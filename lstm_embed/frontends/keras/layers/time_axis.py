@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lstm_embed.frontends.keras.layers.options import require_options
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import Unsupported
-from lstm_embed.kinds.common import require_options
 from lstm_embed.kinds.time_axis import TimeAxisLayer
 
 CLASSES = {"UpSampling1D": "upsample", "ZeroPadding1D": "pad", "Cropping1D": "crop"}
