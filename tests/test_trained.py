@@ -78,9 +78,9 @@ ISSUE6_GAPS: dict[str, str] = {}
 
 # Streaming (issue 6: "error stays bounded over 1000 streaming steps"). The integer arithmetic
 # (input, activation tables, cell, h, output rounding) against a float model with the same int8
-# weights: measured <= 0.26% of the output range over 1000 steps (logits), 0.01% (stacked);
+# weights: typically <= 0.33% of the output range over 1000 steps (logits), 0.024% (stacked);
 # 0.5% leaves room while still catching a one-sided table or a saturating cell, which grow
-# linearly with time.
+# linearly with time in every stream (the sensitive logits streams: STREAM_ARITHMETIC_OUTLIERS).
 STREAM_STEPS = 1000
 STREAM_SEQUENCES = 16
 STREAM_ARITHMETIC_MAX_PCT = 0.5
@@ -255,7 +255,9 @@ def test_one_sequence_calibration_warns(tmp_path: Path, capsys: pytest.CaptureFi
     validation = report["validation"]
     clipped = validation["ranges"]["inputs_clipped"]
     assert clipped > 0 and f"{clipped} of {validation['ranges']['input_values']}" in err
-    assert len(report["warnings"]) == len(lines) == 2
+    # the two calibration warnings, and the validation error they cause, with what to try
+    assert len(report["warnings"]) == len(lines) == 3
+    assert any("--weights int16" in line for line in lines), err
     keras_y = s.model.predict(s.x_test, verbose=0)
     c_y = run_host(out, s.x_test)
     assert np.isclose(validation["error"]["max_abs_error"], np.max(np.abs(c_y - keras_y)), 1e-4)
@@ -339,11 +341,14 @@ def streamed(converted) -> Callable[..., Stream]:
 
 
 STREAMED = ("stacked", "logits")
-# Streams (of 16) allowed beyond STREAM_ARITHMETIC_MAX_PCT: one logits stream enters a
-# sensitive state after step 500 (the float model with the same weights itself leaves Keras by
-# 1.2 logits there) that amplifies any difference in the arithmetic: measured 0.63% (nearest)
-# and 6.5% (auto rounding) on it, the other 15 within 0.25% (all stacked streams within 0.011%).
-STREAM_ARITHMETIC_OUTLIERS = 1
+# A systematic arithmetic error (a one-sided table, a saturating cell) grows with time in every
+# stream, so the typical (median) stream is held to STREAM_ARITHMETIC_MAX_PCT. A few logits
+# streams enter a sensitive state after step 500 (the float model with the same weights itself
+# leaves Keras by over a logit there) that amplifies any difference in the arithmetic; how many
+# depends on the trained weights: 1 of 16 (6.5%) on one training, 2-3 of 16 (1.3-11.4%, the
+# third at 0.56% with nearest rounding) on another, the rest within 0.33%; median 0.19-0.21%
+# (stacked: all within 0.024%).
+STREAM_ARITHMETIC_OUTLIERS = 3
 
 
 @pytest.mark.parametrize(
@@ -357,6 +362,7 @@ def test_streaming_arithmetic_does_not_drift(streamed, name: str, setting: str) 
     error = np.abs(stream.arithmetic_free_y - stream.y)
     per_stream_pct = np.max(error, axis=(1, 2)) / span * 100
     outliers = int(np.sum(per_stream_pct > STREAM_ARITHMETIC_MAX_PCT))
+    assert np.median(per_stream_pct) <= STREAM_ARITHMETIC_MAX_PCT, per_stream_pct.tolist()
     assert outliers <= STREAM_ARITHMETIC_OUTLIERS, np.round(per_stream_pct, 3).tolist()
 
 
