@@ -47,8 +47,10 @@ toolchain:
 demo: venv toolchain
 	$(PY) -m lstm_embed.tools.demo
 
+# one BLAS thread per test worker: the workers already fill the cores, and OpenBLAS threads
+# spinning beside them made small matmuls many times slower on a 2-core machine
 test: venv toolchain
-	$(PY) -m pytest -n $(JOBS) tests
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) tests
 
 bench: venv toolchain
 	mkdir -p build && $(PY) -m lstm_embed.tools.bench --markdown BENCHMARKS.md --chart docs/bench.png --doc docs/speed.md --json build/bench.json --jobs $(JOBS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -283,3 +284,16 @@ def test_build_run_and_profile_in_qemu_equal_the_source_tree(tools, toolchain):
     table = installed(*profile)
     assert "instr/step" in table
     assert table == source(*profile)
+
+
+def test_pyproject_lists_every_subpackage() -> None:
+    """The wheel's package list is explicit (templates/ and firmware/ are mapped into it), so a
+    new subpackage must be added there or the installed tool cannot import it."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "pyproject.toml").read_text()
+    listed = set(re.findall(r'"(lstm_embed(?:\.[a-z_]+)*)"', text.split("packages = [", 1)[1]))
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "lstm_embed").rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)
