@@ -240,6 +240,7 @@ foreach(kind q f)
     set(harness $${HARNESS_$${kind}})
     add_executable(firmware_$${kind}.elf
         $${FIRMWARE}/common/vectors.c $${FIRMWARE}/common/semihost.c
+        $${FIRMWARE}/common/console.c
         $${FIRMWARE}/common/cycles.c $${FIRMWARE}/common/startup.S
         $${FIRMWARE}/boards/qemu.c $${harness}/harness.c)
     target_include_directories(firmware_$${kind}.elf PRIVATE $${FIRMWARE}/common $${harness})
@@ -544,7 +545,13 @@ def test_arduino_sketch_builds_for_cortex_m4_and_prints_the_host_outputs(
             str(ARDUINO_FIXTURE / "core.cpp"),
         ]
     )
-    for source in ("common/vectors.c", "common/semihost.c", "common/startup.S", "boards/qemu.c"):
+    for source in (
+        "common/vectors.c",
+        "common/semihost.c",
+        "common/console.c",
+        "common/startup.S",
+        "boards/qemu.c",
+    ):
         jobs.append(
             [
                 "arm-none-eabi-gcc",

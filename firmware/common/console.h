@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+/* Each console's one output primitive; the rest is console.c's formatting on top of it. */
+void console_putc(char c);
 void console_puts(const char *text);
 void console_put_i32(int32_t value);
 void console_put_u32(uint32_t value);

@@ -8,7 +8,6 @@
 #include <stddef.h>
 
 #include "console.h"
-#include "console_format.h"
 
 #define SYS_WRITE0 0x04u
 #define SYS_EXIT 0x18u
@@ -37,40 +36,12 @@ void console_flush(void)
     semihost_used = 0u;
 }
 
-static void semihost_putc(char c)
+void console_putc(char c)
 {
     semihost_line[semihost_used] = c;
     semihost_used++;
     if (c == '\n' || semihost_used == SEMIHOST_LINE_BYTES) {
         console_flush();
-    }
-}
-
-void console_puts(const char *text)
-{
-    while (*text != '\0') {
-        semihost_putc(*text);
-        text++;
-    }
-}
-
-void console_put_u32(uint32_t value)
-{
-    char digits[10];
-    uint32_t n = console_digits(digits, value);
-    while (n > 0u) {
-        n--;
-        semihost_putc(digits[n]);
-    }
-}
-
-void console_put_i32(int32_t value)
-{
-    if (value < 0) {
-        semihost_putc('-');
-        console_put_u32(0u - (uint32_t)value);
-    } else {
-        console_put_u32((uint32_t)value);
     }
 }
 

@@ -8,7 +8,6 @@
 
 #include "board.h"
 #include "console.h"
-#include "console_format.h"
 
 #define UART_LINE_BYTES 128u
 
@@ -24,7 +23,7 @@ void console_flush(void)
     uart_used = 0u;
 }
 
-static void uart_putc(char c)
+void console_putc(char c)
 {
     if (c == '\n') {
         uart_line[uart_used] = '\r';
@@ -34,34 +33,6 @@ static void uart_putc(char c)
     uart_used++;
     if (c == '\n' || uart_used >= UART_LINE_BYTES) {
         console_flush();
-    }
-}
-
-void console_puts(const char *text)
-{
-    while (*text != '\0') {
-        uart_putc(*text);
-        text++;
-    }
-}
-
-void console_put_u32(uint32_t value)
-{
-    char digits[10];
-    uint32_t n = console_digits(digits, value);
-    while (n > 0u) {
-        n--;
-        uart_putc(digits[n]);
-    }
-}
-
-void console_put_i32(int32_t value)
-{
-    if (value < 0) {
-        uart_putc('-');
-        console_put_u32(0u - (uint32_t)value);
-    } else {
-        console_put_u32((uint32_t)value);
     }
 }
 

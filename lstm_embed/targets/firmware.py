@@ -45,7 +45,12 @@ INSTALL_HINT = (
 # The generated model code must compile cleanly under these (issue 1's contract).
 MODEL_WARNING_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Wconversion", "-Werror")
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections", "-g")
-FIRMWARE_SOURCES = ("common/vectors.c", "common/cycles.c", "common/startup.S")
+FIRMWARE_SOURCES = (
+    "common/vectors.c",
+    "common/cycles.c",
+    "common/console.c",
+    "common/startup.S",
+)
 CONSOLE_SOURCES = {"semihosting": "common/semihost.c", "uart": "common/uart_console.c"}
 # Stems of the firmware's own sources, headers and rendered files in a build folder.
 RESERVED_NAMES = frozenset(
@@ -54,7 +59,6 @@ RESERVED_NAMES = frozenset(
         "semihost",
         "uart_console",
         "console",
-        "console_format",
         "reg",
         "halt",
         "cycles",
