@@ -3,9 +3,7 @@ graph harness (templates/graph_host_main.c.j2), cached by content like ``hostbui
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,8 +16,7 @@ from lstm_embed.targets.hostbuild import (
     SANITIZE_FLAGS,
     STRICT_FLAGS,
     HostToolError,
-    cache_dir,
-    compiler,
+    compile_cached,
     exit_description,
 )
 from lstm_embed.version import __version__
@@ -49,29 +46,9 @@ def build_graph_host(out_dir: Path, sanitize: bool = False) -> Path:
         graph_inputs=graph["inputs"],
         graph_outputs=graph["outputs"],
     )
-    digest = hashlib.sha256()
-    for part in [*(p.read_bytes() for p in sources), harness.encode(), " ".join(flags).encode()]:
-        digest.update(hashlib.sha256(part).digest())
-    target = cache_dir() / digest.hexdigest()[:24] / "graph_runner"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        main_c = Path(tmp) / "graph_host_main.c"
-        main_c.write_text(harness)
-        exe = Path(tmp) / "runner"
-        cmd = [compiler(), *flags, f"-I{out_dir}", str(out_dir / f"{name}.c"), str(main_c),
-               "-o", str(exe)]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise HostToolError(
-                f"compiling {name}.c for the host failed ({exit_description(result.returncode)})",
-                cmd,
-                result.stdout + result.stderr,
-                log=target.parent / "compile.log",
-            )
-        os.replace(exe, target)
-    return target
+    return compile_cached(
+        out_dir, name, sources, harness, flags, "graph_runner", "graph_host_main.c"
+    )
 
 
 def run_graph_host(

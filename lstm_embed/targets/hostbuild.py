@@ -196,27 +196,33 @@ def build_host(out_dir: Path, sanitize: bool = False) -> Path:
         name=name,
         NAME=name.upper(),
     )
+    return compile_cached(out_dir, name, sources, harness, flags)
+
+
+def compile_cached(
+    out_dir: Path,
+    name: str,
+    sources: list[Path],
+    harness: str,
+    flags: list[str],
+    exe_name: str = "runner",
+    main_name: str = "host_main.c",
+) -> Path:
+    """NAME.c of out_dir with a rendered harness, compiled for the host once per content of
+    the model's files, harness and flags; returns the cached executable."""
     digest = hashlib.sha256()
     for part in [*(p.read_bytes() for p in sources), harness.encode(), " ".join(flags).encode()]:
         digest.update(hashlib.sha256(part).digest())
-    target = cache_dir() / digest.hexdigest()[:24] / "runner"
+    target = cache_dir() / digest.hexdigest()[:24] / exe_name
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        main_c = Path(tmp) / "host_main.c"
+        main_c = Path(tmp) / main_name
         main_c.write_text(harness)
-        exe = Path(tmp) / "runner"
-        cmd = [
-            compiler(),
-            *flags,
-            f"-I{out_dir}",
-            str(out_dir / f"{name}.c"),
-            str(main_c),
-            "-o",
-            str(exe),
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        exe = Path(tmp) / exe_name
+        cmd = [compiler(), *flags, f"-I{out_dir}", str(out_dir / f"{name}.c"), str(main_c)]
+        result = subprocess.run([*cmd, "-o", str(exe)], capture_output=True, text=True)
         if result.returncode != 0:
             raise HostToolError(
                 f"compiling {name}.c for the host failed ({exit_description(result.returncode)})",
