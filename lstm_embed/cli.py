@@ -8,6 +8,7 @@ an unexpected exception says it is a bug in lstm-embed (exit 3). --debug adds th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -172,19 +173,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from lstm_embed.quantize.calibration import CalibrationWarning
     from lstm_embed.quantize.quantizer import QuantizeOptions
 
-    graph = graph_cli.graph_of(args.model)
-    x = _load_array(args.calibration, "--calibration") if graph is None else None
-    validation = _load_array(args.validation, "--validation") if args.validation else None
+    # the options are checked before the model file is read
     options = QuantizeOptions(
         input_range=_input_range(args.input_range),
         weight_bits=(8,) if args.weights == "auto" else _weight_bits(args.weights),
         weights_auto_max_error=_max_error(args.weights, args.max_error),
         table_log2_entries=args.table_log2_entries,
         input_shift=_input_shift(args.input_shift),
-        rounding=args.rounding if graph is None else "nearest",
+        rounding=args.rounding,
     )
-    if graph is not None:  # a Functional model that is not one chain
-        return graph_cli.convert(args, graph, options, _core(args))
+    graph = graph_cli.graph_of(args.model)
+    if graph is not None:  # a Functional model that is not one chain: weights rounded to nearest
+        return graph_cli.convert(
+            args, graph, dataclasses.replace(options, rounding="nearest"), _core(args)
+        )
+    x = _load_array(args.calibration, "--calibration")
+    validation = _load_array(args.validation, "--validation") if args.validation else None
     with warnings.catch_warnings():  # printed below, as lstm-embed's own lines
         warnings.simplefilter("ignore", CalibrationWarning)
         result = convert(

@@ -70,10 +70,6 @@ def _unsupported() -> dict[str, tuple[Callable, str]]:
         "gru_activation": (seq(layers.GRU(4, activation="relu")), "activation"),
         # Conv1D converts (tests/test_around_core.py); grouped convolutions do not
         "conv1d_groups": (seq(layers.Conv1D(3, 3, groups=3), layers.LSTM(2)), "groups"),
-        "attention": (
-            attention(lambda: lambda v: layers.Attention()([v, v])),
-            "Attention",
-        ),
         "multi_head_attention": (
             attention(lambda: lambda v: layers.MultiHeadAttention(2, 4)(v, v)),
             "MultiHeadAttention",
@@ -185,7 +181,6 @@ UNSUPPORTED_IDS = [
     "bidirectional_merge_none",
     "gru_activation",
     "conv1d_groups",
-    "attention",
     "multi_head_attention",
     "simple_rnn_sigmoid",
     "return_state",

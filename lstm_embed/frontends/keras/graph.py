@@ -206,7 +206,12 @@ def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -
         raise Unsupported([f"{spec.class_name} inside a graph is not supported yet"])
     if len(srcs) != 1:
         several = ", ".join([*OPS, "Attention"])
-        raise Unsupported([f"takes {len(srcs)} inputs; supported with several inputs: {several}"])
+        raise Unsupported(
+            [
+                f"{spec.class_name} with {len(srcs)} inputs is not supported (layers that take"
+                f" several inputs: {several})"
+            ]
+        )
     shape = shapes[0]
     returns_state = bool(spec.config.get("return_state", False))
     if returns_state:
