@@ -183,6 +183,7 @@ def convert(
     """Keras model (in memory, or a .keras/.h5/.onnx path), or a torch module with
     ``example_input``, + calibration inputs -> C in out_dir; ``validation``: separate inputs to
     measure clipping and error on."""
+    from lstm_embed.frontends import load
     from lstm_embed.frontends.keras import frontend
     from lstm_embed.frontends.onnx import torch_export
 
@@ -198,10 +199,10 @@ def convert(
             stem = type(model).__name__.lower()
             stem = stem if stem.isidentifier() else "model"
             path = torch_export.export(model, example_input, Path(folder) / f"{stem}.onnx")
-            ir = frontend.load_model(path)
+            ir = load.load_model(path)
         return convert_ir(ir, calibration, out_dir, name, options, force, None, validation, core)
     if isinstance(model, str | Path):  # a file: no ML framework; the float model is the oracle
-        ir = frontend.load_model(model)
+        ir = load.load_model(model)
         return convert_ir(ir, calibration, out_dir, name, options, force, None, validation, core)
     ir = frontend.read_keras_model(model)
 

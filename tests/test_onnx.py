@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import lstm_embed
-from lstm_embed.frontends.keras.frontend import FrontendError, load_model
+from lstm_embed.frontends.errors import FrontendError
+from lstm_embed.frontends.load import load_model
 from lstm_embed.frontends.onnx import live
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.reference import interpreter as reference

@@ -18,7 +18,7 @@ import numpy as np
 
 from lstm_embed.emit.report import errors
 from lstm_embed.emit.report import task_metrics as report_task_metrics
-from lstm_embed.frontends.keras.frontend import load_model
+from lstm_embed.frontends.load import load_model
 from lstm_embed.ir.float_model import forward
 from lstm_embed.ir.model import Model, leaf_traces
 from lstm_embed.quantize import fixedpoint as fp

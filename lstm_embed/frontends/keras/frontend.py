@@ -13,15 +13,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lstm_embed.frontends.errors import FrontendError
 from lstm_embed.frontends.keras.layers import check_class, read_layer
 from lstm_embed.frontends.keras.reader import ReaderError, read_model
 from lstm_embed.frontends.keras.spec import LayerSpec, ModelSpec
 from lstm_embed.ir.model import Model, sequence_out
 from lstm_embed.kinds import FloatLayer, IRError, Unsupported, fold_chain
-
-
-class FrontendError(ValueError):
-    """The model cannot be read; the message names the file or layer and what is supported."""
 
 
 @dataclass
@@ -120,14 +117,7 @@ def read_spec(path: str | Path) -> ModelSpec:
 
 
 def load_model(path: str | Path) -> Model:
-    """A .keras or .h5 file (Keras 2 or 3), or an .onnx file -> IR."""
-    from lstm_embed.frontends import onnx
-
-    if onnx.is_onnx(path):
-        try:
-            return onnx.load_model(path)
-        except onnx.OnnxError as error:
-            raise FrontendError(str(error)) from None
+    """A .keras or .h5 file (Keras 2 or 3) -> IR (any format: ``frontends.load``)."""
     return build_ir(read_spec(path))
 
 
