@@ -8,6 +8,11 @@ import numpy as np
 
 from lstm_embed.emit.render import model_file_names
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
+from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.qir import QModel
+from lstm_embed.targets.hostbuild import run_entry_point
+from lstm_embed.targets.inputs import ENTRY_POINTS
+from lstm_embed.tools.fuzz import compare_output, expected_output, model_entries
 
 
 def random_lstm(rng, name, m, n, bias=True, recurrent="sigmoid", return_sequences=False):
@@ -63,3 +68,41 @@ def generated_c(out_dir: Path, name: str = "net") -> str:
 def random_inputs(seed: int, n: int, timesteps: int, inputs: int, scale: float = 1.0):
     rng = np.random.default_rng(seed + 1000)
     return (rng.normal(size=(n, timesteps, inputs)) * scale).astype(np.float32)
+
+
+def edge_inputs(qmodel: QModel, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int16, float32) inputs: held-out data, 3x beyond it, and saturating extremes."""
+    x = np.concatenate([x_test[:24], 3 * x_test[24:32]])
+    x_q = fp.quantize_input(x, qmodel.input_inv_scale)
+    x_q[-1] = np.where(np.arange(x_q.shape[1])[:, None] % 2 == 0, -32768, 32767)
+    return x_q, x
+
+
+def host_difference(
+    out: Path, qmodel: QModel, x_q: np.ndarray, x: np.ndarray, sanitize: bool = True
+) -> str | None:
+    """The first difference between the host C and the numpy reference over every entry point
+    the model has (int16 or float input as each takes), or None."""
+    for entry in model_entries(qmodel):
+        inputs = x if ENTRY_POINTS[entry].float_input else x_q
+        got = run_entry_point(out, entry, inputs, sanitize=sanitize)
+        difference = compare_output(entry, expected_output(qmodel, entry, inputs), got)
+        if difference is not None:
+            return difference
+    return None
+
+
+def qemu_difference(
+    out: Path, qmodel: QModel, board: str, x_q: np.ndarray, x: np.ndarray
+) -> str | None:
+    """As ``host_difference``, for the firmware of ``board`` in QEMU (one image, every entry)."""
+    from lstm_embed.targets import firmware
+
+    entries = model_entries(qmodel)
+    got = firmware.run_entry_points(out, board, list(entries), x_q, x)
+    for entry in entries:
+        want = expected_output(qmodel, entry, x if ENTRY_POINTS[entry].float_input else x_q)
+        difference = compare_output(entry, want, got[entry])
+        if difference is not None:
+            return difference
+    return None

@@ -33,6 +33,8 @@ from lstm_embed.targets.hostbuild import run_entry_point
 from lstm_embed.targets.inputs import ENTRY_POINTS
 from lstm_embed.tools.fuzz import compare_output, expected_output, model_entries
 
+from .helpers import edge_inputs, host_difference, qemu_difference
+
 pytestmark = pytest.mark.slow
 
 L = keras.layers
@@ -255,11 +257,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained
 
 
 def inputs_of(case: Trained) -> tuple[np.ndarray, np.ndarray]:
-    """(int16, float32) inputs: held-out data, 3x beyond it, and saturating extremes."""
-    x = np.concatenate([case.x_test[:24], 3 * case.x_test[24:32]])
-    x_q = fp.quantize_input(x, case.qmodel.input_inv_scale)
-    x_q[-1] = np.where(np.arange(T)[:, None] % 2 == 0, -32768, 32767)
-    return x_q, x
+    return edge_inputs(case.qmodel, case.x_test)
 
 
 # ---------------------------------------------------------------------------------- tests
@@ -296,11 +294,8 @@ def test_int8_c_within_tolerance_of_keras(trained, name):
 def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
     case = trained(name)
     x_q, x = inputs_of(case)
-    for entry in model_entries(case.qmodel):
-        inputs = x if ENTRY_POINTS[entry].float_input else x_q
-        got = run_entry_point(case.out, entry, inputs, sanitize=sanitize)
-        difference = compare_output(entry, expected_output(case.qmodel, entry, inputs), got)
-        assert difference is None, f"{name}: {difference}"
+    difference = host_difference(case.out, case.qmodel, x_q, x, sanitize)
+    assert difference is None, f"{name}: {difference}"
 
 
 def test_causal_conv_streams_step_equal_to_run(trained):
@@ -373,17 +368,11 @@ def test_trace_and_compare_report(trained, tmp_path):
 @pytest.mark.parametrize("board", QEMU_BOARDS)
 @pytest.mark.parametrize("name", RECIPES)
 def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
-    from lstm_embed.targets import firmware
-
     case = trained(name)
     x_q, x = inputs_of(case)
     x_q, x = x_q[-6:], x[-6:]  # the beyond-range and saturating sequences among them
-    entries = model_entries(case.qmodel)
-    got = firmware.run_entry_points(case.out, board, list(entries), x_q, x)
-    for entry in entries:
-        want = expected_output(case.qmodel, entry, x if ENTRY_POINTS[entry].float_input else x_q)
-        difference = compare_output(entry, want, got[entry])
-        assert difference is None, f"{name} on {board}: {difference}"
+    difference = qemu_difference(case.out, case.qmodel, board, x_q, x)
+    assert difference is None, f"{name} on {board}: {difference}"
 
 
 def pre_padded(x: np.ndarray) -> np.ndarray:
