@@ -12,7 +12,6 @@ import numpy as np
 
 from lstm_embed.emit import cformat
 from lstm_embed.emit.layouts import rows as layouts
-from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -133,7 +132,7 @@ def quantize_dense(
         (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, in_scale, bits
     )
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
-        weights, bias_s32 = long_rows.rounded_weights(
+        weights, bias_s32 = rounding.rounded_weights(
             (layer.kernel * fold[:, None]).T, layer.bias_or_zeros, scale, in_scale, bits,
             method, stats, layer.bias is not None,
         )  # fmt: skip

@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -357,7 +356,7 @@ def gru_rounded(layer, rows_f, bias_f, scale, bits, method, stats, row_length=No
         groups += [(slice(2, 3), slice(None), stats["candidate"])]
     row_length = row_length or rows_f.shape[-1]
     for rows, columns, group_stats in groups:
-        weights[:, rows, columns], bias_s32[:, rows] = long_rows.rounded_weights(
+        weights[:, rows, columns], bias_s32[:, rows] = rounding.rounded_weights(
             rows_f[:, rows, columns], bias_f[:, rows], scale[:, rows], Q15_SCALE, bits, method,
             group_stats, with_bias, row_length,
         )  # fmt: skip

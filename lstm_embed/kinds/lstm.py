@@ -15,7 +15,6 @@ import numpy as np
 
 from lstm_embed.emit import cformat
 from lstm_embed.emit.layouts import lstm as layouts
-from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -229,7 +228,7 @@ def quantize_lstm(
         rows_f, bias_f, bits, row_length
     )
     if method != rounding.NEAREST:  # the same scales, the weights rounded against the data
-        weights, bias_s32 = long_rows.rounded_weights(
+        weights, bias_s32 = rounding.rounded_weights(
             rows_f, bias_f, scale, Q15_SCALE, bits, method, stats, layer.bias is not None,
             row_length,
         )  # fmt: skip

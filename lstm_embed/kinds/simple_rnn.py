@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.kinds import long_rows
 from lstm_embed.kinds.base import (
     Q15_SCALE,
     FloatLayer,
@@ -39,6 +38,7 @@ from lstm_embed.kinds.recurrent import (
     resolve_input_shift,
 )
 from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize import rounding
 
 ACTIVATIONS = ("tanh", "relu", "linear")
 # relu/linear states: range beyond the calibrated max before saturation (Dense's linear outputs
@@ -177,7 +177,6 @@ class SimpleRNNLayer(FloatLayer):
     def _input_stats(self, ctx: QuantContext, state_scale: float, input_shift: int) -> Any:
         """Moments of what the rows multiply: [x_q * 2**(k - 15); h_{t-1} in the rows' units],
         x_q the integer input the quantized layers before this one give (as lstm.py's)."""
-        from lstm_embed.quantize import rounding
 
         # only the sequences auto fits on: the held-out ones judge the result
         x_q = np.asarray(ctx.fit_part(ctx.quantized_input), np.float64)
@@ -252,7 +251,7 @@ def quantize_simple_rnn(
         rows_f, bias_f, bits, row_length
     )
     if method != "nearest":  # the same scales, the weights rounded against the data
-        weights, bias_s32 = long_rows.rounded_weights(
+        weights, bias_s32 = rounding.rounded_weights(
             rows_f, bias_f, scale, Q15_SCALE, bits, method, stats, layer.bias is not None,
             row_length,
         )  # fmt: skip

@@ -229,9 +229,12 @@ def rounded_weights(
     ``row_length`` (default d) columns. Nearest rounding gives exactly ``fixedpoint.row_scales``'
     weights and biases.
     """
+    row_length = row_length or np.shape(rows)[-1]
     rounded = round_rows(rows, scale, bits, method, stats, correct_bias)
-    unit = np.asarray(scale, np.float64) * fp.accumulator_unit(bits) * activation_scale
+    # the bias is in accumulator units: 2**s weight x activation LSBs for int8 rows summed in
+    # blocks (fixedpoint.accumulator_shift), as for int16 rows
+    unit = np.asarray(scale, np.float64) * fp.accumulator_unit(bits, row_length) * activation_scale
     bias_q = fp.round_half_away((np.asarray(bias, np.float64) + rounded.bias_change) / unit)
-    headroom = fp.accumulator_headroom(row_length or np.shape(rows)[-1], bits)
+    headroom = fp.accumulator_headroom(row_length, bits)
     dtype = np.int8 if bits == 8 else np.int16
     return rounded.weights.astype(dtype), fp.saturate(bias_q, -headroom, headroom).astype(np.int32)
