@@ -74,6 +74,10 @@ def build(which: str, seed: int = 0, keras=None):
         return build_attention(seed, keras)
     if which == "attention_causal":
         return build_attention(seed, keras, causal=True, use_scale=True)
+    if which == "attention_additive":
+        return build_attention(seed, keras, score="additive")
+    if which == "attention_concat":
+        return build_attention(seed, keras, causal=True, use_scale=True, score="concat")
     if which == "encoder_hc":
         _, h, c = layers.LSTM(16, return_state=True)(inp)
         head = keras.Model(inp, layers.Dense(1)(layers.Add()([h, c])))
@@ -83,9 +87,13 @@ def build(which: str, seed: int = 0, keras=None):
     raise ValueError(which)
 
 
-def build_attention(seed: int = 0, keras=None, causal: bool = False, use_scale: bool = False):
+def build_attention(
+    seed: int = 0, keras=None, causal: bool = False, use_scale: bool = False, score: str = "dot"
+):
     """LSTM(16, return_sequences) -> Attention()([h, h]) (self-attention) ->
-    GlobalAveragePooling1D -> Dense(3, softmax): a classifier of which target is largest."""
+    GlobalAveragePooling1D -> Dense(3, softmax): a classifier of which target is largest.
+    score "concat": Attention(score_mode="concat"); "additive": AdditiveAttention (use_scale,
+    its default) with a per-timestep Dense(16) of h as the query."""
     if keras is None:
         import keras
     layers = keras.layers
@@ -94,7 +102,13 @@ def build_attention(seed: int = 0, keras=None, causal: bool = False, use_scale: 
     labels = np.argmax(target, axis=1)
     inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
     h = layers.LSTM(16, return_sequences=True)(inp)
-    a = layers.Attention(use_scale=use_scale)([h, h], use_causal_mask=causal)
+    if score == "additive":
+        query = layers.Dense(16, activation="tanh")(h)
+        a = layers.AdditiveAttention()([query, h], use_causal_mask=causal)
+    else:
+        attention = layers.Attention(use_scale=use_scale, score_mode="dot" if score == "dot"
+                                     else score)  # fmt: skip
+        a = attention([h, h], use_causal_mask=causal)
     out = layers.Dense(3, activation="softmax")(layers.GlobalAveragePooling1D()(a))
     model = keras.Model(inp, out)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

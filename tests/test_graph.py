@@ -44,6 +44,8 @@ MODELS = (
     "encoder_hc",
     "attention",  # LSTM + self-attention classifier
     "attention_causal",  # the same with use_causal_mask=True and use_scale=True
+    "attention_additive",  # AdditiveAttention, a Dense of the LSTM's sequence as the query
+    "attention_concat",  # Attention(score_mode="concat", use_scale=True), causal
 )
 
 
@@ -175,10 +177,10 @@ def _keras2_file(tmp_path: Path, which: str, suffix: str) -> tuple[Path, object,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["seq_static", "encoder_hc"])
+@pytest.mark.parametrize("which", ["seq_static", "encoder_hc", "attention_concat"])
 def test_keras2_graph_files(tmp_path, which: str) -> None:
-    """tf_keras' inbound_nodes format (lists, not dicts): several inputs, and return_state
-    outputs taken by index."""
+    """tf_keras' inbound_nodes format (lists, not dicts): several inputs, return_state
+    outputs taken by index, and its Attention's two weights (scale, concat_score_weight)."""
     path, model, x = _keras2_file(tmp_path, which, ".h5")
     graph = load_graph(path)
     y, _, _ = forward(graph, x)
@@ -203,13 +205,15 @@ def test_refusals_name_the_layer_and_what_is_supported(tmp_path) -> None:
     with pytest.raises(FrontendError, match=r"layer 'cat' \(Concatenate\): axis=1 is not"):
         load_graph(tmp_path / "time.keras")
 
-    additive = keras.layers.AdditiveAttention(name="add_att")([a, b])
-    keras.Model(inp, keras.layers.LSTM(2)(additive)).save(tmp_path / "additive.keras")
+    _, scores = keras.layers.AdditiveAttention(name="add_att")(
+        [a, b], return_attention_scores=True
+    )
+    keras.Model(inp, scores).save(tmp_path / "scores.keras")
     with pytest.raises(
         FrontendError,
-        match=r"'add_att' \(AdditiveAttention\): AdditiveAttention with 2 inputs is not",
+        match=r"'add_att' \(AdditiveAttention\): return_attention_scores=True is not supported",
     ):
-        load_graph(tmp_path / "additive.keras")
+        load_graph(tmp_path / "scores.keras")
 
 
 def test_chain_is_the_one_path_graph() -> None:

@@ -1,9 +1,13 @@
-"""Keras' Attention (dot-product, Luong style) over sequences in a graph: query, value and an
+"""Keras' Attention and AdditiveAttention over sequences in a graph: query, value and an
 optional key (the value when absent), each (timesteps, features).
 
-    scores[i, j] = scale * sum_d q[i, d] k[j, d]   (scale 1 without use_scale)
-    weights[i]   = softmax(scores[i, j] over j)    (j <= i with use_causal_mask)
-    y[i]         = sum_j weights[i, j] v[j]
+    dot:      scores[i, j] = scale * sum_d q[i, d] k[j, d]   (scale 1 without use_scale)
+    additive: scores[i, j] = sum_d w[d] tanh(a (q[i, d] + k[j, d]))
+    weights[i] = softmax(scores[i, j] over j)    (j <= i with use_causal_mask)
+    y[i]       = sum_j weights[i, j] v[j]
+
+The additive form covers Keras' AdditiveAttention (a = 1, w its ``scale`` vector, or ones) and
+Attention(score_mode="concat") (a its ``scale``, or 1; w its ``concat_score_weight`` for every d).
 
 It needs every timestep of its key and value: a whole-window layer (run() only).
 
@@ -14,6 +18,12 @@ dot products are summed in int64, rounded by ``pre_shift`` into int32 and requan
 is the Dense head's (``fixedpoint.softmax_q15``: exp without a table, rounded division) over
 the timesteps; the output sums the Q0.15 weights times the value in int64, rounded by 2**15:
 it keeps the value's scale per feature.
+
+Additive scores: query and key are brought to one common scale (the larger of their largest
+per-feature scales) so they can be added in int32; the sum is requantized to Z16 (the
+multiplier carries a) and looked up in the tanh table (Q0.15); the weights w are int16 with
+one scale; their products with the tanh values are summed in int64 and rounded into the logits
+as the dot products are.
 """
 
 from __future__ import annotations
@@ -40,9 +50,13 @@ class AttentionLayer(FloatLayer):
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON
     name: str
     input_sizes: tuple[int, ...]  # query, value[, key]
-    scale: float = 1.0
+    scale: float = 1.0  # dot: the scores' factor; additive: a, inside the tanh
     use_scale: bool = False
     causal: bool = False
+    additive: bool = False
+    score_weights: tuple[float, ...] = ()  # additive: w, one per query feature
+    title: str = "Attention"  # as reports name it (AdditiveAttention, Attention concat)
+    weight_count: int = 0  # the trained weights the layer holds (Keras' count_params)
 
     def __post_init__(self) -> None:
         if len(self.input_sizes) not in (2, 3):
@@ -52,6 +66,9 @@ class AttentionLayer(FloatLayer):
             raise IRError(
                 f"layer '{self.name}': query features {self.input_sizes[0]} != key features {key}"
             )
+        if self.additive and len(self.score_weights) != self.input_sizes[0]:
+            raise IRError(f"layer '{self.name}': {len(self.score_weights)} score weights for"
+                          f" {self.input_sizes[0]} features")  # fmt: skip
 
     @property
     def input_size(self) -> int:  # type: ignore[override]
@@ -63,7 +80,7 @@ class AttentionLayer(FloatLayer):
 
     @property
     def params(self) -> int:
-        return 1 if self.use_scale else 0
+        return self.weight_count
 
     def _qkv(self, xs: list[np.ndarray]):
         q, v = xs[0], xs[1]
@@ -71,7 +88,11 @@ class AttentionLayer(FloatLayer):
 
     def scores(self, xs: list[np.ndarray]) -> np.ndarray:
         q, k, _ = self._qkv(xs)
-        scores = np.einsum("nid,njd->nij", q, k) * self.scale
+        if self.additive:
+            u = np.tanh(self.scale * (q[:, :, None, :] + k[:, None, :, :]))
+            scores = u @ np.asarray(self.score_weights, np.float64)
+        else:
+            scores = np.einsum("nid,njd->nij", q, k) * self.scale
         if self.causal:
             steps = scores.shape[-1]
             future = np.triu(np.ones((steps, steps), bool), k=1)
@@ -94,11 +115,24 @@ class AttentionLayer(FloatLayer):
         s_q, s_v = scales[0], scales[1]
         s_k = scales[2] if len(scales) == 3 else s_v
         common_q, common_k = float(np.max(s_q)), float(np.max(s_k))
+        if self.additive:  # q + k needs one scale
+            common_q = common_k = max(common_q, common_k)
         q_mult = fp.round_half_away(s_q / common_q * Q15)
         k_mult = fp.round_half_away(s_k / common_k * Q15)
         features = self.input_sizes[0]
         pre_shift = int(np.ceil(np.log2(features))) + 1
-        real = 2.0**pre_shift * common_q * common_k * self.scale * 2.0**fp.Z_FRAC_BITS
+        extra: dict[str, Any] = {}
+        if self.additive:
+            tanh_mult, tanh_shift = fp.signed_multipliers(
+                np.array([self.scale * common_q * 2.0**fp.Z_FRAC_BITS])
+            )
+            w = np.asarray(self.score_weights, np.float64)
+            w_scale = max(float(np.max(np.abs(w))), 1e-30) / fp.weight_max(16)
+            extra = {"tanh_multiplier": int(tanh_mult[0]), "tanh_shift": int(tanh_shift[0]),
+                     "score_weights_q": fp.round_half_away(w / w_scale)}  # fmt: skip
+            real = 2.0**pre_shift * w_scale * Q15_UNIT * 2.0**fp.Z_FRAC_BITS
+        else:
+            real = 2.0**pre_shift * common_q * common_k * self.scale * 2.0**fp.Z_FRAC_BITS
         multiplier, shift = fp.signed_multipliers(np.array([real]))
         return QAttentionLayer(
             name=self.name,
@@ -111,20 +145,24 @@ class AttentionLayer(FloatLayer):
             shift=int(shift[0]),
             value_scale=np.asarray(s_v, np.float64),
             max_timesteps=int(ctx.layer_input.shape[1]),
+            title=self.title,
+            **extra,
         )
 
     def summary(self) -> dict[str, Any]:
-        return {"type": "Attention", "activation": None, "units": None,
-                "params_formula": "1 (scale)" if self.use_scale else "0"}  # fmt: skip
+        return {"type": self.title, "activation": None, "units": None,
+                "params_formula": f"{self.weight_count} (scale)"}  # fmt: skip
 
     def flash_bytes(self, bits: int) -> int:
-        return 4 * 2 * self.input_sizes[0]  # the query's and the key's Q15 multipliers
+        # the query's and the key's Q15 multipliers; additive: the int16 score weights
+        return 4 * 2 * self.input_sizes[0] + (2 * self.input_sizes[0] if self.additive else 0)
 
     def dequantized(self, qlayer: Any, feature_scale: np.ndarray) -> AttentionLayer:
         return self
 
 
 Q15 = 2**15
+Q15_UNIT = 2.0**-15  # the real value of one Q0.15 LSB (the tanh table's output)
 
 
 @dataclass(frozen=True)
@@ -144,6 +182,15 @@ class QAttentionLayer(WeightlessQLayer, QLayer):
     shift: int
     value_scale: np.ndarray  # (value features,): the output's scale
     max_timesteps: int
+    title: str = "Attention"
+    # additive scores: (q + k) LSB -> Z16 before the tanh table, and the int16 weights w
+    tanh_multiplier: int = 0
+    tanh_shift: int = 0
+    score_weights_q: np.ndarray | None = None
+
+    @property
+    def additive(self) -> bool:
+        return self.score_weights_q is not None
 
     @property
     def input_size(self) -> int:  # type: ignore[override]
@@ -165,18 +212,24 @@ class QAttentionLayer(WeightlessQLayer, QLayer):
     def step(self, x_q: np.ndarray, state: Any, tables: dict) -> tuple[np.ndarray, Any]:
         raise ValueError(f"layer '{self.name}': Attention takes several inputs")
 
-    def logits(self, xs: list[np.ndarray]) -> np.ndarray:
+    def logits(self, xs: list[np.ndarray], tables: dict) -> np.ndarray:
         q = np.asarray(xs[0], np.int64)
         k = np.asarray(xs[2] if len(xs) == 3 else xs[1], np.int64)
         q = fp.saturate_s16(fp.rounding_shift_right(q * self.q_mult, 15))
         k = fp.saturate_s16(fp.rounding_shift_right(k * self.k_mult, 15))
-        acc = np.einsum("nid,njd->nij", q, k)
+        if self.additive:
+            u = fp.requantize(q[:, :, None, :] + k[:, None, :, :], self.tanh_multiplier,
+                              self.tanh_shift)  # fmt: skip
+            t = fp.tanh_q15(u, tables["tanh"]).astype(np.int64)
+            acc = t @ np.asarray(self.score_weights_q, np.int64)
+        else:
+            acc = np.einsum("nid,njd->nij", q, k)
         acc = fp.saturate_s32(fp.rounding_shift_right(acc, self.pre_shift))
         return fp.requantize(acc, self.multiplier, self.shift)
 
-    def apply(self, xs: list[np.ndarray]) -> np.ndarray:
+    def apply(self, xs: list[np.ndarray], tables: dict) -> np.ndarray:
         """int16 query, value[, key] (N, T, features) -> int16 (N, T, value features)."""
-        z = self.logits(xs)
+        z = self.logits(xs, tables)
         v = np.asarray(xs[1], np.int64)
         steps = z.shape[-1]
         weights = np.zeros_like(z)
@@ -187,7 +240,10 @@ class QAttentionLayer(WeightlessQLayer, QLayer):
         return fp.saturate_s16(fp.rounding_shift_right(y, 15))
 
     def uses(self) -> set[str]:
-        return {"exp"}
+        return {"exp", "table_tanh"} if self.additive else {"exp"}
+
+    def tables_needed(self) -> set[str]:
+        return {"tanh"} if self.additive else set()
 
     def shared_scratch(self) -> list[dict[str, Any]]:
         return [{"type": "int32_t", "name": "attention_z", "size": self.max_timesteps,
@@ -207,10 +263,20 @@ class QAttentionLayer(WeightlessQLayer, QLayer):
             "pre_shift": self.pre_shift,
             "multiplier": self.multiplier,
             "shift": self.shift,
+            "title": self.title,
+            "additive": self.additive,
+            "tanh_multiplier": self.tanh_multiplier,
+            "tanh_shift": self.tanh_shift,
+            "score_weights": ", ".join(str(int(v)) for v in self.score_weights_q)
+            if self.additive
+            else "",
         }
 
     def format(self) -> str:
-        return f"logits Z{fp.Z_FRAC_BITS}, weights Q0.15, out the value's scale"
+        scores = "tanh Q0.15 times int16 weights, " if self.additive else ""
+        return f"{scores}logits Z{fp.Z_FRAC_BITS}, weights Q0.15, out the value's scale"
 
     def flash_bytes(self) -> dict[str, int]:
-        return {"weights": 4 * (len(self.q_mult) + len(self.k_mult)), "bias": 0, "requant": 0}
+        weights = 4 * (len(self.q_mult) + len(self.k_mult))
+        weights += 2 * len(self.q_mult) if self.additive else 0
+        return {"weights": weights, "bias": 0, "requant": 0}

@@ -242,6 +242,11 @@ class QLayer:
         """One timestep (or the one vector): int16 (N, input_size) -> (output, trace or None)."""
         raise NotImplementedError
 
+    def apply(self, xs: list[np.ndarray], tables: dict) -> np.ndarray:
+        """A layer of several inputs (``arity`` None: merges, attention) over whole windows:
+        int16 operands (N, ..., size_i) -> int16 output."""
+        raise NotImplementedError
+
     def tables_needed(self) -> set[str]:
         return set()
 

@@ -192,7 +192,7 @@ class QMergeLayer(WeightlessQLayer, QLayer):
     def step(self, x_q: np.ndarray, state: Any, tables: dict) -> tuple[np.ndarray, Any]:
         raise ValueError(f"layer '{self.name}': a merge takes several inputs")
 
-    def apply(self, xs: list[np.ndarray]) -> np.ndarray:
+    def apply(self, xs: list[np.ndarray], tables: dict) -> np.ndarray:
         """int16 operands (..., size_i) -> int16 (..., output features), as the C computes."""
         xs = [np.asarray(x, np.int64) for x in xs]
         if self.op == "concatenate":

@@ -19,7 +19,7 @@ def run(qgraph: QGraph, inputs_q: dict[str, np.ndarray]) -> list[np.ndarray]:
         layer = node.layer
         xs = [values[t] for t in node.inputs]
         if layer.arity is None:
-            values[node.outputs[0]] = layer.apply(xs)
+            values[node.outputs[0]] = layer.apply(xs, qgraph.tables)
             continue
         state = layer.initial_state(len(xs[0]))
         values[node.outputs[0]] = run_window(layer, xs[0], state, qgraph.tables)

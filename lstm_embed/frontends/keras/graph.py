@@ -36,6 +36,7 @@ from lstm_embed.kinds.merge import OPS, MergeLayer
 # tensors a layer returns besides its output with return_state=True, by Keras class
 RETURN_STATE = {"LSTM": ("h", "c"), "GRU": ("h",), "SimpleRNN": ("h",)}
 REFUSED_IN_GRAPHS = ("Masking",)
+ATTENTION = ("Attention", "AdditiveAttention")
 
 
 def load_graph(path: str | Path) -> Graph:
@@ -200,12 +201,12 @@ def model_name_of(name: str) -> str:
 def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -> Node | None:
     if spec.class_name in OPS:
         return Node(_merge(spec, shapes), tuple(srcs), (spec.name,))
-    if spec.class_name == "Attention":
+    if spec.class_name in ATTENTION:
         return Node(_attention(spec, shapes, kwargs), tuple(srcs), (spec.name,))
     if spec.class_name in REFUSED_IN_GRAPHS:
         raise Unsupported([f"{spec.class_name} inside a graph is not supported yet"])
     if len(srcs) != 1:
-        several = ", ".join([*OPS, "Attention"])
+        several = ", ".join([*OPS, *ATTENTION])
         raise Unsupported(
             [
                 f"{spec.class_name} with {len(srcs)} inputs is not supported (layers that take"
@@ -242,20 +243,34 @@ def _merge(spec: LayerSpec, shapes: list[tuple]) -> MergeLayer:
 
 
 def _attention(spec: LayerSpec, shapes: list[tuple], kwargs: dict) -> AttentionLayer:
-    """Keras' Attention: score_mode "dot", use_scale (its one weight), use_causal_mask (a call
-    argument; Keras 2's ``causal`` config too); the attention scores are not returned."""
+    """Keras' Attention (score_mode "dot" or "concat"; use_scale; use_causal_mask, a call
+    argument, or Keras 2's ``causal`` config) and AdditiveAttention (use_scale: a weight per
+    feature); the attention scores are not returned."""
     config = spec.config
     reasons = []
-    if config.get("score_mode", "dot") != "dot":
-        reasons.append(f"score_mode={config['score_mode']!r} is not supported (supported: 'dot')")
+    mode = "additive" if spec.class_name == "AdditiveAttention" else config.get("score_mode", "dot")
+    if mode not in ("dot", "concat", "additive"):
+        reasons.append(f"score_mode={mode!r} is not supported (supported: 'dot', 'concat')")
     if kwargs.get("return_attention_scores"):
         reasons.append("return_attention_scores=True is not supported")
     if any(len(s) != 2 for s in shapes):
         reasons.append("its inputs must be sequences (timesteps, features)")
     if reasons:
         raise Unsupported(reasons)
-    use_scale = bool(config.get("use_scale", False))
-    scale = float(np.asarray(spec.weights[0]).reshape(-1)[0]) if use_scale else 1.0
+    use_scale = bool(config.get("use_scale", mode == "additive"))
+    weights = [np.asarray(w, np.float64).reshape(-1) for w in spec.weights]
     causal = bool(kwargs.get("use_causal_mask", False) or config.get("causal", False))
     sizes = tuple(int(s[-1]) for s in shapes)
-    return AttentionLayer(spec.name, sizes, scale, use_scale, causal)
+    count = sum(w.size for w in weights)
+    if mode == "dot":
+        scale = float(weights[0][0]) if use_scale else 1.0
+        return AttentionLayer(spec.name, sizes, scale, use_scale, causal, weight_count=count)
+    if mode == "concat":  # weights in the order Keras builds them: scale, concat_score_weight
+        scale = float(weights[0][0]) if use_scale else 1.0
+        w = (float(weights[-1][0]),) * sizes[0]
+        title = "Attention (concat)"
+    else:
+        scale, title = 1.0, "AdditiveAttention"
+        w = tuple(float(v) for v in weights[0]) if use_scale else (1.0,) * sizes[0]
+    return AttentionLayer(spec.name, sizes, scale, use_scale, causal, additive=True,
+                          score_weights=w, title=title, weight_count=count)  # fmt: skip
