@@ -440,13 +440,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from lstm_embed.emit.render import layout_note
-    from lstm_embed.targets import firmware
-    from lstm_embed.targets.hostbuild import read_report
+    from lstm_embed.targets.graph_firmware import build_folder
 
-    result = firmware.build(Path(args.out_dir), args.board, semihosting=args.semihosting)
+    out_dir = Path(args.out_dir)
+    result = build_folder(out_dir, args.board, semihosting=args.semihosting)
     print(f"built {result.elf}")
     print(result.table())
-    folder_core = read_report(Path(args.out_dir)).get("core", "all")
+    folder_core = json.loads((out_dir / "report.json").read_text()).get("core", "all")
     note = layout_note(folder_core, get_board(args.board).core)
     if note:
         print(f"lstm-embed build: note: {note}", file=sys.stderr)

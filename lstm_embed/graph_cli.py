@@ -45,11 +45,9 @@ def graph_of(model_path: str) -> Graph | None:
 
 
 def is_graph_folder(out_dir: str | Path) -> bool:
-    path = Path(out_dir) / "report.json"
-    try:
-        return "graph" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
+    from lstm_embed.targets.graph_host import is_graph_folder as written_by_graph
+
+    return written_by_graph(out_dir)
 
 
 def load_inputs(path: str, names: list[str], what: str) -> dict[str, np.ndarray]:
@@ -124,15 +122,35 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    """run_f32() on the host, or on an emulated board (then checked against the host's bits)."""
+    from lstm_embed.targets.boards import get_board
     from lstm_embed.targets.graph_host import graph_report, run_graph_host
 
-    if args.board not in (None, "host"):
-        raise GraphInputError(f"--board {args.board}: a graph runs on the host only for now")
+    board = None if args.board in (None, "host") else get_board(args.board)
+    if board is not None and not board.emulated:
+        raise GraphInputError(
+            f"--board {args.board}: a graph runs on the host or an emulated board (qemu-*) for"
+            " now; `lstm-embed build` makes its firmware"
+        )
     report = graph_report(Path(args.out_dir))
     names = [x["name"] for x in report["graph"]["inputs"]]
     x = {k: v.astype(np.float32) for k, v in load_inputs(args.input, names, "--input").items()}
-    y = run_graph_host(Path(args.out_dir), x, "run_f32")
+    y_host = run_graph_host(Path(args.out_dir), x, "run_f32")
+    if board is None:
+        print(save_outputs(args.output, y_host))
+        return 0
+    from lstm_embed.targets.graph_firmware import run_graph_qemu
+
+    y = run_graph_qemu(Path(args.out_dir), board.name, x, floats=True)["run_f32"]
     print(save_outputs(args.output, y))
+    differ = [
+        f"output_{k}" for k, (a, b) in enumerate(zip(y, y_host, strict=True))
+        if a.shape != b.shape or not np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    ]  # fmt: skip
+    if differ:
+        raise GraphInputError(f"{board.name} differs from the host build in {', '.join(differ)}")
+    values = sum(a.size for a in y)
+    print(f"{board.name} equals the host build bit for bit ({values} float32 values)")
     return 0
 
 

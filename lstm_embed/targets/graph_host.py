@@ -24,6 +24,14 @@ from lstm_embed.version import __version__
 ENTRIES = ("run", "run_f32", "step", "step_f32")
 
 
+def is_graph_folder(out_dir: str | Path) -> bool:
+    """Whether out_dir's report.json was written by the graph pipeline (docs/graphs.md)."""
+    try:
+        return "graph" in json.loads((Path(out_dir) / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def graph_report(out_dir: Path) -> dict:
     report = json.loads((Path(out_dir) / "report.json").read_text())
     if "graph" not in report:
