@@ -184,9 +184,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     graph = graph_cli.graph_of(args.model)
     if graph is not None:  # a Functional model that is not one chain: weights rounded to nearest
-        return graph_cli.convert(
-            args, graph, dataclasses.replace(options, rounding="nearest"), _core(args)
-        )
+        options = dataclasses.replace(options, rounding="nearest")
+        status = graph_cli.convert(args, graph, options, _core(args))
+        if args.board:
+            _measure_on_board(Path(args.output), args.board, _clock(args))
+        return status
     x = _load_array(args.calibration, "--calibration")
     validation = _load_array(args.validation, "--validation") if args.validation else None
     with warnings.catch_warnings():  # printed below, as lstm-embed's own lines
@@ -196,8 +198,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     print_summary(result.report)
     if args.board:
-        clock = int(args.clock_hz) if args.clock_hz else None
-        _measure_on_board(result.out_dir, args.board, clock)
+        _measure_on_board(result.out_dir, args.board, _clock(args))
     for text in result.report["warnings"]:
         print(f"lstm-embed convert: {text}", file=sys.stderr)
     if args.verbose:
@@ -205,6 +206,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     files = ", ".join(model_file_names(result.report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0
+
+
+def _clock(args: argparse.Namespace) -> int | None:
+    return int(args.clock_hz) if args.clock_hz else None
 
 
 def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) -> None:
@@ -215,7 +220,7 @@ def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) ->
     import os
 
     from lstm_embed.targets import firmware
-    from lstm_embed.targets.hostbuild import read_report
+    from lstm_embed.targets.graph_firmware import build_folder
     from lstm_embed.tools import profile
 
     if board not in profile.PROFILE_BOARDS or not firmware.toolchain_available():
@@ -223,14 +228,14 @@ def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) ->
         print(f"measured sizes: not here ({why}); lstm-embed build --board {board} gives them")
         return
     (run,) = profile.profile(Path(out_dir), (board,), clock_hz=clock_hz)
-    model = firmware.build(out_dir, board).model  # flash as lstm-embed build links it
+    model = build_folder(out_dir, board).model  # flash as lstm-embed build links it
     const = model.rodata + model.data
     measured = dataclasses.replace(
         run, flash_bytes=model.text + const, code_bytes=model.text, const_bytes=const
     )
     print(profile.table([measured]))
-    report = read_report(Path(out_dir))
     path = Path(out_dir) / "report.json"
+    report = json.loads(path.read_text())  # profile read it (and refused another format)
     report["measured"] = dataclasses.asdict(measured)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
@@ -455,8 +460,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     from lstm_embed.targets import firmware
+    from lstm_embed.targets.graph_firmware import build_folder
 
-    command = firmware.flash(Path(args.out_dir), args.board, dry_run=args.dry_run)
+    # the command first: an emulated board, or no UF2 drive, is refused before building
+    command = firmware.flash(Path(args.out_dir), args.board, dry_run=True)
+    if not args.dry_run:
+        build_folder(Path(args.out_dir), args.board)  # a chain's folder or a graph's
+        command = firmware.flash(Path(args.out_dir), args.board, rebuild=False)
     if args.dry_run:
         print(" ".join(command))
     return 0

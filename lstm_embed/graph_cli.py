@@ -99,9 +99,10 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
     from lstm_embed.emit.render import model_file_names
     from lstm_embed.graph_pipeline import convert_graph
 
-    if args.validation or args.board:
-        option = "--validation" if args.validation else "--board"
-        raise GraphInputError(f"{option} is not supported for a graph yet (convert, then run)")
+    if args.validation:
+        raise GraphInputError(
+            "--validation is not supported for a graph yet (convert, then compare)"
+        )
     names = [t.name for t in graph.inputs]
     x = load_inputs(args.calibration, names, "--calibration")
     result = convert_graph(graph, x, args.output, args.name, options, args.force, core)
