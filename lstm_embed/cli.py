@@ -473,9 +473,16 @@ def cmd_flash(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
     from lstm_embed.tools.export import export
 
-    x = _load_array(args.input, "--input") if args.input else None
+    x = None
+    if args.input and graph_cli.is_graph_folder(args.out_dir):  # a .npz by input name
+        report = json.loads((Path(args.out_dir) / "report.json").read_text())
+        names = [i["name"] for i in report["graph"]["inputs"]]
+        x = graph_cli.load_inputs(args.input, names, "--input")
+    elif args.input:
+        x = _load_array(args.input, "--input")
     result = export(
         Path(args.out_dir),
         args.format,
@@ -638,7 +645,11 @@ def parser() -> argparse.ArgumentParser:
         help="default kernel (auto: chosen by the core's features); all give the same bits",
     )
     p.add_argument("--lib-version", default="0.1.0", help="library version, MAJOR.MINOR.PATCH")
-    p.add_argument("--input", "-i", help="(N, T, m) .npy: the Arduino example runs sequence 0")
+    p.add_argument(
+        "--input",
+        "-i",
+        help="(N, T, m) .npy (a graph's: .npz by input name): the Arduino example runs sample 0",
+    )
     p.add_argument("--url", help="project page for the Arduino library.properties")
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.set_defaults(func=cmd_export)
