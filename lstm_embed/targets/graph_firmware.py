@@ -159,8 +159,11 @@ def _parse(stdout: str, report: dict, entry: str, samples: int, steps: int) -> l
         values = values.astype(np.uint32).view(np.float32)
     else:
         values = values.astype(np.int16)
+    if stepped:  # per timestep, every output in turn
+        sizes = [y["size"] for y in outputs]
+        return np.split(values.reshape(samples, steps, -1), np.cumsum(sizes)[:-1], axis=2)
     parts = np.split(values, np.cumsum(per_row)[:-1], axis=1)
-    shapes = [(samples, steps, y["size"]) if (y["sequence"] or stepped) else (samples, y["size"])
+    shapes = [(samples, steps, y["size"]) if y["sequence"] else (samples, y["size"])
               for y in outputs]  # fmt: skip
     return [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
 

@@ -1,0 +1,294 @@
+"""Graphs on the targets (issue 19, "every entry point speaks graphs"): the firmware commands,
+profile and export take a graph folder as they take a chain's.
+
+The model: a trained two-input, two-output graph (tests/graph_models.py's data; a sequence into
+two stacked LSTMs, a static vector into a Dense, both heads reading the second LSTM's h), so
+the harnesses feed several inputs and print several outputs, run() plans an arena (the first
+LSTM's sequence) and step() exists. Oracles: the host build of the same C (bit for bit) and
+the integer reference (tests/test_graph.py holds the host C to it), an independent count of the
+same QEMU trace, report.json's buffer plan against the linked C, Keras for the range.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_embed import cli
+from lstm_embed.graph_pipeline import GraphConversion, convert_graph
+from lstm_embed.reference import graph_run
+from lstm_embed.targets.boards import get_board
+from lstm_embed.targets.graph_firmware import build_graph_bench, run_graph_qemu
+from lstm_embed.targets.graph_host import run_graph_host
+from tests import graph_models
+from tests.test_graph import GRAPH_RANGE_FRACTION
+from tests.test_profile import independent_counts
+
+pytestmark = [pytest.mark.slow, pytest.mark.firmware]
+
+QEMU_SAMPLES = 3  # samples compiled into a QEMU harness (every value of each is compared)
+
+
+def build_two_heads(seed: int = 0):
+    """Inputs "sequence" (T, 4) and "static" (6,); outputs Dense(3) of [h, Dense(8)(static)]
+    and Dense(1) of h, h the second LSTM's returned state."""
+    import keras
+
+    layers = keras.layers
+    keras.utils.set_random_seed(seed)
+    seq, static, target = graph_models._data(seed)
+    inp = keras.Input((graph_models.TIMESTEPS, graph_models.FEATURES), name="sequence")
+    side = keras.Input((graph_models.STATIC,), name="static")
+    a = layers.LSTM(16, return_sequences=True)(inp)
+    _, h, _c = layers.LSTM(8, return_state=True)(a)
+    d = layers.Dense(8, activation="relu")(side)
+    first = layers.Dense(3, name="first")(layers.Concatenate()([h, d]))
+    second = layers.Dense(1, name="second")(h)
+    model = keras.Model([inp, side], [first, second])
+    graph_models._train(model, [seq, static], target, (3, 1))
+    return model, {"sequence": seq, "static": static}
+
+
+@dataclass
+class Case:
+    folder: Path
+    model_path: Path
+    conversion: GraphConversion
+    x: dict[str, np.ndarray]
+    keras_y: list[np.ndarray]
+
+    @property
+    def out(self) -> Path:
+        return self.conversion.out_dir
+
+    def few(self, count: int = QEMU_SAMPLES) -> dict[str, np.ndarray]:
+        return {k: v[-count:] for k, v in self.x.items()}  # samples calibration did not pick
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> Case:
+    model, x = build_two_heads()
+    folder = tmp_path_factory.mktemp("two_heads")
+    path = folder / "model.keras"
+    model.save(path)
+    conversion = convert_graph(path, {k: v[:256] for k, v in x.items()}, folder / "out")
+    y = model.predict([x["sequence"], x["static"]], verbose=0)
+    return Case(folder, path, conversion, x, [np.asarray(a, np.float64) for a in y])
+
+
+def test_the_model_is_a_streaming_graph_within_the_keras_range(case: Case) -> None:
+    report = case.conversion.report
+    assert [i["name"] for i in report["graph"]["inputs"]] == ["sequence", "static"]
+    assert len(report["graph"]["outputs"]) == 2 and not report["run_only"]
+    assert report["buffers"]["arena_bytes"] > 0  # the first LSTM's sequence
+    got = run_graph_host(case.out, case.x, "run_f32")
+    for ours, want in zip(got, case.keras_y, strict=True):
+        span = float(want.max() - want.min())
+        assert np.max(np.abs(ours - want)) <= GRAPH_RANGE_FRACTION * span
+
+
+@pytest.mark.parametrize("board", ["qemu-m0", "qemu-m4", "qemu-m55"])
+def test_run_on_qemu_equals_the_host_bit_for_bit(case: Case, board: str, toolchain, capsys):
+    """`run -i X.npz -o Y.npz --board B` (run_f32 in QEMU) writes output_0, output_1 with the
+    host build's bits and says so; run() and step() on int16 inputs equal the reference."""
+    x = case.few()
+    np.savez(case.folder / "x.npz", **x)
+    y_path, host_path = case.folder / f"y_{board}.npz", case.folder / "y_host.npz"
+    argv = ["run", str(case.out), "-i", str(case.folder / "x.npz")]
+    assert cli.main([*argv, "-o", str(y_path), "--board", board]) == 0
+    assert f"{board} equals the host build bit for bit" in capsys.readouterr().out
+    assert cli.main([*argv, "-o", str(host_path)]) == 0
+    y, host = np.load(y_path), np.load(host_path)
+    assert y.files == host.files == ["output_0", "output_1"]
+    for key in y.files:
+        assert y[key].dtype == np.float32 and y[key].shape == host[key].shape
+        np.testing.assert_array_equal(y[key].view(np.uint32), host[key].view(np.uint32))
+
+    qgraph = case.conversion.qgraph
+    x_q = graph_run.quantize_inputs(qgraph, x)
+    expected = graph_run.run(qgraph, x_q)
+    got = run_graph_qemu(case.out, board, x_q)
+    assert set(got) == {"run", "step"}
+    for entry, outputs in got.items():
+        for ours, want in zip(outputs, expected, strict=True):
+            ours = ours[:, -1] if entry == "step" else ours  # vector outputs after the last step
+            np.testing.assert_array_equal(ours, want, err_msg=f"{board} {entry}")
+
+
+def test_build_and_a_real_board_refused_by_run(case: Case, toolchain, capsys) -> None:
+    assert cli.main(["build", str(case.out), "--board", "qemu-m4"]) == 0
+    printed = capsys.readouterr().out
+    assert (case.out / "build" / "qemu-m4" / "firmware.elf").is_file()
+    model_row = next(line for line in printed.splitlines() if line.startswith("model"))
+    text, rodata, _data, bss = (int(v) for v in model_row.split()[1:5])
+    assert text > 0 and rodata > 0 and bss >= case.conversion.report["buffers"]["arena_bytes"]
+    np.savez(case.folder / "x1.npz", **case.few(1))
+    argv = ["run", str(case.out), "-i", str(case.folder / "x1.npz"), "-o", "y.npz"]
+    assert cli.main([*argv, "--board", "nucleo-l476rg"]) == 2
+    assert "emulated board" in capsys.readouterr().err
+
+
+def test_profile_counts_and_the_arena_bound(case: Case, toolchain, tmp_path, capsys) -> None:
+    """profile: instructions per run() and per step() equal an independent count of the same
+    trace; the arena the linked C holds is report.json's plan (the larger of run()'s and
+    step()'s), inside the state's .bss, and at least the largest set of tensors alive."""
+    argv = ["profile", str(case.out), "--board", "qemu-m4", "--board", "qemu-m0"]
+    assert cli.main([*argv, "--json", str(tmp_path / "p.json")]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads((tmp_path / "p.json").read_text())
+    buffers = case.conversion.report["buffers"]
+    planned = max(buffers["arena_bytes"], buffers["step_arena_bytes"])
+    for row in rows:
+        board = row["board"]
+        elf = build_graph_bench(case.out, get_board(board), tmp_path / board).elf
+        counts = independent_counts(elf, board, tmp_path / f"{board}.log")
+        assert len(counts) == 1 + graph_models.TIMESTEPS  # the run, then each step
+        assert row["instructions_per_run"] == counts[0]
+        assert row["instructions_per_step"] == pytest.approx(np.mean(counts[1:]))
+        assert row["instructions_per_step"] < row["instructions_per_run"]
+        assert row["arena_bytes"] == planned >= buffers["peak_live_bytes"] > 0
+        assert row["state_bytes"] >= planned and row["stack_bytes"] > 0
+        assert row["ram_bytes"] == row["state_bytes"] + row["stack_bytes"]
+        assert f"{board} {counts[0]}" in printed
+    assert f"arena: {planned} B, as report.json plans" in printed
+
+
+def test_convert_with_a_board_measures_and_validation_is_refused(
+    case: Case, toolchain, capsys
+) -> None:
+    np.savez(case.folder / "calib.npz", **{k: v[:128] for k, v in case.x.items()})
+    calib = str(case.folder / "calib.npz")
+    out = case.folder / "measured"
+    argv = ["convert", str(case.model_path), "-c", calib, "-o", str(out)]
+    assert cli.main([*argv, "--board", "qemu-m4"]) == 0
+    printed = capsys.readouterr().out
+    measured = json.loads((out / "report.json").read_text())["measured"]
+    assert measured["board"] == "qemu-m4" and measured["flash_bytes"] > 0
+    assert measured["instructions_per_run"] > measured["instructions_per_step"] > 0
+    assert "graph: instructions per run() of 16 timesteps: qemu-m4" in printed
+    bad = case.folder / "bad"
+    assert cli.main(["convert", str(case.model_path), "-c", calib, "-o", str(bad),
+                     "--validation", calib]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--validation is not supported for a graph" in err[0]
+    assert not bad.exists()
+
+
+CONSUMER_C = string.Template("""
+/* Reads N samples of every input (float32, the model's order) from argv[2], writes every
+ * output of run_f32 to argv[3]. */
+#include <stdio.h>
+#include "${name}.h"
+
+static ${name}_state_t state;
+${buffers}
+int main(int argc, char **argv)
+{
+    FILE *in, *out;
+    long n, i;
+    if (argc != 4 || sscanf(argv[1], "%ld", &n) != 1) {
+        return 2;
+    }
+    in = fopen(argv[2], "rb");
+    out = fopen(argv[3], "wb");
+    if (in == NULL || out == NULL) {
+        return 3;
+    }
+    for (i = 0; i < n; ++i) {
+${reads}
+        if (${name}_run_f32(&state, ${args}) != ${NAME}_OK) {
+            return 5;
+        }
+${writes}
+    }
+    fclose(in);
+    return fclose(out) == 0 ? 0 : 6;
+}
+""")
+
+CONSUMER_CMAKE = string.Template("""
+cmake_minimum_required(VERSION 3.13)
+project(consumer C)
+add_subdirectory($${MODEL_DIR} model)
+add_executable(consumer consumer.c)
+set_target_properties(consumer PROPERTIES C_STANDARD 99 C_EXTENSIONS OFF)
+target_link_libraries(consumer PRIVATE lstm_embed::$name)
+""")
+
+
+def _consumer(project: Path, report: dict) -> None:
+    """A program of the exported library's API: one pointer per input and output, named and
+    sized by the macros of NAME.h."""
+    name, NAME, steps = report["name"], report["name"].upper(), report["timesteps"]
+    buffers, reads, writes, pointers = [], [], [], []
+    for x in report["graph"]["inputs"]:
+        size = f"{NAME}_INPUT_{x['c'].upper()}_SIZE" + (f" * {steps}" if x["sequence"] else "")
+        buffers.append(f"static float x_{x['c']}[{size}];")
+        reads.append(f"        if (fread(x_{x['c']}, sizeof(float), {size}, in) != {size}) {{"
+                     "\n            return 4;\n        }")  # fmt: skip
+        pointers.append(f"x_{x['c']}")
+    pointers.append(str(steps))
+    for y in report["graph"]["outputs"]:
+        c = y["c_name"].removeprefix("y_")
+        size = f"{NAME}_OUTPUT_{c.upper()}_SIZE" + (f" * {steps}" if y["sequence"] else "")
+        buffers.append(f"static float {y['c_name']}[{size}];")
+        writes.append(f"        fwrite({y['c_name']}, sizeof(float), {size}, out);")
+        pointers.append(y["c_name"])
+    mapping = {"name": name, "NAME": NAME, "buffers": "\n".join(buffers),
+               "reads": "\n".join(reads), "writes": "\n".join(writes),
+               "args": ", ".join(pointers)}  # fmt: skip
+    project.mkdir(parents=True)
+    (project / "consumer.c").write_text(CONSUMER_C.substitute(mapping))
+    (project / "CMakeLists.txt").write_text(CONSUMER_CMAKE.substitute(mapping))
+
+
+def test_export_cmake_builds_on_the_host_and_gives_the_host_outputs(case: Case, tmp_path) -> None:
+    """export --format cmake of the graph: the library built by cmake with the host compiler
+    (strict warnings) into a program that calls run_f32 with one pointer per input and output;
+    its outputs equal `lstm-embed run`'s bit for bit. The other formats write their files."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake not installed (apt-get install cmake)")
+    lib = tmp_path / "lib"
+    assert cli.main(["export", str(case.out), "-f", "cmake", "-o", str(lib)]) == 0
+    config = (lib / "cmake" / f"{case.conversion.report['name']}Config.cmake").read_text()
+    assert "_INPUTS sequence static)" in config
+    report = case.conversion.report
+    _consumer(tmp_path / "consumer", report)
+    build = tmp_path / "build"
+    flags = "-DCMAKE_C_FLAGS=-Wall -Wextra -Wconversion -Wshadow -Werror"
+    for cmd in (
+        [cmake, "-S", str(tmp_path / "consumer"), "-B", str(build), f"-DMODEL_DIR={lib}", flags],
+        [cmake, "--build", str(build), "-j", "2"],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    x = case.few(8)
+    inputs = np.concatenate(
+        [np.asarray(x[i["name"]], np.float32).reshape(8, -1) for i in report["graph"]["inputs"]],
+        axis=1,
+    )
+    (tmp_path / "x.bin").write_bytes(inputs.tobytes())
+    subprocess.run([str(build / "consumer"), "8", str(tmp_path / "x.bin"), str(tmp_path / "y.bin")],
+                   check=True)  # fmt: skip
+    y = np.fromfile(tmp_path / "y.bin", np.float32).reshape(8, -1)
+    want = run_graph_host(case.out, x, "run_f32")
+    np.testing.assert_array_equal(y.view(np.uint32), np.concatenate(
+        [w.reshape(8, -1) for w in want], axis=1).view(np.uint32))  # fmt: skip
+
+    np.savez(tmp_path / "x.npz", **x)
+    for fmt in ("zephyr", "arduino", "platformio"):
+        dest = tmp_path / fmt
+        argv = ["export", str(case.out), "-f", fmt, "-o", str(dest), "-i", str(tmp_path / "x.npz")]
+        assert cli.main(argv) == 0
+    sketch = next((tmp_path / "arduino" / "examples").rglob("*.ino")).read_text()
+    name = report["name"]
+    assert (
+        f"{name}_run_f32(&state, example_x_sequence, example_x_static, EXAMPLE_TIMESTEPS," in sketch
+    )
