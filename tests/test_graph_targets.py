@@ -292,3 +292,29 @@ def test_export_cmake_builds_on_the_host_and_gives_the_host_outputs(case: Case, 
     assert (
         f"{name}_run_f32(&state, example_x_sequence, example_x_static, EXAMPLE_TIMESTEPS," in sketch
     )
+
+
+def test_load_steps_a_streaming_graph(case: Case) -> None:
+    """lstm_embed.load(OUT).step: one timestep of N streams per call (a dict or a list), each
+    stream's state kept between calls; float steps equal the host runner's step_f32 bits,
+    int16 steps end on the integer reference's outputs; reset() starts other streams."""
+    import lstm_embed
+
+    model = lstm_embed.load(case.out)
+    x = case.few(4)
+    want = run_graph_host(case.out, x, "step_f32")
+    steps = [model.step({"sequence": x["sequence"][:, t], "static": x["static"]})
+             for t in range(graph_models.TIMESTEPS)]  # fmt: skip
+    for k, expected in enumerate(want):
+        got = np.stack([outputs[k] for outputs in steps], axis=1)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    with pytest.raises(ValueError, match="call reset"):
+        model.step({"sequence": x["sequence"][:1, 0], "static": x["static"][:1]})
+    model.reset()
+    qgraph = case.conversion.qgraph
+    x_q = graph_run.quantize_inputs(qgraph, x)
+    for t in range(graph_models.TIMESTEPS):
+        last = model.step([x_q["sequence"][0, t], x_q["static"][0]])
+    for ours, expected in zip(last, graph_run.run(qgraph, x_q), strict=True):
+        assert ours.dtype == np.int16
+        np.testing.assert_array_equal(ours, expected[0])
