@@ -99,13 +99,10 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
     from lstm_embed.emit.render import model_file_names
     from lstm_embed.graph_pipeline import convert_graph
 
-    if args.validation:
-        raise GraphInputError(
-            "--validation is not supported for a graph yet (convert, then compare)"
-        )
     names = [t.name for t in graph.inputs]
     x = load_inputs(args.calibration, names, "--calibration")
-    result = convert_graph(graph, x, args.output, args.name, options, args.force, core)
+    held_out = load_inputs(args.validation, names, "--validation") if args.validation else None
+    result = convert_graph(graph, x, args.output, args.name, options, args.force, core, held_out)
     report = result.report
     for node in report["graph"]["nodes"]:
         print(f"  {node['name']} ({node['type']}) <- {', '.join(node['inputs'])}: {node['format']}")
@@ -117,6 +114,15 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
     for k, error in enumerate(report["calibration_error_vs_float_model"]):
         print(f"output_{k} vs the float model on the calibration data: max abs error"
               f" {error['max_abs_error']:.3g}")  # fmt: skip
+    validation = report.get("validation")
+    if validation:
+        for k, error in enumerate(validation["outputs"]):
+            print(f"output_{k} vs {validation['oracle']} on {validation['samples']} validation"
+                  f" samples: max abs error {error['max_abs_error']:.3g}"
+                  f" ({error['max_abs_error_pct_of_range']:.2f}% of the range), mean"
+                  f" {error['mean_abs_error']:.3g}")  # fmt: skip
+        print(f"validation inputs clipped: {validation['inputs_clipped']} of"
+              f" {validation['input_values']}")  # fmt: skip
     files = ", ".join(model_file_names(report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0

@@ -160,25 +160,41 @@ def test_profile_counts_and_the_arena_bound(case: Case, toolchain, tmp_path, cap
     assert f"arena: {planned} B, as report.json plans" in printed
 
 
-def test_convert_with_a_board_measures_and_validation_is_refused(
+def test_convert_with_a_board_measures_and_with_validation_reports_it(
     case: Case, toolchain, capsys
 ) -> None:
+    """convert --board: profile's figures in report.json "measured"; --validation X.npz: per
+    output the error on the held-out samples (here within float32 noise of the host C's
+    against Keras) and how many of their input values saturate the calibrated int16 scales."""
     np.savez(case.folder / "calib.npz", **{k: v[:128] for k, v in case.x.items()})
+    held_out = {k: v[-64:] * np.float32(2.5) for k, v in case.x.items()}  # some values clip
+    np.savez(case.folder / "val.npz", **held_out)
     calib = str(case.folder / "calib.npz")
     out = case.folder / "measured"
-    argv = ["convert", str(case.model_path), "-c", calib, "-o", str(out)]
-    assert cli.main([*argv, "--board", "qemu-m4"]) == 0
+    argv = ["convert", str(case.model_path), "-c", calib, "-o", str(out), "--board", "qemu-m4"]
+    assert cli.main([*argv, "--validation", str(case.folder / "val.npz")]) == 0
     printed = capsys.readouterr().out
-    measured = json.loads((out / "report.json").read_text())["measured"]
+    report = json.loads((out / "report.json").read_text())
+    measured = report["measured"]
     assert measured["board"] == "qemu-m4" and measured["flash_bytes"] > 0
     assert measured["instructions_per_run"] > measured["instructions_per_step"] > 0
     assert "graph: instructions per run() of 16 timesteps: qemu-m4" in printed
-    bad = case.folder / "bad"
-    assert cli.main(["convert", str(case.model_path), "-c", calib, "-o", str(bad),
-                     "--validation", calib]) == 2  # fmt: skip
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--validation is not supported for a graph" in err[0]
-    assert not bad.exists()
+
+    import keras
+
+    model = keras.models.load_model(case.model_path)
+    keras_y = model.predict([held_out["sequence"], held_out["static"]], verbose=0)
+    c_y = run_graph_host(out, held_out, "run_f32")
+    validation = report["validation"]
+    assert validation["samples"] == 64 and len(validation["outputs"]) == 2
+    for error, want, got in zip(validation["outputs"], keras_y, c_y, strict=True):
+        assert error["max_abs_error"] == pytest.approx(np.max(np.abs(got - want)), abs=1e-4)
+    clipped = sum(
+        int(np.sum(np.abs(held_out[i["name"]] / np.float32(i["scale"])) > 32767))
+        for i in report["graph"]["inputs"]
+    )  # fmt: skip
+    assert validation["inputs_clipped"] == clipped > 0
+    assert f"validation inputs clipped: {clipped} of" in printed
 
 
 CONSUMER_C = string.Template("""
