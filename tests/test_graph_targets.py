@@ -334,3 +334,53 @@ def test_load_steps_a_streaming_graph(case: Case) -> None:
     for ours, expected in zip(last, graph_run.run(qgraph, x_q), strict=True):
         assert ours.dtype == np.int16
         np.testing.assert_array_equal(ours, expected[0])
+
+
+def test_arduino_sketch_of_a_graph_runs_on_cortex_m4(case: Case, toolchain, tmp_path) -> None:
+    """The exported sketch (export -f arduino --input X.npz), compiled as the Arduino builder
+    does (the .ino as C++ after #include <Arduino.h>, the library's .c as C) with the stand-in
+    core of tests/fixtures/arduino, runs in QEMU (M4) and prints every output of sample 0 as
+    the host's run_f32 gives it (Serial.print(value, 6): six decimals)."""
+    from lstm_embed.targets import firmware
+    from tests.test_export import ARDUINO_FIXTURE, M4, _qemu_m4
+
+    x = case.few(1)
+    np.savez(tmp_path / "x.npz", **x)
+    lib = tmp_path / "lib"
+    argv = ["export", str(case.out), "-f", "arduino", "-o", str(lib), "-i", str(tmp_path / "x.npz")]
+    assert cli.main(argv) == 0
+    name = case.conversion.report["name"]
+    ino = lib / "examples" / name / f"{name}.ino"
+    sketch = tmp_path / "sketch.ino.cpp"
+    sketch.write_text(f'#include <Arduino.h>\n#line 1 "{ino}"\n' + ino.read_text())
+    common = [*M4.cpu_flags, "-Os", "-Wall", "-Wextra", "-Werror", "-ffunction-sections",
+              "-fdata-sections"]  # fmt: skip
+    cxx = ["arm-none-eabi-g++", *common, "-std=gnu++17", "-fno-exceptions", "-fno-rtti"]
+    fw = firmware.firmware_dir()
+    jobs = [
+        [*cxx, f"-I{ARDUINO_FIXTURE}", f"-I{lib / 'src'}", "-c", str(sketch)],
+        [*cxx, f"-I{ARDUINO_FIXTURE}", f"-I{fw / 'common'}", "-c",
+         str(ARDUINO_FIXTURE / "core.cpp")],
+        *(["arm-none-eabi-gcc", *common, "-std=gnu11", "-c", str(c)]
+          for c in sorted((lib / "src").glob("*.c"))),
+        *(["arm-none-eabi-gcc", *common, f"-DBOARD_IRQ_COUNT={M4.irq_count}", f"-I{fw / 'common'}",
+           "-c", str(fw / s)] for s in ("common/vectors.c", "common/semihost.c",
+                                       "common/console.c", "common/startup.S", "boards/qemu.c")),
+    ]  # fmt: skip
+    objects = []
+    for k, cmd in enumerate(jobs):
+        objects.append(str(tmp_path / f"{k}.o"))
+        subprocess.run([*cmd, "-o", objects[-1]], check=True, capture_output=True, text=True)
+    origin = {"flash_origin": f"0x{M4.flash.origin:08X}", "ram_origin": f"0x{M4.ram.origin:08X}"}
+    (tmp_path / "link.ld").write_text(firmware._render("firmware/link.ld.j2", board=M4, **origin))
+    elf = tmp_path / "sketch.elf"
+    subprocess.run([*cxx, "-nostartfiles", "--specs=nano.specs", f"-T{tmp_path / 'link.ld'}",
+                    "-Wl,--gc-sections", *objects, "-o", str(elf)], check=True)  # fmt: skip
+    lines = _qemu_m4(elf).splitlines()
+    want = run_graph_host(case.out, x, "run_f32")
+    for k, (item, expected) in enumerate(zip(case.conversion.report["graph"]["outputs"], want,
+                                             strict=True)):  # fmt: skip
+        label = f"{name} output {k} ({item['c_name'].removeprefix('y_')}):"
+        printed = next(line for line in lines if line.startswith(label))
+        values = np.array([float(v) for v in printed[len(label) :].split()])
+        np.testing.assert_allclose(values, expected[0].astype(np.float64), rtol=0, atol=5.01e-7)
