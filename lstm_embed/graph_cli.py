@@ -129,16 +129,18 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    """run_f32() on the host, or on an emulated board (then checked against the host's bits)."""
+    """run_f32() on the host, on an emulated board or on a real board (--port: flashed, its
+    UART read); a board's outputs are checked against the host's bits."""
     from lstm_embed.targets.boards import get_board
     from lstm_embed.targets.graph_host import graph_report, run_graph_host
 
     board = None if args.board in (None, "host") else get_board(args.board)
     if board is not None and not board.emulated:
-        raise GraphInputError(
-            f"--board {args.board}: a graph runs on the host or an emulated board (qemu-*) for"
-            " now; `lstm-embed build` makes its firmware"
-        )
+        from lstm_embed.targets import serial_port
+
+        if not args.port:
+            raise GraphInputError(serial_port.port_hint(board))
+        serial_port.require_pyserial()  # before any build
     report = graph_report(Path(args.out_dir))
     names = [x["name"] for x in report["graph"]["inputs"]]
     x = {k: v.astype(np.float32) for k, v in load_inputs(args.input, names, "--input").items()}
@@ -146,9 +148,12 @@ def run(args: argparse.Namespace) -> int:
     if board is None:
         print(save_outputs(args.output, y_host))
         return 0
-    from lstm_embed.targets.graph_firmware import run_graph_qemu
+    from lstm_embed.targets.graph_firmware import run_graph_on_board, run_graph_qemu
 
-    y = run_graph_qemu(Path(args.out_dir), board.name, x, floats=True)["run_f32"]
+    if board.emulated:
+        y = run_graph_qemu(Path(args.out_dir), board.name, x, floats=True)["run_f32"]
+    else:
+        y = run_graph_on_board(Path(args.out_dir), board.name, x, args.port)["run_f32"]
     print(save_outputs(args.output, y))
     differ = [
         f"output_{k}" for k, (a, b) in enumerate(zip(y, y_host, strict=True))

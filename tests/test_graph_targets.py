@@ -15,6 +15,7 @@ import json
 import shutil
 import string
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,17 +123,27 @@ def test_run_on_qemu_equals_the_host_bit_for_bit(case: Case, board: str, toolcha
             np.testing.assert_array_equal(ours, want, err_msg=f"{board} {entry}")
 
 
-def test_build_and_a_real_board_refused_by_run(case: Case, toolchain, capsys) -> None:
+def test_build_and_a_real_board_without_its_port(case: Case, toolchain, capsys, monkeypatch):
+    """build for QEMU (the model's sizes: its state holds the arena) and for a real board (the
+    UART console); run on a real board without --port, or without pyserial: one line each,
+    before any build."""
     assert cli.main(["build", str(case.out), "--board", "qemu-m4"]) == 0
     printed = capsys.readouterr().out
     assert (case.out / "build" / "qemu-m4" / "firmware.elf").is_file()
     model_row = next(line for line in printed.splitlines() if line.startswith("model"))
     text, rodata, _data, bss = (int(v) for v in model_row.split()[1:5])
     assert text > 0 and rodata > 0 and bss >= case.conversion.report["buffers"]["arena_bytes"]
+    assert cli.main(["build", str(case.out), "--board", "nucleo-l476rg"]) == 0  # UART console
+    assert "console: uart" in capsys.readouterr().out
     np.savez(case.folder / "x1.npz", **case.few(1))
     argv = ["run", str(case.out), "-i", str(case.folder / "x1.npz"), "-o", "y.npz"]
+    shutil.rmtree(case.out / "build")
     assert cli.main([*argv, "--board", "nucleo-l476rg"]) == 2
-    assert "emulated board" in capsys.readouterr().err
+    assert "--port is needed to read the results of nucleo-l476rg" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "serial", None)  # import serial -> ImportError
+    assert cli.main([*argv, "--board", "nucleo-l476rg", "--port", "/dev/ttyACM0"]) == 2
+    assert "pip install 'lstm-embed[serial]'" in capsys.readouterr().err
+    assert not (case.out / "build").exists()  # both refused before building
 
 
 def test_profile_counts_and_the_arena_bound(case: Case, toolchain, tmp_path, capsys) -> None:

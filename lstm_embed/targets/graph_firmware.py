@@ -195,6 +195,42 @@ def run_graph_qemu(
         raise fw.FirmwareToolError(str(error), cmd, stdout, log=log) from error
 
 
+def run_graph_on_board(
+    out_dir: str | Path,
+    board: str,
+    inputs: dict[str, Any],
+    port: str,
+    timeout: float = fw.REAL_BOARD_TIMEOUT_S,
+) -> dict[str, list[np.ndarray]]:
+    """A real board: build with the float ``inputs`` compiled in (run_f32, and step_f32 where
+    the graph streams), flash it, read its UART on ``port`` until it exits; the outputs as
+    ``run_graph_qemu``'s with ``floats``."""
+    from lstm_embed.targets import serial_port
+
+    out_dir = Path(out_dir)
+    b = get_board(board)
+    if b.emulated:
+        raise fw.FirmwareError(f"board {board} is emulated: run it without --port")
+    serial_port.require_pyserial()
+    report = graph_report(out_dir)
+    arrays, steps = _arrays(report, inputs, True)
+    result = build_graph(out_dir, board, inputs, floats=True)
+    if result.console != "uart":
+        raise fw.FirmwareError(f"{board} was built with semihosting; `run --port` reads its UART")
+    done = serial_port.run_over_serial(
+        port, lambda: fw.flash(out_dir, board, rebuild=False), timeout
+    )
+    if done.status != 0:
+        raise fw.FirmwareError(
+            f"the firmware on {board} ended with status {done.status}:\n{done.text[-500:]}"
+        )
+    entries = ENTRIES[True][:1] if report["run_only"] else ENTRIES[True]
+    try:
+        return {e: _parse(done.text, report, e, len(arrays[0]), steps) for e in entries}
+    except ValueError as error:
+        raise fw.FirmwareError(f"{board}: {error}\n{done.text[-500:]}") from error
+
+
 def build_graph_bench(out_dir: Path, board: Board, bdir: Path) -> fw.BuildResult:
     """The profile build: one run() of a whole pseudo-random window, then (when the graph
     streams) one step() per timestep, each bracketed by the trace markers; the harness prints
