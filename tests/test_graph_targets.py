@@ -395,3 +395,41 @@ def test_arduino_sketch_of_a_graph_runs_on_cortex_m4(case: Case, toolchain, tmp_
         printed = next(line for line in lines if line.startswith(label))
         values = np.array([float(v) for v in printed[len(label) :].split()])
         np.testing.assert_allclose(values, expected[0].astype(np.float64), rtol=0, atol=5.01e-7)
+
+
+def test_run_on_a_real_board_reads_its_uart(case: Case, toolchain, tmp_path, monkeypatch, capsys):
+    """`run --board B --port P` on a graph, the wire aside: B is qemu-stm32f405 declared as real
+    hardware (its UART console, no QEMU machine), flashing is a no-op, and the serial port is
+    QEMU's UART on stdout. The outputs read from the UART equal the host's bits."""
+    import dataclasses
+
+    from lstm_embed.targets import firmware, serial_port
+    from lstm_embed.targets.boards import BOARDS
+
+    emulated = get_board("qemu-stm32f405")
+    board = dataclasses.replace(emulated, name="test-real-stm32f405", qemu_machine=None)
+    monkeypatch.setitem(BOARDS, board.name, board)
+    monkeypatch.setattr(firmware, "flash", lambda *args, **kwargs: ["true"])
+
+    class Lines:  # a line source: readline() as pyserial's
+        def __init__(self, text: str) -> None:
+            self.lines = [line.encode() + b"\n" for line in text.splitlines()]
+
+        def readline(self) -> bytes:
+            return self.lines.pop(0) if self.lines else b""
+
+    def uart(port: str, start, timeout: float) -> serial_port.SerialRun:
+        start()
+        elf = firmware.build_dir(case.out, board.name) / "firmware.elf"
+        stdout = firmware._run_firmware(firmware.qemu_command(emulated, elf), timeout)
+        return serial_port.read_until_exit(Lines(stdout), timeout)
+
+    monkeypatch.setattr(serial_port, "run_over_serial", uart)
+    monkeypatch.setattr(serial_port, "require_pyserial", lambda: None)
+    np.savez(tmp_path / "x.npz", **case.few())
+    argv = ["run", str(case.out), "-i", str(tmp_path / "x.npz"), "-o", str(tmp_path / "y.npz")]
+    assert cli.main([*argv, "--board", board.name, "--port", "/dev/null"]) == 0
+    assert f"{board.name} equals the host build bit for bit" in capsys.readouterr().out
+    y, host = np.load(tmp_path / "y.npz"), run_graph_host(case.out, case.few(), "run_f32")
+    for key, want in zip(y.files, host, strict=True):
+        np.testing.assert_array_equal(y[key].view(np.uint32), want.view(np.uint32))
