@@ -1,7 +1,8 @@
 """A graph's C on Cortex-M boards: the model's NAME.c with a graph harness
 (templates/firmware/graph_harness.c.j2, the samples' inputs compiled in: int16 for run() and
-step(), float for run_f32() and step_f32()), built and run in QEMU with the chain's firmware
-pieces (``firmware``: startup, console, link script, compile and link, size tables).
+step(), float for run_f32() and step_f32()), built with the chain's firmware pieces
+(``firmware``: startup, console, link script, compile and link, size tables, flashing) and run
+in QEMU or on a real board over its UART; and the profile build (graph_bench_harness.c.j2).
 
 ``build_folder`` and ``is_graph_folder`` let a command take either kind of folder: a chain's goes
 to ``firmware.build``, a graph's to ``build_graph``.
