@@ -184,9 +184,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     graph = graph_cli.graph_of(args.model)
     if graph is not None:  # a Functional model that is not one chain: weights rounded to nearest
-        return graph_cli.convert(
-            args, graph, dataclasses.replace(options, rounding="nearest"), _core(args)
-        )
+        options = dataclasses.replace(options, rounding="nearest")
+        status = graph_cli.convert(args, graph, options, _core(args))
+        if args.board:
+            _measure_on_board(Path(args.output), args.board, _clock(args))
+        return status
     x = _load_array(args.calibration, "--calibration")
     validation = _load_array(args.validation, "--validation") if args.validation else None
     with warnings.catch_warnings():  # printed below, as lstm-embed's own lines
@@ -196,8 +198,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     print_summary(result.report)
     if args.board:
-        clock = int(args.clock_hz) if args.clock_hz else None
-        _measure_on_board(result.out_dir, args.board, clock)
+        _measure_on_board(result.out_dir, args.board, _clock(args))
     for text in result.report["warnings"]:
         print(f"lstm-embed convert: {text}", file=sys.stderr)
     if args.verbose:
@@ -205,6 +206,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     files = ", ".join(model_file_names(result.report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0
+
+
+def _clock(args: argparse.Namespace) -> int | None:
+    return int(args.clock_hz) if args.clock_hz else None
 
 
 def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) -> None:
@@ -215,7 +220,7 @@ def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) ->
     import os
 
     from lstm_embed.targets import firmware
-    from lstm_embed.targets.hostbuild import read_report
+    from lstm_embed.targets.graph_firmware import build_folder
     from lstm_embed.tools import profile
 
     if board not in profile.PROFILE_BOARDS or not firmware.toolchain_available():
@@ -223,14 +228,14 @@ def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) ->
         print(f"measured sizes: not here ({why}); lstm-embed build --board {board} gives them")
         return
     (run,) = profile.profile(Path(out_dir), (board,), clock_hz=clock_hz)
-    model = firmware.build(out_dir, board).model  # flash as lstm-embed build links it
+    model = build_folder(out_dir, board).model  # flash as lstm-embed build links it
     const = model.rodata + model.data
     measured = dataclasses.replace(
         run, flash_bytes=model.text + const, code_bytes=model.text, const_bytes=const
     )
     print(profile.table([measured]))
-    report = read_report(Path(out_dir))
     path = Path(out_dir) / "report.json"
+    report = json.loads(path.read_text())  # profile read it (and refused another format)
     report["measured"] = dataclasses.asdict(measured)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
@@ -440,13 +445,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from lstm_embed.emit.render import layout_note
-    from lstm_embed.targets import firmware
-    from lstm_embed.targets.hostbuild import read_report
+    from lstm_embed.targets.graph_firmware import build_folder
 
-    result = firmware.build(Path(args.out_dir), args.board, semihosting=args.semihosting)
+    out_dir = Path(args.out_dir)
+    result = build_folder(out_dir, args.board, semihosting=args.semihosting)
     print(f"built {result.elf}")
     print(result.table())
-    folder_core = read_report(Path(args.out_dir)).get("core", "all")
+    folder_core = json.loads((out_dir / "report.json").read_text()).get("core", "all")
     note = layout_note(folder_core, get_board(args.board).core)
     if note:
         print(f"lstm-embed build: note: {note}", file=sys.stderr)
@@ -455,17 +460,29 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_flash(args: argparse.Namespace) -> int:
     from lstm_embed.targets import firmware
+    from lstm_embed.targets.graph_firmware import build_folder
 
-    command = firmware.flash(Path(args.out_dir), args.board, dry_run=args.dry_run)
+    # the command first: an emulated board, or no UF2 drive, is refused before building
+    command = firmware.flash(Path(args.out_dir), args.board, dry_run=True)
+    if not args.dry_run:
+        build_folder(Path(args.out_dir), args.board)  # a chain's folder or a graph's
+        command = firmware.flash(Path(args.out_dir), args.board, rebuild=False)
     if args.dry_run:
         print(" ".join(command))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
     from lstm_embed.tools.export import export
 
-    x = _load_array(args.input, "--input") if args.input else None
+    x = None
+    if args.input and graph_cli.is_graph_folder(args.out_dir):  # a .npz by input name
+        report = json.loads((Path(args.out_dir) / "report.json").read_text())
+        names = [i["name"] for i in report["graph"]["inputs"]]
+        x = graph_cli.load_inputs(args.input, names, "--input")
+    elif args.input:
+        x = _load_array(args.input, "--input")
     result = export(
         Path(args.out_dir),
         args.format,
@@ -628,7 +645,11 @@ def parser() -> argparse.ArgumentParser:
         help="default kernel (auto: chosen by the core's features); all give the same bits",
     )
     p.add_argument("--lib-version", default="0.1.0", help="library version, MAJOR.MINOR.PATCH")
-    p.add_argument("--input", "-i", help="(N, T, m) .npy: the Arduino example runs sequence 0")
+    p.add_argument(
+        "--input",
+        "-i",
+        help="(N, T, m) .npy (a graph's: .npz by input name): the Arduino example runs sample 0",
+    )
     p.add_argument("--url", help="project page for the Arduino library.properties")
     p.add_argument("--force", action="store_true", help="replace a folder lstm-embed did not write")
     p.set_defaults(func=cmd_export)

@@ -45,11 +45,9 @@ def graph_of(model_path: str) -> Graph | None:
 
 
 def is_graph_folder(out_dir: str | Path) -> bool:
-    path = Path(out_dir) / "report.json"
-    try:
-        return "graph" in json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
+    from lstm_embed.targets.graph_host import is_graph_folder as written_by_graph
+
+    return written_by_graph(out_dir)
 
 
 def load_inputs(path: str, names: list[str], what: str) -> dict[str, np.ndarray]:
@@ -101,12 +99,10 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
     from lstm_embed.emit.render import model_file_names
     from lstm_embed.graph_pipeline import convert_graph
 
-    if args.validation or args.board:
-        option = "--validation" if args.validation else "--board"
-        raise GraphInputError(f"{option} is not supported for a graph yet (convert, then run)")
     names = [t.name for t in graph.inputs]
     x = load_inputs(args.calibration, names, "--calibration")
-    result = convert_graph(graph, x, args.output, args.name, options, args.force, core)
+    held_out = load_inputs(args.validation, names, "--validation") if args.validation else None
+    result = convert_graph(graph, x, args.output, args.name, options, args.force, core, held_out)
     report = result.report
     for node in report["graph"]["nodes"]:
         print(f"  {node['name']} ({node['type']}) <- {', '.join(node['inputs'])}: {node['format']}")
@@ -118,21 +114,55 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
     for k, error in enumerate(report["calibration_error_vs_float_model"]):
         print(f"output_{k} vs the float model on the calibration data: max abs error"
               f" {error['max_abs_error']:.3g}")  # fmt: skip
+    validation = report.get("validation")
+    if validation:
+        for k, error in enumerate(validation["outputs"]):
+            print(f"output_{k} vs {validation['oracle']} on {validation['samples']} validation"
+                  f" samples: max abs error {error['max_abs_error']:.3g}"
+                  f" ({error['max_abs_error_pct_of_range']:.2f}% of the range), mean"
+                  f" {error['mean_abs_error']:.3g}")  # fmt: skip
+        print(f"validation inputs clipped: {validation['inputs_clipped']} of"
+              f" {validation['input_values']}")  # fmt: skip
     files = ", ".join(model_file_names(report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    """run_f32() on the host, on an emulated board or on a real board (--port: flashed, its
+    UART read); a board's outputs are checked against the host's bits."""
+    from lstm_embed.targets.boards import get_board
     from lstm_embed.targets.graph_host import graph_report, run_graph_host
 
-    if args.board not in (None, "host"):
-        raise GraphInputError(f"--board {args.board}: a graph runs on the host only for now")
+    board = None if args.board in (None, "host") else get_board(args.board)
+    if board is not None and not board.emulated:
+        from lstm_embed.targets import serial_port
+
+        if not args.port:
+            raise GraphInputError(serial_port.port_hint(board))
+        serial_port.require_pyserial()  # before any build
     report = graph_report(Path(args.out_dir))
     names = [x["name"] for x in report["graph"]["inputs"]]
     x = {k: v.astype(np.float32) for k, v in load_inputs(args.input, names, "--input").items()}
-    y = run_graph_host(Path(args.out_dir), x, "run_f32")
+    y_host = run_graph_host(Path(args.out_dir), x, "run_f32")
+    if board is None:
+        print(save_outputs(args.output, y_host))
+        return 0
+    from lstm_embed.targets.graph_firmware import run_graph_on_board, run_graph_qemu
+
+    if board.emulated:
+        y = run_graph_qemu(Path(args.out_dir), board.name, x, floats=True)["run_f32"]
+    else:
+        y = run_graph_on_board(Path(args.out_dir), board.name, x, args.port)["run_f32"]
     print(save_outputs(args.output, y))
+    differ = [
+        f"output_{k}" for k, (a, b) in enumerate(zip(y, y_host, strict=True))
+        if a.shape != b.shape or not np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    ]  # fmt: skip
+    if differ:
+        raise GraphInputError(f"{board.name} differs from the host build in {', '.join(differ)}")
+    values = sum(a.size for a in y)
+    print(f"{board.name} equals the host build bit for bit ({values} float32 values)")
     return 0
 
 

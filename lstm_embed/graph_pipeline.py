@@ -98,6 +98,25 @@ def graph_report(graph: Graph, qgraph: QGraph, context: dict, x: dict, keras_y=N
     return report
 
 
+def validation_report(graph: Graph, qgraph: QGraph, x: dict[str, np.ndarray]) -> dict:
+    """The integer graph against the float graph on held-out inputs (by input name): per
+    output the errors; how many input values saturate int16 at the calibrated scales."""
+    x32 = {k: v.astype(np.float32) for k, v in x.items()}
+    float_y, _, _ = forward(graph, x32)
+    y_q = run_float(qgraph, x32)
+    clipped = sum(
+        int(np.sum(np.abs(x32[t.name] * qgraph.inv_scale(t.name).astype(np.float32)) > 32767))
+        for t in graph.inputs
+    )
+    return {
+        "samples": len(next(iter(x32.values()))),
+        "oracle": "the float model",
+        "outputs": [errors(a, b) for a, b in zip(float_y, y_q, strict=True)],
+        "inputs_clipped": clipped,
+        "input_values": sum(int(v.size) for v in x32.values()),
+    }
+
+
 def convert_graph(
     model: Any,
     calibration: Any,
@@ -106,20 +125,27 @@ def convert_graph(
     options: QuantizeOptions | None = None,
     force: bool = False,
     core: str = "all",
+    validation: Any = None,
 ) -> GraphConversion:
     """A graph (a Graph, or a .keras/.h5 path) + calibration inputs (dict by input name, list,
-    or one array) -> C in out_dir."""
+    or one array) -> C in out_dir. ``validation`` (inputs as calibration's): the error of the
+    integer graph against the float graph on them, in report.json "validation"."""
     graph = model if isinstance(model, Graph) else load(model)
     name = cformat.c_identifier(graph.name if name is None else name)
     out_dir = Path(out_dir)
     check_output_folder(out_dir, force)
     core_kernels(core)
     x = check_inputs(graph, as_inputs(graph, calibration), "calibration data")
+    held_out = None
+    if validation is not None:
+        held_out = check_inputs(graph, as_inputs(graph, validation), "validation data")
     qgraph = quantize_graph(graph, x, options or QuantizeOptions())
     context = graph_context(qgraph, name, core)
     x32 = {k: v.astype(np.float32) for k, v in x.items()}
     report = graph_report(graph, qgraph, context, x32)
     report["core"] = core
+    if held_out is not None:
+        report["validation"] = validation_report(graph, qgraph, held_out)
 
     def write(folder: Path) -> None:
         emit_graph(qgraph, folder, name, core)

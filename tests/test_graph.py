@@ -307,8 +307,6 @@ def test_command_line_speaks_graphs(tmp_path, capsys) -> None:
                      "-o", str(tmp_path / "bad")]) == 2  # fmt: skip
     assert "the model has 2 inputs (seq, side)" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
-    assert cli.main(["profile", str(out)]) == 2  # a chain's command on a graph: one line
-    assert "a graph model (several inputs, outputs or branches)" in capsys.readouterr().err
 
 
 def test_every_merge_follows_keras_and_its_c_is_bit_exact(tmp_path) -> None:

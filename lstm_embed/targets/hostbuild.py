@@ -164,7 +164,8 @@ def read_report(out_dir: Path) -> dict:
     if "graph" in report:  # written by the graph pipeline (docs/graphs.md)
         raise ReportFileError(
             f"{out_dir}: a graph model (several inputs, outputs or branches); this command"
-            " takes a chain's folder for now (graphs: run, compare, lstm_embed.load)"
+            " takes a chain's folder for now (graphs: run, compare, build, flash, profile, export,"
+            " lstm_embed.load)"
         )
     missing = [key for key in REPORT_KEYS if not _has(report, key)]
     if missing:

@@ -67,8 +67,15 @@ def _shim_prefix(name: str) -> str:
     return f"lstm_embed_shim_{name}_"
 
 
-def _library(out_dir: Path, report: dict[str, Any], kernel: str) -> Path:
-    """Compile (or find in the cache) the shared library of out_dir's model."""
+def _library(
+    out_dir: Path,
+    report: dict[str, Any],
+    kernel: str,
+    shim_template: str = "export/runtime/shim.c.j2",
+    **shim_context: Any,
+) -> Path:
+    """Compile (or find in the cache) the shared library of out_dir's model with a shim
+    (a chain's by default; a graph's passes its own template and inputs and outputs)."""
     from lstm_embed.targets.hostbuild import STRICT_FLAGS, cache_dir, compiler
 
     name = report["name"]
@@ -76,12 +83,13 @@ def _library(out_dir: Path, report: dict[str, Any], kernel: str) -> Path:
     if f"{name}.h" not in headers or not sources:
         raise ModelLoadError(f"{out_dir}: {name}.h or the model's .c files are missing; reconvert")
     shim = render(
-        "export/runtime/shim.c.j2",
+        shim_template,
         tool_version=__version__,
         source=report.get("source", "?"),
         name=name,
         NAME=name.upper(),
         prefix=_shim_prefix(name),
+        **shim_context,
     )
     cc = compiler()
     flags = [*STRICT_FLAGS, *SHARED_FLAGS, *kernel_flags(name, kernel)]

@@ -30,6 +30,7 @@ import numpy as np
 from lstm_embed.emit import cformat
 from lstm_embed.emit.render import render
 from lstm_embed.targets.boards import get_board
+from lstm_embed.targets.graph_host import graph_report, is_graph_folder
 from lstm_embed.targets.hostbuild import HostBuildError, read_report
 from lstm_embed.targets.kernels import (
     KERNELS,
@@ -82,13 +83,18 @@ class _Model:
     def name(self) -> str:
         return self.report["name"]
 
+    @property
+    def graph(self) -> dict[str, Any] | None:
+        """A graph's inputs and outputs (report.json "graph"); None for a chain."""
+        return self.report.get("graph")
+
 
 def _read_model(out_dir: Path) -> _Model:
     if not out_dir.is_dir():
         raise ExportError(f"{out_dir}: no such folder; run `lstm-embed convert ... -o {out_dir}`")
     path = out_dir / "report.json"
     try:
-        report = read_report(out_dir)
+        report = graph_report(out_dir) if is_graph_folder(out_dir) else read_report(out_dir)
         name = cformat.c_identifier(str(report["name"]))
     except HostBuildError as error:
         raise ExportError(str(error)) from error
@@ -134,13 +140,50 @@ def _example_window(model: _Model, example_input: np.ndarray | None) -> tuple[np
     return x[0].astype(np.float32), "the first sequence given to `lstm-embed export --input`"
 
 
+def _graph_context(model: _Model) -> dict[str, Any]:
+    """A graph's inputs and outputs as NAME.h declares them, and a line describing them."""
+    graph = model.graph
+    assert graph is not None
+
+    def described(items: list[dict], key: str) -> str:
+        return ", ".join(
+            f"{i[key]} ({'timesteps x ' if i['sequence'] else ''}{i['size']})" for i in items
+        )
+
+    text = (
+        f"a graph: inputs {described(graph['inputs'], 'name')}; outputs"
+        f" {described(graph['outputs'], 'tensor')}"
+    )
+    return {
+        "graph": True,
+        "graph_inputs": graph["inputs"],
+        "graph_outputs": [{**y, "c": y["c_name"].removeprefix("y_")} for y in graph["outputs"]],
+        "graph_text": text,
+        "streaming": not model.report["run_only"],
+        "timesteps": int(model.report["timesteps"]),
+    }
+
+
 def _context(
     model: _Model, dest: Path, kernel: str, lib_version: str, url: str | None
 ) -> dict[str, Any]:
     r = model.report
     name = model.name
     options = model.kernels
+    if model.graph is not None:  # no single input or output size, no sizes before a build
+        sizes = {"input_size": 0, "output_size": 0, "flash_bytes": 0, "ram_bytes": 0}
+        extra = _graph_context(model)
+    else:
+        sizes = {
+            "input_size": int(r["input_size"]),
+            "output_size": int(r["output_size"]),
+            "flash_bytes": int(r["flash_bytes"]["total"]),
+            "ram_bytes": int(r["ram_bytes"]["total"]),
+        }
+        extra = {"graph": False}
     return {
+        **sizes,
+        **extra,
         "tool_version": __version__,
         "source": _one_line(r.get("source", "?")),
         "name": name,
@@ -155,10 +198,6 @@ def _context(
         "kernel_summary": options.summary,
         "kernel_descriptions": KERNEL_DESCRIPTIONS,
         "lib_version": lib_version,
-        "input_size": int(r["input_size"]),
-        "output_size": int(r["output_size"]),
-        "flash_bytes": int(r["flash_bytes"]["total"]),
-        "ram_bytes": int(r["ram_bytes"]["total"]),
         "folder_hint": dest.name,
         "author": AUTHOR,
         "maintainer": AUTHOR,
@@ -174,10 +213,11 @@ def _library_slug(name: str) -> str:
 
 
 # Each renderer returns {path in dest: text}; the model's files are added by export().
-Renderer = Callable[[_Model, dict[str, Any], np.ndarray | None], dict[str, str]]
+ExampleInput = np.ndarray | dict[str, np.ndarray] | None  # a graph's: by input name
+Renderer = Callable[[_Model, dict[str, Any], ExampleInput], dict[str, str]]
 
 
-def _cmake(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> dict[str, str]:
+def _cmake(model: _Model, ctx: dict[str, Any], _x: ExampleInput) -> dict[str, str]:
     ctx = {**ctx, "cpu_flags": DEFAULT_CPU_FLAGS}
     return {
         "CMakeLists.txt": render("export/cmake/CMakeLists.txt.j2", **ctx),
@@ -186,7 +226,7 @@ def _cmake(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> dict[st
     }
 
 
-def _zephyr(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> dict[str, str]:
+def _zephyr(model: _Model, ctx: dict[str, Any], _x: ExampleInput) -> dict[str, str]:
     options = model.kernels
     choice_help = "All kernels give the same outputs bit for bit; they differ in speed."
     if options.core != "all":
@@ -208,34 +248,74 @@ def _zephyr(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> dict[s
     }
 
 
-def _arduino(model: _Model, ctx: dict[str, Any], x: np.ndarray | None) -> dict[str, str]:
+def _arduino(model: _Model, ctx: dict[str, Any], x: ExampleInput) -> dict[str, str]:
     name = model.name
     # Arduino library names start with a letter or digit (C names may start with '_').
     library_name = name if name[0].isalnum() else f"lstm{name}"
-    window, description = _example_window(model, x)
     sketch = library_name  # examples/<name>/<name>.ino: a sketch's folder and file share a name
-    ctx = {
-        **ctx,
-        "library_name": library_name,
-        "sketch": sketch,
-        "timesteps": window.shape[0],
-        "values": cformat.c_float_array(window),
-        "input_description": description,
-    }
+    ctx = {**ctx, "library_name": library_name, "sketch": sketch}
+    if model.graph is not None:
+        ctx |= _graph_example(model, x)
+        example = "export/arduino/graph_example.ino.j2"
+    else:
+        window, description = _example_window(model, x)
+        ctx |= {
+            "timesteps": window.shape[0],
+            "values": cformat.c_float_array(window),
+            "input_description": description,
+        }
+        example = "export/arduino/example.ino.j2"
     return {
         "library.properties": render("export/arduino/library.properties.j2", **ctx),
-        f"examples/{sketch}/{sketch}.ino": render("export/arduino/example.ino.j2", **ctx),
+        f"examples/{sketch}/{sketch}.ino": render(example, **ctx),
     }
 
 
-def _platformio(model: _Model, ctx: dict[str, Any], _x: np.ndarray | None) -> dict[str, str]:
+def _graph_example(model: _Model, x: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """A graph's sketch input: sample 0 of every input of ``x`` (by input name), else zeros;
+    a whole window of each sequence."""
+    graph, steps = model.graph, int(model.report["timesteps"])
+    assert graph is not None
+    inputs = []
+    for item in graph["inputs"]:
+        shape = (steps, item["size"]) if item["sequence"] else (item["size"],)
+        if x is None:
+            value = np.zeros(shape, np.float32)
+        else:
+            if item["name"] not in x:
+                raise ExportError(f"example input: no array {item['name']!r} (a .npz by name)")
+            value = np.asarray(x[item["name"]])
+            if value.shape[1:] != shape or len(value) < 1:
+                raise ExportError(
+                    f"example input {item['name']!r} shaped {value.shape}; expected (N, "
+                    + ", ".join(map(str, shape))
+                    + ")"
+                )
+            if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+                raise ExportError("example input must hold finite float values")
+            value = value[0].astype(np.float32)
+        inputs.append({**item, "literal": cformat.c_float_array(value.reshape(-1))})
+    description = (
+        "zeros; pass --input X.npz (one array per input, by name) to export to compile in a"
+        " real window"
+        if x is None
+        else "sample 0 of each input given to `lstm-embed export --input`"
+    )
+    return {"example_inputs": inputs, "input_description": description}
+
+
+def _platformio(model: _Model, ctx: dict[str, Any], _x: ExampleInput) -> dict[str, str]:
     # library.json (PlatformIO docs, manifests/library-json/fields): name (max. 50; a-z, digits,
     # dashes), version (max. 20, semver) and description (max. 255) are required; the rest,
     # build.flags/srcDir/includeDir included, is optional.
+    shape = (
+        f"a graph of {len(ctx['graph_inputs'])} inputs and {len(ctx['graph_outputs'])} outputs"
+        if ctx["graph"]
+        else f"{ctx['input_size']} inputs, {ctx['output_size']} outputs"
+    )
     description = (
-        f"Fixed-point LSTM model {model.name} ({ctx['input_size']} inputs, {ctx['output_size']}"
-        f" outputs), generated by lstm-embed {__version__}: C99, int16 state, no malloc."
-        f" Kernel: {model.kernels.brief}."
+        f"Fixed-point LSTM model {model.name} ({shape}), generated by lstm-embed"
+        f" {__version__}: C99, int16 state, no malloc. Kernel: {model.kernels.brief}."
     )
     ctx = {
         **ctx,
@@ -278,7 +358,7 @@ def export(
     dest: str | Path,
     kernel: str = "auto",
     lib_version: str = DEFAULT_LIB_VERSION,
-    example_input: np.ndarray | None = None,
+    example_input: ExampleInput = None,
     url: str | None = None,
     force: bool = False,
 ) -> ExportResult:
@@ -286,7 +366,8 @@ def export(
 
     kernel: default kernel choice (auto | reference | plain; a folder converted with --core
     offers auto and the ones its file holds, see kernel_options). example_input: (N, T, m) floats
-    whose first sequence the Arduino example runs (zeros without it). url: the project page
+    whose first sequence the Arduino example runs (zeros without it); a graph's: a dict by
+    input name. url: the project page
     Arduino's library.properties requires (a placeholder without it).
     """
     from lstm_embed.pipeline import write_atomically

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_embed.targets import firmware
+from lstm_embed.targets import cycles, firmware, graph_firmware
 from lstm_embed.targets.boards import BOARDS, EMULATED_BOARDS, Board, get_board
 from lstm_embed.targets.hostbuild import read_report
 from lstm_embed.tools import bench
@@ -55,7 +55,10 @@ class Profile:
     estimated_stall_cycles_per_step: float | None  # the flash wait states' part
     estimated_cycles_by_function: dict[str, float]  # mean per step, largest first
     traced_on: str  # the QEMU board whose trace this is
-    instructions_per_run: int | None = None  # run-only models: the whole window's run()
+    instructions_per_run: int | None = None  # run-only models and graphs: one window's run()
+    # graphs: the intermediate tensors' arena as the linked C holds it (sizeof arena_q), which
+    # profile checks against report.json's buffer plan; None for a chain
+    arena_bytes: int | None = None
 
 
 def profile_input(report: dict, seed: int = 0) -> np.ndarray:
@@ -72,6 +75,8 @@ def trace_board(board: Board) -> Board:
 
 
 def profile_board(out_dir: Path, board: str, work: Path, clock_hz: int | None = None) -> Profile:
+    if graph_firmware.is_graph_folder(out_dir):
+        return profile_graph_board(out_dir, board, work, clock_hz)
     report = read_report(out_dir)
     name = report["name"]
     # a model bigger than the board: one line naming the sizes, not the linker's overflow
@@ -118,6 +123,72 @@ def profile_board(out_dir: Path, board: str, work: Path, clock_hz: int | None = 
     )
 
 
+def profile_graph_board(
+    out_dir: Path, board: str, work: Path, clock_hz: int | None = None
+) -> Profile:
+    """A graph's profile: one run() over a whole window, traced; when the graph streams, one
+    step() per timestep too, whose figures are the per-step ones (a run-only graph's are its
+    run's over the window's timesteps, as a chain's). The linked arena must be the one
+    report.json plans, inside the state's .bss."""
+    report = graph_firmware.graph_report(out_dir)
+    real = get_board(board)
+    traced = trace_board(real)
+    built = graph_firmware.build_graph_bench(out_dir, traced, work / board)
+    estimate, stdout = trace_and_estimate(built.elf, traced, board_timing(real, traced, clock_hz))
+    sizes = graph_firmware.parse_bench(stdout)
+    _check_arena(out_dir, report, sizes, built.model.bss)
+    steps, run_only = report["timesteps"], bool(report["run_only"])
+    run_count, step_counts = estimate.counts[0], estimate.counts[1:]
+    if run_only:
+        per_step, per_call = [run_count / steps], steps
+        timed = cycles.TraceEstimate(estimate.counts[:1], estimate.steps[:1], estimate.clock_hz)
+    else:
+        per_step, per_call = step_counts, 1
+        timed = cycles.TraceEstimate(step_counts, estimate.steps[1:], estimate.clock_hz)
+    model = built.model
+    const = model.rodata + model.data
+    return Profile(
+        board=board,
+        instructions_per_step=float(np.mean(per_step)),
+        instructions_min=int(np.floor(min(per_step))),
+        instructions_max=int(np.ceil(max(per_step))),
+        macs_per_step=int(report["macs_per_step"]),
+        flash_bytes=model.text + const,
+        code_bytes=model.text,
+        const_bytes=const,
+        ram_bytes=model.bss + sizes["stack"],
+        state_bytes=model.bss,
+        stack_bytes=sizes["stack"],
+        steps=steps,
+        clock_hz=clock_hz or real.clock_hz,
+        estimated_cycles_per_step=_per_step(timed.cycles_per_step, per_call),
+        estimated_us_per_step=_per_step(timed.us_per_step, per_call, 3),
+        estimated_stall_cycles_per_step=_per_step(
+            float(np.mean([s.stall_cycles for s in timed.steps])) if timed.steps else None,
+            per_call,
+        ),
+        estimated_cycles_by_function={
+            k: round(v / per_call, 1) for k, v in timed.by_function().items()
+        },
+        traced_on=traced.name,
+        instructions_per_run=int(run_count),
+        arena_bytes=sizes["arena"],
+    )
+
+
+def _check_arena(out_dir: Path, report: dict, sizes: dict[str, int], state_bss: int) -> None:
+    """The linked C holds the arena report.json plans (the larger of run()'s and step()'s),
+    inside the state whose size the map's .bss shows."""
+    buffers = report["buffers"]
+    planned = max(buffers["arena_bytes"], buffers["step_arena_bytes"])
+    if sizes["arena"] != planned or sizes["state"] != state_bss or planned > state_bss:
+        raise firmware.FirmwareError(
+            f"{out_dir}: report.json plans a {planned}-byte arena; the linked C holds"
+            f" {sizes['arena']} B in a {sizes['state']}-byte state ({state_bss} B of .bss);"
+            " convert again"
+        )
+
+
 def _rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -162,6 +233,17 @@ def table(results: list[Profile]) -> str:
             f"  {r.ram_bytes:>8} ({r.state_bytes}+{r.stack_bytes})"
         )
     runs = [r for r in results if r.instructions_per_run is not None]
+    graphs = [r for r in results if r.arena_bytes is not None]
+    if graphs:
+        per_run = ", ".join(f"{r.board} {r.instructions_per_run}" for r in graphs)
+        lines.append(f"graph: instructions per run() of {graphs[0].steps} timesteps: {per_run}")
+        r = graphs[0]
+        lines.append(
+            f"graph: intermediate tensors in the state's arena: {r.arena_bytes} B, as report.json"
+            f" plans (checked against the linked state, {r.state_bytes} B of .bss; stack"
+            f" {', '.join(f'{g.board} {g.stack_bytes} B' for g in graphs)})"
+        )
+        runs = [r for r in runs if r.arena_bytes is None]
     if runs:
         per_run = ", ".join(f"{r.board} {r.instructions_per_run}" for r in runs)
         lines.append(
