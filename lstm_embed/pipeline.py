@@ -108,6 +108,8 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
         "name": name,
         "source": ir.source,
         "input_size": ir.input_size,
+        # ids below this number in, one per timestep (an Embedding first); 0: features
+        "input_ids": ir.layers[0].input_dim if ir.layers[0].takes_ids else 0,
         "output_size": ir.output_size,
         "timesteps": ir.timesteps or 0,
         "return_sequences": ir.return_sequences,
