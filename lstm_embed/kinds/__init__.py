@@ -63,6 +63,7 @@ FOLDS: list[Callable[[list[FloatLayer]], tuple[list[FloatLayer], list[str]]]] = 
     batch_norm.fold,
     activation.fold,
     masking.check_chain,
+    embedding.check_chain,
 ]
 
 

@@ -210,3 +210,15 @@ def id_features(x: np.ndarray, input_dim: int, what: str) -> np.ndarray:
             f" integer ids 0 to {input_dim - 1} (the Embedding's input_dim {input_dim})"
         )
     return values[..., None]
+
+
+def check_chain(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
+    """FOLDS entry: the chain unchanged and a reason for every Embedding that is not first
+    (its ids are the model's input; elsewhere Keras would make a tensor of rank 4)."""
+    problems = [
+        f"layer '{layer.name}' (Embedding): supported as the first layer (on the model's input"
+        " of integer ids)"
+        for index, layer in enumerate(layers)
+        if layer.takes_ids and index != 0
+    ]
+    return layers, problems
