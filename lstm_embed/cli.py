@@ -433,8 +433,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     from lstm_embed.reference.trace import trace_to_arrays
+    from lstm_embed.targets.hostbuild import read_report
+    from lstm_embed.targets.inputs import InputRule, check_input
 
     x = _load_array(args.input, "--input").astype(np.float32)
+    # the runners' check (ids (N, T) become (N, T, 1)), so trace sees what run() would
+    x = check_input(x, InputRule.from_report(read_report(Path(args.out_dir))), "float32")
     arrays = trace_to_arrays(Path(args.out_dir), x)
     np.savez(args.output, **arrays)
     print(f"wrote {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))

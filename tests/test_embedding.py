@@ -278,3 +278,17 @@ def test_inspect_states_the_keras_input_and_the_embedding_row(trained, tmp_path,
     row = next(line for line in text.splitlines() if line.startswith(name + " "))
     assert row.split()[1] == "Embedding"
     assert str(V * D) in row.split() and f"(None, {T}, {D})" in row
+
+
+def test_trace_takes_ids_and_the_header_states_them(trained, tmp_path, capsys):
+    case = trained("embedding_lstm")
+    ids = case.x_test[:3]
+    np.save(tmp_path / "x.npy", ids)
+    trace = tmp_path / "t.npz"
+    assert cli.main(["trace", str(case.out), "-i", str(tmp_path / "x.npy"), "-o", str(trace)]) == 0
+    arrays = np.load(trace)
+    np.testing.assert_array_equal(arrays["x_q"][..., 0], ids)
+    np.testing.assert_array_equal(arrays["y_q"], run_entry_point(case.out, "run", ids))
+    name = json.loads((case.out / "report.json").read_text())["name"]
+    header = (case.out / f"{name}.h").read_text()
+    assert f"_INPUT_IDS {V}\n" in header and "_INPUT_SIZE 1\n" in header
