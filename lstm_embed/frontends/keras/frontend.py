@@ -85,11 +85,8 @@ def _feature_size(spec: ModelSpec) -> int | None:
 def takes_ids(spec: ModelSpec) -> bool:
     """An input of integer ids (batch, T) into an Embedding: read as T timesteps of one
     feature, the id."""
-    return (
-        len(spec.input_shape) == 1
-        and bool(spec.layers)
-        and (spec.layers[0].class_name == "Embedding")
-    )
+    first = spec.layers[0].class_name if spec.layers else None
+    return len(spec.input_shape) == 1 and first == "Embedding"
 
 
 def model_name(spec: ModelSpec) -> str:
