@@ -8,7 +8,8 @@ converts once per session, and is held to: its float IR equal to ``model.predict
 within 5% of Keras' output range (int8 and int16 tables); the host C (strict warnings, and
 ASan/UBSan) equal to the numpy reference bit for bit on every entry point, on held-out ids
 and on ids the C must clamp; the firmware of Cortex-M0, M4 and M55 in QEMU equal to it too;
-out-of-range ids refused by ``lstm-embed run`` in one line with exit status 2.
+out-of-range ids refused by ``lstm-embed run`` in one line with exit status 2; the four
+Keras file kinds (Keras 3 and tf_keras, .keras and .h5) read alike.
 """
 
 from __future__ import annotations
@@ -292,3 +293,51 @@ def test_trace_takes_ids_and_the_header_states_them(trained, tmp_path, capsys):
     name = json.loads((case.out / "report.json").read_text())["name"]
     header = (case.out / f"{name}.h").read_text()
     assert f"_INPUT_IDS {V}\n" in header and "_INPUT_SIZE 1\n" in header
+
+
+TF_KERAS_EMBEDDING = """
+import sys
+import numpy as np
+import tf_keras as keras
+L = keras.layers
+x = np.load(sys.argv[1])
+keras.utils.set_random_seed(3)
+model = keras.Sequential([keras.Input(x.shape[1:], dtype="int32"),
+                          L.Embedding(40, 4, mask_zero=True), L.LSTM(5), L.Dense(2)])
+model.save(sys.argv[2] + "/m2.h5")
+model.save(sys.argv[2] + "/m2.keras")
+np.save(sys.argv[2] + "/y2.npy", model.predict(x, verbose=0))
+"""
+
+
+def test_every_file_kind_reads_the_same_embedding(tmp_path):
+    """Keras 3 (.keras, .h5) and Keras 2 (tf_keras .h5, .keras) files of an Embedding model:
+    each reads, and its float IR equals that Keras' predict (padded ids: the mask too)."""
+    import os
+    import subprocess
+    import sys
+
+    from lstm_embed.frontends.keras.frontend import load_model
+
+    x = np.random.default_rng(5).integers(0, 40, (16, 9)).astype(np.int32)
+    x[:8, 6:] = 0  # padding after, and in the middle of some
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    subprocess.run(
+        [sys.executable, "-c", TF_KERAS_EMBEDDING, str(tmp_path / "x.npy"), str(tmp_path)],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    keras.utils.set_random_seed(3)
+    layers = [L.Embedding(40, 4, mask_zero=True), L.LSTM(5), L.Dense(2)]
+    model = keras.Sequential([keras.Input((9,), dtype="int32"), *layers])
+    model.save(tmp_path / "m3.keras")
+    model.save(tmp_path / "m3.h5")
+    y3 = model.predict(x, verbose=0)
+    y2 = np.load(tmp_path / "y2.npy")
+    for path, y in [(tmp_path / f"m2.{s}", y2) for s in ("h5", "keras")] + [
+        (tmp_path / f"m3.{s}", y3) for s in ("h5", "keras")
+    ]:
+        ir = load_model(path)
+        assert ir.layers[0].type_name == "Embedding" and ir.timesteps == 9, path.name
+        y_ir, _ = forward(ir, x[..., None].astype(np.float64))
+        np.testing.assert_allclose(y_ir, y, atol=FLOAT_FORWARD_TOLERANCE, err_msg=path.name)
