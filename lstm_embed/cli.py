@@ -84,7 +84,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from lstm_embed import graph_cli
     from lstm_embed.emit.report import INSPECT_COLUMNS, format_table
     from lstm_embed.frontends import onnx
-    from lstm_embed.frontends.keras.frontend import inspect_rows, read_spec
+    from lstm_embed.frontends.keras.frontend import inspect_rows, read_spec, takes_ids
 
     if onnx.is_onnx(args.model):
         return _inspect_onnx(args)
@@ -99,7 +99,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         + ")"
     )
     sequence = len(spec.input_shape) == 2 and spec.input_shape[1] is not None
-    if sequence:
+    if takes_ids(spec):
+        sequence = True
+        shape_text = f"(timesteps={spec.input_shape[0] or 'any'}, one integer id each)"
+    elif sequence:
         steps = spec.input_shape[0] or "any"
         shape_text = f"(timesteps={steps}, features={spec.input_shape[1]})"
     else:
@@ -435,8 +438,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     from lstm_embed.reference.trace import trace_to_arrays
+    from lstm_embed.targets.hostbuild import read_report
+    from lstm_embed.targets.inputs import InputRule, check_input
 
     x = _load_array(args.input, "--input").astype(np.float32)
+    # the runners' check (ids (N, T) become (N, T, 1)), so trace sees what run() would
+    x = check_input(x, InputRule.from_report(read_report(Path(args.out_dir))), "float32")
     arrays = trace_to_arrays(Path(args.out_dir), x)
     np.savez(args.output, **arrays)
     print(f"wrote {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))

@@ -21,7 +21,7 @@ from lstm_embed.ir.model import Model
 from lstm_embed.quantize import rounding, weight_choice
 from lstm_embed.quantize.calibration import NEAREST_QMODEL_FILE, CalibrationWarning
 from lstm_embed.quantize.qir import QMODEL_FILE, QModel, save_qmodel
-from lstm_embed.quantize.quantizer import QuantizeOptions, quantize
+from lstm_embed.quantize.quantizer import QuantizeOptions, check_calibration, quantize
 from lstm_embed.quantize.trust import (
     changed_decisions,
     checked_validation,
@@ -108,6 +108,8 @@ def build_report(ir: Model, qmodel: QModel, name: str, keras_y: np.ndarray | Non
         "name": name,
         "source": ir.source,
         "input_size": ir.input_size,
+        # ids below this number in, one per timestep (an Embedding first); 0: features
+        "input_ids": ir.layers[0].input_dim if ir.layers[0].takes_ids else 0,
         "output_size": ir.output_size,
         "timesteps": ir.timesteps or 0,
         "return_sequences": ir.return_sequences,
@@ -207,6 +209,7 @@ def convert(
     ir = frontend.read_keras_model(model)
 
     def keras_predict(x: np.ndarray) -> np.ndarray:
+        x = x[..., 0] if ir.layers[0].takes_ids else x  # Keras takes ids as (N, T)
         if ir.stateful:  # the rows as one stream from a reset state, as the C runs them
             reset_states(model)
             y = model.predict(x, verbose=0, batch_size=1)
@@ -248,6 +251,7 @@ def convert_ir(
     options = options or QuantizeOptions()
     core_kernels(core)  # a bad --core is refused before any work
     x_val = None if validation is None else checked_validation(ir, validation)
+    calibration = check_calibration(ir, calibration)  # ids (N, T) -> (N, T, 1) features
     choice = None
     if options.weights_auto_max_error is not None:  # --weights auto
         limit = options.weights_auto_max_error

@@ -339,6 +339,8 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
         "timesteps": model.timesteps or 0,
         "return_sequences": model.return_sequences,
         "masking": masking_index(model.layers) is not None,
+        # ids below this number in, one per timestep (an Embedding first); 0: features
+        "input_ids": model.layers[0].input_dim if model.layers[0].takes_ids else 0,
         "output_scale": cformat.c_float(model.output_scale),
         "input_inv_scale": cformat.c_float_array(model.input_inv_scale),
         "z_frac_bits": fp.Z_FRAC_BITS,

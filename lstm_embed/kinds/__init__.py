@@ -13,6 +13,7 @@ from lstm_embed.kinds import (
     activation,
     batch_norm,
     conv1d,
+    embedding,
     feature_affine,
     layer_norm,
     masking,
@@ -42,6 +43,7 @@ AROUND_CORE_QLAYERS = (
     reshape.QReshapeLayer,
     time_axis.QTimeAxisLayer,
     permute.QPermuteLayer,
+    embedding.QEmbeddingLayer,
 )
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
@@ -61,6 +63,7 @@ FOLDS: list[Callable[[list[FloatLayer]], tuple[list[FloatLayer], list[str]]]] = 
     batch_norm.fold,
     activation.fold,
     masking.check_chain,
+    embedding.check_chain,
 ]
 
 

@@ -84,6 +84,7 @@ class FloatLayer:
     needs_vector: ClassVar[bool] = False  # its input must be one vector per sequence
     exact_timesteps: ClassVar[bool] = False  # runs on exactly the model's timesteps (Reshape)
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
+    takes_ids: ClassVar[bool] = False  # its input is integer ids (Embedding): input scale 1
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
@@ -181,6 +182,7 @@ class QLayer:
     needs_vector: ClassVar[bool] = False  # its input must be one vector per sequence
     exact_timesteps: ClassVar[bool] = False  # runs on exactly the model's timesteps (Reshape)
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
+    takes_ids: ClassVar[bool] = False  # its input is integer ids (Embedding): input scale 1
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None

@@ -23,6 +23,7 @@ import numpy as np
 from lstm_embed.ir.float_model import forward
 from lstm_embed.ir.model import Model
 from lstm_embed.kinds.base import Diverges, QuantContext, QuantizeError
+from lstm_embed.kinds.embedding import id_features
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize import rounding
 from lstm_embed.quantize.calibration import LayerRounding
@@ -73,6 +74,9 @@ class QuantizeOptions:
 
 
 def check_calibration(model: Model, x: np.ndarray) -> np.ndarray:
+    first = model.layers[0]
+    if first.takes_ids:  # (N, T) integer ids -> (N, T, 1) float features holding them
+        x = id_features(x, first.input_dim, "calibration data")
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise QuantizeError(f"calibration data must be floating point, got dtype {x.dtype}")
@@ -131,7 +135,9 @@ def quantize(
         _, traces = forward(model, x)
     for layer, trace in zip(model.layers, traces, strict=True):
         check_finite(layer, layer.chain_output(trace))
-    x_scale = input_scale(x, options)
+    # ids (an Embedding first) keep scale 1: int16 x_q is the id itself
+    ids = model.layers[0].takes_ids
+    x_scale = np.ones(x.shape[2], np.float32) if ids else input_scale(x, options)
     inv_scale = (1.0 / x_scale.astype(np.float64)).astype(np.float32)  # as QModel has it
     x_val = None if validation is None else check_calibration(model, validation)
     rounder = LayerRounding.start(model, x, inv_scale, traces, options, x_val)

@@ -243,7 +243,7 @@ class HarnessPlan:
         if any(not k.float_input for k in kinds):
             if x_q is None:
                 raise ValueError("run and step need int16 input (x_q)")
-            x_q = check_input(x_q, model.rule, "int16")
+            x_q = check_input(x_q, model.rule, "int16", check_finite=check_finite)  # ids too
         else:
             x_q = None
         if any(k.float_input for k in kinds):

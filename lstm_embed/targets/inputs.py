@@ -23,6 +23,12 @@ Policies (docs/cli.md, "Inputs"):
   defined at every length, and the generated ``run()`` takes the length as an argument.
   The cell formats were calibrated at the built length, so much longer windows may saturate
   the cell more often than ``report.json`` says.
+* Ids (a model whose first layer is an Embedding, report.json's ``input_ids`` > 0): the
+  input is one integer id per timestep, ``(sequences, timesteps)`` (or with a last axis of 1),
+  integers or floats holding integers, each in [0, input_ids - 1]; anything else is refused
+  naming the first bad value (the C clamps such ids into the range instead: docs/layers-new.md,
+  "Embedding"; ``check_finite=False`` lets them through for tests of that). The Python API's
+  ``step`` takes one id (a number) or one per stream ``(streams,)``.
 * Values: integer input is the model's quantized int16 format and must lie in int16's range;
   float input (any float dtype, converted to float32) must be finite in float32. NaN and
   infinity are refused, naming the first one, because a quantized model cannot represent
@@ -56,6 +62,7 @@ class InputRule:
     timesteps: int  # the length the model was built for; 0 when built for any length
     run_only: str = ""  # why the model has no step() (run-only models); "" when it has one
     stateful: bool = False  # the sequences are one stream
+    ids: int = 0  # an Embedding's input_dim: the input is integer ids below it; 0: features
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> InputRule:
@@ -65,6 +72,7 @@ class InputRule:
             int(report["timesteps"] or 0),
             str(report.get("run_only", "") or ""),
             bool(report.get("stateful", False)),
+            int(report.get("input_ids", 0) or 0),
         )
 
     @property
@@ -128,6 +136,10 @@ def step_input(x_in: Any, rule: InputRule) -> np.ndarray:
     shape unchanged (T timesteps of N streams, or wrong: check_input names what is wrong)."""
     x = np.asarray(x_in)
     m = rule.input_size
+    if rule.ids and x.ndim in (0, 1):  # one id, or one per stream
+        return x.reshape(-1, 1, 1)
+    if rule.ids:  # (streams, timesteps) ids, or wrong: check_input says
+        return x
     if x.ndim not in (1, 2):
         return x
     if x.shape[-1] != m:
@@ -177,6 +189,8 @@ def check_input(
     integer input as int16. Raises InputError with one line saying what is wrong.
     """
     x = np.asarray(x_in)
+    if rule.ids:
+        x = _checked_ids(x, rule, check_finite)
     expected = f"(sequences, timesteps, {rule.input_size})"
     if x.ndim != 3 or x.shape[2] != rule.input_size:
         features = f"; model {rule.name} takes {rule.input_size} feature(s) per timestep"
@@ -215,3 +229,31 @@ def check_input(
             what = "infinite in float32" if np.isfinite(x[first]) else "not a finite number"
             raise InputError(_first(x, bad, what) + "; the model takes finite values only")
     return x32
+
+
+def _checked_ids(x: np.ndarray, rule: InputRule, check_values: bool) -> np.ndarray:
+    """Ids (N, T) or (N, T, 1) -> (N, T, 1), each an integer in [0, rule.ids - 1] (the values
+    unchecked when ``check_values`` is False: tests of the C's clamp)."""
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[2] != 1:
+        raise InputError(
+            f"input shape {x.shape}: expected (sequences, timesteps) integer ids; model"
+            f" {rule.name} takes one id per timestep"
+        )
+    if not check_values or x.dtype.kind not in "fiu":
+        return x  # a dtype that is no number: check_input names it
+    with np.errstate(invalid="ignore"):
+        values = np.asarray(x, np.float64)
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        bad |= (values < 0) | (values >= rule.ids)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0][:2])
+        others = int(np.count_nonzero(bad)) - 1
+        more = f" (and {others} more)" if others else ""
+        raise InputError(
+            f"input holds {x[index][0].item()!r} at (sequence, timestep) = {index}, not an id of"
+            f" model {rule.name} (integer ids 0 to {rule.ids - 1}: its Embedding's input_dim"
+            f" {rule.ids}){more}"
+        )
+    return x

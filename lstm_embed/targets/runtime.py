@@ -274,9 +274,10 @@ class Model:
         for t in range(x.shape[1]):
             x_step = np.ascontiguousarray(x[:, t])
             step(self._stream.ctypes.data, n, _pointer(x_step, ctype), _pointer(y[t], ctype))
-        if x_in.ndim == 3:
+        ndim = x_in.ndim + (1 if self.rule.ids else 0)  # ids have no feature axis
+        if ndim == 3:
             return y.transpose(1, 0, 2).copy()
-        return y[0, 0] if x_in.ndim == 1 else y[0]
+        return y[0, 0] if ndim == 1 else y[0]
 
     @property
     def info(self) -> dict[str, Any]:

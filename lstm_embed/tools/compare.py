@@ -97,7 +97,9 @@ def live_predict(model_path: str | Path, ir: Model, x: np.ndarray) -> tuple[np.n
         model, description = live
         # a stateful model: the rows are one stream (Keras needs batch_size=1 for it)
         batch = 1 if ir.stateful else None
-        return np.asarray(model.predict(x, verbose=0, batch_size=batch), np.float64), description
+        x_keras = x[..., 0] if ir.layers[0].takes_ids else x  # Keras takes ids as (N, T)
+        y = model.predict(x_keras, verbose=0, batch_size=batch)
+        return np.asarray(y, np.float64), description
     y, _ = forward(ir, np.asarray(x, np.float64))
     return y, "lstm-embed float model (Keras is not importable here; tests hold it equal to Keras)"
 

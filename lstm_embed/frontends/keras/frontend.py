@@ -39,7 +39,7 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
     the rest (inspect shows them all), but after it only each layer's type is checked (a
     layer lstm-embed does not read is named; nothing about shapes it cannot know)."""
     size = _feature_size(spec)
-    steps = spec.input_shape[0] if len(spec.input_shape) == 2 else None
+    steps = spec.input_shape[0] if len(spec.input_shape) in (1, 2) else None
     readings = []
     blocked = size is None  # an input shape that is not (batch, timesteps, features)
     for layer_spec in spec.layers:
@@ -75,9 +75,18 @@ def _steps_after(layer: FloatLayer, steps: int | None) -> int | None:
 
 def _feature_size(spec: ModelSpec) -> int | None:
     shape = spec.input_shape
+    if takes_ids(spec):
+        return 1  # one id per timestep (kinds/embedding.py)
     if len(shape) != 2 or shape[1] is None:
         return None
     return int(shape[1])
+
+
+def takes_ids(spec: ModelSpec) -> bool:
+    """An input of integer ids (batch, T) into an Embedding: read as T timesteps of one
+    feature, the id."""
+    first = spec.layers[0].class_name if spec.layers else None
+    return len(spec.input_shape) == 1 and first == "Embedding"
 
 
 def model_name(spec: ModelSpec) -> str:
@@ -86,7 +95,7 @@ def model_name(spec: ModelSpec) -> str:
 
 def build_ir(spec: ModelSpec) -> Model:
     """ModelSpec -> IR; every unsupported layer and option in one error."""
-    shape = spec.input_shape
+    shape = (*spec.input_shape, 1) if takes_ids(spec) else spec.input_shape
     if len(shape) != 2 or shape[1] is None:
         raise FrontendError(
             f"{spec.source}: input shape (batch, {', '.join(map(str, shape))}) is not supported;"
@@ -134,7 +143,7 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
     """One row per layer of the file, supported or not (``unsupported`` gives the reasons)."""
     steps: Any = spec.input_shape[0] if spec.input_shape else None
     batch = spec.batch_size  # None, or the fixed batch of a stateful model
-    shape: Any = [batch, *spec.input_shape]
+    shape: Any = [batch, *spec.input_shape, *([1] if takes_ids(spec) else [])]
     rows = []
     for index, reading in enumerate(read_layers(spec)):
         config, layer = reading.spec.config, reading.layer

@@ -16,6 +16,7 @@ from lstm_embed.frontends.keras.layers import (
     conv1d,
     dense,
     depthwise,
+    embedding,
     gru,
     identity,
     layer_norm,
@@ -65,6 +66,7 @@ READERS: dict[str, Reader] = {
     "SeparableConv1D": depthwise.read_separable,
     **{name: time_axis.read for name in time_axis.CLASSES},
     "Permute": permute.read,  # takes the timesteps too (TIMESTEP_READERS)
+    "Embedding": embedding.read,
 }
 
 # Readers that need the timesteps of their input (Flatten, Reshape: their output size; Permute)
