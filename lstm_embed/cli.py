@@ -429,9 +429,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
     from lstm_embed.reference.trace import trace_to_arrays
 
-    x = _load_array(args.input, "--input").astype(np.float32)
+    if graph_cli.is_graph_folder(args.out_dir):
+        x: np.ndarray | dict = graph_cli.folder_inputs(args.out_dir, args.input)
+    else:
+        x = _load_array(args.input, "--input").astype(np.float32)
     arrays = trace_to_arrays(Path(args.out_dir), x)
     np.savez(args.output, **arrays)
     print(f"wrote {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
@@ -586,16 +590,22 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="generated C vs Keras on inputs")
     p.add_argument("model", help=".keras, .h5 or .onnx file")
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
+    p.add_argument(
+        "--input", "-i", required=True, help="float inputs (N, T, m) .npy (a graph's: .npz)"
+    )
     p.add_argument("--labels", help="labels for a task metric (class ids, one-hot or targets)")
     p.add_argument("--json", help="also write the numbers as JSON here")
     p.add_argument("--report", metavar="DIR", help="write a Markdown report with PNG plots here")
     p.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's log lines too")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("trace", help="every gate of every step of the integer reference")
+    p = sub.add_parser(
+        "trace", help="every tensor, and every gate of every step, of the integer reference"
+    )
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
+    p.add_argument(
+        "--input", "-i", required=True, help="float inputs (N, T, m) .npy (a graph's: .npz)"
+    )
     p.add_argument("-o", "--output", required=True, help="where to save the trace (.npz)")
     p.set_defaults(func=cmd_trace)
 

@@ -18,6 +18,7 @@ from lstm_embed.ir.graph import Graph
 from lstm_embed.ir.graph_forward import forward
 from lstm_embed.pipeline import check_output_folder, write_atomically
 from lstm_embed.quantize.graph_quantizer import QGraph, check_inputs, quantize_graph
+from lstm_embed.quantize.qgraph_file import QGRAPH_FILE, save_qgraph
 from lstm_embed.quantize.quantizer import QuantizeOptions
 from lstm_embed.reference.graph_run import run_float
 from lstm_embed.targets.hostbuild import REPORT_FORMAT
@@ -123,6 +124,7 @@ def convert_graph(
 
     def write(folder: Path) -> None:
         emit_graph(qgraph, folder, name, core)
+        save_qgraph(qgraph, folder / QGRAPH_FILE)  # for trace and compare --report
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
     write_atomically(out_dir, write)
