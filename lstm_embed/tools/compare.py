@@ -322,7 +322,9 @@ def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
     feature_scale = qmodel.input_scale.astype(np.float64)
     layers = []
     for layer, qlayer in zip(ir.layers, qmodel.layers, strict=True):
-        if layer.kind != qlayer.kind or layer.name != qlayer.name:
+        # paired by name: a kind may quantize to another kind's integer layer (Normalization
+        # and Rescaling compute BatchNormalization's affine)
+        if layer.name != qlayer.name:
             raise ValueError(f"layer '{layer.name}': float and quantized layers do not match")
         layers.append(layer.dequantized(qlayer, feature_scale))
         feature_scale = qlayer.output_feature_scale
