@@ -2,7 +2,8 @@
 tensors (its output; a recurrent layer's returned states too), the integer reference (equal to
 the C bit for bit) in real units against the float forward pass of the same weights, with the
 node's inputs named. A chain is the one-path graph: its input tensor is ``input``, each
-layer's output is named after the layer (``ir.graph.Graph.from_chain``)."""
+layer's output is named after the layer (``ir.graph.Graph.from_chain``). After a Masking layer,
+the masked timesteps of sequence tensors are left out (set to zero on both sides)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lstm_embed.ir.float_model import forward as chain_forward
 from lstm_embed.ir.graph import Graph
 from lstm_embed.ir.graph_forward import forward as graph_forward
 from lstm_embed.ir.model import Model
+from lstm_embed.kinds.masking import masking_index
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.graph_quantizer import QGraph
 from lstm_embed.quantize.qir import QModel
@@ -59,7 +61,23 @@ def chain_values(ir: Model, qmodel: QModel, x: np.ndarray) -> TensorValues:
         floats[layer.name] = layer.chain_output(trace)
         real[layer.name] = np.asarray(y) * np.asarray(qlayer.output_feature_scale, np.float64)
         src = layer.name
+    index = masking_index(qmodel.layers)
+    if index is not None:
+        padding = qmodel.layers[index].float_mask(x)
+        for layer in qmodel.layers[index:]:
+            floats[layer.name], real[layer.name] = (
+                without_padding(v, padding) for v in (floats[layer.name], real[layer.name])
+            )
     return TensorValues(nodes, [CHAIN_INPUT], floats, real)
+
+
+def without_padding(values: np.ndarray, padding: np.ndarray) -> np.ndarray:
+    """A sequence tensor after a Masking layer with its masked timesteps (``padding`` (N, T),
+    True there) set to zero: the recurrent layers skip them, so nothing reads their values;
+    other tensors as they are."""
+    if values.ndim != 3 or values.shape[1] != padding.shape[1]:
+        return values
+    return np.where(padding[..., None], 0.0, values)
 
 
 def graph_values(graph: Graph, qgraph: QGraph, x: dict[str, np.ndarray]) -> TensorValues:
