@@ -126,6 +126,10 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
     for k, error in enumerate(report["calibration_error_vs_float_model"]):
         print(f"output_{k} vs the float model on the calibration data: max abs error"
               f" {error['max_abs_error']:.3g}")  # fmt: skip
+    rounding = report.get("rounding", {})
+    if rounding:
+        print(f"weight rounding: --rounding {rounding['option']}, kept {rounding['kept']}"
+              + (f" ({rounding['note']})" if rounding.get("note") else ""))  # fmt: skip
     files = ", ".join(model_file_names(report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0

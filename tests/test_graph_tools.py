@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 
 from lstm_embed import cli
+from lstm_embed.frontends.keras.graph import load_graph
 from lstm_embed.graph_pipeline import GraphConversion, convert_graph
+from lstm_embed.ir.graph_forward import forward
+from lstm_embed.quantize.graph_quantizer import quantize_graph
 from lstm_embed.quantize.quantizer import QuantizeOptions
 from lstm_embed.reference import graph_run
 from lstm_embed.targets.graph_host import run_graph_host
@@ -39,6 +42,7 @@ class Case:
     x_path: Path
     x: dict[str, np.ndarray]
     target: np.ndarray
+    calibration: dict[str, np.ndarray]
 
 
 @pytest.fixture(scope="module", params=["seq_static", "attention"])
@@ -48,10 +52,11 @@ def case(request, tmp_path_factory) -> Case:
     path = folder / "model.keras"
     model.save(path)
     conversion = convert_graph(path, x, folder / "out")
+    calibration = x
     x = {k: v[:ROWS] for k, v in x.items()}
     np.savez(folder / "x.npz", **x)
     _, _, target = graph_models._data(0)
-    return Case(model, conversion, path, folder / "x.npz", x, target[:ROWS])
+    return Case(model, conversion, path, folder / "x.npz", x, target[:ROWS], calibration)
 
 
 def _keras_layer_output(model, name: str, x: dict[str, np.ndarray]) -> np.ndarray:
@@ -137,6 +142,24 @@ def test_compare_report_rows_per_node(case: Case, tmp_path) -> None:
     assert len(numbers["layers"][0]["h_error"]["max"]) == graph_models.TIMESTEPS
     budget = numbers["error_budget"][0]
     assert budget["float_forward_vs_keras"] < FLOAT_MATCH
+    # the weight rounding per node: nearest is what --rounding nearest converts; what auto kept
+    # is the rows' reference (the graph converted with the default --rounding auto)
+    record = case.conversion.report["rounding"]
+    assert numbers["rounding"]["convert"] == record and record["option"] == "auto"
+    graph = load_graph(case.path)
+    nearest = quantize_graph(graph, case.calibration, QuantizeOptions(rounding="nearest"))
+    float_y = forward(graph, {k: v.astype(np.float64) for k, v in case.x.items()})[0][0]
+    nearest_y = graph_run.run_float(nearest, case.x)[0]
+    head = numbers["rounding"]["layers"][-1]
+    assert head["layer"] == qgraph.graph.nodes[-1].name
+    # (the rows dequantize in float64, run_float in float32 as the C: 1e-6 apart)
+    assert head["nearest_max_abs_error"] == pytest.approx(
+        np.max(np.abs(nearest_y - float_y)), abs=1e-6
+    )
+    kept_nearest = record["kept"] == "nearest"
+    assert (case.conversion.out_dir / "qgraph_nearest.npz").is_file() != kept_nearest
+    if not kept_nearest:
+        assert head["kept_max_abs_error"] == last["max_abs_error"]
     text = (tmp_path / "r" / "report.md").read_text()
     assert "## Per node" in text and all(f"| {n.name} |" in text for n in qgraph.graph.nodes)
     assert {"error_histogram.png", "layer_error_per_step.png"} <= {

@@ -18,6 +18,7 @@ from lstm_embed.quantize.graph_quantizer import QGraph
 from lstm_embed.quantize.qir import QMODEL_FORMAT, QModelFileError, _join, _split
 
 QGRAPH_FILE = "qgraph.npz"
+NEAREST_QGRAPH = "qgraph_nearest.npz"  # beside it when the rounding kept is not nearest
 
 # the graph's own types beside every chain kind's (the kinds that take several inputs)
 TYPES: dict[str, type] = {

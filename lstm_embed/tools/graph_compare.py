@@ -19,13 +19,13 @@ from lstm_embed.ir.graph import Graph, Node
 from lstm_embed.ir.graph_forward import forward
 from lstm_embed.ir.model import leaf_traces, leaves
 from lstm_embed.quantize.graph_quantizer import QGraph, check_inputs
-from lstm_embed.quantize.qgraph_file import QGRAPH_FILE, load_qgraph
+from lstm_embed.quantize.qgraph_file import NEAREST_QGRAPH, QGRAPH_FILE, load_qgraph
 from lstm_embed.reference import graph_run
 from lstm_embed.reference import interpreter as reference
 from lstm_embed.reference.trace import layer_steps
 from lstm_embed.targets.graph_host import graph_report, run_graph_host
 from lstm_embed.tools import keras_live
-from lstm_embed.tools.compare import input_clipping, recurrent_row, same_floats
+from lstm_embed.tools.compare import _same_weights, input_clipping, recurrent_row, same_floats
 from lstm_embed.tools.compare_report import jsonable, write_report
 from lstm_embed.tools.node_errors import graph_values, mark_outputs, node_rows
 
@@ -75,7 +75,7 @@ def compare_graph(
         mark_outputs(numbers["nodes"], outputs)
         numbers["layers"] = recurrent_rows(graph, qgraph, x32)
         numbers["error_budget"] = error_budget(graph, qgraph, x32, expected)
-        numbers["rounding"] = {"convert": report.get("rounding", {"kept": "nearest"})}
+        numbers["rounding"] = rounding_section(graph, qgraph, out_dir, x32, report)
         numbers["report_dir"] = str(report_dir)
         flat = [np.concatenate([a.reshape(len(a), -1) for a in ys], axis=1)
                 for ys in (expected, [y.astype(np.float64) for y in c_y])]  # fmt: skip
@@ -135,6 +135,32 @@ def recurrent_rows(graph: Graph, qgraph: QGraph, x: dict[str, np.ndarray]) -> li
             row = recurrent_row(qlayer, float_trace, layer_steps(trace, qlayer.name))
             rows += [row] if row is not None else []
     return rows
+
+
+def rounding_section(graph: Graph, qgraph: QGraph, out_dir: Path, x: dict, report: dict) -> dict:
+    """Per node, its output error (integer reference vs float graph) with nearest rounding and
+    with the rounding convert kept (``qgraph_nearest.npz`` beside qgraph.npz when they
+    differ), and what convert measured on its held-out sequences."""
+    record = report.get("rounding") or {"option": "nearest", "kept": "nearest"}
+    nearest_path = out_dir / NEAREST_QGRAPH
+    nearest = load_qgraph(nearest_path) if nearest_path.is_file() else qgraph
+    variants = {"nearest": node_rows(graph_values(graph, nearest, x))}
+    if nearest is not qgraph:
+        variants["kept"] = node_rows(graph_values(graph, qgraph, x))
+    layers = []
+    for node, qnode, near in zip(graph.nodes, qgraph.graph.nodes, nearest.graph.nodes,
+                                 strict=True):  # fmt: skip
+        same = _same_weights(qnode.layer, near.layer)
+        row: dict[str, Any] = {
+            "layer": node.name,
+            "rounding": "nearest" if same else record.get("kept", "nearest"),
+        }
+        for name, rows in variants.items():
+            found = next(r for r in rows if r["tensor"] == node.outputs[0])
+            row[f"{name}_max_abs_error"] = found["max_abs_error"]
+            row[f"{name}_mean_abs_error"] = found["mean_abs_error"]
+        layers.append(row)
+    return {"convert": record, "layers": layers}
 
 
 def dequantized_graph(graph: Graph, qgraph: QGraph) -> Graph:
