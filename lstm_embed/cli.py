@@ -183,10 +183,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         rounding=args.rounding,
     )
     graph = graph_cli.graph_of(args.model)
-    if graph is not None:  # a Functional model that is not one chain: weights rounded to nearest
-        return graph_cli.convert(
-            args, graph, dataclasses.replace(options, rounding="nearest"), _core(args)
-        )
+    if graph is not None:  # a Functional model that is not one chain
+        return graph_cli.convert(args, graph, options, _core(args), print_rounding)
     x = _load_array(args.calibration, "--calibration")
     validation = _load_array(args.validation, "--validation") if args.validation else None
     with warnings.catch_warnings():  # printed below, as lstm-embed's own lines
@@ -211,7 +209,6 @@ def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) ->
     """convert --board: the model's flash as `build` links it, its RAM (state and the stack
     high-water mark), instructions and estimated cycles per step from a QEMU trace (lstm-embed
     profile; a real board's on its core's machine), printed and into report.json "measured"."""
-    import dataclasses
     import os
 
     from lstm_embed.targets import firmware

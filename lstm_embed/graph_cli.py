@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,14 @@ def inspect(args: argparse.Namespace, graph: Graph) -> int:
     return 0
 
 
-def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> int:
+def convert(
+    args: argparse.Namespace,
+    graph: Graph,
+    options: Any,
+    core: str,
+    print_rounding: Callable[[dict], None],
+) -> int:
+    """``print_rounding``: the chain's line saying which weight rounding was kept."""
     from lstm_embed.emit.render import model_file_names
     from lstm_embed.graph_pipeline import convert_graph
 
@@ -126,10 +134,7 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
     for k, error in enumerate(report["calibration_error_vs_float_model"]):
         print(f"output_{k} vs the float model on the calibration data: max abs error"
               f" {error['max_abs_error']:.3g}")  # fmt: skip
-    rounding = report.get("rounding", {})
-    if rounding:
-        print(f"weight rounding: --rounding {rounding['option']}, kept {rounding['kept']}"
-              + (f" ({rounding['note']})" if rounding.get("note") else ""))  # fmt: skip
+    print_rounding(report)
     files = ", ".join(model_file_names(report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0
