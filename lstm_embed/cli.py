@@ -186,9 +186,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         rounding=args.rounding,
     )
     graph = graph_cli.graph_of(args.model)
-    if graph is not None:  # a Functional model that is not one chain: weights rounded to nearest
-        options = dataclasses.replace(options, rounding="nearest")
-        status = graph_cli.convert(args, graph, options, _core(args))
+    if graph is not None:  # a Functional model that is not one chain
+        status = graph_cli.convert(args, graph, options, _core(args), print_rounding)
         if args.board:
             _measure_on_board(Path(args.output), args.board, _clock(args))
         return status
@@ -219,7 +218,6 @@ def _measure_on_board(out_dir: Path, board: str, clock_hz: int | None = None) ->
     """convert --board: the model's flash as `build` links it, its RAM (state and the stack
     high-water mark), instructions and estimated cycles per step from a QEMU trace (lstm-embed
     profile; a real board's on its core's machine), printed and into report.json "measured"."""
-    import dataclasses
     import os
 
     from lstm_embed.targets import firmware
@@ -437,13 +435,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from lstm_embed import graph_cli
     from lstm_embed.reference.trace import trace_to_arrays
     from lstm_embed.targets.hostbuild import read_report
     from lstm_embed.targets.inputs import InputRule, check_input
 
-    x = _load_array(args.input, "--input").astype(np.float32)
-    # the runners' check (ids (N, T) become (N, T, 1)), so trace sees what run() would
-    x = check_input(x, InputRule.from_report(read_report(Path(args.out_dir))), "float32")
+    if graph_cli.is_graph_folder(args.out_dir):
+        x: np.ndarray | dict = graph_cli.folder_inputs(args.out_dir, args.input)
+    else:
+        x = _load_array(args.input, "--input").astype(np.float32)
+        # the runners' check (ids (N, T) become (N, T, 1)), so trace sees what run() would
+        x = check_input(x, InputRule.from_report(read_report(Path(args.out_dir))), "float32")
     arrays = trace_to_arrays(Path(args.out_dir), x)
     np.savez(args.output, **arrays)
     print(f"wrote {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
@@ -610,16 +612,22 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="generated C vs Keras on inputs")
     p.add_argument("model", help=".keras, .h5 or .onnx file")
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
+    p.add_argument(
+        "--input", "-i", required=True, help="float inputs (N, T, m) .npy (a graph's: .npz)"
+    )
     p.add_argument("--labels", help="labels for a task metric (class ids, one-hot or targets)")
     p.add_argument("--json", help="also write the numbers as JSON here")
     p.add_argument("--report", metavar="DIR", help="write a Markdown report with PNG plots here")
     p.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's log lines too")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("trace", help="every gate of every step of the integer reference")
+    p = sub.add_parser(
+        "trace", help="every tensor, and every gate of every step, of the integer reference"
+    )
     p.add_argument("out_dir", help="folder written by convert")
-    p.add_argument("--input", "-i", required=True, help="float inputs (N, T, m) .npy")
+    p.add_argument(
+        "--input", "-i", required=True, help="float inputs (N, T, m) .npy (a graph's: .npz)"
+    )
     p.add_argument("-o", "--output", required=True, help="where to save the trace (.npz)")
     p.set_defaults(func=cmd_trace)
 

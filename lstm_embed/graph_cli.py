@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,14 @@ def load_inputs(path: str, names: list[str], what: str) -> dict[str, np.ndarray]
     return {names[0]: data}
 
 
+def folder_inputs(out_dir: str | Path, path: str) -> dict[str, np.ndarray]:
+    """The float inputs of a converted graph's folder, keyed by its input names."""
+    from lstm_embed.targets.graph_host import graph_report
+
+    names = [x["name"] for x in graph_report(Path(out_dir))["graph"]["inputs"]]
+    return {k: v.astype(np.float32) for k, v in load_inputs(path, names, "--input").items()}
+
+
 def save_outputs(path: str, outputs: list[np.ndarray]) -> str:
     if path.endswith(".npz") or len(outputs) > 1:
         if not path.endswith(".npz"):
@@ -95,7 +104,14 @@ def inspect(args: argparse.Namespace, graph: Graph) -> int:
     return 0
 
 
-def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> int:
+def convert(
+    args: argparse.Namespace,
+    graph: Graph,
+    options: Any,
+    core: str,
+    print_rounding: Callable[[dict], None],
+) -> int:
+    """``print_rounding``: the chain's line saying which weight rounding was kept."""
     from lstm_embed.emit.render import model_file_names
     from lstm_embed.graph_pipeline import convert_graph
 
@@ -123,6 +139,7 @@ def convert(args: argparse.Namespace, graph: Graph, options: Any, core: str) -> 
                   f" {error['mean_abs_error']:.3g}")  # fmt: skip
         print(f"validation inputs clipped: {validation['inputs_clipped']} of"
               f" {validation['input_values']}")  # fmt: skip
+    print_rounding(report)
     files = ", ".join(model_file_names(report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0
@@ -168,40 +185,26 @@ def run(args: argparse.Namespace) -> int:
 
 def compare(args: argparse.Namespace) -> int:
     """The graph's host C (run_f32) vs Keras (or, without Keras, the float graph) on the
-    inputs, per output: max and mean abs error and the max as a share of the output's range."""
-    from lstm_embed.emit.report import errors
-    from lstm_embed.frontends.keras.graph import load_graph
-    from lstm_embed.ir.graph_forward import forward
-    from lstm_embed.targets.graph_host import graph_report, run_graph_host
-    from lstm_embed.tools import keras_live
+    inputs, per output; --labels (one output) and --report as for a chain
+    (``tools.graph_compare``)."""
+    from lstm_embed.pipeline import load_calibration
+    from lstm_embed.tools.graph_compare import compare_graph
 
-    if args.labels or args.report:
-        option = "--labels" if args.labels else "--report"
-        raise GraphInputError(f"{option} is not supported for a graph yet")
-    report = graph_report(Path(args.out_dir))
-    graph = load_graph(args.model)
-    names = [t.name for t in graph.inputs]
-    if names != [x["name"] for x in report["graph"]["inputs"]]:
-        raise GraphInputError(f"{args.out_dir}: converted from {args.model}? (other inputs)")
-    x = {k: v.astype(np.float32) for k, v in load_inputs(args.input, names, "--input").items()}
-    c_y = run_graph_host(Path(args.out_dir), x, "run_f32")
-    live = keras_live.load(args.model, graph.meta.get("file_format", "").startswith("keras2"))
-    if live is not None:
-        model, oracle = live
-        arrays = [x[n] for n in names]
-        y = model.predict(arrays if len(arrays) > 1 else arrays[0], verbose=0)
-        expected = [np.asarray(a, np.float64) for a in (y if isinstance(y, list) else [y])]
-    else:
-        expected, oracle = forward(graph, x)[0], "lstm-embed float graph (Keras not importable)"
-    numbers: dict[str, Any] = {"model": str(args.model), "oracle": oracle, "outputs": []}
-    print(f"{args.model} vs {args.out_dir} (host C, run_f32) on {len(c_y[0])} samples; {oracle}")
-    for k, (want, got) in enumerate(zip(expected, c_y, strict=True)):
-        err = errors(want, got.astype(np.float64))
-        numbers["outputs"].append({"name": f"output_{k}", **err})
-        print(f"output_{k} ({report['graph']['outputs'][k]['tensor']}): max abs error"
-              f" {err['max_abs_error']:.3g} ({err['max_abs_error_pct_of_range']:.2f}% of the"
-              f" range), mean {err['mean_abs_error']:.3g}")  # fmt: skip
+    x = folder_inputs(args.out_dir, args.input)
+    try:
+        labels = load_calibration(args.labels) if args.labels else None
+    except ValueError as error:
+        raise GraphInputError(f"--labels: {error}") from error
+    report_dir = Path(args.report) if args.report else None
+    if report_dir:  # before any work, so that a missing matplotlib leaves no folder behind
+        from lstm_embed.tools.compare_report import _pyplot
+
+        _pyplot()
+    result = compare_graph(args.model, Path(args.out_dir), x, labels, report_dir)
+    print(result["text"])
+    if report_dir:
+        print(f"wrote {report_dir}/report.md (+ PNG plots, report.json)")
     if args.json:
-        Path(args.json).write_text(json.dumps(numbers, indent=2, default=float) + "\n")
+        Path(args.json).write_text(json.dumps(result["json"], indent=2, default=float) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -17,8 +17,10 @@ from lstm_embed.emit.report import errors
 from lstm_embed.ir.graph import Graph
 from lstm_embed.ir.graph_forward import forward
 from lstm_embed.pipeline import check_output_folder, write_atomically
-from lstm_embed.quantize.graph_quantizer import QGraph, check_inputs, quantize_graph
+from lstm_embed.quantize.graph_quantizer import QGraph, check_inputs, quantize_graph, with_layers
+from lstm_embed.quantize.qgraph_file import NEAREST_QGRAPH, QGRAPH_FILE, save_qgraph
 from lstm_embed.quantize.quantizer import QuantizeOptions
+from lstm_embed.quantize.rounding import NEAREST
 from lstm_embed.reference.graph_run import run_float
 from lstm_embed.targets.hostbuild import REPORT_FORMAT
 from lstm_embed.version import __version__
@@ -86,6 +88,7 @@ def graph_report(graph: Graph, qgraph: QGraph, context: dict, x: dict, keras_y=N
         },
         # the intermediate tensors' RAM: placed by liveness in one arena
         "buffers": context["buffers"],
+        "rounding": qgraph.rounding,
     }  # fmt: skip
     y_q = run_float(qgraph, x)
     if keras_y is not None:
@@ -139,7 +142,8 @@ def convert_graph(
     held_out = None
     if validation is not None:
         held_out = check_inputs(graph, as_inputs(graph, validation), "validation data")
-    qgraph = quantize_graph(graph, x, options or QuantizeOptions())
+    record: list = []
+    qgraph = quantize_graph(graph, x, options or QuantizeOptions(), record)
     context = graph_context(qgraph, name, core)
     x32 = {k: v.astype(np.float32) for k, v in x.items()}
     report = graph_report(graph, qgraph, context, x32)
@@ -149,6 +153,9 @@ def convert_graph(
 
     def write(folder: Path) -> None:
         emit_graph(qgraph, folder, name, core)
+        save_qgraph(qgraph, folder / QGRAPH_FILE)  # for trace and compare --report
+        if record[0].kept != NEAREST:  # for compare --report: nearest vs kept per node
+            save_qgraph(with_layers(qgraph, record[0].nearest_layers), folder / NEAREST_QGRAPH)
         (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
     write_atomically(out_dir, write)

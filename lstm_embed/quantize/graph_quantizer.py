@@ -4,13 +4,13 @@ the same graph over quantized layers, with the real value of one LSB of every te
 Nodes quantize in topological order, each with the feature scales of its inputs (a merge sees
 every input's: ``QuantContext.input_scales``). Inputs are int16 per feature as in a chain
 (``quantizer.input_scale``); returned states keep their layer's formats (h Q0.15, an LSTM's
-cell int16 with its power-of-two scale). Weights are rounded to nearest in a graph (the error
-feedback of ``--rounding gptq``/``auto`` follows one chain).
+cell int16 with its power-of-two scale). Weights are rounded as ``--rounding`` says, node by
+node (``graph_rounding``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from lstm_embed.ir.graph import Graph, Node
 from lstm_embed.ir.graph_forward import forward
 from lstm_embed.kinds.base import QuantContext, QuantizeError
 from lstm_embed.quantize import fixedpoint as fp
+from lstm_embed.quantize.graph_rounding import GraphRounding
 from lstm_embed.quantize.quantizer import QuantizeOptions, check_finite, input_scale
 
 
@@ -29,6 +30,7 @@ class QGraph:
     scales: dict[str, np.ndarray]
     tables: dict[str, fp.ActivationTable] = field(default_factory=dict)
     params: int = 0
+    rounding: dict = field(default_factory=dict)  # what GraphRounding.record() says
 
     @property
     def name(self) -> str:
@@ -80,8 +82,13 @@ def check_inputs(graph: Graph, inputs: dict[str, np.ndarray], what: str) -> dict
 
 
 def quantize_graph(
-    graph: Graph, calibration: dict[str, np.ndarray], options: QuantizeOptions | None = None
+    graph: Graph,
+    calibration: dict[str, np.ndarray],
+    options: QuantizeOptions | None = None,
+    rounding_record: list | None = None,
 ) -> QGraph:
+    """Float graph + calibration inputs -> QGraph, the weights rounded as ``options.rounding``
+    says (``GraphRounding``, which ``rounding_record`` receives when given)."""
     options = options or QuantizeOptions()
     x = check_inputs(graph, calibration, "calibration data")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -90,7 +97,9 @@ def quantize_graph(
     for spec in graph.inputs:
         seq = x[spec.name] if spec.sequence else x[spec.name][:, None, :]
         scales[spec.name] = input_scale(seq, options).astype(np.float64)
-    nodes = []
+    x_q = {t.name: fp.quantize_input(x[t.name], _inv(scales[t.name])) for t in graph.inputs}
+    rounder = GraphRounding.start(graph, x_q, options)
+    qlayers = []
     count = len(graph.nodes)
     for index, node in enumerate(graph.nodes):
         layer = node.layer
@@ -103,17 +112,33 @@ def quantize_graph(
             options,
             input_scales=tuple(scales[t] for t in node.inputs),
         )
-        qlayer = layer.quantize(ctx)
+        qlayer = rounder.quantize(node, ctx)
         scales[node.outputs[0]] = np.asarray(qlayer.output_feature_scale, np.float64)
         if node.returns_state:
             qlayer.state_members()  # refuses the states C cannot return
             for name, scale in zip(node.outputs[1:], qlayer.state_scales(), strict=True):
                 scales[name] = np.asarray(scale, np.float64)
-        nodes.append(Node(qlayer, node.inputs, node.outputs))
+        qlayers.append(qlayer)
+    qlayers = rounder.finish(qlayers, scales, values)
+    if rounding_record is not None:
+        rounding_record.append(rounder)
+    nodes = [Node(q, n.inputs, n.outputs) for q, n in zip(qlayers, graph.nodes, strict=True)]
     qgraph = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, graph.source,
                    dict(graph.meta))  # fmt: skip
     layers = qgraph.layers
     needed = {"tanh"} | {fp.TABLE_OF[f] for la in layers for f in la.tables_needed()}
     log2 = options.log2_table_entries(count)
     tables = {name: fp.build_table(name, log2) for name in sorted(needed)}
-    return QGraph(qgraph, scales, tables, graph.params)
+    return QGraph(qgraph, scales, tables, graph.params, rounder.record())
+
+
+def _inv(scale: np.ndarray) -> np.ndarray:
+    return (1.0 / scale.astype(np.float64)).astype(np.float32)  # as QGraph.inv_scale
+
+
+def with_layers(qgraph: QGraph, layers: list) -> QGraph:
+    """The same quantized graph with other quantized layers of the same scales (the nearest
+    rounded ones beside those error feedback fitted)."""
+    graph = qgraph.graph
+    nodes = tuple(Node(q, n.inputs, n.outputs) for q, n in zip(layers, graph.nodes, strict=True))
+    return replace(qgraph, graph=replace(graph, nodes=nodes))

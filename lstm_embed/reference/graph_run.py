@@ -13,6 +13,16 @@ from lstm_embed.quantize.graph_quantizer import QGraph
 
 def run(qgraph: QGraph, inputs_q: dict[str, np.ndarray]) -> list[np.ndarray]:
     """int16 inputs by name -> int16 outputs in the graph's order."""
+    values = run_tensors(qgraph, inputs_q)
+    return [values[name].astype(np.int16) for name in qgraph.graph.outputs]
+
+
+def run_tensors(
+    qgraph: QGraph, inputs_q: dict[str, np.ndarray], traces: dict[str, list] | None = None
+) -> dict[str, np.ndarray]:
+    """int16 inputs by name -> every tensor's integer values by name (inputs, each node's
+    output and returned states); ``traces`` receives each node's step traces (in processing
+    order) by node name."""
     graph = qgraph.graph
     values = {t.name: np.asarray(inputs_q[t.name], np.int64) for t in graph.inputs}
     for node in graph.nodes:
@@ -22,11 +32,14 @@ def run(qgraph: QGraph, inputs_q: dict[str, np.ndarray]) -> list[np.ndarray]:
             values[node.outputs[0]] = layer.apply(xs, qgraph.tables)
             continue
         state = layer.initial_state(len(xs[0]))
-        values[node.outputs[0]] = run_window(layer, xs[0], state, qgraph.tables)
+        steps: list = []
+        values[node.outputs[0]] = run_window(layer, xs[0], state, qgraph.tables, steps)
+        if traces is not None:
+            traces[node.name] = steps
         if node.returns_state:
             for name, value in zip(node.outputs[1:], layer.final_state(state), strict=True):
                 values[name] = value
-    return [values[name].astype(np.int16) for name in graph.outputs]
+    return values
 
 
 def quantize_inputs(qgraph: QGraph, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_embed.ir.model import sequence_kept
 from lstm_embed.kinds.common import run_window
 from lstm_embed.kinds.lstm import LSTMState, StepTrace
 from lstm_embed.kinds.masking import masking_index, step_layer, step_mask
@@ -63,11 +64,12 @@ def step(
     trace: Trace | None = None,
     head: bool = True,
     mask: np.ndarray | None = None,
+    layer_outputs: list | None = None,
 ) -> np.ndarray:
     """One timestep of a streaming model (its step()): x_q (N, m) -> head output (N, k), or the
     last recurrent layer's output when ``head`` is False (the head runs only when an output is
     due, as in the C). A stateful layer's state then has N streams (``initial_state``'s
-    batch 1 serves one)."""
+    batch 1 serves one). ``layer_outputs`` receives each layer's output of the step."""
     if not model.streaming:
         raise ValueError(f"{model.source}: no step(): {model.run_only_reason}")
     y = np.asarray(x_q, dtype=np.int64)
@@ -77,6 +79,8 @@ def step(
     stop = len(model.layers) if head else model.head_start
     for layer, state in zip(model.layers[:stop], states[:stop], strict=True):
         y, layer_trace = step_layer(model, states, layer, y, state, mask)
+        if layer_outputs is not None:
+            layer_outputs.append(y)
         if layer_trace is not None:
             step_traces.append(layer_trace)
     if trace is not None:
@@ -85,7 +89,11 @@ def step(
 
 
 def run(
-    model: QModel, x_q: np.ndarray, trace: Trace | None = None, states: list[Any] | None = None
+    model: QModel,
+    x_q: np.ndarray,
+    trace: Trace | None = None,
+    states: list[Any] | None = None,
+    layer_outputs: list | None = None,
 ) -> np.ndarray:
     """x_q (N, T, m) int16 -> int16 (N, T, k) if the model returns sequences, else (N, k): the
     generated run() on each sequence, layer by layer over the window (``run_window``).
@@ -93,10 +101,11 @@ def run(
     As the C's run(), it starts every layer that is not stateful from zero; stateful layers
     take the N rows as one stream (Keras' predict(x, batch_size=1) on a stateful model) and
     continue from ``states`` (default: as after reset()), which they are left in.
+    ``layer_outputs`` receives each layer's integer output, as the next layer reads it.
     """
     x_q = np.asarray(x_q)
     if masking_index(model.layers) is not None:
-        return run_masked(model, x_q, trace)
+        return run_masked(model, x_q, trace, layer_outputs=layer_outputs)
     fresh = initial_state(model, x_q.shape[0])
     if states is None:
         states = fresh
@@ -107,6 +116,8 @@ def run(
     for layer, state in zip(model.layers, states, strict=True):
         layer_traces: list[Any] = []
         y = run_window(layer, y, state, model.tables, layer_traces)
+        if layer_outputs is not None:
+            layer_outputs.append(y)
         if trace is not None:
             trace.add_layer(layer_traces)
     return y.astype(np.int16)
@@ -124,12 +135,17 @@ def run_float(model: QModel, x: np.ndarray) -> np.ndarray:
 
 
 def run_masked(
-    model: QModel, x_q: np.ndarray, trace: Trace | None = None, mask: np.ndarray | None = None
+    model: QModel,
+    x_q: np.ndarray,
+    trace: Trace | None = None,
+    mask: np.ndarray | None = None,
+    layer_outputs: list | None = None,
 ) -> np.ndarray:
     """run() of a model with a Masking layer (streaming: its C goes timestep by timestep):
     ``mask`` (N, T), default the integer rule on x_q (layers/masking.py)."""
     states = initial_state(model, x_q.shape[0])
     steps = x_q.shape[1]
+    per_step: list[list] = [[] for _ in range(steps)]
     outputs = [
         step(
             model,
@@ -138,9 +154,23 @@ def run_masked(
             trace,
             head=model.return_sequences or t == steps - 1,
             mask=None if mask is None else mask[:, t],
+            layer_outputs=per_step[t],
         )
         for t in range(steps)
     ]
+    if layer_outputs is not None:
+        layer_outputs += stacked_steps(model, per_step)
     if model.return_sequences:
         return np.stack(outputs, axis=1).astype(np.int16)
     return outputs[-1].astype(np.int16)
+
+
+def stacked_steps(model: QModel, per_step: list[list]) -> list[np.ndarray]:
+    """Each layer's outputs of every step (``per_step[t][layer]``; the head runs only at the
+    last step unless the model returns sequences) -> its output as run() gives it: (N, T, k)
+    over the steps, or the last step's (N, k) when its output has no timestep axis."""
+    result = []
+    for index in range(len(model.layers)):
+        ys = [outputs[index] for outputs in per_step if len(outputs) > index]
+        result.append(np.stack(ys, axis=1) if sequence_kept(model.layers, index) else ys[-1])
+    return result

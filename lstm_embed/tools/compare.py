@@ -28,6 +28,7 @@ from lstm_embed.reference.trace import layer_steps
 from lstm_embed.targets.hostbuild import read_report, run_host
 from lstm_embed.targets.inputs import InputRule, check_input
 from lstm_embed.tools.compare_report import jsonable, write_report
+from lstm_embed.tools.node_errors import chain_values, mark_outputs, node_rows
 
 __all__ = ["QMODEL_FILE", "compare", "dequantized_ir", "load_qmodel", "save_qmodel"]
 
@@ -52,7 +53,8 @@ def compare(
     x = check_input(x, InputRule.from_report(report))  # the runners' check, before Keras sees x
     ir = load_model(model_path)
     keras_y, oracle = live_predict(model_path, ir, x)
-    c_y = run_host(out_dir, x).astype(np.float64)
+    c_y32 = run_host(out_dir, x)
+    c_y = c_y32.astype(np.float64)
     if c_y.shape != keras_y.shape:
         raise ValueError(
             f"{out_dir}: C output shape {c_y.shape} != Keras {keras_y.shape};"
@@ -72,10 +74,23 @@ def compare(
             qmodel = load_qmodel(out_dir / QMODEL_FILE)
         numbers.update(analyse(ir, qmodel, x, keras_y, c_y) if qmodel is not None else {})
         if qmodel is not None:
+            output = {
+                "tensor": qmodel.layers[-1].name,
+                "max_abs_error": numbers["max_abs_error"],
+                "c_equals_reference": same_floats(reference.run_float(qmodel, x), c_y32),
+            }
+            numbers["nodes"] = node_rows(chain_values(ir, qmodel, x))
+            mark_outputs(numbers["nodes"], [output])
             numbers["rounding"] = rounding_section(ir, qmodel, out_dir, x, report.get("rounding"))
         numbers["report_dir"] = str(report_dir)
         write_report(Path(report_dir), numbers, keras_y, c_y)
     return {"json": jsonable(numbers), "text": _text(numbers)}
+
+
+def same_floats(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit equal float32 arrays (the reference's float path against the C's)."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return a.shape == b.shape and bool(np.array_equal(a.view(np.uint32), b.view(np.uint32)))
 
 
 def live_predict(model_path: str | Path, ir: Model, x: np.ndarray) -> tuple[np.ndarray, str]:
@@ -176,31 +191,34 @@ def layer_errors(ir: Model, qmodel: QModel, x: np.ndarray) -> list[dict[str, Any
     trace = reference.Trace()
     reference.run(qmodel, x_q, trace=trace)
     _, float_traces = forward(ir, x.astype(np.float64))
-    result = []
     # a Bidirectional's forward and backward layers apart; each in its processing order
     leaves = zip(qmodel.leaf_layers, leaf_traces(ir.layers, float_traces), strict=True)
-    for qlayer, float_trace in leaves:
-        steps = layer_steps(trace, qlayer.name) if qlayer.recurrent else []
-        if not steps:
-            continue
-        h = np.stack([s.h_q15 for s in steps], axis=1) * qlayer.output_feature_scale
-        row: dict[str, Any] = {
-            "layer": qlayer.name,
-            "h_error": _per_step(np.abs(h - float_trace.output)),
-            "h_max_abs_error": float(np.max(np.abs(h - float_trace.output))),
+    rows = [recurrent_row(qlayer, t, layer_steps(trace, qlayer.name)) for qlayer, t in leaves]
+    return [row for row in rows if row is not None]
+
+
+def recurrent_row(qlayer: Any, float_trace: Any, steps: list[Any]) -> dict[str, Any] | None:
+    """One recurrent layer's |h| error per timestep (and its cell's), its integer ``steps``
+    against its float trace; None for a layer that is not recurrent."""
+    if not qlayer.recurrent or not steps:
+        return None
+    h = np.stack([s.h_q15 for s in steps], axis=1) * qlayer.output_feature_scale
+    row: dict[str, Any] = {
+        "layer": qlayer.name,
+        "h_error": _per_step(np.abs(h - float_trace.output)),
+        "h_max_abs_error": float(np.max(np.abs(h - float_trace.output))),
+    }
+    if float_trace.cell is not None:  # a kind with a cell state (LSTM) describes it
+        c_error = np.abs(qlayer.cell_values(steps) - float_trace.cell)
+        row |= {
+            "cell_format": qlayer.cell_q_format,
+            "c_error": _per_step(c_error),
+            "c_max_abs_error": float(np.max(c_error)),
+            "cell_saturated": qlayer.cell_saturated(steps),
+            "float_max_abs_cell": float(np.max(np.abs(float_trace.cell))),
+            "cell_limit": qlayer.cell_limit,
         }
-        if float_trace.cell is not None:  # a kind with a cell state (LSTM) describes it
-            c_error = np.abs(qlayer.cell_values(steps) - float_trace.cell)
-            row |= {
-                "cell_format": qlayer.cell_q_format,
-                "c_error": _per_step(c_error),
-                "c_max_abs_error": float(np.max(c_error)),
-                "cell_saturated": qlayer.cell_saturated(steps),
-                "float_max_abs_cell": float(np.max(np.abs(float_trace.cell))),
-                "cell_limit": qlayer.cell_limit,
-            }
-        result.append(row)
-    return result
+    return row
 
 
 def long_inputs(x: np.ndarray, steps: int, sequences: int) -> np.ndarray:
@@ -306,7 +324,9 @@ def dequantized_ir(ir: Model, qmodel: QModel) -> Model:
     feature_scale = qmodel.input_scale.astype(np.float64)
     layers = []
     for layer, qlayer in zip(ir.layers, qmodel.layers, strict=True):
-        if layer.kind != qlayer.kind or layer.name != qlayer.name:
+        # paired by name: a kind may quantize to another kind's integer layer (Normalization
+        # and Rescaling compute BatchNormalization's affine)
+        if layer.name != qlayer.name:
             raise ValueError(f"layer '{layer.name}': float and quantized layers do not match")
         layers.append(layer.dequantized(qlayer, feature_scale))
         feature_scale = qlayer.output_feature_scale

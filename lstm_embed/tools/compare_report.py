@@ -111,24 +111,51 @@ def markdown(numbers: dict[str, Any]) -> str:
     lines = [
         f"# lstm-embed compare: {numbers['model']}",
         "",
-        f"Generated C in `{numbers['out_dir']}` (host build) against Keras on"
+        f"Generated C in `{numbers['out_dir']}` (host build) against {numbers['oracle']} on"
         f" {numbers['samples']} sequences.",
         "",
         "## Output",
         "",
     ]
-    rows = [
-        ["max abs error", numbers["max_abs_error"]],
-        ["mean abs error", numbers["mean_abs_error"]],
-        ["max abs error, % of output range", numbers["max_abs_error_pct_of_range"]],
-    ]
+    if "outputs" in numbers:  # a graph: a row per output
+        header = ["output", "tensor", "max abs error", "mean abs error", "% of range"]
+        keys = ["name", "tensor", "max_abs_error", "mean_abs_error", "max_abs_error_pct_of_range"]
+        if "c_equals_reference" in numbers["outputs"][0]:
+            header, keys = [*header, "C = reference bit for bit"], [*keys, "c_equals_reference"]
+        lines += [*_table(header, [[o[k] for k in keys] for o in numbers["outputs"]]), ""]
+        rows = []
+    else:
+        rows = [
+            ["max abs error", numbers["max_abs_error"]],
+            ["mean abs error", numbers["mean_abs_error"]],
+            ["max abs error, % of output range", numbers["max_abs_error_pct_of_range"]],
+        ]
     for key in ("keras_accuracy", "c_accuracy", "keras_rmse", "c_rmse"):
         if key in numbers:
             rows.append([key.replace("_", " "), numbers[key]])
-    lines += [*_table(["", "value"], rows), "", f"![output error histogram]({HISTOGRAM})", ""]
-    clip = numbers["input_clipping"]
-    lines += [
-        "## Input clipping",
+    if rows:
+        lines += [*_table(["", "value"], rows), ""]
+    lines += [f"![output error histogram]({HISTOGRAM})", ""]
+    clipping = numbers["input_clipping"]
+    if "outputs" in numbers:
+        for name, clip in clipping.items():
+            lines += _clipping(clip, f" of input `{name}`")
+    else:
+        lines += _clipping(clipping, "")
+    if "nodes" in numbers:
+        lines += _nodes(numbers["nodes"])
+    if "layers" in numbers:
+        lines += _analysis(numbers)
+    else:
+        lines += [f"(No `qmodel.npz` in {numbers['out_dir']}: per-layer sections skipped.)", ""]
+    if "rounding" in numbers:
+        lines += _rounding(numbers["rounding"])
+    return "\n".join(lines)
+
+
+def _clipping(clip: dict[str, Any], what: str) -> list[str]:
+    return [
+        f"## Input clipping{what}",
         "",
         f"{clip['count']} input values ({clip['fraction']:.3%}) in {clip['sequences_affected']}"
         " sequences lie beyond the int16 input range and saturate on the device"
@@ -145,19 +172,52 @@ def markdown(numbers: dict[str, Any]) -> str:
         ),
         "",
     ]
-    if "layers" in numbers:
-        lines += _analysis(numbers)
-    else:
-        lines += [f"(No `qmodel.npz` in {numbers['out_dir']}: per-layer sections skipped.)", ""]
-    if "rounding" in numbers:
-        lines += _rounding(numbers["rounding"])
-    return "\n".join(lines)
+
+
+NODE_COLUMNS = [
+    ("node", "node"),
+    ("type", "type"),
+    ("inputs", "inputs"),
+    ("tensor", "tensor"),
+    ("shape", "shape"),
+    ("float_max_abs", "float max abs"),
+    ("max_abs_error", "max abs error"),
+    ("mean_abs_error", "mean abs error"),
+    ("max_abs_error_pct_of_range", "% of range"),
+    ("output", "output"),
+    ("c_vs_oracle_max_abs_error", "C vs oracle, max abs error"),
+    ("c_equals_reference", "C = reference"),
+]
+
+
+def _nodes(rows: list[dict[str, Any]]) -> list[str]:
+    def cell(row: dict[str, Any], key: str) -> Any:
+        value = row.get(key, row.get("note", "") if key == "max_abs_error" else "")
+        if key == "inputs":
+            return ", ".join(value)
+        return "x".join(str(v) for v in value) if key == "shape" else value
+
+    return [
+        "## Per node",
+        "",
+        "Every tensor, integer reference (equal to the C bit for bit) in real units against the"
+        " float forward pass of the same weights: the model inputs (their int16 quantization),"
+        " then each node's outputs (a recurrent layer's returned states too), with the tensors"
+        " each node reads. Model outputs also give the C against the oracle.",
+        "",
+        *_table(
+            [h for _, h in NODE_COLUMNS],
+            [[cell(r, k) for k, _ in NODE_COLUMNS] for r in rows],
+        ),
+        "",
+    ]
 
 
 def _rounding(section: dict[str, Any]) -> list[str]:
     """Nearest rounding against the rounding convert kept, per layer."""
     record = section["convert"]
-    kept = any("kept_max_abs_error" in la for la in section["layers"])
+    layers = section.get("layers", [])
+    kept = any("kept_max_abs_error" in la for la in layers)
     lines = [
         "## Weight rounding",
         "",
@@ -172,7 +232,8 @@ def _rounding(section: dict[str, Any]) -> list[str]:
     if kept:
         header += ["kept: max abs error", "kept: mean abs error"]
         keys += ["kept_max_abs_error", "kept_mean_abs_error"]
-    lines += [*_table(header, [[la[k] for k in keys] for la in section["layers"]]), ""]
+    if layers:
+        lines += [*_table(header, [[la[k] for k in keys] for la in layers]), ""]
     held = record.get("held_out")
     if held:
         from lstm_embed.quantize.calibration import decided_on
@@ -200,39 +261,50 @@ LAYER_COLUMNS = [
 ]
 
 
+BUDGET_ROWS = [
+    ("float_forward_vs_keras", "float forward pass vs Keras"),
+    ("int8_weights_vs_keras", "int8 weights (all else float) vs Keras"),
+    ("int16_input_vs_int8_weights", "+ int16 input"),
+    ("integer_arithmetic_vs_float_int8", "+ integer arithmetic (= C)"),
+]
+
+
 def _analysis(numbers: dict[str, Any]) -> list[str]:
-    budget = numbers["error_budget"]
-    lines = [
-        "## Per layer",
-        "",
-        "Integer reference (equal to the C bit for bit) against the float forward pass of the"
-        " same Keras weights, per recurrent layer over all timesteps (cell columns: LSTM).",
-        "",
-        *_table(
-            [heading for _, heading in LAYER_COLUMNS],
-            [[la.get(key, "") for key, _ in LAYER_COLUMNS] for la in numbers["layers"]],
-        ),
-        "",
-        f"![h and c error per timestep]({LAYERS})",
-        "",
+    lines: list[str] = []
+    if numbers["layers"]:
+        lines += [
+            "## Per recurrent layer",
+            "",
+            "Integer reference (equal to the C bit for bit) against the float forward pass of"
+            " the same Keras weights, per recurrent layer over all timesteps (cell columns:"
+            " LSTM).",
+            "",
+            *_table(
+                [heading for _, heading in LAYER_COLUMNS],
+                [[la.get(key, "") for key, _ in LAYER_COLUMNS] for la in numbers["layers"]],
+            ),
+            "",
+            f"![h and c error per timestep]({LAYERS})",
+            "",
+        ]
+    # a chain's budget is one column; a graph's one per output
+    budgets = numbers["error_budget"]
+    budgets = budgets if isinstance(budgets, list) else [budgets]
+    columns = [b.get("output", "max abs error") for b in budgets]
+    lines += [
         "## Where the output error comes from",
         "",
         "Max abs output error added by each stage (each row against the row before it).",
         "",
-        *_table(
-            ["stage", "max abs error"],
-            [
-                ["float forward pass vs Keras", budget["float_forward_vs_keras"]],
-                ["int8 weights (all else float) vs Keras", budget["int8_weights_vs_keras"]],
-                ["+ int16 input", budget["int16_input_vs_int8_weights"]],
-                ["+ integer arithmetic (= C)", budget["integer_arithmetic_vs_float_int8"]],
-            ],
-        ),
+        *_table(["stage", *columns], [[h, *(b[k] for b in budgets)] for k, h in BUDGET_ROWS]),
         "",
         "## Long sequences",
         "",
     ]
     stream = numbers.get("stream")
+    if "outputs" in numbers:
+        why = "a graph's reference runs whole windows: no streamed steps measured"
+        return [*lines, f"Not measured ({why}).", ""]
     if stream is None:  # a run-only model (Bidirectional, go_backwards): no step() to stream
         return [*lines, "The model has no step() (run only): no streamed steps to measure.", ""]
     return [
@@ -253,9 +325,9 @@ def write_report(
 ) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     plot_histogram(report_dir / HISTOGRAM, keras_y, c_y)
-    if "layers" in numbers:
+    if numbers.get("layers"):
         plot_layers(report_dir / LAYERS, numbers["layers"])
-        if "stream" in numbers:
-            plot_stream(report_dir / STREAM, numbers["stream"])
+    if "stream" in numbers:
+        plot_stream(report_dir / STREAM, numbers["stream"])
     (report_dir / "report.md").write_text(markdown(numbers))
     (report_dir / "report.json").write_text(json.dumps(jsonable(numbers), indent=2) + "\n")
