@@ -205,9 +205,7 @@ def test_refusals_name_the_layer_and_what_is_supported(tmp_path) -> None:
     with pytest.raises(FrontendError, match=r"layer 'cat' \(Concatenate\): axis=1 is not"):
         load_graph(tmp_path / "time.keras")
 
-    _, scores = keras.layers.AdditiveAttention(name="add_att")(
-        [a, b], return_attention_scores=True
-    )
+    _, scores = keras.layers.AdditiveAttention(name="add_att")([a, b], return_attention_scores=True)
     keras.Model(inp, scores).save(tmp_path / "scores.keras")
     with pytest.raises(
         FrontendError,
