@@ -23,12 +23,14 @@ from lstm_embed.kinds import (
     stack,
     time_axis,
 )
+from lstm_embed.kinds.attention import QAttentionLayer
 from lstm_embed.kinds.base import FloatLayer, IRError, QLayer, QuantizeError, Unsupported
 from lstm_embed.kinds.bidirectional import QBidirectionalLayer
 from lstm_embed.kinds.common import QRecurrentOptions
 from lstm_embed.kinds.dense import DenseLayer, QDenseLayer
 from lstm_embed.kinds.gru import GRULayer, QGRULayer
 from lstm_embed.kinds.lstm import LSTMLayer, QLSTMLayer
+from lstm_embed.kinds.merge import QMergeLayer
 from lstm_embed.kinds.simple_rnn import QSimpleRNNLayer
 
 # the quantized layers of the kinds around the recurrent core
@@ -48,11 +50,19 @@ AROUND_CORE_QLAYERS = (
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
 RECURRENT_FAMILY_QLAYERS = (QSimpleRNNLayer, QBidirectionalLayer, QRecurrentOptions)
+SEVERAL_INPUT_QLAYERS = (QMergeLayer, QAttentionLayer)  # graphs only
 
 # Quantized layer types by class name, for reading an integer model back from disk
 QLAYER_TYPES: dict[str, type] = {
     t.__name__: t
-    for t in (QLSTMLayer, QGRULayer, QDenseLayer, *AROUND_CORE_QLAYERS, *RECURRENT_FAMILY_QLAYERS)
+    for t in (
+        QLSTMLayer,
+        QGRULayer,
+        QDenseLayer,
+        *AROUND_CORE_QLAYERS,
+        *RECURRENT_FAMILY_QLAYERS,
+        *SEVERAL_INPUT_QLAYERS,
+    )
 }
 
 # Chain rewrites that are exact in float (a layer absorbed by its neighbour); each returns the

@@ -11,8 +11,6 @@ import numpy as np
 
 from lstm_embed.ir.graph import Graph, Node, TensorSpec
 from lstm_embed.kinds import QLAYER_TYPES
-from lstm_embed.kinds.attention import QAttentionLayer
-from lstm_embed.kinds.merge import QMergeLayer
 from lstm_embed.quantize.fixedpoint import ActivationTable
 from lstm_embed.quantize.graph_quantizer import QGraph
 from lstm_embed.quantize.qir import QMODEL_FORMAT, QModelFileError, _join, _split
@@ -20,10 +18,9 @@ from lstm_embed.quantize.qir import QMODEL_FORMAT, QModelFileError, _join, _spli
 QGRAPH_FILE = "qgraph.npz"
 NEAREST_QGRAPH = "qgraph_nearest.npz"  # beside it when the rounding kept is not nearest
 
-# the graph's own types beside every chain kind's (the kinds that take several inputs)
+# the graph's own types beside every kind's
 TYPES: dict[str, type] = {
-    t.__name__: t
-    for t in (QGraph, Graph, Node, TensorSpec, ActivationTable, QMergeLayer, QAttentionLayer)
+    t.__name__: t for t in (QGraph, Graph, Node, TensorSpec, ActivationTable)
 } | QLAYER_TYPES
 
 
