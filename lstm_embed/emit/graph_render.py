@@ -13,6 +13,9 @@ timestep, a whole-window layer (Conv1D "same", Bidirectional) once. Where each t
 step() (one timestep) exists when every node can run one timestep at a time: the nodes run in
 the same order for one timestep; those whose input is a vector (after a recurrent layer that
 returns its last output, or a static input) run every step too, as a chain's head does.
+A mask is a tensor too (int16 0/1 per timestep, in the arena): Masking's call writes it, and
+a recurrent node that reads one skips its call at a masked timestep (its state, and so its
+output, stay as they are).
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def storage(qgraph: QGraph) -> tuple[dict[str, str], list[Interval], list[dict[s
         for out in node.outputs:
             if out in where:
                 continue
-            readers = [i for i, n in enumerate(graph.nodes) if out in n.inputs]
+            readers = [i for i, n in enumerate(graph.nodes) if out in n.reads]
             size = graph.tensors[out].values()
             intervals.append(Interval(out, size, index, max(readers, default=index)))
     return where, intervals, outputs
@@ -152,6 +155,7 @@ def node_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
             dst = f"{dst} + t * {out.features}"
         wiring.append(
             {
+                **_mask_wiring(node, where, f"{at} * 1" if loops else "0"),
                 "srcs": srcs,
                 "src": srcs[0],
                 "dst": dst,
@@ -182,7 +186,18 @@ def step_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
         out = graph.tensors[node.outputs[0]]
         copy = where[out.name] if layer.recurrent and where[out.name] != dst else ""
         wiring.append({"srcs": srcs, "src": srcs[0], "dst": dst, "tmp": "state->scratch_q",
-                       "copy_to": copy, "copy_from": dst, "copy_width": out.features})  # fmt: skip
+                       "copy_to": copy, "copy_from": dst, "copy_width": out.features,
+                       **_mask_wiring(node, where, "0")})  # fmt: skip
+    return wiring
+
+
+def _mask_wiring(node: Any, where: dict[str, str], at: str) -> dict[str, str]:
+    """The mask a node writes (``mask_dst``) or reads (``mask_src``) at timestep ``at``."""
+    wiring = {}
+    if node.mask_output:
+        wiring["mask_dst"] = f"({where[node.mask_output]} + {at})"
+    if node.mask:
+        wiring["mask_src"] = f"{where[node.mask]}[{at}]"
     return wiring
 
 
@@ -205,7 +220,7 @@ def step_storage(qgraph: QGraph, outputs: list[dict[str, Any]]) -> tuple[dict, l
         for out in node.outputs:
             if out in step_where:
                 continue
-            readers = [i for i, n in enumerate(graph.nodes) if out in n.inputs]
+            readers = [i for i, n in enumerate(graph.nodes) if out in n.reads]
             size = graph.tensors[out].features
             step_intervals.append(Interval(out, size, index, max(readers, default=index)))
     layout = plan(step_intervals)

@@ -284,6 +284,19 @@ def masked_step(layer: QLayer, x_q: np.ndarray, state: MaskedState, tables: dict
     return y, trace
 
 
+def masked_window(layer: QLayer, x_q: np.ndarray, mask: np.ndarray, state: Any, tables: dict):
+    """A recurrent layer over a window (N, T, m) under a mask (N, T) in the C's order (a graph
+    node that reads a mask): a masked row keeps its state and repeats its last output. Returns
+    (N, T, k), or (N, k) without return_sequences; ``state`` ends as the C's."""
+    x_q, mask = np.asarray(x_q, np.int64), np.asarray(mask, bool)
+    steps = x_q.shape[1]
+    order = range(steps - 1, -1, -1) if layer.go_backwards else range(steps)
+    masked = MaskedState(state, np.zeros((len(x_q), layer.output_size), np.int64))
+    ys = [masked_step(layer, x_q[:, t], masked, tables, mask[:, t])[0] for t in order]
+    y = np.stack(ys, axis=1)
+    return y if layer.return_sequences else y[:, -1]
+
+
 def step_mask(model: Any, x_q: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
     """The (N,) mask of one step of ``model``: None without a Masking layer, else ``mask`` or
     the integer rule on the model input x_q."""

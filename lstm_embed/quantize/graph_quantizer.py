@@ -109,7 +109,9 @@ def quantize_graph(
             qlayer.state_members()  # refuses the states C cannot return
             for name, scale in zip(node.outputs[1:], qlayer.state_scales(), strict=True):
                 scales[name] = np.asarray(scale, np.float64)
-        nodes.append(Node(qlayer, node.inputs, node.outputs))
+        if node.mask_output:  # a mask: one flag per timestep, 0 or 1
+            scales[node.mask_output] = np.ones(1)
+        nodes.append(Node(qlayer, node.inputs, node.outputs, node.mask))
     qgraph = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, graph.source,
                    dict(graph.meta))  # fmt: skip
     layers = qgraph.layers

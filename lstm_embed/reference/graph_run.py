@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from lstm_embed.kinds.common import run_window
+from lstm_embed.kinds.masking import masked_window
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.graph_quantizer import QGraph
 
@@ -22,7 +23,13 @@ def run(qgraph: QGraph, inputs_q: dict[str, np.ndarray]) -> list[np.ndarray]:
             values[node.outputs[0]] = layer.apply(xs)
             continue
         state = layer.initial_state(len(xs[0]))
-        values[node.outputs[0]] = run_window(layer, xs[0], state, qgraph.tables)
+        if node.mask:
+            y = masked_window(layer, xs[0], values[node.mask], state, qgraph.tables)
+        else:
+            y = run_window(layer, xs[0], state, qgraph.tables)
+        values[node.outputs[0]] = y
+        if node.mask_output:
+            values[node.mask_output] = layer.integer_mask(xs[0])
         if node.returns_state:
             for name, value in zip(node.outputs[1:], layer.final_state(state), strict=True):
                 values[name] = value

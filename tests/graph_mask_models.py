@@ -1,0 +1,66 @@
+"""Trained Functional models with a Masking branch for tests/test_graph_masking.py: sequences
+padded with zeros after a random length (4 to TIMESTEPS), targets that depend on the unpadded
+part only, fixed seeds. Each builder returns (keras model, inputs by name)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.graph_models import EPOCHS, FEATURES, SAMPLES, STATIC, TIMESTEPS
+
+MIN_LENGTH = 4
+
+
+def padded_data(seed: int):
+    """(sequences with zero tails, static features, targets, lengths)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(TIMESTEPS) / TIMESTEPS
+    phase = rng.uniform(0, 2 * np.pi, (SAMPLES, 1, FEATURES))
+    freq = rng.uniform(1, 3, (SAMPLES, 1, FEATURES))
+    seq = np.sin(2 * np.pi * freq * t[None, :, None] + phase) + 0.1 * rng.normal(
+        size=(SAMPLES, TIMESTEPS, FEATURES)
+    )
+    lengths = rng.integers(MIN_LENGTH, TIMESTEPS + 1, SAMPLES)
+    valid = np.arange(TIMESTEPS)[None, :] < lengths[:, None]
+    seq = np.where(valid[..., None], seq, 0.0)
+    static = rng.normal(size=(SAMPLES, STATIC))
+    last = seq[np.arange(SAMPLES), lengths - 1]
+    mean = seq.sum(1) / lengths[:, None]
+    target = np.stack(
+        [last[:, 0] + 0.3 * static[:, 0], mean[:, 1], np.tanh(static[:, 1]) + 0.2 * last[:, 2]],
+        axis=1,
+    )
+    return seq.astype(np.float32), static.astype(np.float32), target.astype(np.float32), lengths
+
+
+def build(which: str, seed: int = 0, keras=None):
+    if keras is None:
+        import keras
+    layers = keras.layers
+    keras.utils.set_random_seed(seed)
+    seq, static, target, _lengths = padded_data(seed)
+    inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
+    masked = layers.Masking(mask_value=0.0)(inp)
+    if which == "masked_seq_static":
+        # Masking -> LSTM(16, sequences) -> LSTM(8), concatenated with a static Dense branch
+        side = keras.Input((STATIC,), name="static")
+        h = layers.LSTM(8)(layers.LSTM(16, return_sequences=True)(masked))
+        d = layers.Dense(8, activation="relu")(side)
+        model = keras.Model([inp, side], layers.Dense(3)(layers.Concatenate()([h, d])))
+        inputs: dict = {"sequence": seq, "static": static}
+        train = [seq, static]
+        outputs = 3
+    elif which == "masked_add":
+        # two per-timestep branches of one Masking, added, into an LSTM (the mask passes Add)
+        a = layers.Dense(8, activation="tanh")(masked)
+        b = layers.Dense(8)(masked)
+        y = layers.LSTM(16)(layers.Add()([a, b]))
+        model = keras.Model(inp, layers.Dense(2)(y))
+        inputs = {"sequence": seq}
+        train = seq
+        outputs = 2
+    else:
+        raise ValueError(which)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(train, target[:, :outputs], epochs=EPOCHS, batch_size=32, verbose=0)
+    return model, inputs
