@@ -2,8 +2,9 @@
 one. The graph IR holds the result as edges (``Node.mask``, Masking's mask output), so the
 stages below follow no Keras rule.
 
-Keras' rules (read in Keras 3.15 and tf_keras 2.21, ``compute_mask`` of each class; checked
-against ``_keras_mask`` in tests/test_graph_masking.py):
+Keras' rules (``compute_mask`` of each class in Keras 3.15 and tf_keras 2.21, and the
+``_keras_mask`` Keras 3.15 attaches; the trained models of tests/test_graph_masking.py hold the
+result to Keras' predict):
 - ``Masking`` makes a new mask from its input (an earlier mask is not combined in);
 - the per-timestep layers that support masking pass it on (``MASK_PASSING_KINDS``: Dense,
   TimeDistributed(Dense), Activation, BatchNormalization, LayerNormalization; Dropout is the
@@ -81,7 +82,6 @@ def _merged(masks: list[str | None], keras2: bool) -> str | None:
             ]
         )
     return present.pop()
-
 
 
 # ---------------------------------------------------------------------------------------------
