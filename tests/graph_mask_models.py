@@ -64,3 +64,36 @@ def build(which: str, seed: int = 0, keras=None):
     model.compile(optimizer="adam", loss="mse")
     model.fit(train, target[:, :outputs], epochs=EPOCHS, batch_size=32, verbose=0)
     return model, inputs
+
+
+TAIL = 8  # the second input's timesteps (the first has TIMESTEPS)
+
+
+def build_time_concat(which: str, seed: int = 0, keras=None):
+    """Concatenate on the time axis feeding an LSTM: ``two_inputs`` joins a (16, 4) and an
+    (8, 4) input; ``processed`` joins a sequence and its per-timestep Dense(4, tanh) version."""
+    if keras is None:
+        import keras
+    layers = keras.layers
+    keras.utils.set_random_seed(seed)
+    from tests.graph_models import _data
+
+    seq, _static, target = _data(seed)
+    inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
+    if which == "two_inputs":
+        tail = keras.Input((TAIL, FEATURES), name="tail")
+        joined = layers.Concatenate(axis=1)([inp, tail])
+        inputs: dict = {"sequence": seq, "tail": seq[:, -TAIL:] * 0.5 + 0.2}
+        model_inputs = [inp, tail]
+    elif which == "processed":
+        joined = layers.Concatenate(axis=1)([inp, layers.Dense(FEATURES, activation="tanh")(inp)])
+        inputs = {"sequence": seq}
+        model_inputs = inp
+    else:
+        raise ValueError(which)
+    y = layers.Dense(1)(layers.LSTM(16)(joined))
+    model = keras.Model(model_inputs, y)
+    model.compile(optimizer="adam", loss="mse")
+    train = [inputs[k] for k in inputs] if len(inputs) > 1 else inputs["sequence"]
+    model.fit(train, target[:, :1], epochs=EPOCHS, batch_size=32, verbose=0)
+    return model, inputs

@@ -114,6 +114,10 @@ def layer_output_shapes(node: Node, shapes: list[tuple[int | None, ...]]) -> lis
             " features) or all (features,))"
         )
     sequence = len(shapes[0]) == 2
+    if layer.arity is None and layer.joins_timesteps and sequence:  # time-axis Concatenate
+        if any(s[0] is None for s in shapes):
+            raise IRError(f"layer '{layer.name}': an operand has no declared timestep count")
+        return [(sum(s[0] for s in shapes), layer.output_size)]
     if layer.arity is None:  # a merge: sequences of one length
         steps = {s[0] for s in shapes if sequence}
         if len(steps) > 1:

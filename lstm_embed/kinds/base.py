@@ -85,6 +85,7 @@ class FloatLayer:
     exact_timesteps: ClassVar[bool] = False  # runs on exactly the model's timesteps (Reshape)
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
+    joins_timesteps: ClassVar[bool] = False  # Concatenate(axis=1): output timesteps the sum
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
     # a method returning the inner layers traced on their own (Bidirectional's directions)
@@ -182,6 +183,7 @@ class QLayer:
     exact_timesteps: ClassVar[bool] = False  # runs on exactly the model's timesteps (Reshape)
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
+    joins_timesteps: ClassVar[bool] = False  # Concatenate(axis=1): output timesteps the sum
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
     # a method returning the inner layers traced on their own (Bidirectional's directions)

@@ -35,8 +35,8 @@ def run_graph_qemu(
         {**x, "per_sample": int(a[0].size), "data": c_int_array(a.reshape(-1))}
         for x, a in zip(graph["inputs"], arrays, strict=True)
     ]
-    outputs = [{**y, "per_run": (steps if y["sequence"] else 1) * y["size"]}
-               for y in graph["outputs"]]  # fmt: skip
+    outputs = [{**y, "per_run": ((y.get("timesteps") or steps) if y["sequence"] else 1)
+                * y["size"]} for y in graph["outputs"]]  # fmt: skip
     bdir = fw.build_dir(out_dir, board)
     bdir.mkdir(parents=True, exist_ok=True)
     origin = {"flash_origin": f"0x{b.flash.origin:08X}", "ram_origin": f"0x{b.ram.origin:08X}"}

@@ -31,7 +31,7 @@ from lstm_embed.frontends.keras.weights import load
 from lstm_embed.ir.graph import Graph, Node, TensorSpec, layer_output_shapes, output_names
 from lstm_embed.kinds import IRError, Unsupported
 from lstm_embed.kinds.attention import AttentionLayer
-from lstm_embed.kinds.merge import OPS, MergeLayer
+from lstm_embed.kinds.merge import OPS, TIME_CONCAT, MergeLayer, time_concat_problem
 
 # tensors a layer returns besides its output with return_state=True, by Keras class
 RETURN_STATE = {"LSTM": ("h", "c"), "GRU": ("h",), "SimpleRNN": ("h",)}
@@ -258,14 +258,21 @@ def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -
 
 def _merge(spec: LayerSpec, shapes: list[tuple]) -> MergeLayer:
     op = OPS[spec.class_name]
+    sizes = tuple(int(s[-1]) for s in shapes)
     if op == "concatenate":
         rank = len(shapes[0])
         axis = spec.config.get("axis", -1)
+        if rank == 2 and axis in (1, -2):  # sequences joined on the time axis
+            steps = tuple(s[0] for s in shapes)
+            problem = time_concat_problem(sizes, steps)
+            if problem:
+                raise Unsupported([f"axis={axis}: {problem}"])
+            return MergeLayer(spec.name, TIME_CONCAT, sizes, spec.class_name, steps)
         if axis not in (-1, rank):
             raise Unsupported(
-                [f"axis={axis} is not supported (supported: the feature axis, -1 or {rank})"]
-            )
-    sizes = tuple(int(s[-1]) for s in shapes)
+                [f"axis={axis} is not supported (supported: the feature axis, -1 or {rank};"
+                 " the time axis, 1, of sequences)"]
+            )  # fmt: skip
     return MergeLayer(spec.name, op, sizes, type_name=spec.class_name)
 
 

@@ -50,6 +50,8 @@ def flow(
     if layer.computes_mask:  # its output carries its own mask
         return node, [node.mask_output, None]
     if spec.class_name in OPS:
+        if layer.joins_timesteps and any(masks_in):
+            raise Unsupported(["a mask into Concatenate on the time axis is not supported yet"])
         return node, [_merged(masks_in, keras2)]
     mask = masks_in[0] if masks_in else None
     if mask is None:
