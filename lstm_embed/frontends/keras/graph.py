@@ -90,6 +90,12 @@ def _structure(model: Any, keras2: bool):
         if layer["class_name"] in graph_masks.MASK_OPS and not keras2:
             mask_ops.append(layer)  # a mask written as op layers (Keras 3), no weights
             continue
+        if str(layer.get("module", "")).startswith("keras.src.ops"):
+            raise Problem(
+                f"layer {q(chains._name(layer))} is a Keras op ({layer['class_name']}); op"
+                " layers are not supported in a graph (supported: the mask ops Keras writes"
+                f" for a Masking layer, {', '.join(graph_masks.MASK_OPS)})"
+            )
         if chains.is_model(layer):
             raise Problem(
                 f"layer {q(chains._name(layer))} is a nested model; nested models inside a graph"
