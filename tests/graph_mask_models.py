@@ -34,6 +34,8 @@ def padded_data(seed: int):
 
 
 def build(which: str, seed: int = 0, keras=None):
+    if which == "masked_gap":
+        return build_masked_gap(seed, keras)
     if keras is None:
         import keras
     layers = keras.layers
@@ -97,3 +99,19 @@ def build_time_concat(which: str, seed: int = 0, keras=None):
     train = [inputs[k] for k in inputs] if len(inputs) > 1 else inputs["sequence"]
     model.fit(train, target[:, :1], epochs=EPOCHS, batch_size=32, verbose=0)
     return model, inputs
+
+
+def build_masked_gap(seed: int = 0, keras=None):
+    """Masking -> LSTM(16, sequences) -> GlobalAveragePooling1D (the mean of the unmasked
+    steps) -> Dense(2)."""
+    if keras is None:
+        import keras
+    layers = keras.layers
+    keras.utils.set_random_seed(seed)
+    seq, _static, target, _lengths = padded_data(seed)
+    inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
+    h = layers.LSTM(16, return_sequences=True)(layers.Masking(mask_value=0.0)(inp))
+    model = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling1D()(h)))
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(seq, target[:, 1:3], epochs=EPOCHS, batch_size=32, verbose=0)
+    return model, {"sequence": seq}

@@ -165,7 +165,7 @@ def node_wiring(qgraph: QGraph, where: dict[str, str], fixed: bool = False) -> l
             dst = f"{dst} + t * {out.features}"
         wiring.append(
             {
-                **_mask_wiring(node, where, f"{at} * 1" if loops else "0"),
+                **_mask_wiring(node, where, f"{at} * 1" if loops else "0", whole),
                 "srcs": srcs,
                 "src": srcs[0],
                 "dst": dst,
@@ -209,12 +209,15 @@ def _window_steps(layer: Any, first: Any, fixed_whole: bool) -> dict[str, int]:
     return {"window_steps": first.shape[0]} if fixed_whole and not layer.joins_timesteps else {}
 
 
-def _mask_wiring(node: Any, where: dict[str, str], at: str) -> dict[str, str]:
-    """The mask a node writes (``mask_dst``) or reads (``mask_src``) at timestep ``at``."""
+def _mask_wiring(node: Any, where: dict[str, str], at: str, whole: bool = False) -> dict:
+    """The mask a node writes (``mask_dst``) or reads at timestep ``at`` (``mask_src``), or,
+    called once over the window, reads whole (``mask_ptr``)."""
     wiring = {}
     if node.mask_output:
         wiring["mask_dst"] = f"({where[node.mask_output]} + {at})"
-    if node.mask:
+    if node.mask and whole:
+        wiring["mask_ptr"] = where[node.mask]
+    elif node.mask:
         wiring["mask_src"] = f"{where[node.mask]}[{at}]"
     return wiring
 

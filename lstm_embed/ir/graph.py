@@ -9,8 +9,9 @@ computes a mask (Masking), the mask.
 
 A mask is a tensor like any other (as Keras' mask and ONNX's sequence_lens are): dtype "bool",
 shape (timesteps, 1), True at a padded timestep. A node that reads one (``Node.mask``: a
-recurrent layer skipping the padded timesteps) names it; which mask reaches which node is the
-frontend's rule (Keras' mask propagation), so the stages below see only these edges.
+recurrent layer skipping the padded timesteps, an average over the unmasked ones) names it;
+which mask reaches which node is the frontend's rule (Keras' mask propagation), so the stages
+below see only these edges.
 
 ``Graph`` is frozen and validated when built: unique names, every input of a node produced
 before it (the nodes are in topological order; ``Graph.build`` sorts them), every declared
@@ -251,8 +252,11 @@ def _check_mask(node: Node, mask: TensorSpec, x: TensorSpec, source: str) -> Non
             f"{source}: layer '{node.name}': mask {mask.name!r} is not a mask of its input's"
             " timesteps"
         )
-    if not node.layer.recurrent:
-        raise IRError(f"{source}: layer '{node.name}': only recurrent layers read a mask here")
+    if not (node.layer.recurrent or node.layer.reads_mask):
+        raise IRError(
+            f"{source}: layer '{node.name}': only recurrent layers and GlobalAveragePooling1D"
+            " read a mask here"
+        )
 
 
 def _shape(shape: tuple) -> str:

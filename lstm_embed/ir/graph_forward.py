@@ -22,8 +22,10 @@ def forward(
     for node in graph.nodes:
         layer = node.layer
         xs = [values[t] for t in node.inputs]
-        if node.mask:
+        if node.mask and layer.recurrent:
             trace = masked_forward(layer, xs[0], values[node.mask])
+        elif node.mask:  # a layer that reads a mask itself (an average of unmasked steps)
+            trace = layer.forward_masked(xs[0], values[node.mask])
         else:
             trace = layer.forward_inputs(xs)
         traces[node.name] = trace

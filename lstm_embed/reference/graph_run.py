@@ -23,8 +23,10 @@ def run(qgraph: QGraph, inputs_q: dict[str, np.ndarray]) -> list[np.ndarray]:
             values[node.outputs[0]] = layer.apply(xs)
             continue
         state = layer.initial_state(len(xs[0]))
-        if node.mask:
+        if node.mask and layer.recurrent:
             y = masked_window(layer, xs[0], values[node.mask], state, qgraph.tables)
+        elif node.mask:
+            y = layer.window_masked(xs[0], values[node.mask])
         else:
             y = run_window(layer, xs[0], state, qgraph.tables)
         values[node.outputs[0]] = y

@@ -11,14 +11,14 @@ result to Keras' predict):
   identity here); every other layer drops it (Conv1D, pooling, Reshape...);
 - LSTM, GRU and SimpleRNN read it (a masked timestep keeps the state, the output repeats) and
   pass it on with ``return_sequences=True``; their last output and returned states carry none;
+- GlobalAveragePooling1D reads it (the mean of the unmasked timesteps) and drops it;
 - merges (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate): Keras 3 gives no
   mask when an operand has none, else the OR of the operands' "keep" flags; Keras 2 the AND of
   the operands that have one. Both are the one mask when every masked operand carries the
   same one (the case supported here; differing masks would need a node combining them).
 
 Refused with the layer named: a mask reaching a layer that would read it and is not supported
-(Bidirectional, stateful recurrent layers, GlobalAveragePooling1D, Attention), and a merge of
-differing masks.
+(Bidirectional, stateful recurrent layers, Attention), and a merge of differing masks.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from lstm_embed.kinds.merge import OPS
 # Keras classes that read a mask and that a graph cannot run under one yet
 READS_MASK_UNSUPPORTED = (
     "Bidirectional",
-    "GlobalAveragePooling1D",
     "Attention",
     "AdditiveAttention",
     "MultiHeadAttention",
@@ -59,10 +58,12 @@ def flow(
     if spec.class_name in READS_MASK_UNSUPPORTED or (layer.recurrent and not layer.streaming):
         raise Unsupported(
             [
-                f"the mask of a Masking layer reaches it; a mask is supported into LSTM, GRU"
-                f" and SimpleRNN (not {spec.class_name} yet)"
+                f"the mask of a Masking layer reaches it; a mask is supported into LSTM, GRU,"
+                f" SimpleRNN and GlobalAveragePooling1D (not {spec.class_name} yet)"
             ]
         )
+    if layer.reads_mask:  # GlobalAveragePooling1D: averages the unmasked steps, drops it
+        return Node(layer, node.inputs, node.outputs, mask), [None] * len(node.outputs)
     if layer.recurrent:
         out = mask if layer.return_sequences else None
         return Node(layer, node.inputs, node.outputs, mask), [out] + [None] * (
