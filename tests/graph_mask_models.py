@@ -36,6 +36,10 @@ def padded_data(seed: int):
 def build(which: str, seed: int = 0, keras=None):
     if which == "masked_gap":
         return build_masked_gap(seed, keras)
+    if which == "masked_attention":
+        return build_masked_attention(seed, keras)
+    if which == "masked_attention_causal":
+        return build_masked_attention(seed, keras, causal=True)
     if keras is None:
         import keras
     layers = keras.layers
@@ -112,6 +116,24 @@ def build_masked_gap(seed: int = 0, keras=None):
     inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
     h = layers.LSTM(16, return_sequences=True)(layers.Masking(mask_value=0.0)(inp))
     model = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling1D()(h)))
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(seq, target[:, 1:3], epochs=EPOCHS, batch_size=32, verbose=0)
+    return model, {"sequence": seq}
+
+
+def build_masked_attention(seed: int = 0, keras=None, causal: bool = False):
+    """Masking -> LSTM(16, sequences) -> Attention()([h, h]) (padded keys weigh nothing, padded
+    rows 0; the output carries the mask; ``causal``: use_scale and use_causal_mask too) ->
+    GlobalAveragePooling1D (the unmasked rows) -> Dense(2)."""
+    if keras is None:
+        import keras
+    layers = keras.layers
+    keras.utils.set_random_seed(seed)
+    seq, _static, target, _lengths = padded_data(seed)
+    inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
+    h = layers.LSTM(16, return_sequences=True)(layers.Masking(mask_value=0.0)(inp))
+    a = layers.Attention(use_scale=causal)([h, h], use_causal_mask=causal)
+    model = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling1D()(a)))
     model.compile(optimizer="adam", loss="mse")
     model.fit(seq, target[:, 1:3], epochs=EPOCHS, batch_size=32, verbose=0)
     return model, {"sequence": seq}

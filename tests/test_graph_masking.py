@@ -27,7 +27,13 @@ from lstm_embed.targets.graph_host import run_graph_host
 from tests import graph_mask_models
 from tests.test_graph import FLOAT_MATCH, GRAPH_RANGE_FRACTION, Converted, _predict
 
-MODELS = ("masked_seq_static", "masked_add", "masked_gap")
+MODELS = (
+    "masked_seq_static",
+    "masked_add",
+    "masked_gap",
+    "masked_attention",
+    "masked_attention_causal",
+)
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -47,8 +53,8 @@ def _span(y: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_the_mask_reaches_the_recurrent_layers(converted: Converted) -> None:
-    """Every LSTM under the Masking (and the average pooling) reads its mask; the layers past
-    the last output drop it."""
+    """Every LSTM under the Masking (and the average pooling, the attention) reads its mask;
+    the layers past the last output drop it."""
     graph = converted.graph
     masking = next(n for n in graph.nodes if n.layer.computes_mask)
     assert graph.tensors[masking.mask_output].dtype == "bool"

@@ -25,7 +25,7 @@ def forward(
         if node.mask and layer.recurrent:
             trace = masked_forward(layer, xs[0], values[node.mask])
         elif node.mask:  # a layer that reads a mask itself (an average of unmasked steps)
-            trace = layer.forward_masked(xs[0], values[node.mask])
+            trace = layer.forward_masked(xs, values[node.mask])
         else:
             trace = layer.forward_inputs(xs)
         traces[node.name] = trace

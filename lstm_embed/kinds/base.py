@@ -86,7 +86,7 @@ class FloatLayer:
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
     joins_timesteps: ClassVar[bool] = False  # Concatenate(axis=1): output timesteps the sum
-    reads_mask: ClassVar[bool] = False  # besides recurrent layers: averages unmasked steps only
+    reads_mask: ClassVar[bool] = False  # reads a mask itself (GlobalAveragePooling1D, Attention)
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
     # a method returning the inner layers traced on their own (Bidirectional's directions)
@@ -185,7 +185,7 @@ class QLayer:
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
     joins_timesteps: ClassVar[bool] = False  # Concatenate(axis=1): output timesteps the sum
-    reads_mask: ClassVar[bool] = False  # besides recurrent layers: averages unmasked steps only
+    reads_mask: ClassVar[bool] = False  # reads a mask itself (GlobalAveragePooling1D, Attention)
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
     # a method returning the inner layers traced on their own (Bidirectional's directions)

@@ -68,8 +68,9 @@ class PoolingLayer(WeightlessLayer, FloatLayer):
     def reads_mask(self) -> bool:  # type: ignore[override]
         return self.whole and self.mode == "average"
 
-    def forward_masked(self, x: np.ndarray, mask: np.ndarray) -> LayerTrace:
+    def forward_masked(self, xs: list[np.ndarray], mask: np.ndarray) -> LayerTrace:
         """GlobalAveragePooling1D over the unmasked timesteps (mask (N, T), True: padded)."""
+        x = xs[0]
         keep = ~np.asarray(mask, bool)
         count = keep.sum(axis=1)[:, None]
         total = np.sum(np.where(keep[..., None], x, 0.0), axis=1)
@@ -134,9 +135,10 @@ class QPoolingLayer(WeightlessQLayer, QLayer):
     def reads_mask(self) -> bool:  # type: ignore[override]
         return self.whole and self.mode == "average"
 
-    def window_masked(self, x_q: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def window_masked(self, xs: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
         """The C's masked average: the int32 sum of the unmasked steps divided by their
         count, rounded half away from zero; 0 when every step is masked."""
+        x_q = xs[0]
         keep = ~np.asarray(mask, bool)
         total = np.sum(np.where(keep[..., None], np.asarray(x_q, np.int64), 0), axis=1)
         count = keep.sum(axis=1)[:, None]

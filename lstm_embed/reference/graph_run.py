@@ -19,14 +19,15 @@ def run(qgraph: QGraph, inputs_q: dict[str, np.ndarray]) -> list[np.ndarray]:
     for node in graph.nodes:
         layer = node.layer
         xs = [values[t] for t in node.inputs]
+        if node.mask and not layer.recurrent:  # a layer that reads the mask itself
+            values[node.outputs[0]] = layer.window_masked(xs, values[node.mask])
+            continue
         if layer.arity is None:
             values[node.outputs[0]] = layer.apply(xs)
             continue
         state = layer.initial_state(len(xs[0]))
-        if node.mask and layer.recurrent:
+        if node.mask:
             y = masked_window(layer, xs[0], values[node.mask], state, qgraph.tables)
-        elif node.mask:
-            y = layer.window_masked(xs[0], values[node.mask])
         else:
             y = run_window(layer, xs[0], state, qgraph.tables)
         values[node.outputs[0]] = y

@@ -114,7 +114,7 @@ def _leaf(entry: dict, key: str, siblings: frozenset[str]) -> chains.Leaf:
     return chains.Leaf(entry, (chains.Level(chains._name(entry), key, siblings),))
 
 
-def _inbound(entry: dict) -> tuple[list[tuple[str, int, int]], tuple[str, int, int] | None]:
+def _inbound(entry: dict) -> tuple[list[tuple[str, int, int]], list | None]:
     """The tensors a layer's call takes, and the tensor passed as ``mask=`` (Keras 3)."""
     name = chains._name(entry)
     nodes = entry.get("inbound_nodes") or []
@@ -129,12 +129,12 @@ def _inbound(entry: dict) -> tuple[list[tuple[str, int, int]], tuple[str, int, i
         kwargs = dict(node.get("kwargs") or {})
         found: list = []
         chains._keras3_tensors(kwargs.pop("mask", None), found, 0)
-        if _has_tensor(kwargs) or len(found) > 1:
+        if _has_tensor(kwargs):
             raise FrontendError(
                 f"layer {q(name)} takes tensors as keyword arguments (initial_state=);"
                 " not supported"
             )
-        mask = found[0] if found else None
+        mask = found or None  # one mask, or one per input (Attention)
         node = {**node, "kwargs": kwargs}
     return chains._node_tensors(node), mask
 
@@ -196,8 +196,8 @@ def build_graph(
                     masks.update(zip(node.outputs, masks_out, strict=True))
                     if node.mask_output:
                         masking[node.mask_output] = (srcs[0], node.layer.mask_value)
-                    if spec.name in mask_refs:
-                        written = mask_ops.resolve(mask_refs[spec.name], spec.name)
+                    for ref in mask_refs.get(spec.name, ()):
+                        written = mask_ops.resolve(ref, spec.name)
                         tensor = tensors.get(written.tensor, "?")
                         graph_masks.check_keras3_mask(node, written, tensor, masking)
             except (Unsupported, IRError, FrontendError) as error:

@@ -12,13 +12,16 @@ result to Keras' predict):
 - LSTM, GRU and SimpleRNN read it (a masked timestep keeps the state, the output repeats) and
   pass it on with ``return_sequences=True``; their last output and returned states carry none;
 - GlobalAveragePooling1D reads it (the mean of the unmasked timesteps) and drops it;
+- Attention reads its value's mask (padded keys weigh nothing) and its query's (padded rows
+  are 0), and its output carries the query's;
 - merges (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate): Keras 3 gives no
   mask when an operand has none, else the OR of the operands' "keep" flags; Keras 2 the AND of
   the operands that have one. Both are the one mask when every masked operand carries the
   same one (the case supported here; differing masks would need a node combining them).
 
 Refused with the layer named: a mask reaching a layer that would read it and is not supported
-(Bidirectional, stateful recurrent layers, Attention), and a merge of differing masks.
+(Bidirectional, stateful recurrent layers, AdditiveAttention), Attention whose query and value
+carry different masks, and a merge of differing masks.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from lstm_embed.kinds.merge import OPS
 # Keras classes that read a mask and that a graph cannot run under one yet
 READS_MASK_UNSUPPORTED = (
     "Bidirectional",
-    "Attention",
     "AdditiveAttention",
     "MultiHeadAttention",
 )
@@ -48,6 +50,8 @@ def flow(
     layer = node.layer
     if layer.computes_mask:  # its output carries its own mask
         return node, [node.mask_output, None]
+    if layer.reads_mask and layer.arity is None:  # Attention: the query's and value's masks
+        return _attention(node, masks_in)
     if spec.class_name in OPS:
         if layer.joins_timesteps and any(masks_in):
             raise Unsupported(["a mask into Concatenate on the time axis is not supported yet"])
@@ -73,6 +77,20 @@ def flow(
     return node, [mask if passes else None] * len(node.outputs)
 
 
+def _attention(node: Node, masks: list[str | None]) -> tuple[Node, list[str | None]]:
+    """Keras: the value's mask leaves padded keys out, the query's zeroes padded rows and is
+    the output's mask. Supported: both carry the same mask (self-attention), or neither."""
+    query, value = masks[0], masks[1]
+    if query is None and value is None:
+        return node, [None]
+    if query != value or (len(masks) == 3 and masks[2] not in (None, query)):
+        raise Unsupported(
+            ["its query and value carry different masks (supported: one mask on both, as in"
+             " self-attention)"]
+        )  # fmt: skip
+    return Node(node.layer, node.inputs, node.outputs, query), [query]
+
+
 def _merged(masks: list[str | None], keras2: bool) -> str | None:
     present = {m for m in masks if m is not None}
     if not present or (not keras2 and None in masks):
@@ -89,10 +107,11 @@ def _merged(masks: list[str | None], keras2: bool) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # Keras 3 files write the mask a layer reads as a tensor: op layers (NotEqual, Any, LogicalOr,
-# LogicalAnd) computing it from Masking's input, passed as the call's ``mask=``. They hold no
+# LogicalAnd; ConvertToTensor after Attention) computing it from Masking's input, passed as the
+# call's ``mask=``. They hold no
 # weights; the graph reads them as the Masking node's mask and checks they agree with the rules.
 
-MASK_OPS = ("NotEqual", "Any", "LogicalOr", "LogicalAnd")
+MASK_OPS = ("NotEqual", "Any", "LogicalOr", "LogicalAnd", "ConvertToTensor")
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,8 @@ class KerasMaskOps:
             if config.get("axis") not in (-1, 2) or config.get("keepdims") or inner is None:
                 raise Unsupported([f"{where} is not any(x != value) over the features"])
             return _not_equal(inner, where)
+        if cls == "ConvertToTensor" and len(args) == 1:  # Attention's mask passed on
+            return self.resolve(args[0], user)
         if cls in ("LogicalOr", "LogicalAnd") and len(args) == 2:
             first, second = (self.resolve(a, user) for a in args)
             if first != second:
