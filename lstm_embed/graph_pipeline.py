@@ -67,15 +67,16 @@ def graph_report(graph: Graph, qgraph: QGraph, context: dict, x: dict, keras_y=N
         "params": graph.params,
         "macs_per_step": qgraph.macs_per_step,
         "run_only": context["run_only_reason"],
+        "fixed_windows": context["fixed_windows"],
         "graph": {
             "inputs": [
-                {**{k: i[k] for k in ("name", "c", "size", "sequence")},
+                {**{k: i[k] for k in ("name", "c", "size", "sequence")}, "timesteps": i["steps"],
                  "scale": [float(s) for s in qgraph.scales[i["name"]]]}
                 for i in context["graph_inputs"]
             ],
             "outputs": [
                 {"name": f"output_{k}", "tensor": o["tensor"], "c_name": o["c_name"],
-                 "size": o["size"], "sequence": o["sequence"],
+                 "size": o["size"], "sequence": o["sequence"], "timesteps": o["steps"],
                  "scale": [float(s) for s in qgraph.scales[o["tensor"]]]}
                 for k, o in enumerate(context["graph_outputs"])
             ],

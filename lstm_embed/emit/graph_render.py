@@ -13,6 +13,9 @@ timestep, a whole-window layer (Conv1D "same", Bidirectional) once. Where each t
 step() (one timestep) exists when every node can run one timestep at a time: the nodes run in
 the same order for one timestep; those whose input is a vector (after a recurrent layer that
 returns its last output, or a static input) run every step too, as a chain's head does.
+A mask is a tensor too (int16 0/1 per timestep, in the arena): Masking's call writes it, and
+a recurrent node that reads one skips its call at a masked timestep (its state, and so its
+output, stay as they are).
 """
 
 from __future__ import annotations
@@ -39,27 +42,36 @@ assert [suffix for _, suffix in GRAPH_FILES] == [suffix for _, suffix in MODEL_F
 
 
 def window_timesteps(qgraph: QGraph) -> int:
-    """The one window length of the graph's sequences (the C sizes its buffers by it)."""
+    """The window length of the graph: its first sequence input's (NAME_TIMESTEPS).
+
+    Sequences may have other lengths (inputs of different lengths, a Concatenate on the time
+    axis): then every node loops over its own input's declared length and run() takes whole
+    windows (``fixed_windows``). Refused: a layer other than a time-axis Concatenate that
+    changes the timesteps of a sequence."""
     graph = qgraph.graph
-    steps = {t.shape[0] for t in graph.inputs if t.sequence}
+    steps = [t.shape[0] for t in graph.inputs if t.sequence]
     if None in steps:
         raise IRError(
             f"{graph.source}: a graph's C holds sequences in buffers sized by the timesteps;"
             " an input has none (Input((None, m))): build the model with Input((T, m))"
         )
-    if len(steps) > 1:
-        raise IRError(f"{graph.source}: the sequence inputs have different timesteps {steps}")
     if not steps:
         raise IRError(f"{graph.source}: the graph has no sequence input")
-    count = steps.pop()
-    for tensor in graph.tensors.values():
-        if tensor.sequence and tensor.shape[0] != count:
+    for node in graph.nodes:
+        first, out = graph.tensors[node.inputs[0]], graph.tensors[node.outputs[0]]
+        keeps = first.sequence and out.sequence and not node.layer.joins_timesteps
+        if keeps and out.shape[0] != first.shape[0]:
             raise IRError(
-                f"{graph.source}: tensor '{tensor.name}' has {tensor.shape[0]} timesteps, the"
-                f" input {count}; in a graph, supported: layers that keep the timesteps or"
-                " make one vector"
+                f"{graph.source}: tensor '{out.name}' has {out.shape[0]} timesteps, its"
+                f" input {first.shape[0]}; in a graph, supported: layers that keep the"
+                " timesteps or make one vector, and Concatenate on the time axis"
             )
-    return int(count)
+    return int(steps[0])  # type: ignore[arg-type]
+
+
+def fixed_windows(qgraph: QGraph) -> bool:
+    """Sequences of different lengths: run() takes whole windows, nodes loop over constants."""
+    return len({t.shape[0] for t in qgraph.graph.tensors.values() if t.sequence}) > 1
 
 
 def _c(name: str) -> str:
@@ -110,7 +122,7 @@ def storage(qgraph: QGraph) -> tuple[dict[str, str], list[Interval], list[dict[s
         for out in node.outputs:
             if out in where:
                 continue
-            readers = [i for i, n in enumerate(graph.nodes) if out in n.inputs]
+            readers = [i for i, n in enumerate(graph.nodes) if out in n.reads]
             size = graph.tensors[out].values()
             intervals.append(Interval(out, size, index, max(readers, default=index)))
     return where, intervals, outputs
@@ -123,7 +135,7 @@ def _whole_window(layer: Any, sequence_in: bool) -> bool:
     return sequence_in and (layer.window is not None or several)
 
 
-def node_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
+def node_wiring(qgraph: QGraph, where: dict[str, str], fixed: bool = False) -> list[dict[str, Any]]:
     """What each node's call reads and writes: ``srcs`` (per timestep ``t`` when it loops),
     ``dst``, the copy of a recurrent layer's state into its sequence output."""
     graph = qgraph.graph
@@ -135,8 +147,9 @@ def node_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
         sequence_in = ins[0].sequence
         whole = _whole_window(layer, sequence_in)
         loops = sequence_in and not whole
+        steps = str(ins[0].shape[0]) if fixed else "timesteps"
         backwards = bool(layer.go_backwards)
-        at = "(timesteps - 1 - t)" if backwards else "t"
+        at = f"({steps} - 1 - t)" if backwards else "t"
         srcs = [
             f"{where[t.name]} + {at} * {t.features}" if loops and t.sequence else where[t.name]
             for t in ins
@@ -152,12 +165,15 @@ def node_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
             dst = f"{dst} + t * {out.features}"
         wiring.append(
             {
+                **_mask_wiring(node, where, f"{at} * 1" if loops else "0", whole),
                 "srcs": srcs,
                 "src": srcs[0],
                 "dst": dst,
                 "tmp": "state->scratch_q",
                 "loops": loops,
+                "loop_steps": steps,
                 "whole_window": whole,
+                **_window_steps(layer, ins[0], fixed and whole),
                 "copy_to": copy,
                 "copy_from": dst,
                 "copy_width": out.features,
@@ -182,7 +198,27 @@ def step_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
         out = graph.tensors[node.outputs[0]]
         copy = where[out.name] if layer.recurrent and where[out.name] != dst else ""
         wiring.append({"srcs": srcs, "src": srcs[0], "dst": dst, "tmp": "state->scratch_q",
-                       "copy_to": copy, "copy_from": dst, "copy_width": out.features})  # fmt: skip
+                       "copy_to": copy, "copy_from": dst, "copy_width": out.features,
+                       **_mask_wiring(node, where, "0")})  # fmt: skip
+    return wiring
+
+
+def _window_steps(layer: Any, first: Any, fixed_whole: bool) -> dict[str, int]:
+    """A whole-window node of a fixed-window graph runs over its input's declared length
+    (a time-axis Concatenate knows its operands' lengths itself)."""
+    return {"window_steps": first.shape[0]} if fixed_whole and not layer.joins_timesteps else {}
+
+
+def _mask_wiring(node: Any, where: dict[str, str], at: str, whole: bool = False) -> dict:
+    """The mask a node writes (``mask_dst``) or reads at timestep ``at`` (``mask_src``), or,
+    called once over the window, reads whole (``mask_ptr``)."""
+    wiring = {}
+    if node.mask_output:
+        wiring["mask_dst"] = f"({where[node.mask_output]} + {at})"
+    if node.mask and whole:
+        wiring["mask_ptr"] = where[node.mask]
+    elif node.mask:
+        wiring["mask_src"] = f"{where[node.mask]}[{at}]"
     return wiring
 
 
@@ -205,7 +241,7 @@ def step_storage(qgraph: QGraph, outputs: list[dict[str, Any]]) -> tuple[dict, l
         for out in node.outputs:
             if out in step_where:
                 continue
-            readers = [i for i, n in enumerate(graph.nodes) if out in n.inputs]
+            readers = [i for i, n in enumerate(graph.nodes) if out in n.reads]
             size = graph.tensors[out].features
             step_intervals.append(Interval(out, size, index, max(readers, default=index)))
     layout = plan(step_intervals)
@@ -218,13 +254,14 @@ def graph_context(qgraph: QGraph, name: str, core: str = "all") -> dict[str, Any
     name = cformat.c_identifier(name)
     graph = qgraph.graph
     timesteps = window_timesteps(qgraph)
+    fixed = fixed_windows(qgraph)
     chain = _pseudo_chain(qgraph, timesteps)
     context = model_context(chain, name, core)
     where, intervals, outputs = storage(qgraph)
     layout = plan(intervals)
     for tensor, offset in layout.offsets.items():
         where[tensor] = f"(state->arena_q + {offset})"
-    streaming = qgraph.streaming
+    streaming = qgraph.streaming and not fixed
     step_where: dict[str, str] = {}
     step_layout = None
     if streaming:
@@ -233,20 +270,21 @@ def graph_context(qgraph: QGraph, name: str, core: str = "all") -> dict[str, Any
     base = layer_contexts(chain)
     layers = []
     steps = step_wiring(qgraph, step_where) if streaming else [{}] * len(base)
-    for ctx, wiring, one in zip(base, node_wiring(qgraph, where), steps, strict=True):
+    for ctx, wiring, one in zip(base, node_wiring(qgraph, where, fixed), steps, strict=True):
         layers.append({**ctx, **wiring, "step": {**ctx, **one}})
     context["layers"] = layers
     context["leaf_layers"] = [inner for la in layers for inner in la.get("inners", [la])]
-    context["graph_inputs"] = [_input_context(qgraph, t) for t in graph.inputs]
+    context["graph_inputs"] = [_input_context(qgraph, t, fixed) for t in graph.inputs]
     context["graph_outputs"] = [
-        _output_context(qgraph, item, where, step_where) for item in outputs
+        _output_context(qgraph, item, where, step_where, fixed) for item in outputs
     ]
     arena = max(layout.arena, step_layout.arena if step_layout else 0)
     context |= {
         "graph": True,
         "timesteps": timesteps,
         "streaming": streaming,
-        "run_only_reason": cformat.c_comment(_run_only_reason(qgraph)),
+        "fixed_windows": fixed,
+        "run_only_reason": cformat.c_comment(_run_only_reason(qgraph, fixed)),
         "arena_size": arena,
         "scratch_size": max([la.scratch_width() for la in graph.layers] + [1]),
         "window_restore": any(la["whole_window"] for la in layers),
@@ -264,15 +302,25 @@ def graph_context(qgraph: QGraph, name: str, core: str = "all") -> dict[str, Any
     return context
 
 
-def _run_only_reason(qgraph: QGraph) -> str:
+def _run_only_reason(qgraph: QGraph, fixed: bool = False) -> str:
     layer = next((la for la in qgraph.graph.layers if not la.streaming), None)
     if layer is None:
-        return ""
+        return "its sequences have different lengths" if fixed else ""
     return f"layer '{layer.name}' needs the whole window ({layer.whole_window_reason})"
 
 
-def _input_context(qgraph: QGraph, spec: Any) -> dict[str, Any]:
+def _rows(spec: Any, fixed: bool) -> dict[str, Any]:
+    """How many rows a sequence holds: in C (``rows``: the run's ``timesteps``, or its declared
+    length when the graph's windows are fixed) and in a buffer (``buffer_rows``)."""
+    if not spec.sequence:
+        return {"rows": "1", "buffer_rows": 1, "steps": None}
+    steps = int(spec.shape[0])
+    return {"rows": str(steps) if fixed else "timesteps", "buffer_rows": steps, "steps": steps}
+
+
+def _input_context(qgraph: QGraph, spec: Any, fixed: bool = False) -> dict[str, Any]:
     return {
+        **_rows(spec, fixed),
         "name": spec.name,
         "c": _c(spec.name),
         "C": _c(spec.name).upper(),
@@ -282,10 +330,11 @@ def _input_context(qgraph: QGraph, spec: Any) -> dict[str, Any]:
     }
 
 
-def _output_context(qgraph, item, where, step_where) -> dict[str, Any]:
+def _output_context(qgraph, item, where, step_where, fixed=False) -> dict[str, Any]:
     spec = qgraph.graph.tensors[item["tensor"]]
     c = item["c_name"].removeprefix("y_")
     return {
+        **_rows(spec, fixed),
         **item,
         "c": c,
         "C": c.upper(),

@@ -4,7 +4,14 @@ A tensor has a shape after the batch axis of any rank and a dtype; the stages be
 frontends support the ranks the kinds run: (timesteps, features) sequences and (features,)
 vectors. A node applies one layer (a float IR layer, or its quantized form) to its input
 tensors and names its output tensors: the layer's output, then, for a recurrent layer with
-Keras' return_state=True, its final states (``state_names``: h; h and c).
+Keras' return_state=True, its final states (``state_names``: h; h and c); for a layer that
+computes a mask (Masking), the mask.
+
+A mask is a tensor like any other (as Keras' mask and ONNX's sequence_lens are): dtype "bool",
+shape (timesteps, 1), True at a padded timestep. A node that reads one (``Node.mask``: a
+recurrent layer skipping the padded timesteps, an average over the unmasked ones) names it;
+which mask reaches which node is the frontend's rule (Keras' mask propagation), so the stages
+below see only these edges.
 
 ``Graph`` is frozen and validated when built: unique names, every input of a node produced
 before it (the nodes are in topological order; ``Graph.build`` sorts them), every declared
@@ -20,7 +27,8 @@ from lstm_embed.ir.model import Model, sequence_out, timesteps_after
 from lstm_embed.kinds.base import IRError
 
 FLOAT = "float32"
-DTYPES = (FLOAT, "int32")  # int32: integer ids (an Embedding's input)
+MASK = "bool"
+DTYPES = (FLOAT, "int32", MASK)  # int32: integer ids (an Embedding's input); bool: a mask
 
 
 @dataclass(frozen=True)
@@ -65,18 +73,32 @@ class Node:
     layer: Any  # FloatLayer, or QLayer in a quantized graph
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    mask: str | None = None  # the mask tensor the node reads (padded timesteps), if any
 
     @property
     def name(self) -> str:
         return self.layer.name
 
     @property
+    def mask_output(self) -> str | None:
+        """The mask tensor the node writes (a layer that computes a mask: its 2nd output)."""
+        return self.outputs[1] if self.layer.computes_mask and len(self.outputs) > 1 else None
+
+    @property
     def returns_state(self) -> bool:
-        return len(self.outputs) > 1
+        return len(self.outputs) > 1 and not self.layer.computes_mask
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every tensor the node reads: its inputs, then its mask."""
+        return (*self.inputs, self.mask) if self.mask else self.inputs
 
 
 def output_names(layer: Any, returns_state: bool) -> tuple[str, ...]:
-    """A node's tensors: the layer's name, then ``<name>_<state>`` per returned state."""
+    """A node's tensors: the layer's name, then ``<name>_<state>`` per returned state, or
+    ``<name>_mask`` for a layer that computes a mask."""
+    if layer.computes_mask:
+        return (layer.name, f"{layer.name}_mask")
     states = tuple(f"{layer.name}_{s}" for s in layer.state_names) if returns_state else ()
     return (layer.name, *states)
 
@@ -93,6 +115,10 @@ def layer_output_shapes(node: Node, shapes: list[tuple[int | None, ...]]) -> lis
             " features) or all (features,))"
         )
     sequence = len(shapes[0]) == 2
+    if layer.arity is None and layer.joins_timesteps and sequence:  # time-axis Concatenate
+        if any(s[0] is None for s in shapes):
+            raise IRError(f"layer '{layer.name}': an operand has no declared timestep count")
+        return [(sum(s[0] for s in shapes), layer.output_size)]
     if layer.arity is None:  # a merge: sequences of one length
         steps = {s[0] for s in shapes if sequence}
         if len(steps) > 1:
@@ -109,6 +135,10 @@ def layer_output_shapes(node: Node, shapes: list[tuple[int | None, ...]]) -> lis
     keeps = sequence_out(layer, sequence)
     after = timesteps_after((layer,), steps)[0] if sequence else steps
     out = [(after, layer.output_size) if keeps else (layer.output_size,)]
+    if node.mask_output:
+        if not sequence:
+            raise IRError(f"layer '{layer.name}': a mask needs timesteps")
+        out.append((after, 1))
     if node.returns_state:
         if len(node.outputs) != 1 + len(layer.state_names):
             raise IRError(f"layer '{layer.name}': return_state=True is not supported here")
@@ -135,11 +165,13 @@ class Graph:
         if not self.inputs or not self.outputs:
             raise IRError(f"{self.source}: a graph needs at least one input and one output")
         for node in self.nodes:
-            missing = [t for t in node.inputs if t not in tensors]
+            missing = [t for t in node.reads if t not in tensors]
             if missing:
                 raise IRError(
                     f"layer '{node.name}': input {missing[0]!r} is not produced before it"
                 )
+            if node.mask:
+                _check_mask(node, tensors[node.mask], tensors[node.inputs[0]], self.source)
             try:
                 shapes = layer_output_shapes(node, [tensors[t].shape for t in node.inputs])
             except IRError as error:
@@ -147,7 +179,8 @@ class Graph:
             for name, shape in zip(node.outputs, shapes, strict=True):
                 if name in tensors:
                     raise IRError(f"{self.source}: two tensors are named {name!r}")
-                tensors[name] = TensorSpec(name, tuple(shape))
+                dtype = MASK if name == node.mask_output else FLOAT
+                tensors[name] = TensorSpec(name, tuple(shape), dtype)
         for name in self.outputs:
             if name not in tensors:
                 raise IRError(f"{self.source}: output {name!r} is not produced by any layer")
@@ -206,9 +239,24 @@ class Graph:
         for node in self.nodes:
             outs = ", ".join(f"{o} {_shape(self.tensors[o].shape)}" for o in node.outputs)
             kind = node.layer.summary()["type"]
-            lines.append(f"{node.name} ({kind}) <- {', '.join(node.inputs)} -> {outs}")
+            ins = ", ".join(node.inputs) + (f" (mask {node.mask})" if node.mask else "")
+            lines.append(f"{node.name} ({kind}) <- {ins} -> {outs}")
         lines.append(f"outputs: {', '.join(self.outputs)}")
         return lines
+
+
+def _check_mask(node: Node, mask: TensorSpec, x: TensorSpec, source: str) -> None:
+    """A node's mask is a bool tensor with its input's timesteps, read by a layer that steps."""
+    if mask.dtype != MASK or not x.sequence or mask.shape[0] != x.shape[0]:
+        raise IRError(
+            f"{source}: layer '{node.name}': mask {mask.name!r} is not a mask of its input's"
+            " timesteps"
+        )
+    if not (node.layer.recurrent or node.layer.reads_mask):
+        raise IRError(
+            f"{source}: layer '{node.name}': only recurrent layers and GlobalAveragePooling1D"
+            " read a mask here"
+        )
 
 
 def _shape(shape: tuple) -> str:
@@ -221,7 +269,7 @@ def topological(inputs, nodes, source: str = "") -> tuple[Node, ...]:
     known = {t.name for t in inputs}
     pending, ordered = list(nodes), []
     while pending:
-        ready = next((n for n in pending if all(t in known for t in n.inputs)), None)
+        ready = next((n for n in pending if all(t in known for t in n.reads)), None)
         if ready is None:
             names = ", ".join(n.name for n in pending)
             raise IRError(f"{source}: layers {names} wait on inputs nothing produces (a cycle?)")

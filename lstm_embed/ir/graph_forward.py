@@ -1,5 +1,7 @@
 """Float forward pass of a graph (Keras semantics): each node on its inputs' values, in
-topological order. Calibration ranges come from it; tests hold it equal to Keras' predict."""
+topological order. Calibration ranges come from it; tests hold it equal to Keras' predict.
+A mask tensor holds (N, T) bools (True: padded); a recurrent node that reads one runs each
+sequence on its unmasked timesteps (``masking.masked_forward``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import numpy as np
 
 from lstm_embed.ir.graph import Graph
 from lstm_embed.kinds.base import LayerTrace
+from lstm_embed.kinds.masking import masked_forward
 
 
 def forward(
@@ -18,9 +21,17 @@ def forward(
     traces: dict[str, LayerTrace] = {}
     for node in graph.nodes:
         layer = node.layer
-        trace = layer.forward_inputs([values[t] for t in node.inputs])
+        xs = [values[t] for t in node.inputs]
+        if node.mask and layer.recurrent:
+            trace = masked_forward(layer, xs[0], values[node.mask])
+        elif node.mask:  # a layer that reads a mask itself (an average of unmasked steps)
+            trace = layer.forward_masked(xs, values[node.mask])
+        else:
+            trace = layer.forward_inputs(xs)
         traces[node.name] = trace
         values[node.outputs[0]] = layer.chain_output(trace)
+        if node.mask_output:
+            values[node.mask_output] = layer.mask_of(xs[0])
         if node.returns_state:
             for name, value in zip(node.outputs[1:], layer.final_state(trace), strict=True):
                 values[name] = value

@@ -11,6 +11,11 @@ Attention(score_mode="concat") (a its ``scale``, or 1; w its ``concat_score_weig
 
 It needs every timestep of its key and value: a whole-window layer (run() only).
 
+Under a mask (a graph's mask tensor carried by both the query and the value, True at a padded
+step), as Keras: a padded key's score is lowered by MASK_PENALTY before the softmax (so it
+weighs nothing), a padded query's output row is 0. Integer: the padded keys are left out of
+the softmax (``fixedpoint.softmax_q15_over``); a row with no key left is 0.
+
 Integer: query and key are brought to one scale each (their largest per-feature scale; a
 multiplier per feature in Q15, exact when the scales are equal, as for LSTM outputs); their
 dot products are summed in int64, rounded by ``pre_shift`` into int32 and requantized to
@@ -39,6 +44,7 @@ from lstm_embed.quantize import fixedpoint as fp
 
 WHOLE_WINDOW_REASON = "Attention reads every timestep of its key and value"
 CAUSAL_FILL = -1e9  # Keras' fill for masked scores before the softmax
+MASK_PENALTY = 1e9  # Keras subtracts it from the scores of padded keys
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class AttentionLayer(FloatLayer):
     arity: ClassVar[int | None] = None
     streaming: ClassVar[bool] = False
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON
+    reads_mask: ClassVar[bool] = True  # under a mask: padded keys and queries (module doc)
     name: str
     input_sizes: tuple[int, ...]  # query, value[, key]
     scale: float = 1.0  # dot: the scores' factor; additive: a, inside the tanh
@@ -101,6 +108,15 @@ class AttentionLayer(FloatLayer):
 
     def forward(self, x: np.ndarray) -> LayerTrace:
         raise IRError(f"layer '{self.name}': Attention takes several inputs")
+
+    def forward_masked(self, xs: list[np.ndarray], mask: np.ndarray) -> LayerTrace:
+        xs = [np.asarray(x, np.float64) for x in xs]
+        pad = np.asarray(mask, bool)
+        scores = self.scores(xs)
+        scores = np.where(pad[:, None, :], scores - MASK_PENALTY, scores)
+        y = np.einsum("nij,nje->nie", softmax(scores), self._qkv(xs)[2])
+        y = np.where(pad[..., None], 0.0, y)
+        return LayerTrace(y, gate_preactivations={"scores": scores})
 
     def forward_inputs(self, xs: list[np.ndarray]) -> LayerTrace:
         xs = [np.asarray(x, np.float64) for x in xs]
@@ -172,6 +188,7 @@ class QAttentionLayer(WeightlessQLayer, QLayer):
     arity: ClassVar[int | None] = None
     streaming: ClassVar[bool] = False
     whole_window_reason: ClassVar[str] = WHOLE_WINDOW_REASON
+    reads_mask: ClassVar[bool] = True
     name: str
     input_sizes: tuple[int, ...]
     causal: bool
@@ -238,6 +255,20 @@ class QAttentionLayer(WeightlessQLayer, QLayer):
             weights[:, i, :last] = fp.softmax_q15(z[:, i, :last])
         y = np.einsum("nij,nje->nie", weights, v)
         return fp.saturate_s16(fp.rounding_shift_right(y, 15))
+
+    def window_masked(self, xs: list[np.ndarray], mask: np.ndarray, tables: dict) -> np.ndarray:
+        """``apply`` under a mask (N, T), as the C: the padded keys left out of the softmax,
+        the padded queries' rows 0."""
+        z = self.logits(xs, tables)
+        pad = np.asarray(mask, bool)
+        steps = z.shape[-1]
+        allowed = np.broadcast_to(~pad[:, None, :], z.shape)
+        if self.causal:
+            allowed = allowed & ~np.triu(np.ones((steps, steps), bool), k=1)
+        weights = fp.softmax_q15_over(z, allowed)
+        y = np.einsum("nij,nje->nie", weights, np.asarray(xs[1], np.int64))
+        y = fp.saturate_s16(fp.rounding_shift_right(y, 15))
+        return np.where(pad[..., None], 0, y)
 
     def uses(self) -> set[str]:
         return {"exp", "table_tanh"} if self.additive else {"exp"}

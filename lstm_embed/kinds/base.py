@@ -86,6 +86,8 @@ class FloatLayer:
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
     takes_ids: ClassVar[bool] = False  # its input is integer ids (Embedding): input scale 1
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
+    joins_timesteps: ClassVar[bool] = False  # Concatenate(axis=1): output timesteps the sum
+    reads_mask: ClassVar[bool] = False  # reads a mask itself (GlobalAveragePooling1D, Attention)
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
     # a method returning the inner layers traced on their own (Bidirectional's directions)
@@ -184,6 +186,8 @@ class QLayer:
     computes_mask: ClassVar[bool] = False  # Masking: decides which timesteps are padding
     takes_ids: ClassVar[bool] = False  # its input is integer ids (Embedding): input scale 1
     whole_window_reason: ClassVar[str] = ""  # why it needs the whole window (not streaming)
+    joins_timesteps: ClassVar[bool] = False  # Concatenate(axis=1): output timesteps the sum
+    reads_mask: ClassVar[bool] = False  # reads a mask itself (GlobalAveragePooling1D, Attention)
     # a method (timesteps in -> timesteps out, None: any) for a layer that changes them
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
     # a method returning the inner layers traced on their own (Bidirectional's directions)
@@ -247,6 +251,10 @@ class QLayer:
     def apply(self, xs: list[np.ndarray], tables: dict) -> np.ndarray:
         """A layer of several inputs (``arity`` None: merges, attention) over whole windows:
         int16 operands (N, ..., size_i) -> int16 output."""
+        raise NotImplementedError
+
+    def window_masked(self, xs: list[np.ndarray], mask: np.ndarray, tables: dict) -> np.ndarray:
+        """A kind that ``reads_mask`` (not recurrent) over whole windows under a mask (N, T)."""
         raise NotImplementedError
 
     def tables_needed(self) -> set[str]:

@@ -284,6 +284,32 @@ def masked_step(layer: QLayer, x_q: np.ndarray, state: MaskedState, tables: dict
     return y, trace
 
 
+def masked_window(
+    layer: QLayer,
+    x_q: np.ndarray,
+    mask: np.ndarray,
+    state: Any,
+    tables: dict,
+    traces: list | None = None,
+):
+    """A recurrent layer over a window (N, T, m) under a mask (N, T) in the C's order (a graph
+    node that reads a mask): a masked row keeps its state and repeats its last output. Returns
+    (N, T, k), or (N, k) without return_sequences; ``state`` ends as the C's. Every step's
+    trace goes to ``traces``, as ``run_window``'s."""
+    x_q, mask = np.asarray(x_q, np.int64), np.asarray(mask, bool)
+    steps = x_q.shape[1]
+    order = range(steps - 1, -1, -1) if layer.go_backwards else range(steps)
+    masked = MaskedState(state, np.zeros((len(x_q), layer.output_size), np.int64))
+    ys = []
+    for t in order:
+        y_t, trace = masked_step(layer, x_q[:, t], masked, tables, mask[:, t])
+        ys.append(y_t)
+        if traces is not None and trace is not None:
+            traces.append(trace)
+    y = np.stack(ys, axis=1)
+    return y if layer.return_sequences else y[:, -1]
+
+
 def step_mask(model: Any, x_q: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
     """The (N,) mask of one step of ``model``: None without a Masking layer, else ``mask`` or
     the integer rule on the model input x_q."""

@@ -2,6 +2,8 @@
 
 Each takes several tensors of the same rank (all sequences of one length, or all vectors);
 elementwise merges broadcast an operand of one feature over the others' features (Keras does).
+Concatenate on the time axis (``TIME_CONCAT``) joins sequences of one feature size and any
+lengths (``part_steps``) one after the other; it needs every operand whole (run-only).
 
 Quantization (the operands' scales differ: each is brought to the output's honestly):
 - Concatenate (feature axis) copies its operands' int16 values; the output keeps each part's
@@ -15,6 +17,9 @@ Quantization (the operands' scales differ: each is brought to the output's hones
 - Maximum, Minimum: each operand requantized to the output scale as above (rounded,
   saturated), then the largest or smallest (requantization is monotone, so this is the max of
   the real values to within one rounding).
+- Concatenate on the time axis: a feature's timesteps share one scale, the largest of the
+  operands' for that feature (nothing saturates); each operand is requantized to it as above
+  (exact, multiplier 2**shift, where the scales are equal).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ OPS = {
     "Concatenate": "concatenate",
 }
 ELEMENTWISE = ("add", "subtract", "multiply", "average", "maximum", "minimum")
+TIME_CONCAT = "concatenate_time"  # Concatenate(axis=1) of sequences
 OUTPUT_HEADROOM = 1.5  # as Dense's linear outputs: calibrated peak times 1.5
 MAX_SHIFT = 46  # products |x| * multiplier < 2**15 * 2**31; sums of a few stay far below 2**63
 MULTIPLIER_BITS = 31
@@ -46,6 +52,15 @@ MULTIPLIER_BITS = 31
 
 def output_width(op: str, sizes: tuple[int, ...]) -> int:
     return sum(sizes) if op == "concatenate" else max(sizes)
+
+
+def time_concat_problem(sizes: tuple[int, ...], steps: tuple[int | None, ...]) -> str:
+    """Why a time-axis concatenation cannot be built ("" when it can)."""
+    if len(set(sizes)) != 1:
+        return f"feature sizes {list(sizes)} differ (the time axis joins equal feature sizes)"
+    if any(s is None for s in steps):
+        return "an operand has no declared timestep count"
+    return ""
 
 
 def check_sizes(name: str, op: str, sizes: tuple[int, ...]) -> None:
@@ -57,6 +72,8 @@ def check_sizes(name: str, op: str, sizes: tuple[int, ...]) -> None:
         raise IRError(
             f"layer '{name}': {op} of {len(sizes)} inputs is not supported (supported: 2)"
         )
+    if op == TIME_CONCAT and len(set(sizes)) != 1:
+        raise IRError(f"layer '{name}': feature sizes {list(sizes)} differ on a time-axis concat")
     if op in ELEMENTWISE:
         width = max(sizes)
         if any(s not in (1, width) for s in sizes):
@@ -67,6 +84,8 @@ def check_sizes(name: str, op: str, sizes: tuple[int, ...]) -> None:
 
 
 def apply_float(op: str, xs: list[np.ndarray]) -> np.ndarray:
+    if op == TIME_CONCAT:
+        return np.concatenate(xs, axis=-2)
     if op == "concatenate":
         return np.concatenate(xs, axis=-1)
     if op == "add":
@@ -93,11 +112,24 @@ class MergeLayer(WeightlessLayer, FloatLayer):
     op: str
     input_sizes: tuple[int, ...]
     type_name: str = ""
+    part_steps: tuple[int, ...] = ()  # a time-axis concat: each operand's timesteps
 
     def __post_init__(self) -> None:
-        if self.op not in OPS.values():
+        if self.op not in (*OPS.values(), TIME_CONCAT):
             raise IRError(f"layer '{self.name}': unknown merge {self.op!r}")
         check_sizes(self.name, self.op, self.input_sizes)
+
+    @property
+    def streaming(self) -> bool:  # type: ignore[override]
+        return self.op != TIME_CONCAT
+
+    @property
+    def whole_window_reason(self) -> str:  # type: ignore[override]
+        return "Concatenate on the time axis needs each operand whole"
+
+    @property
+    def joins_timesteps(self) -> bool:  # type: ignore[override]
+        return self.op == TIME_CONCAT
 
     @property
     def input_size(self) -> int:  # type: ignore[override]
@@ -125,6 +157,8 @@ class MergeLayer(WeightlessLayer, FloatLayer):
             out_scale = np.concatenate(scales)
             empty = np.zeros((len(scales), width), np.int64)
             return QMergeLayer(self.name, self.op, self.input_sizes, empty, 0, out_scale)
+        if self.op == TIME_CONCAT:
+            return self._quantize_time(scales)
         peak = float(np.max(np.abs(ctx.trace.output))) if ctx.trace.output.size else 0.0
         y_scale = (peak * OUTPUT_HEADROOM if peak > 0 else 1.0) / fp.INT16_MAX
         wide = [np.broadcast_to(s if len(s) == width else s[:1], (width,)) for s in scales]
@@ -142,6 +176,16 @@ class MergeLayer(WeightlessLayer, FloatLayer):
         return QMergeLayer(
             self.name, self.op, self.input_sizes, multipliers, shift, np.full(width, y_scale)
         )
+
+    def _quantize_time(self, scales: list[np.ndarray]) -> QMergeLayer:
+        out_scale = np.max(np.stack(scales), axis=0)
+        ratios = np.array([s / out_scale for s in scales])
+        shift = _common_shift(ratios)
+        multipliers = np.minimum(
+            fp.round_half_away(ratios * 2.0**shift), 2**MULTIPLIER_BITS - 1
+        ).astype(np.int64)
+        return QMergeLayer(self.name, self.op, self.input_sizes, multipliers, shift, out_scale,
+                           self.part_steps)  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -176,6 +220,19 @@ class QMergeLayer(WeightlessQLayer, QLayer):
     multipliers: np.ndarray
     shift: int
     output_scale: np.ndarray  # (output features,)
+    part_steps: tuple[int, ...] = ()  # a time-axis concat: each operand's timesteps
+
+    @property
+    def streaming(self) -> bool:  # type: ignore[override]
+        return self.op != TIME_CONCAT
+
+    @property
+    def whole_window_reason(self) -> str:  # type: ignore[override]
+        return "Concatenate on the time axis needs each operand whole"
+
+    @property
+    def joins_timesteps(self) -> bool:  # type: ignore[override]
+        return self.op == TIME_CONCAT
 
     @property
     def input_size(self) -> int:  # type: ignore[override]
@@ -200,9 +257,11 @@ class QMergeLayer(WeightlessQLayer, QLayer):
         m = self.multipliers
         if self.op == "multiply":
             return fp.saturate_s16(fp.rounding_shift_right(xs[0] * xs[1] * m[0], self.shift))
-        if self.op in ("maximum", "minimum"):
+        if self.op in ("maximum", "minimum", TIME_CONCAT):
             parts = [fp.saturate_s16(fp.rounding_shift_right(x * mi, self.shift))
                      for x, mi in zip(xs, m, strict=True)]  # fmt: skip
+            if self.op == TIME_CONCAT:
+                return np.concatenate(parts, axis=-2)
             pick = np.maximum if self.op == "maximum" else np.minimum
             return pick.reduce(np.broadcast_arrays(*parts))
         acc = sum(x * mi for x, mi in zip(xs, m, strict=True))
@@ -214,6 +273,7 @@ class QMergeLayer(WeightlessQLayer, QLayer):
             "name": self.name,
             "op": self.op,
             "input_sizes": list(self.input_sizes),
+            "part_steps": list(self.part_steps),
             "output_size": self.output_size,
             "shift": self.shift,
             "half": (1 << (self.shift - 1)) if self.shift > 0 else 0,
@@ -226,6 +286,8 @@ class QMergeLayer(WeightlessQLayer, QLayer):
     def format(self) -> str:
         if self.op == "concatenate":
             return "int16, each part's own scale"
+        if self.op == TIME_CONCAT:
+            return f"int16, per feature the operands' largest scale, operands in Q{self.shift}"
         return f"int16 x {float(self.output_scale[0]):.3g}, operands in Q{self.shift}"
 
     def flash_bytes(self) -> dict[str, int]:

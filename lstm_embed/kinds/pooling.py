@@ -4,7 +4,9 @@ timesteps, per feature; run-only (each needs the whole window, or the pooled spa
 Integer: the output keeps the input's format. Max: the largest int16 of the span (exact).
 Average: the int32 sum over the span's timesteps inside the sequence divided by their count,
 rounded half away from zero (``fixedpoint.div_round_half_away``); as Keras (TF), "same" padding
-averages over the timesteps it covers, not the padding. Geometry: ``layers/window.py``.
+averages over the timesteps it covers, not the padding. GlobalAveragePooling1D under a mask (a
+graph's mask tensor, True at a padded step) averages the unmasked timesteps only, as Keras;
+with every step masked (Keras: 0/0, NaN) the output is 0. Geometry: ``layers/window.py``.
 Templates: templates/kinds/pooling/ (layer.c.j2, layer_call.c.j2).
 """
 
@@ -62,6 +64,18 @@ class PoolingLayer(WeightlessLayer, FloatLayer):
             return steps
         return geometry.output_length(steps, self.pool, self.strides, self.padding)
 
+    @property
+    def reads_mask(self) -> bool:  # type: ignore[override]
+        return self.whole and self.mode == "average"
+
+    def forward_masked(self, xs: list[np.ndarray], mask: np.ndarray) -> LayerTrace:
+        """GlobalAveragePooling1D over the unmasked timesteps (mask (N, T), True: padded)."""
+        x = xs[0]
+        keep = ~np.asarray(mask, bool)
+        count = keep.sum(axis=1)[:, None]
+        total = np.sum(np.where(keep[..., None], x, 0.0), axis=1)
+        return LayerTrace(np.where(count > 0, total / np.maximum(count, 1), 0.0))
+
     def forward(self, x: np.ndarray) -> LayerTrace:
         if self.whole:
             y = np.max(x, axis=1) if self.mode == "max" else np.mean(x, axis=1)
@@ -116,6 +130,20 @@ class QPoolingLayer(WeightlessQLayer, QLayer):
     @property
     def output_feature_scale(self) -> np.ndarray:
         return self.feature_scale
+
+    @property
+    def reads_mask(self) -> bool:  # type: ignore[override]
+        return self.whole and self.mode == "average"
+
+    def window_masked(self, xs: list[np.ndarray], mask: np.ndarray, tables: dict) -> np.ndarray:
+        """The C's masked average: the int32 sum of the unmasked steps divided by their
+        count, rounded half away from zero; 0 when every step is masked."""
+        x_q = xs[0]
+        keep = ~np.asarray(mask, bool)
+        total = np.sum(np.where(keep[..., None], np.asarray(x_q, np.int64), 0), axis=1)
+        count = keep.sum(axis=1)[:, None]
+        y = fp.div_round_half_away(total, np.maximum(count, 1))
+        return np.where(count > 0, y, 0)
 
     def window(self, x_q: np.ndarray, state: Any, tables: dict, traces: list | None):
         x_q = np.asarray(x_q, np.int64)

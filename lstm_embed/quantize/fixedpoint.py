@@ -415,6 +415,19 @@ def softmax_q15(z: np.ndarray) -> np.ndarray:
     return np.minimum((e * Q15_ONE + total // 2) // total, INT16_MAX)
 
 
+def softmax_q15_over(z: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """``softmax_q15`` over the entries of the last axis where ``allowed`` (the others weigh
+    0; a row with none allowed is all 0): the same integers as softmax_q15 of the allowed
+    entries alone."""
+    allowed = np.asarray(allowed, bool)
+    z = saturate(np.asarray(z, dtype=np.int64), -SOFTMAX_LOGIT_MAX, SOFTMAX_LOGIT_MAX)
+    top = np.max(np.where(allowed, z, -SOFTMAX_LOGIT_MAX), axis=-1, keepdims=True)
+    e = np.where(allowed, exp_neg_q15(np.where(allowed, top - z, 0)), 0)
+    total = np.sum(e, axis=-1, keepdims=True)
+    weights = np.minimum((e * Q15_ONE + total // 2) // np.maximum(total, 1), INT16_MAX)
+    return np.where(total > 0, weights, 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-feature affine and normalization (BatchNormalization without a Dense neighbour,
 # LayerNormalization, activation layers)

@@ -118,11 +118,14 @@ def quantize_graph(
             qlayer.state_members()  # refuses the states C cannot return
             for name, scale in zip(node.outputs[1:], qlayer.state_scales(), strict=True):
                 scales[name] = np.asarray(scale, np.float64)
+        if node.mask_output:  # a mask: one flag per timestep, 0 or 1
+            scales[node.mask_output] = np.ones(1)
         qlayers.append(qlayer)
     qlayers = rounder.finish(qlayers, scales, values)
     if rounding_record is not None:
         rounding_record.append(rounder)
-    nodes = [Node(q, n.inputs, n.outputs) for q, n in zip(qlayers, graph.nodes, strict=True)]
+    nodes = [Node(q, n.inputs, n.outputs, n.mask) for q, n in zip(qlayers, graph.nodes,
+                                                                   strict=True)]  # fmt: skip
     qgraph = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, graph.source,
                    dict(graph.meta))  # fmt: skip
     layers = qgraph.layers

@@ -22,17 +22,36 @@ import numpy as np
 from lstm_embed.ir.graph import Graph, Node
 from lstm_embed.kinds.base import QuantContext
 from lstm_embed.kinds.common import run_window
+from lstm_embed.kinds.masking import masked_window
 from lstm_embed.quantize import calibration, rounding
 
 
-def node_output(qlayer: Any, node: Node, values: dict[str, np.ndarray], tables: dict) -> None:
-    """Run one quantized node on integer tensors ``values`` and add its outputs there."""
+def node_output(
+    qlayer: Any,
+    node: Node,
+    values: dict[str, np.ndarray],
+    tables: dict,
+    traces: list | None = None,
+) -> None:
+    """Run one quantized node (``qlayer``, in ``node``'s place) on the integer tensors
+    ``values`` and add its outputs there (its mask and returned states too), in the C's
+    order; its step traces go to ``traces``. The one integer execution of a graph node: the
+    reference (``reference.graph_run``) and the rounding's fits both run it."""
     xs = [values[t] for t in node.inputs]
+    if node.mask and not qlayer.recurrent:  # a layer that reads the mask itself
+        values[node.outputs[0]] = qlayer.window_masked(xs, values[node.mask], tables)
+        return
     if qlayer.arity is None:
-        values[node.outputs[0]] = qlayer.apply(xs)
+        values[node.outputs[0]] = qlayer.apply(xs, tables)
         return
     state = qlayer.initial_state(len(xs[0]))
-    values[node.outputs[0]] = run_window(qlayer, xs[0], state, tables)
+    if node.mask:
+        y = masked_window(qlayer, xs[0], values[node.mask], state, tables, traces)
+    else:
+        y = run_window(qlayer, xs[0], state, tables, traces)
+    values[node.outputs[0]] = y
+    if node.mask_output:
+        values[node.mask_output] = qlayer.integer_mask(xs[0])
     if node.returns_state:
         for name, value in zip(node.outputs[1:], qlayer.final_state(state), strict=True):
             values[name] = value

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstm_embed.kinds.common import run_window
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.graph_quantizer import QGraph
+from lstm_embed.quantize.graph_rounding import node_output
 
 
 def run(qgraph: QGraph, inputs_q: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -26,19 +26,11 @@ def run_tensors(
     graph = qgraph.graph
     values = {t.name: np.asarray(inputs_q[t.name], np.int64) for t in graph.inputs}
     for node in graph.nodes:
-        layer = node.layer
-        xs = [values[t] for t in node.inputs]
-        if layer.arity is None:
-            values[node.outputs[0]] = layer.apply(xs, qgraph.tables)
-            continue
-        state = layer.initial_state(len(xs[0]))
         steps: list = []
-        values[node.outputs[0]] = run_window(layer, xs[0], state, qgraph.tables, steps)
-        if traces is not None:
+        node_output(node.layer, node, values, qgraph.tables, steps)
+        windowed = node.layer.arity is None or (node.mask and not node.layer.recurrent)
+        if traces is not None and not windowed:  # the nodes that run step by step
             traces[node.name] = steps
-        if node.returns_state:
-            for name, value in zip(node.outputs[1:], layer.final_state(state), strict=True):
-                values[name] = value
     return values
 
 

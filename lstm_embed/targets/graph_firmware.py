@@ -24,13 +24,20 @@ from lstm_embed.targets.graph_host import graph_report, is_graph_folder
 ENTRIES = {False: ("run", "step"), True: ("run_f32", "step_f32")}  # by float input
 
 
+def _length(report: dict, item: dict, steps: int) -> int:
+    """The timesteps of a sequence input or output: its declared length in a graph of fixed
+    windows (sequences of different lengths, run() on whole windows only), else ``steps``."""
+    return int(item["timesteps"]) if report.get("fixed_windows") else steps
+
+
 def default_inputs(report: dict, seed: int = 0) -> dict[str, np.ndarray]:
     """One fixed pseudo-random int16 sample of every input, a whole window long (builds made
     without inputs: `lstm-embed build`, profile)."""
     rng = np.random.default_rng(seed)
     steps = report["timesteps"]
     return {
-        x["name"]: rng.integers(-12000, 12000, size=(1, steps, x["size"]) if x["sequence"]
+        x["name"]: rng.integers(-12000, 12000, size=(1, _length(report, x, steps), x["size"])
+                                if x["sequence"]
                                 else (1, x["size"]), dtype=np.int16)
         for x in report["graph"]["inputs"]
     }  # fmt: skip
@@ -48,8 +55,11 @@ def _arrays(report: dict, inputs: dict[str, Any], floats: bool) -> tuple[list[np
     arrays = [np.asarray(inputs[x["name"]]) for x in graph["inputs"]]
     samples = len(arrays[0])
     steps = next(a.shape[1] for a, x in zip(arrays, graph["inputs"], strict=True) if x["sequence"])
+    if report.get("fixed_windows"):  # run() takes whole windows only
+        steps = report["timesteps"]
     for array, x in zip(arrays, graph["inputs"], strict=True):
-        want = (samples, steps, x["size"]) if x["sequence"] else (samples, x["size"])
+        length = _length(report, x, steps)
+        want = (samples, length, x["size"]) if x["sequence"] else (samples, x["size"])
         if array.shape != want or not 1 <= steps <= report["timesteps"] or samples < 1:
             raise ValueError(
                 f"input {x['name']!r} has shape {array.shape}; expected {want} with 1 to"
@@ -67,7 +77,7 @@ def _io_context(report: dict, arrays: list[np.ndarray], steps: int, floats: bool
         {**x, "per_sample": int(a[0].size), "data": literal(a.reshape(-1))}
         for x, a in zip(graph["inputs"], arrays, strict=True)
     ]
-    outputs = [{**y, "per_run": (steps if y["sequence"] else 1) * y["size"]}
+    outputs = [{**y, "per_run": (_length(report, y, steps) if y["sequence"] else 1) * y["size"]}
                for y in graph["outputs"]]  # fmt: skip
     return {"inputs": inputs, "outputs": outputs}
 
@@ -152,7 +162,8 @@ def _parse(stdout: str, report: dict, entry: str, samples: int, steps: int) -> l
     outputs = report["graph"]["outputs"]
     rows = [line.split()[1:] for line in stdout.splitlines() if line.split(" ", 1)[0] == entry]
     stepped = entry.startswith("step")
-    per_row = [(steps if (y["sequence"] or stepped) else 1) * y["size"] for y in outputs]
+    per_row = [(steps if stepped else _length(report, y, steps) if y["sequence"] else 1)
+               * y["size"] for y in outputs]  # fmt: skip
     if len(rows) != samples or "done " not in stdout or any(len(r) != sum(per_row) for r in rows):
         raise ValueError(f"harness output incomplete ({entry}: {len(rows)} of {samples} rows)")
     values = np.array([[int(v) for v in row] for row in rows], np.int64)
@@ -164,8 +175,8 @@ def _parse(stdout: str, report: dict, entry: str, samples: int, steps: int) -> l
         sizes = [y["size"] for y in outputs]
         return np.split(values.reshape(samples, steps, -1), np.cumsum(sizes)[:-1], axis=2)
     parts = np.split(values, np.cumsum(per_row)[:-1], axis=1)
-    shapes = [(samples, steps, y["size"]) if y["sequence"] else (samples, y["size"])
-              for y in outputs]  # fmt: skip
+    shapes = [(samples, _length(report, y, steps), y["size"]) if y["sequence"]
+              else (samples, y["size"]) for y in outputs]  # fmt: skip
     return [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
 
 

@@ -53,6 +53,7 @@ def build_graph_host(out_dir: Path, sanitize: bool = False) -> Path:
         NAME=name.upper(),
         graph_inputs=graph["inputs"],
         graph_outputs=graph["outputs"],
+        fixed_windows=bool(report.get("fixed_windows")),
     )
     return compile_cached(
         out_dir, name, sources, harness, flags, "graph_runner", "graph_host_main.c"
@@ -73,8 +74,13 @@ def run_graph_host(
     arrays = [np.asarray(inputs[x["name"]], dtype) for x in graph["inputs"]]
     rows = len(arrays[0])
     steps = next(a.shape[1] for a, x in zip(arrays, graph["inputs"], strict=True) if x["sequence"])
+    fixed = bool(report.get("fixed_windows"))  # sequences of declared, different lengths
+
+    def rows_of(item: dict) -> int:
+        return int(item["timesteps"]) if fixed else steps
+
     for array, x in zip(arrays, graph["inputs"], strict=True):
-        want = (rows, steps, x["size"]) if x["sequence"] else (rows, x["size"])
+        want = (rows, rows_of(x), x["size"]) if x["sequence"] else (rows, x["size"])
         if array.shape != want or not 1 <= steps <= report["timesteps"]:
             raise ValueError(
                 f"input {x['name']!r} has shape {array.shape}; expected {want} with 1 to"
@@ -99,11 +105,11 @@ def run_graph_host(
     outputs, start = [], 0
     stepped = entry.startswith("step")
     for item in graph["outputs"]:
-        per_row = steps if (item["sequence"] or stepped) else 1
+        per_row = (steps if stepped else rows_of(item)) if (item["sequence"] or stepped) else 1
         count = per_row * item["size"]
         part = y[:, start : start + count]
         start += count
-        shape = (rows, steps, item["size"]) if (item["sequence"] or stepped) else (rows, -1)
+        shape = (rows, per_row, item["size"]) if (item["sequence"] or stepped) else (rows, -1)
         outputs.append(part.reshape(shape))
     return outputs
 

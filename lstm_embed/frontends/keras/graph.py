@@ -7,8 +7,8 @@ Keras 3 ``[{"args": [[tensor, tensor]], "kwargs": {}}]`` with each tensor a
 both). A tensor is named by its layer; output k > 0 of a recurrent layer with
 return_state=True is ``<layer>_h`` / ``<layer>_c``. Refused: layers called more than once
 (shared layers), nested models inside a graph, tensors passed as keyword arguments
-(``initial_state``, ``mask``), Masking and stateful layers in a graph (their state and masks
-follow one path today).
+(``initial_state``, ``mask``), stateful layers in a graph (their state follows one path
+today). Masks follow Keras' propagation (``graph_masks``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lstm_embed.frontends.keras import chain as chains
-from lstm_embed.frontends.keras import normalize
+from lstm_embed.frontends.keras import graph_masks, normalize
 from lstm_embed.frontends.keras.errors import Problem, one_line, q
 from lstm_embed.frontends.keras.files import keras_major, open_model
 from lstm_embed.frontends.keras.frontend import FrontendError
@@ -31,11 +31,10 @@ from lstm_embed.frontends.keras.weights import load
 from lstm_embed.ir.graph import Graph, Node, TensorSpec, layer_output_shapes, output_names
 from lstm_embed.kinds import IRError, Unsupported
 from lstm_embed.kinds.attention import AttentionLayer
-from lstm_embed.kinds.merge import OPS, MergeLayer
+from lstm_embed.kinds.merge import OPS, TIME_CONCAT, MergeLayer, time_concat_problem
 
 # tensors a layer returns besides its output with return_state=True, by Keras class
 RETURN_STATE = {"LSTM": ("h", "c"), "GRU": ("h",), "SimpleRNN": ("h",)}
-REFUSED_IN_GRAPHS = ("Masking",)
 ATTENTION = ("Attention", "AdditiveAttention")
 
 
@@ -46,7 +45,7 @@ def load_graph(path: str | Path) -> Graph:
     try:
         with open_model(Path(path)) as opened:
             keras2 = keras_major(opened.keras_version, opened.config_text, opened.container) == 2
-            entries, inputs, outputs, name = _structure(opened.config, keras2)
+            entries, inputs, outputs, name, mask_ops = _structure(opened.config, keras2)
             leaves = [_leaf(e, k, s) for e, k, s in entries]
             arrays = load([opened.datasets(leaf) for leaf in leaves])
             specs = [_layer(leaf, w, keras2) for leaf, w in zip(leaves, arrays, strict=True)]
@@ -58,9 +57,13 @@ def load_graph(path: str | Path) -> Graph:
         raise FrontendError(one_line(f"{source}: {error}")) from None
     except ReaderError as error:
         raise FrontendError(str(error)) from None
-    calls = {e[0]["config"]["name"]: _inbound(e[0]) for e in entries}
+    inbound = {e[0]["config"]["name"]: _inbound(e[0]) for e in entries}
+    calls = {k: v[0] for k, v in inbound.items()}
     options = {e[0]["config"]["name"]: _call_kwargs(e[0]) for e in entries}
-    return build_graph(name, source, inputs, specs, calls, outputs, meta, options)
+    mask_refs = {k: v[1] for k, v in inbound.items() if v[1] is not None}
+    return build_graph(
+        name, source, inputs, specs, calls, outputs, meta, options, (mask_ops, mask_refs)
+    )
 
 
 def _structure(model: Any, keras2: bool):
@@ -81,17 +84,27 @@ def _structure(model: Any, keras2: bool):
         shape, _batch = _input_shape(chains.Chain(ref[0], _batch_shape(entry), ()))
         inputs.append(TensorSpec(ref[0], tuple(shape)))
     outputs = chains._endpoints(config.get("output_layers"))
-    entries = []
+    entries, mask_ops = [], []
     for layer, key in zip(layers, keys, strict=True):
         if layer["class_name"] == "InputLayer":
             continue
+        if layer["class_name"] in graph_masks.MASK_OPS and not keras2:
+            mask_ops.append(layer)  # a mask written as op layers (Keras 3), no weights
+            continue
+        if str(layer.get("module", "")).startswith("keras.src.ops"):
+            raise Problem(
+                f"layer {q(chains._name(layer))} is a Keras op ({layer['class_name']}); op"
+                " layers are not supported in a graph (supported: the mask ops Keras writes"
+                f" for a Masking layer, {', '.join(graph_masks.MASK_OPS)})"
+            )
         if chains.is_model(layer):
             raise Problem(
                 f"layer {q(chains._name(layer))} is a nested model; nested models inside a graph"
                 " are not supported (a Sequential or single-chain model may nest them)"
             )
         entries.append((layer, key, siblings))
-    return entries, inputs, outputs, chains._model_name(model)
+    ops = graph_masks.KerasMaskOps(mask_ops)
+    return entries, inputs, outputs, chains._model_name(model), ops
 
 
 def _batch_shape(entry: dict) -> Any:
@@ -102,7 +115,8 @@ def _leaf(entry: dict, key: str, siblings: frozenset[str]) -> chains.Leaf:
     return chains.Leaf(entry, (chains.Level(chains._name(entry), key, siblings),))
 
 
-def _inbound(entry: dict) -> list[tuple[str, int, int]]:
+def _inbound(entry: dict) -> tuple[list[tuple[str, int, int]], list | None]:
+    """The tensors a layer's call takes, and the tensor passed as ``mask=`` (Keras 3)."""
     name = chains._name(entry)
     nodes = entry.get("inbound_nodes") or []
     if not isinstance(nodes, list) or len(nodes) != 1:
@@ -111,12 +125,19 @@ def _inbound(entry: dict) -> list[tuple[str, int, int]]:
             f"layer {q(name)} is called {count} times; shared layers are not supported"
         )
     node = nodes[0]
-    if isinstance(node, dict) and _has_tensor(node.get("kwargs")):
-        raise FrontendError(
-            f"layer {q(name)} takes tensors as keyword arguments (initial_state, mask);"
-            " not supported"
-        )
-    return chains._node_tensors(node)
+    mask = None
+    if isinstance(node, dict):
+        kwargs = dict(node.get("kwargs") or {})
+        found: list = []
+        chains._keras3_tensors(kwargs.pop("mask", None), found, 0)
+        if _has_tensor(kwargs):
+            raise FrontendError(
+                f"layer {q(name)} takes tensors as keyword arguments (initial_state=);"
+                " not supported"
+            )
+        mask = found or None  # one mask, or one per input (Attention)
+        node = {**node, "kwargs": kwargs}
+    return chains._node_tensors(node), mask
 
 
 def _call_kwargs(entry: dict) -> dict[str, Any]:
@@ -147,10 +168,15 @@ def build_graph(
     outputs: list[tuple[str, int, int]],
     meta: dict[str, str],
     options: dict[str, dict[str, Any]] | None = None,
+    keras3_masks: tuple[graph_masks.KerasMaskOps, dict] | None = None,
 ) -> Graph:
     """Read every layer in an order where its inputs are known; every problem in one error."""
     tensors: dict[tuple[str, int], str] = {(t.name, 0): t.name for t in inputs}
     shapes = {t.name: t.shape for t in inputs}
+    masks: dict[str, str | None] = {}  # tensor -> the mask tensor it carries (Keras')
+    keras2 = meta.get("file_format", "").startswith("keras2")
+    masking: dict[str, tuple[str, float]] = {}  # Masking's mask -> (its input, mask_value)
+    mask_ops, mask_refs = keras3_masks or (graph_masks.KerasMaskOps([]), {})
     nodes, problems = [], []
     pending = list(specs)
     while pending:
@@ -165,6 +191,16 @@ def build_graph(
             try:
                 kwargs = (options or {}).get(spec.name, {})
                 node = _node(spec, srcs, [shapes[s] for s in srcs], kwargs)
+                if node is not None:
+                    masks_in = [masks.get(s) for s in srcs]
+                    node, masks_out = graph_masks.flow(spec, node, masks_in, keras2)
+                    masks.update(zip(node.outputs, masks_out, strict=True))
+                    if node.mask_output:
+                        masking[node.mask_output] = (srcs[0], node.layer.mask_value)
+                    for ref in mask_refs.get(spec.name, ()):
+                        written = mask_ops.resolve(ref, spec.name)
+                        tensor = tensors.get(written.tensor, "?")
+                        graph_masks.check_keras3_mask(node, written, tensor, masking)
             except (Unsupported, IRError, FrontendError) as error:
                 reasons = error.reasons if isinstance(error, Unsupported) else [str(error)]
                 problems += [f"layer '{spec.name}' ({spec.class_name}): {r}" for r in reasons]
@@ -203,8 +239,6 @@ def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -
         return Node(_merge(spec, shapes), tuple(srcs), (spec.name,))
     if spec.class_name in ATTENTION:
         return Node(_attention(spec, shapes, kwargs), tuple(srcs), (spec.name,))
-    if spec.class_name in REFUSED_IN_GRAPHS:
-        raise Unsupported([f"{spec.class_name} inside a graph is not supported yet"])
     if len(srcs) != 1:
         several = ", ".join([*OPS, *ATTENTION])
         raise Unsupported(
@@ -231,14 +265,21 @@ def _node(spec: LayerSpec, srcs: list[str], shapes: list[tuple], kwargs: dict) -
 
 def _merge(spec: LayerSpec, shapes: list[tuple]) -> MergeLayer:
     op = OPS[spec.class_name]
+    sizes = tuple(int(s[-1]) for s in shapes)
     if op == "concatenate":
         rank = len(shapes[0])
         axis = spec.config.get("axis", -1)
+        if rank == 2 and axis in (1, -2):  # sequences joined on the time axis
+            steps = tuple(s[0] for s in shapes)
+            problem = time_concat_problem(sizes, steps)
+            if problem:
+                raise Unsupported([f"axis={axis}: {problem}"])
+            return MergeLayer(spec.name, TIME_CONCAT, sizes, spec.class_name, steps)
         if axis not in (-1, rank):
             raise Unsupported(
-                [f"axis={axis} is not supported (supported: the feature axis, -1 or {rank})"]
-            )
-    sizes = tuple(int(s[-1]) for s in shapes)
+                [f"axis={axis} is not supported (supported: the feature axis, -1 or {rank};"
+                 " the time axis, 1, of sequences)"]
+            )  # fmt: skip
     return MergeLayer(spec.name, op, sizes, type_name=spec.class_name)
 
 
