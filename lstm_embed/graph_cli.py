@@ -139,7 +139,7 @@ def convert(
                   f" {error['mean_abs_error']:.3g}")  # fmt: skip
         print(f"validation inputs clipped: {validation['inputs_clipped']} of"
               f" {validation['input_values']}")  # fmt: skip
-    print_rounding(report)
+    print_rounding({"rounding": report.get("rounding")})  # the graph's validation is above
     files = ", ".join(model_file_names(report["name"]))
     print(f"wrote {result.out_dir}/: {files} and report.json")
     return 0
