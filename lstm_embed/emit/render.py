@@ -394,6 +394,7 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "portable_recurrent",
                 "optimized_recurrent",
                 "wide_dense",
+                "quad_rows",
                 "affine",
                 "rsqrt",
                 "relu_family",
