@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lstm_embed.emit.layouts.rows import MVE_LANES, c_int32_array, padded, wrap_s32
 from lstm_embed.emit import cformat
+from lstm_embed.emit.layouts.rows import MVE_LANES, c_int32_array, padded, wrap_s32
 
 QUAD = 4  # rows summed together
 DSP_HEADER_WORDS = 6  # S01 (low, high word), S23 (low, high word), T0, T2
