@@ -29,12 +29,14 @@ import numpy as np
 from lstm_embed.emit.cformat import c_int_array
 from lstm_embed.emit.render import render
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
+from lstm_embed.kinds.base import FloatLayer
 from lstm_embed.kinds.gru import GRULayer
 from lstm_embed.pipeline import Conversion, convert_ir
 from lstm_embed.quantize.quantizer import QuantizeOptions
 from lstm_embed.targets import cycles, firmware
 from lstm_embed.targets.boards import CORE_BOARDS, EMULATED_BOARDS, Board, get_board
 from lstm_embed.targets.hostbuild import exit_description
+from lstm_embed.tools import bench_layers
 
 BENCH_TIMESTEPS = 3  # the last step is reported: its state is non-zero, like a running stream
 KERNELS = ("reference", "optimized")
@@ -60,11 +62,17 @@ class Shape:
     gate_bias: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 0.0)  # i f g o; forget 1
     layer: str = "lstm"  # the recurrent layers' kind
     reset_after: bool = True  # GRU: Keras' default form
+    # layers before the recurrent ones (bench_layers.FrontLayer: Conv1D, depthwise, Dense)
+    front: tuple[bench_layers.FrontLayer, ...] = ()
+    # the index of the one layer whose call is timed (-DBENCH_BENCH_LAYER), or None: the step
+    timed_layer: int | None = None
 
     @property
     def macs(self) -> int:
         """4*n*(m+n) per LSTM layer (3*n*(m+n) per GRU layer) plus inputs*units per Dense
-        layer."""
+        layer; with a timed layer, that layer's MACs (bench_layers.FrontLayer.macs)."""
+        if self.timed_layer is not None:
+            return bench_layers.timed_macs(self.front, self.input_size, self.timed_layer)
         total, width = 0, self.input_size
         for n in self.lstm_units:
             total, width = total + GATE_ROWS[self.layer] * n * (width + n), n
@@ -74,8 +82,11 @@ class Shape:
 
     def ir(self, seed: int) -> Model:
         rng = np.random.default_rng(seed)
-        layers: list[LSTMLayer | GRULayer | DenseLayer] = []
+        layers: list[FloatLayer] = []
         width = self.input_size
+        for k, front in enumerate(self.front):
+            layers.append(front.layer(rng, k, width))
+            width = front.output_size(width)
         for k, n in enumerate(self.lstm_units):
             sequences = k + 1 < len(self.lstm_units)
             if self.layer == "gru":
@@ -122,6 +133,19 @@ class Shape:
         )
 
 
+LAYER_SHAPES = (
+    Shape(
+        "conv1d 9->32 k5", 9, (4,), front=(bench_layers.FrontLayer("conv1d", 32, 5),), timed_layer=0
+    ),
+    Shape(
+        "depthwise k5 32ch",
+        32,
+        (4,),
+        front=(bench_layers.FrontLayer("depthwise", 1, 5),),
+        timed_layer=0,
+    ),
+    Shape("dense 64->32", 64, (4,), front=(bench_layers.FrontLayer("dense", 32),), timed_layer=0),
+)
 SHAPES = (
     Shape("1/3", 1, (3,)),
     Shape("8/32", 8, (32,)),
@@ -134,6 +158,8 @@ SHAPES = (
     Shape("gru 1/3", 1, (3,), layer="gru"),
     Shape("gru 8/32", 8, (32,), layer="gru"),
     Shape("gru 6/64", 6, (64,), layer="gru"),
+    # one layer's call timed alone (the LSTM(4) after it only makes the model convertible)
+    *LAYER_SHAPES,
 )
 QUICK_SHAPES = (SHAPES[0], SHAPES[1])
 QUICK_BOARDS = ("qemu-m0", "qemu-m4")
@@ -223,9 +249,11 @@ def build_bench(
     bdir: Path,
     name: str = NAME,
     run_only: bool = False,
+    timed_layer: int | None = None,
 ) -> tuple[Path, Path]:
     """Compile out_dir's model ``name`` with the bench harness into bdir; returns (elf, map).
-    ``run_only``: the model has no step(); the harness times one run() over the whole x_q."""
+    ``run_only``: the model has no step(); the harness times one run() over the whole x_q.
+    ``timed_layer``: the markers around that layer's call instead (NAME_BENCH_LAYER)."""
     board = get_board(board_name)
     bdir.mkdir(parents=True, exist_ok=True)
     origin = {
@@ -247,6 +275,7 @@ def build_bench(
     )
     flags = [
         *compile_flags(board, reference, name),
+        *([] if timed_layer is None else [f"-D{name.upper()}_BENCH_LAYER={timed_layer}"]),
         *firmware.SECTION_FLAGS,
         f"-DBOARD_IRQ_COUNT={board.irq_count}",
         f"-I{out_dir.resolve()}",
@@ -395,7 +424,9 @@ def run_one(shape: Shape, board_name: str, kernel: str, work: Path, report: dict
     """Build and trace one (shape, board, kernel) from the converted folder work/model."""
     x_q = bench_input(shape.input_size)
     bdir = work / f"{board_name}-{kernel}"
-    elf, map_file = build_bench(work / "model", board_name, x_q, kernel == "reference", bdir)
+    elf, map_file = build_bench(
+        work / "model", board_name, x_q, kernel == "reference", bdir, timed_layer=shape.timed_layer
+    )
     counts, stdout, last = _estimate(elf, board_name)
     outputs, stack = parse_bench_output(stdout)
     if len(counts) != x_q.shape[0]:

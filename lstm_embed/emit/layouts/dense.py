@@ -96,6 +96,7 @@ def context(layer: DenseRows) -> dict[str, Any]:
     return {
         "optimized": True,
         "quads": quads,
+        "dense_input_size": layer.input_size,
         "column_pairs": layer.input_size // 2,
         "odd_column": layer.input_size % 2,
         "dsp_quad_words": DSP_HEADER_WORDS + padded(layer.input_size, 2),
