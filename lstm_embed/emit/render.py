@@ -395,6 +395,7 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "optimized_recurrent",
                 "wide_dense",
                 "quad_rows",
+                "depthwise",
                 "affine",
                 "rsqrt",
                 "relu_family",

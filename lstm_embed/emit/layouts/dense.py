@@ -89,12 +89,13 @@ def quad_bias(layer: DenseRows) -> np.ndarray:
 def context(layer: DenseRows) -> dict[str, Any]:
     """The optimized layouts' C literals and sizes for the Dense templates."""
     if not optimized(layer):
-        return {"optimized": False}
+        return {"optimized": False, "depthwise": 0}
     quads = padded(layer.units, QUAD) // QUAD
     dsp = dsp_quads(layer)
     mve = mve_weights(layer)
     return {
         "optimized": True,
+        "depthwise": 0,  # Conv1D's context says otherwise (layouts.depthwise)
         "quads": quads,
         "dense_input_size": layer.input_size,
         "column_pairs": layer.input_size // 2,
