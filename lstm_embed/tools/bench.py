@@ -176,6 +176,17 @@ TARGETS = (
     ("qemu-m4", "gru 1/3", "per_step", 450.0),
     ("qemu-m0", "gru 6/64", "per_mac", 6.0),
     ("qemu-m55", "gru 6/64", "per_mac", 0.55),
+    # issue 20: one layer's call (LAYER_SHAPES). Floors (BENCHMARKS.md's last section): DSP
+    # 1.0 per MAC for the rows (8 instructions per column pair of a quad of rows) plus about 16
+    # per row (requantization, activation, the quad's call and header); MVE 9 instructions per
+    # 32 MACs plus about 7 per row; depthwise: DSP 2 per MAC (SMLABB/SMLATT) plus 11 per channel,
+    # MVE 1 per MAC (4 lanes) plus 13 per 4 channels; plus the ring buffer's update.
+    ("qemu-m4", "dense 64->32", "per_mac", 1.55),
+    ("qemu-m4", "conv1d 9->32 k5", "per_mac", 1.95),
+    ("qemu-m4", "depthwise k5 32ch", "per_mac", 6.5),
+    ("qemu-m55", "dense 64->32", "per_mac", 0.55),
+    ("qemu-m55", "conv1d 9->32 k5", "per_mac", 0.85),
+    ("qemu-m55", "depthwise k5 32ch", "per_mac", 3.5),
 )
 # CMSIS-NN arm_lstm_unidirectional_s8 measured the same way (../shared/notes/cortex-m-qemu.md)
 CMSIS_NN = {("qemu-m4", "6/64"): 4.06, ("qemu-m4", "8/32"): 5.76, ("qemu-m0", "6/64"): 10.6}
@@ -555,7 +566,7 @@ def format_targets(rows: Sequence[dict]) -> str:
 
 # docs/speed.md's tables: the optimized kernel on these cores, every shape but the stack and head
 DOC_BOARDS = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")
-DOC_SKIPS = ("stack", "dense")
+DOC_SKIPS = ("stack", "dense", "conv1d", "depthwise")  # the layer rows: BENCHMARKS.md
 
 
 def doc_sections(results: Sequence[Result]) -> dict[str, str]:
