@@ -27,7 +27,7 @@ from typing import IO
 import numpy as np
 
 from lstm_embed.emit.cformat import c_int_array
-from lstm_embed.emit.render import render
+from lstm_embed.emit.render import emit_model, render
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
 from lstm_embed.kinds.base import FloatLayer
 from lstm_embed.kinds.gru import GRULayer
@@ -64,7 +64,7 @@ class Shape:
     reset_after: bool = True  # GRU: Keras' default form
     # layers before the recurrent ones (bench_layers.FrontLayer: Conv1D, depthwise, Dense)
     front: tuple[bench_layers.FrontLayer, ...] = ()
-    # the index of the one layer whose call is timed (-DBENCH_BENCH_LAYER), or None: the step
+    # the index of the one layer whose call is timed (the markers around it), or None: the step
     timed_layer: int | None = None
 
     @property
@@ -237,7 +237,10 @@ def convert_shape(shape: Shape, out_dir: Path, seed: int = 0) -> Conversion:
     size = (16, 8, shape.input_size)
     calibration = (rng.normal(size=size) * shape.input_scale).astype(np.float32)
     options = QuantizeOptions(input_shift=shape.input_shift)
-    return convert_ir(ir, calibration, out_dir, name=NAME, options=options, force=True)
+    conversion = convert_ir(ir, calibration, out_dir, name=NAME, options=options, force=True)
+    if shape.timed_layer is not None:  # the same C with the markers around that layer's call
+        emit_model(conversion.qmodel, out_dir, NAME, bench_layer=shape.timed_layer)
+    return conversion
 
 
 def bench_input(input_size: int, timesteps: int = BENCH_TIMESTEPS, seed: int = 0) -> np.ndarray:
@@ -260,11 +263,9 @@ def build_bench(
     bdir: Path,
     name: str = NAME,
     run_only: bool = False,
-    timed_layer: int | None = None,
 ) -> tuple[Path, Path]:
     """Compile out_dir's model ``name`` with the bench harness into bdir; returns (elf, map).
-    ``run_only``: the model has no step(); the harness times one run() over the whole x_q.
-    ``timed_layer``: the markers around that layer's call instead (NAME_BENCH_LAYER)."""
+    ``run_only``: the model has no step(); the harness times one run() over the whole x_q."""
     board = get_board(board_name)
     bdir.mkdir(parents=True, exist_ok=True)
     origin = {
@@ -286,7 +287,6 @@ def build_bench(
     )
     flags = [
         *compile_flags(board, reference, name),
-        *([] if timed_layer is None else [f"-D{name.upper()}_BENCH_LAYER={timed_layer}"]),
         *firmware.SECTION_FLAGS,
         f"-DBOARD_IRQ_COUNT={board.irq_count}",
         f"-I{out_dir.resolve()}",
@@ -435,9 +435,7 @@ def run_one(shape: Shape, board_name: str, kernel: str, work: Path, report: dict
     """Build and trace one (shape, board, kernel) from the converted folder work/model."""
     x_q = bench_input(shape.input_size)
     bdir = work / f"{board_name}-{kernel}"
-    elf, map_file = build_bench(
-        work / "model", board_name, x_q, kernel == "reference", bdir, timed_layer=shape.timed_layer
-    )
+    elf, map_file = build_bench(work / "model", board_name, x_q, kernel == "reference", bdir)
     counts, stdout, last = _estimate(elf, board_name)
     outputs, stack = parse_bench_output(stdout)
     if len(counts) != x_q.shape[0]:
