@@ -396,6 +396,8 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "portable_recurrent",
                 "optimized_recurrent",
                 "wide_dense",
+                "quad_rows",
+                "depthwise",
                 "affine",
                 "rsqrt",
                 "relu_family",
@@ -460,10 +462,14 @@ def model_file_names(name: str) -> tuple[str, ...]:
     return tuple(f"{cformat.c_identifier(name)}{suffix}" for _, suffix in MODEL_FILES)
 
 
-def emit_model(model: QModel, out_dir: Path, name: str, core: str = "all") -> list[Path]:
+def emit_model(
+    model: QModel, out_dir: Path, name: str, core: str = "all", bench_layer: int | None = None
+) -> list[Path]:
     """Render the files of MODEL_FILES into out_dir (``core``: see CORE_KERNELS); returns the
     files written."""
     context = model_context(model, name, core)
+    # `lstm-embed bench` only: the bench harness's markers around this layer's call
+    context["bench_layer"] = bench_layer
     written = []
     for (template, _), file_name in zip(MODEL_FILES, model_file_names(name), strict=True):
         path = out_dir / file_name

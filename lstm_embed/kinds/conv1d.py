@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
+from lstm_embed.emit.layouts import depthwise as depthwise_layouts
 from lstm_embed.kinds import window as geometry
 from lstm_embed.kinds.base import (
     FloatLayer,
@@ -224,7 +225,10 @@ class QConv1DLayer(ConvGeometry, QLayer):
         return self.dense.tables_needed()
 
     def uses(self) -> set[str]:
-        return self.dense.uses() | (set() if self.streaming else {"window_geometry"})
+        flags = self.dense.uses() | (set() if self.streaming else {"window_geometry"})
+        if depthwise_layouts.depth_multiplier(self):  # its own kernel, not the rows' quads
+            flags = (flags - {"quad_rows"}) | {"depthwise"}
+        return flags
 
     def state_fields(self) -> list[dict[str, Any]]:
         if not self.per_step_state:
@@ -266,6 +270,7 @@ class QConv1DLayer(ConvGeometry, QLayer):
             "padding": self.padding,
             "strides": self.strides,
             "span": self.history + 1,
+            **depthwise_layouts.context(self),
         }
 
     def format(self) -> str:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstm_embed.emit import cformat
+from lstm_embed.emit.layouts import dense as dense_layouts
 from lstm_embed.emit.layouts import rows as layouts
 from lstm_embed.kinds.base import (
     Q15_SCALE,
@@ -245,6 +246,8 @@ class QDenseLayer(QLayer):
             flags.add("blocked_rows")
         if self.activation == "softmax":
             flags.add("softmax")
+        if dense_layouts.optimized(self):
+            flags.add("quad_rows")  # the DSP and MVE kernels' layouts (layouts.dense)
         return flags
 
     def shared_scratch(self) -> list[dict[str, Any]]:
@@ -275,6 +278,7 @@ class QDenseLayer(QLayer):
             "shift": cformat.c_int_array(self.shift, per_line=16),
             "packed_requant": self.packed_requant,
             "acc_shift": self.acc_shift,
+            **dense_layouts.context(self),
         }
 
     @property

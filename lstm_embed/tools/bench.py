@@ -27,14 +27,16 @@ from typing import IO
 import numpy as np
 
 from lstm_embed.emit.cformat import c_int_array
-from lstm_embed.emit.render import render
+from lstm_embed.emit.render import emit_model, render
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
+from lstm_embed.kinds.base import FloatLayer
 from lstm_embed.kinds.gru import GRULayer
 from lstm_embed.pipeline import Conversion, convert_ir
 from lstm_embed.quantize.quantizer import QuantizeOptions
 from lstm_embed.targets import cycles, firmware
 from lstm_embed.targets.boards import CORE_BOARDS, EMULATED_BOARDS, Board, get_board
 from lstm_embed.targets.hostbuild import exit_description
+from lstm_embed.tools import bench_layers
 
 BENCH_TIMESTEPS = 3  # the last step is reported: its state is non-zero, like a running stream
 KERNELS = ("reference", "optimized")
@@ -60,11 +62,17 @@ class Shape:
     gate_bias: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 0.0)  # i f g o; forget 1
     layer: str = "lstm"  # the recurrent layers' kind
     reset_after: bool = True  # GRU: Keras' default form
+    # layers before the recurrent ones (bench_layers.FrontLayer: Conv1D, depthwise, Dense)
+    front: tuple[bench_layers.FrontLayer, ...] = ()
+    # the index of the one layer whose call is timed (the markers around it), or None: the step
+    timed_layer: int | None = None
 
     @property
     def macs(self) -> int:
         """4*n*(m+n) per LSTM layer (3*n*(m+n) per GRU layer) plus inputs*units per Dense
-        layer."""
+        layer; with a timed layer, that layer's MACs (bench_layers.FrontLayer.macs)."""
+        if self.timed_layer is not None:
+            return bench_layers.timed_macs(self.front, self.input_size, self.timed_layer)
         total, width = 0, self.input_size
         for n in self.lstm_units:
             total, width = total + GATE_ROWS[self.layer] * n * (width + n), n
@@ -74,8 +82,11 @@ class Shape:
 
     def ir(self, seed: int) -> Model:
         rng = np.random.default_rng(seed)
-        layers: list[LSTMLayer | GRULayer | DenseLayer] = []
+        layers: list[FloatLayer] = []
         width = self.input_size
+        for k, front in enumerate(self.front):
+            layers.append(front.layer(rng, k, width))
+            width = front.output_size(width)
         for k, n in enumerate(self.lstm_units):
             sequences = k + 1 < len(self.lstm_units)
             if self.layer == "gru":
@@ -122,6 +133,19 @@ class Shape:
         )
 
 
+LAYER_SHAPES = (
+    Shape(
+        "conv1d 9->32 k5", 9, (4,), front=(bench_layers.FrontLayer("conv1d", 32, 5),), timed_layer=0
+    ),
+    Shape(
+        "depthwise k5 32ch",
+        32,
+        (4,),
+        front=(bench_layers.FrontLayer("depthwise", 1, 5),),
+        timed_layer=0,
+    ),
+    Shape("dense 64->32", 64, (4,), front=(bench_layers.FrontLayer("dense", 32),), timed_layer=0),
+)
 SHAPES = (
     Shape("1/3", 1, (3,)),
     Shape("8/32", 8, (32,)),
@@ -134,6 +158,8 @@ SHAPES = (
     Shape("gru 1/3", 1, (3,), layer="gru"),
     Shape("gru 8/32", 8, (32,), layer="gru"),
     Shape("gru 6/64", 6, (64,), layer="gru"),
+    # one layer's call timed alone (the LSTM(4) after it only makes the model convertible)
+    *LAYER_SHAPES,
 )
 QUICK_SHAPES = (SHAPES[0], SHAPES[1])
 QUICK_BOARDS = ("qemu-m0", "qemu-m4")
@@ -150,6 +176,17 @@ TARGETS = (
     ("qemu-m4", "gru 1/3", "per_step", 450.0),
     ("qemu-m0", "gru 6/64", "per_mac", 6.0),
     ("qemu-m55", "gru 6/64", "per_mac", 0.55),
+    # issue 20: one layer's call (LAYER_SHAPES). Floors (BENCHMARKS.md's last section): DSP
+    # 1.0 per MAC for the rows (8 instructions per column pair of a quad of rows) plus about 16
+    # per row (requantization, activation, the quad's call and header); MVE 9 instructions per
+    # 32 MACs plus about 7 per row; depthwise: DSP 2 per MAC (SMLABB/SMLATT) plus 11 per channel,
+    # MVE 1 per MAC (4 lanes) plus 13 per 4 channels; plus the ring buffer's update.
+    ("qemu-m4", "dense 64->32", "per_mac", 1.55),
+    ("qemu-m4", "conv1d 9->32 k5", "per_mac", 1.95),
+    ("qemu-m4", "depthwise k5 32ch", "per_mac", 6.5),
+    ("qemu-m55", "dense 64->32", "per_mac", 0.55),
+    ("qemu-m55", "conv1d 9->32 k5", "per_mac", 0.85),
+    ("qemu-m55", "depthwise k5 32ch", "per_mac", 3.5),
 )
 # CMSIS-NN arm_lstm_unidirectional_s8 measured the same way (../shared/notes/cortex-m-qemu.md)
 CMSIS_NN = {("qemu-m4", "6/64"): 4.06, ("qemu-m4", "8/32"): 5.76, ("qemu-m0", "6/64"): 10.6}
@@ -200,7 +237,10 @@ def convert_shape(shape: Shape, out_dir: Path, seed: int = 0) -> Conversion:
     size = (16, 8, shape.input_size)
     calibration = (rng.normal(size=size) * shape.input_scale).astype(np.float32)
     options = QuantizeOptions(input_shift=shape.input_shift)
-    return convert_ir(ir, calibration, out_dir, name=NAME, options=options, force=True)
+    conversion = convert_ir(ir, calibration, out_dir, name=NAME, options=options, force=True)
+    if shape.timed_layer is not None:  # the same C with the markers around that layer's call
+        emit_model(conversion.qmodel, out_dir, NAME, bench_layer=shape.timed_layer)
+    return conversion
 
 
 def bench_input(input_size: int, timesteps: int = BENCH_TIMESTEPS, seed: int = 0) -> np.ndarray:
@@ -524,7 +564,7 @@ def format_targets(rows: Sequence[dict]) -> str:
 
 # docs/speed.md's tables: the optimized kernel on these cores, every shape but the stack and head
 DOC_BOARDS = ("qemu-m0", "qemu-m3", "qemu-m4", "qemu-m55")
-DOC_SKIPS = ("stack", "dense")
+DOC_SKIPS = ("stack", "dense", "conv1d", "depthwise")  # the layer rows: BENCHMARKS.md
 
 
 def doc_sections(results: Sequence[Result]) -> dict[str, str]:
