@@ -13,11 +13,13 @@ from lstm_embed.kinds import (
     activation,
     batch_norm,
     conv1d,
+    conv2d,
     feature_affine,
     layer_norm,
     masking,
     permute,
     pooling,
+    pooling2d,
     reshape,
     stack,
     time_axis,
@@ -42,6 +44,10 @@ AROUND_CORE_QLAYERS = (
     reshape.QReshapeLayer,
     time_axis.QTimeAxisLayer,
     permute.QPermuteLayer,
+    conv2d.QConv2DLayer,
+    conv2d.QConv2DWindowLayer,
+    pooling2d.QPooling2DLayer,
+    pooling2d.QPooling2DWindowLayer,
 )
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind
