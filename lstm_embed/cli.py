@@ -100,10 +100,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     )
     sequence = len(spec.input_shape) in (2, 3) and None not in spec.input_shape[1:]
     if sequence and len(spec.input_shape) == 3:  # frames for Conv2D, carried row-major
-        steps, rows, channels = spec.input_shape
+        steps, frame_rows, channels = spec.input_shape
         shape_text = (
-            f"(timesteps={steps or 'any'}, rows={rows}, channels={channels}:"
-            f" {rows * channels} features per timestep)"
+            f"(timesteps={steps or 'any'}, rows={frame_rows}, channels={channels}:"
+            f" {frame_rows * channels} features per timestep)"
         )
     elif sequence:
         steps = spec.input_shape[0] or "any"

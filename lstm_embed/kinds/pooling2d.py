@@ -69,6 +69,13 @@ class Pool2DGeometry:
             return steps
         return geometry.output_length(steps, self.pool[0], self.strides[0], self.padding)
 
+    @property
+    def before_f(self) -> int:
+        """Padding rows before the frame (same padding)."""
+        if self.whole:
+            return 0
+        return geometry.pad_before(self.frame[0], self.pool[1], self.strides[1], self.padding)
+
     def index_f(self, rows: int) -> np.ndarray:
         if self.whole:
             return np.arange(rows)[None, :]
@@ -97,7 +104,9 @@ class Pool2DGeometry:
         if self.mode == "max":  # type: ignore[attr-defined]
             y = np.max(np.where(inside, taps, low), axis=(-3, -2))
         else:
-            count = np.broadcast_to(np.sum(inside, axis=(-3, -2)), taps.shape[:-3] + taps.shape[-1:])
+            count = np.broadcast_to(
+                np.sum(inside, axis=(-3, -2)), taps.shape[:-3] + taps.shape[-1:]
+            )
             y = average(np.sum(taps, axis=(-3, -2)), count)
         if self.whole:
             return y[:, 0, 0]
@@ -195,9 +204,7 @@ class QPooling2DLayer(Pool2DGeometry, WeightlessQLayer, QLayer):
             "pool_f": rows if self.whole else self.pool[1],
             "stride_t": self.strides[0],
             "stride_f": self.strides[1],
-            "before_f": 0 if self.whole else geometry.pad_before(
-                rows, self.pool[1], self.strides[1], self.padding
-            ),
+            "before_f": self.before_f,
             "padding": self.padding,
             "padding_code": geometry.PADDINGS[self.padding],
             "whole": self.whole,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lstm_embed.frontends.errors import FrontendError
-from lstm_embed.frontends.keras.layers import check_class, read_layer
+from lstm_embed.frontends.keras.layers import check_class, frame_after, read_layer
 from lstm_embed.frontends.keras.reader import ReaderError, read_model
 from lstm_embed.frontends.keras.spec import LayerSpec, ModelSpec
 from lstm_embed.ir.model import Model, sequence_out
@@ -68,7 +68,8 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
             frame = reading.layer.output_frame
         elif reading.problems:
             blocked = True
-        # else: an identity at inference, the size carries through
+        else:  # an identity at inference, the size carries through (a Reshape: a new frame)
+            frame = frame_after(layer_spec, size, steps, frame)
     return readings
 
 
@@ -172,6 +173,11 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
             shape = [batch, steps, *per_step] if timesteps else [batch, *per_step]
         elif reading.problems:
             shape = "?"  # what an unsupported layer outputs is not worked out here
+        elif reading.spec.class_name == "Reshape" and isinstance(shape, list):  # read as nothing
+            target = list(config.get("target_shape") or [])
+            total = int(np.prod([d for d in shape[1:] if d is not None]))
+            known = int(np.prod([d for d in target if d != -1]))
+            shape = [batch, *(total // known if d == -1 else d for d in target)]
         row["output_shape"] = shape
         rows.append(row)
     return rows

@@ -76,7 +76,8 @@ TIMESTEP_READERS = {
 }
 
 # Readers of layers over (T, F, C) inputs: they take the timesteps and the (F, C) frame
-FRAME_READERS = {name: conv2d.read for name in conv2d.CLASSES}
+FRAME_READERS = {**{name: conv2d.read for name in conv2d.CLASSES}, "Reshape": conv2d.read_reshape}
+frame_after = conv2d.frame_after  # the frame after a layer read as nothing
 # the layers that may take a (T, F, C) input (the others would read its last axis only)
 FRAME_INPUT = (*conv2d.CLASSES, "Flatten", "Reshape", *identity.IDENTITY_CLASSES)
 
@@ -140,5 +141,6 @@ __all__ = [
     "TIMESTEP_READERS",
     "UNSUPPORTED_HINT",
     "check_class",
+    "frame_after",
     "read_layer",
 ]

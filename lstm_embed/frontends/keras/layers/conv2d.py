@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lstm_embed.frontends.keras.layers import reshape
 from lstm_embed.frontends.keras.layers.options import layer_weights, require_options
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.base import FloatLayer, Unsupported
@@ -37,9 +38,7 @@ def _pair(config: dict[str, Any], key: str, default: Any, reasons: list[str]) ->
     return (int(pair[0]), int(pair[1]))
 
 
-def read(
-    spec: LayerSpec, input_size: int, timesteps: int | None, frame: Pair | None
-) -> FloatLayer:
+def read(spec: LayerSpec, input_size: int, timesteps: int | None, frame: Pair | None) -> FloatLayer:
     if frame is None:
         raise Unsupported(
             [f"{spec.class_name} needs a (timesteps, rows, channels) input (Input((T, F, C)))"]
@@ -103,3 +102,48 @@ def _pooling(spec: LayerSpec, input_size: int, frame: Pair) -> Pooling2DLayer:
         raise Unsupported(reasons)
     padding = config.get("padding", "valid")
     return Pooling2DLayer(spec.name, input_size, frame, mode, cls, pool, strides, padding)
+
+
+def _regroup(spec: LayerSpec, input_size: int, timesteps: int | None) -> Pair | bool | None:
+    """A Reshape that keeps the timesteps and regroups only each timestep's values: its new
+    frame (a (T, F', C') target), None (a (T, F' * C') target), False (any other)."""
+    target = list(spec.config.get("target_shape") or [])
+    if timesteps is None or len(target) not in (2, 3) or target.count(-1) > 1:
+        return False
+    known = 1
+    for size in target:
+        known *= size if size != -1 else 1
+    if known < 1 or (timesteps * input_size) % known:
+        return False
+    target = [timesteps * input_size // known if d == -1 else d for d in target]
+    if target[0] != timesteps:
+        return False
+    per_step = target[1] * (target[2] if len(target) == 3 else 1)
+    if per_step != input_size:
+        return False
+    return (int(target[1]), int(target[2])) if len(target) == 3 else None
+
+
+def read_reshape(
+    spec: LayerSpec, input_size: int, timesteps: int | None, frame: Pair | None
+) -> FloatLayer | None:
+    """Reshape to (T, F', C') or, from frames, to (T, F' * C'): the same values in the same
+    order with the same timesteps, so nothing at inference (the frame changes:
+    ``frame_after``); any other Reshape is the timestep-regrouping one."""
+    regroup = _regroup(spec, input_size, timesteps)
+    if regroup is not False and (frame is not None or regroup is not None):
+        return None
+    if len(spec.config.get("target_shape") or []) == 3:
+        raise Unsupported([
+            f"target_shape={spec.config.get('target_shape')!r} is not supported (supported:"
+            f" (T, F, C) keeping the {timesteps} timesteps, with F * C = {input_size})"
+        ])  # fmt: skip
+    return reshape.read(spec, input_size, timesteps)
+
+
+def frame_after(spec: LayerSpec, input_size: int, timesteps: int | None, frame: Pair | None):
+    """The frame after a layer read as nothing (an identity keeps it; a Reshape sets it)."""
+    if spec.class_name != "Reshape":
+        return frame
+    regroup = _regroup(spec, input_size, timesteps)
+    return None if regroup is False else regroup
