@@ -11,7 +11,10 @@ same number of timesteps). Divided by the layer's MACs over the window.
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,9 +26,13 @@ from lstm_embed.kinds.common import RecurrentOptions
 from lstm_embed.kinds.conv2d import Conv2DLayer
 from lstm_embed.kinds.gru import GRULayer
 from lstm_embed.pipeline import convert_ir
+from lstm_embed.quantize.calibration import CalibrationWarning
+from lstm_embed.targets.boards import EMULATED_BOARDS
 from lstm_embed.tools import profile
+from lstm_embed.tools.bench import replace_sections
 
 CORE_UNITS = 1  # the recurrent core is kept as small as a model allows
+BOARDS = ("qemu-m0", "qemu-m4", "qemu-m55")
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ class LayerResult:
 
 def _calibration(model: Model, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.normal(0.0, 1.0, (8, model.timesteps, model.input_size)).astype(np.float32)
+    return rng.normal(0.0, 1.0, (64, model.timesteps, model.input_size)).astype(np.float32)
 
 
 def run_rows(
@@ -175,10 +182,31 @@ def rows_json(results: Sequence[LayerResult]) -> list[dict]:
     return [{**asdict(r), "per_mac": round(r.per_mac, 3)} for r in results]
 
 
-if __name__ == "__main__":
-    import sys
+def markdown_section(results: Sequence[LayerResult]) -> str:
+    return format_targets(target_rows(results)) + "\n\n" + format_results(results)
 
-    measured = run_rows(sys.argv[1:] or ["qemu-m0", "qemu-m4", "qemu-m55"])
-    print(format_results(measured))
-    print()
-    print(format_targets(target_rows(measured)))
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lstm_embed.tools.bench_layers [--boards ...] [--markdown BENCHMARKS.md]`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boards", nargs="+", choices=EMULATED_BOARDS, default=list(BOARDS))
+    parser.add_argument("--markdown", metavar="PATH", help="regenerate its bench:layers section")
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--work-dir", metavar="DIR", help="keep the builds here")
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():  # random calibration: the trust warnings are beside the point
+        warnings.simplefilter("ignore", CalibrationWarning)
+        results = run_rows(args.boards, work=Path(args.work_dir) if args.work_dir else None)
+    print(markdown_section(results))
+    if args.json:
+        payload = {"results": rows_json(results), "targets": target_rows(results)}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    if args.markdown:
+        page = Path(args.markdown)
+        sections = {"layers": markdown_section(results)}
+        page.write_text(replace_sections(page.read_text(), sections, args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
