@@ -177,6 +177,8 @@ def check_input(
     integer input as int16. Raises InputError with one line saying what is wrong.
     """
     x = np.asarray(x_in)
+    if x.ndim == 4 and x.shape[2] * x.shape[3] == rule.input_size:  # (T, F, C) frames, row-major
+        x = x.reshape(*x.shape[:2], -1)
     expected = f"(sequences, timesteps, {rule.input_size})"
     if x.ndim != 3 or x.shape[2] != rule.input_size:
         features = f"; model {rule.name} takes {rule.input_size} feature(s) per timestep"

@@ -49,6 +49,9 @@ def compare(
     """
     out_dir = Path(out_dir)
     report = read_report(out_dir)
+    x = np.asarray(x)
+    if x.ndim > 3:  # (N, T, F, C) frames: F * C values per timestep, row-major, as the C takes them
+        x = x.reshape(*x.shape[:2], -1)
     x = check_input(x, InputRule.from_report(report))  # the runners' check, before Keras sees x
     ir = load_model(model_path)
     keras_y, oracle = live_predict(model_path, ir, x)
@@ -97,7 +100,11 @@ def live_predict(model_path: str | Path, ir: Model, x: np.ndarray) -> tuple[np.n
         model, description = live
         # a stateful model: the rows are one stream (Keras needs batch_size=1 for it)
         batch = 1 if ir.stateful else None
-        return np.asarray(model.predict(x, verbose=0, batch_size=batch), np.float64), description
+        shape = tuple(model.input_shape)
+        x_keras = np.reshape(x, (*np.shape(x)[:2], *shape[2:])) if len(shape) > 3 else x  # frames
+        return np.asarray(
+            model.predict(x_keras, verbose=0, batch_size=batch), np.float64
+        ), description
     y, _ = forward(ir, np.asarray(x, np.float64))
     return y, "lstm-embed float model (Keras is not importable here; tests hold it equal to Keras)"
 

@@ -45,6 +45,11 @@ def read(spec: LayerSpec, input_size: int, timesteps: int | None, frame: Pair | 
         )
     if spec.class_name == "Conv2D":
         return _conv(spec, input_size, frame)
+    if spec.class_name.startswith("Global") and (timesteps or 0) * frame[0] > MAX_POOL:
+        raise Unsupported(  # its int16 sums must fit int32
+            [f"{spec.class_name} over {timesteps} x {frame[0]} values is not supported"
+             f" (supported: up to {MAX_POOL})"]
+        )  # fmt: skip
     return _pooling(spec, input_size, frame)
 
 
