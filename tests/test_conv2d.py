@@ -317,3 +317,21 @@ def test_refusals_name_the_layer_and_what_is_supported(tmp_path, capsys, layers,
     err = capsys.readouterr().err
     assert code == 2 and reason in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_run_compare_trace_take_keras_shaped_frames(trained, tmp_path, capsys):
+    """(N, T, F, C) arrays as Keras takes them: run, compare and trace flatten each frame."""
+    case = trained("kws_crnn")
+    path, frames = tmp_path / "kws.keras", tmp_path / "x.npy"
+    case.model.save(path)
+    np.save(frames, case.x_test[:8].reshape(8, *RECIPES["kws_crnn"].shape))
+    y_path = tmp_path / "y.npy"
+    assert cli.main(["run", str(case.out), "-i", str(frames), "-o", str(y_path)]) == 0
+    np.testing.assert_array_equal(
+        np.load(y_path), run_entry_point(case.out, "run_f32", case.x_test[:8])
+    )
+    assert cli.main(["compare", str(path), str(case.out), "-i", str(frames)]) == 0
+    assert "max_abs_error_pct_of_range" in capsys.readouterr().out
+    trace = tmp_path / "trace.npz"
+    assert cli.main(["trace", str(case.out), "-i", str(frames), "-o", str(trace)]) == 0
+    assert np.load(trace)["x_q"].shape == (8, 49, 40)

@@ -29,6 +29,8 @@ def trace_to_arrays(out_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{out_dir}: no {QMODEL_FILE}; convert again with this version")
     qmodel = load_qmodel(path)
+    x = np.asarray(x)
+    x = x.reshape(*x.shape[:2], -1) if x.ndim > 3 else x  # (T, F, C) frames, row-major
     x_q = fp.quantize_input(x, qmodel.input_inv_scale)
     trace = reference.Trace()
     y_q = reference.run(qmodel, x_q, trace)
