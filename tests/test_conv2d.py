@@ -72,7 +72,7 @@ def spectrograms(
 class Recipe:
     layers: Callable[[], list]
     shape: tuple[int, ...]  # the Keras input shape; (T, F, C) or (T, m) (then channels 1)
-    epochs: int = 6
+    epochs: int = 4
 
 
 RECIPES: dict[str, Recipe] = {
@@ -86,7 +86,7 @@ RECIPES: dict[str, Recipe] = {
             L.Dense(4, activation="softmax"),
         ],
         (49, 40, 1),
-        epochs=8,
+        epochs=6,
     ),
     # same padding with strides on both axes, average pooling with same padding, 2 channels
     "same_strided": Recipe(
