@@ -161,7 +161,7 @@ def format_results(results: Sequence[LayerResult]) -> str:
     lines = [
         "| layer | core | MACs (window) | instr. (layer) | instr/MAC | run() with layer |"
         " run() core alone |",
-        "|" + "---|" * 6,
+        "|" + "---|" * 7,
     ]
     for r in results:
         lines.append(
