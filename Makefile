@@ -54,6 +54,7 @@ test: venv toolchain
 
 bench: venv toolchain
 	mkdir -p build && $(PY) -m lstm_embed.tools.bench --markdown BENCHMARKS.md --chart docs/bench.png --doc docs/speed.md --json build/bench.json --jobs $(JOBS)
+	$(PY) -m lstm_embed.tools.bench_window_layers --markdown BENCHMARKS.md --json build/bench_window_layers.json
 
 fuzz: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --models $${MODELS:-10000} --jobs $(JOBS)

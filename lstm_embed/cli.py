@@ -98,10 +98,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         + ", ".join("None" if d is None else str(d) for d in (spec.batch_size, *spec.input_shape))
         + ")"
     )
-    sequence = len(spec.input_shape) == 2 and spec.input_shape[1] is not None
+    sequence = len(spec.input_shape) in (2, 3) and None not in spec.input_shape[1:]
     if takes_ids(spec):
         sequence = True
         shape_text = f"(timesteps={spec.input_shape[0] or 'any'}, one integer id each)"
+    elif sequence and len(spec.input_shape) == 3:  # frames for Conv2D, carried row-major
+        steps, frame_rows, channels = spec.input_shape
+        shape_text = (
+            f"(timesteps={steps or 'any'}, rows={frame_rows}, channels={channels}:"
+            f" {frame_rows * channels} features per timestep)"
+        )
     elif sequence:
         steps = spec.input_shape[0] or "any"
         shape_text = f"(timesteps={steps}, features={spec.input_shape[1]})"

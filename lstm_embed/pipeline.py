@@ -230,6 +230,23 @@ def reset_states(model: Any) -> None:
         reset_states(layer)  # nested models
 
 
+def _flat_frames(calibration: Any, validation: Any, keras_predict: Any) -> tuple[Any, Any, Any]:
+    """(N, T, F, C) frames (a Conv2D model's input) as the C takes them: (N, T, F * C),
+    row-major; ``keras_predict`` still gets Keras' shape."""
+    calibration = np.asarray(calibration)
+    if calibration.ndim <= 3:
+        return calibration, validation, keras_predict
+    frame = calibration.shape[2:]
+
+    def flat(x: Any) -> Any:
+        return None if x is None else np.reshape(x, (*np.shape(x)[:2], -1))
+
+    def predict(x: np.ndarray) -> Any:
+        return keras_predict(np.reshape(x, (*np.shape(x)[:2], *frame)))
+
+    return flat(calibration), flat(validation), None if keras_predict is None else predict
+
+
 def convert_ir(
     ir: Model,
     calibration: np.ndarray,
@@ -250,6 +267,7 @@ def convert_ir(
     check_output_folder(out_dir, force)
     options = options or QuantizeOptions()
     core_kernels(core)  # a bad --core is refused before any work
+    calibration, validation, keras_predict = _flat_frames(calibration, validation, keras_predict)
     x_val = None if validation is None else checked_validation(ir, validation)
     calibration = check_calibration(ir, calibration)  # ids (N, T) -> (N, T, 1) features
     choice = None

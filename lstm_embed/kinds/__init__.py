@@ -14,11 +14,13 @@ from lstm_embed.kinds import (
     batch_norm,
     conv1d,
     embedding,
+    conv2d,
     feature_affine,
     layer_norm,
     masking,
     permute,
     pooling,
+    pooling2d,
     reshape,
     stack,
     time_axis,
@@ -46,6 +48,10 @@ AROUND_CORE_QLAYERS = (
     time_axis.QTimeAxisLayer,
     permute.QPermuteLayer,
     embedding.QEmbeddingLayer,
+    conv2d.QConv2DLayer,
+    conv2d.QConv2DWindowLayer,
+    pooling2d.QPooling2DLayer,
+    pooling2d.QPooling2DWindowLayer,
 )
 
 # SimpleRNN, Bidirectional, and go_backwards / stateful around any recurrent kind

@@ -92,12 +92,20 @@ class FloatLayer:
     output_timesteps: ClassVar[Callable[[int | None], int | None] | None] = None
     # a method returning the inner layers traced on their own (Bidirectional's directions)
     sublayers: ClassVar[Callable[[], tuple] | None] = None
+    # (rows, channels) of each timestep's output when it is a 2D frame (Conv2D, pooling 2D:
+    # the chain carries it flattened row-major); None: a vector of features
+    output_frame: ClassVar[tuple[int, int] | None] = None
     name: str
     input_size: int
 
     @property
     def output_size(self) -> int:
         raise NotImplementedError
+
+    def shared_input_scale(self, scale: np.ndarray) -> np.ndarray:
+        """The model input's per-feature scales as this layer, the first, can take them (a
+        kernel shared over a frame's positions needs one scale per channel)."""
+        return scale
 
     def forward_inputs(self, xs: list[np.ndarray]) -> LayerTrace:
         """The forward pass on every input (a graph node's); one input: ``forward``."""

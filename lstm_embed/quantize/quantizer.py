@@ -80,6 +80,8 @@ def check_calibration(model: Model, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind != "f":
         raise QuantizeError(f"calibration data must be floating point, got dtype {x.dtype}")
+    if x.ndim > 3:  # (N, T, F, C) frames (Conv2D): F * C features, row-major as the C takes them
+        x = x.reshape(*x.shape[:2], -1)
     if x.ndim != 3 or x.shape[2] != model.input_size or x.shape[0] < 1 or x.shape[1] < 1:
         expected = f"(N, {model.timesteps or 'T'}, {model.input_size})"
         raise QuantizeError(f"calibration data has shape {x.shape}; expected {expected}")
@@ -137,7 +139,11 @@ def quantize(
         check_finite(layer, layer.chain_output(trace))
     # ids (an Embedding first) keep scale 1: int16 x_q is the id itself
     ids = model.layers[0].takes_ids
-    x_scale = np.ones(x.shape[2], np.float32) if ids else input_scale(x, options)
+    x_scale = (
+        np.ones(x.shape[2], np.float32)
+        if ids
+        else model.layers[0].shared_input_scale(input_scale(x, options))
+    )
     inv_scale = (1.0 / x_scale.astype(np.float64)).astype(np.float32)  # as QModel has it
     x_val = None if validation is None else check_calibration(model, validation)
     rounder = LayerRounding.start(model, x, inv_scale, traces, options, x_val)

@@ -63,6 +63,8 @@ def trace_to_arrays(out_dir: Path, x: np.ndarray | dict[str, np.ndarray]) -> dic
     if isinstance(x, dict):
         raise ValueError(f"{out_dir} holds a chain: give its input as one (N, T, m) array")
     qmodel = load_qmodel(path)
+    x = np.asarray(x)
+    x = x.reshape(*x.shape[:2], -1) if x.ndim > 3 else x  # (T, F, C) frames, row-major
     x_q = fp.quantize_input(x, qmodel.input_inv_scale)
     trace = reference.Trace()
     outputs: list[np.ndarray] = []

@@ -191,6 +191,8 @@ def check_input(
     x = np.asarray(x_in)
     if rule.ids:
         x = _checked_ids(x, rule, check_finite)
+    elif x.ndim == 4 and x.shape[2] * x.shape[3] == rule.input_size:  # (T, F, C) frames
+        x = x.reshape(*x.shape[:2], -1)
     expected = f"(sequences, timesteps, {rule.input_size})"
     if x.ndim != 3 or x.shape[2] != rule.input_size:
         features = f"; model {rule.name} takes {rule.input_size} feature(s) per timestep"

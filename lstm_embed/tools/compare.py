@@ -50,6 +50,9 @@ def compare(
     """
     out_dir = Path(out_dir)
     report = read_report(out_dir)
+    x = np.asarray(x)
+    if x.ndim > 3:  # (N, T, F, C) frames: F * C values per timestep, row-major, as the C takes them
+        x = x.reshape(*x.shape[:2], -1)
     x = check_input(x, InputRule.from_report(report))  # the runners' check, before Keras sees x
     ir = load_model(model_path)
     keras_y, oracle = live_predict(model_path, ir, x)
@@ -112,7 +115,11 @@ def live_predict(model_path: str | Path, ir: Model, x: np.ndarray) -> tuple[np.n
         model, description = live
         # a stateful model: the rows are one stream (Keras needs batch_size=1 for it)
         batch = 1 if ir.stateful else None
-        x_keras = x[..., 0] if ir.layers[0].takes_ids else x  # Keras takes ids as (N, T)
+        if ir.layers[0].takes_ids:
+            x_keras = x[..., 0]  # Keras takes ids as (N, T)
+        else:
+            shape = tuple(model.input_shape)
+            x_keras = np.reshape(x, (*np.shape(x)[:2], *shape[2:])) if len(shape) > 3 else x
         y = model.predict(x_keras, verbose=0, batch_size=batch)
         return np.asarray(y, np.float64), description
     y, _ = forward(ir, np.asarray(x, np.float64))

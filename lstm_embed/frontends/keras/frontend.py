@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lstm_embed.frontends.errors import FrontendError
-from lstm_embed.frontends.keras.layers import check_class, read_layer
+from lstm_embed.frontends.keras.layers import check_class, frame_after, read_layer
 from lstm_embed.frontends.keras.reader import ReaderError, read_model
 from lstm_embed.frontends.keras.spec import LayerSpec, ModelSpec
 from lstm_embed.ir.model import Model, sequence_out
@@ -39,7 +41,8 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
     the rest (inspect shows them all), but after it only each layer's type is checked (a
     layer lstm-embed does not read is named; nothing about shapes it cannot know)."""
     size = _feature_size(spec)
-    steps = spec.input_shape[0] if len(spec.input_shape) in (1, 2) else None
+    steps = spec.input_shape[0] if len(spec.input_shape) in (1, 2, 3) else None
+    frame = _input_frame(spec)
     readings = []
     blocked = size is None  # an input shape that is not (batch, timesteps, features)
     for layer_spec in spec.layers:
@@ -53,7 +56,7 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
             readings.append(reading)
             continue
         try:
-            reading.layer = read_layer(layer_spec, size, steps)
+            reading.layer = read_layer(layer_spec, size, steps, frame)
         except Unsupported as error:
             reading.problems = error.reasons
         except IRError as error:  # its message names the layer already: keep only the rest
@@ -62,9 +65,11 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
         if reading.layer is not None:
             size = reading.layer.output_size
             steps = _steps_after(reading.layer, steps)
+            frame = reading.layer.output_frame
         elif reading.problems:
             blocked = True
-        # else: an identity at inference, the size carries through
+        else:  # an identity at inference, the size carries through (a Reshape: a new frame)
+            frame = frame_after(layer_spec, size, steps, frame)
     return readings
 
 
@@ -74,12 +79,19 @@ def _steps_after(layer: FloatLayer, steps: int | None) -> int | None:
 
 
 def _feature_size(spec: ModelSpec) -> int | None:
+    """Features per timestep: m of (T, m); F * C of (T, F, C) (frames, carried row-major)."""
     shape = spec.input_shape
     if takes_ids(spec):
         return 1  # one id per timestep (kinds/embedding.py)
-    if len(shape) != 2 or shape[1] is None:
+    if len(shape) not in (2, 3) or any(d is None for d in shape[1:]):
         return None
-    return int(shape[1])
+    return int(np.prod(shape[1:]))
+
+
+def _input_frame(spec: ModelSpec) -> tuple[int, int] | None:
+    """(F, C) of a (T, F, C) input (for Conv2D and the 2D pooling), else None."""
+    shape = spec.input_shape
+    return (int(shape[1]), int(shape[2])) if _feature_size(spec) and len(shape) == 3 else None
 
 
 def takes_ids(spec: ModelSpec) -> bool:
@@ -96,10 +108,11 @@ def model_name(spec: ModelSpec) -> str:
 def build_ir(spec: ModelSpec) -> Model:
     """ModelSpec -> IR; every unsupported layer and option in one error."""
     shape = (*spec.input_shape, 1) if takes_ids(spec) else spec.input_shape
-    if len(shape) != 2 or shape[1] is None:
+    size = _feature_size(spec)
+    if size is None:
         raise FrontendError(
             f"{spec.source}: input shape (batch, {', '.join(map(str, shape))}) is not supported;"
-            " expected (batch, timesteps, features)"
+            " expected (batch, timesteps, features) or (batch, timesteps, rows, channels)"
         )
     readings = read_layers(spec)
     problems = [
@@ -113,7 +126,7 @@ def build_ir(spec: ModelSpec) -> Model:
     meta = {"keras_version": spec.keras_version, "file_format": spec.file_format}
     meta["batch_size"] = str(spec.batch_size)  # a stateful model must run one stream
     try:
-        return Model(model_name(spec), int(shape[1]), shape[0], tuple(layers), spec.source, meta)
+        return Model(model_name(spec), size, shape[0], tuple(layers), spec.source, meta)
     except IRError as error:
         raise FrontendError(f"{spec.source}: {error}") from error
 
@@ -162,12 +175,18 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
         if layer is not None:
             row.update({k: v for k, v in layer.summary().items() if k != "type"})  # file's class
             row["flash_bytes"] = layer.flash_bytes(weight_bits[min(index, len(weight_bits) - 1)])
-            sequence = isinstance(shape, list) and len(shape) == 3
+            sequence = isinstance(shape, list) and len(shape) >= 3
             steps = _steps_after(layer, steps)
             timesteps = isinstance(shape, list) and sequence_out(layer, sequence)
-            shape = [batch, steps, layer.output_size] if timesteps else [batch, layer.output_size]
+            per_step = list(layer.output_frame or (layer.output_size,))
+            shape = [batch, steps, *per_step] if timesteps else [batch, *per_step]
         elif reading.problems:
             shape = "?"  # what an unsupported layer outputs is not worked out here
+        elif reading.spec.class_name == "Reshape" and isinstance(shape, list):  # read as nothing
+            target = list(config.get("target_shape") or [])
+            total = int(np.prod([d for d in shape[1:] if d is not None]))
+            known = int(np.prod([d for d in target if d != -1]))
+            shape = [batch, *(total // known if d == -1 else d for d in target)]
         row["output_shape"] = shape
         rows.append(row)
     return rows

@@ -14,6 +14,7 @@ from lstm_embed.frontends.keras.layers import (
     batch_norm,
     bidirectional,
     conv1d,
+    conv2d,
     dense,
     depthwise,
     embedding,
@@ -67,6 +68,7 @@ READERS: dict[str, Reader] = {
     **{name: time_axis.read for name in time_axis.CLASSES},
     "Permute": permute.read,  # takes the timesteps too (TIMESTEP_READERS)
     "Embedding": embedding.read,
+    **{name: conv2d.read for name in conv2d.CLASSES},  # take the frame too (FRAME_READERS)
 }
 
 # Readers that need the timesteps of their input (Flatten, Reshape: their output size; Permute)
@@ -74,6 +76,12 @@ TIMESTEP_READERS = {
     **{name: reshape.read for name in reshape.CLASSES},
     "Permute": permute.read,
 }
+
+# Readers of layers over (T, F, C) inputs: they take the timesteps and the (F, C) frame
+FRAME_READERS = {**{name: conv2d.read for name in conv2d.CLASSES}, "Reshape": conv2d.read_reshape}
+frame_after = conv2d.frame_after  # the frame after a layer read as nothing
+# the layers that may take a (T, F, C) input (the others would read its last axis only)
+FRAME_INPUT = (*conv2d.CLASSES, "Flatten", "Reshape", *identity.IDENTITY_CLASSES)
 
 SUPPORTED = ", ".join(["InputLayer", *READERS])
 # what to do about a layer lstm-embed does not read (not: turn Keras' safe mode off; lstm-embed
@@ -104,20 +112,37 @@ def check_class(spec: LayerSpec) -> Reader:
     return reader
 
 
-def read_layer(spec: LayerSpec, input_size: int, timesteps: int | None = None) -> FloatLayer | None:
+def read_layer(
+    spec: LayerSpec,
+    input_size: int,
+    timesteps: int | None = None,
+    frame: tuple[int, int] | None = None,
+) -> FloatLayer | None:
     """LayerSpec -> float layer (None for identities); Unsupported lists every reason.
-    ``timesteps``: of the layer's input, None when any length."""
+    ``timesteps``: of the layer's input, None when any length; ``frame``: (rows, channels) of
+    each of its timesteps when the input is (T, F, C) (carried as F * C features)."""
     reader = check_class(spec)
+    if spec.class_name in FRAME_READERS:
+        return FRAME_READERS[spec.class_name](spec, input_size, timesteps, frame)
+    if frame is not None and spec.class_name not in FRAME_INPUT:
+        raise Unsupported(
+            [f"{spec.class_name} on a (timesteps, {frame[0]}, {frame[1]}) input is not supported"
+             f" (supported there: {', '.join(FRAME_INPUT[:7])}; Reshape((T, F * C)) or Flatten"
+             " before other layers)"]
+        )  # fmt: skip
     if spec.class_name in TIMESTEP_READERS:
         return TIMESTEP_READERS[spec.class_name](spec, input_size, timesteps)
     return reader(spec, input_size)
 
 
 __all__ = [
+    "FRAME_INPUT",
+    "FRAME_READERS",
     "READERS",
     "SUPPORTED",
     "TIMESTEP_READERS",
     "UNSUPPORTED_HINT",
     "check_class",
+    "frame_after",
     "read_layer",
 ]
