@@ -191,7 +191,7 @@ def markdown_section(results: Sequence[LayerResult]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m lstm_embed.tools.bench_window_layers [--boards ...] [--markdown BENCHMARKS.md]`."""
+    """`python -m lstm_embed.tools.bench_window_layers [--boards ...] [--markdown PATH]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boards", nargs="+", choices=EMULATED_BOARDS, default=list(BOARDS))
     parser.add_argument("--markdown", metavar="PATH", help="regenerate its bench:layers section")
