@@ -391,6 +391,8 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "softmax",
                 "lstm",
                 "wide_lstm",
+                "lstm_unbounded",
+                "wide_lstm_unbounded",
                 "portable_recurrent",
                 "optimized_recurrent",
                 "wide_dense",
