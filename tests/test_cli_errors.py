@@ -67,7 +67,7 @@ def _unsupported() -> dict[str, tuple[Callable, str]]:
             seq(layers.Bidirectional(layers.LSTM(4), merge_mode=None)),
             "merge_mode=None",
         ),
-        "gru_activation": (seq(layers.GRU(4, activation="relu")), "activation"),
+        "gru_activation": (seq(layers.GRU(4, activation="sigmoid")), "activation"),
         # Conv1D converts (tests/test_around_core.py); grouped convolutions do not
         "conv1d_groups": (seq(layers.Conv1D(3, 3, groups=3), layers.LSTM(2)), "groups"),
         "multi_head_attention": (
@@ -77,7 +77,7 @@ def _unsupported() -> dict[str, tuple[Callable, str]]:
         "simple_rnn_sigmoid": (seq(layers.SimpleRNN(4, activation="sigmoid")), "activation"),
         "return_state": (return_state, "return_state"),
         "stateful_bidirectional": (stateful_bidirectional, "stateful=True inside Bidirectional"),
-        "activation_relu": (lambda: _lstm_model(activation="relu"), "activation"),
+        "activation_selu": (lambda: _lstm_model(activation="selu"), "activation"),
     }
 
 
@@ -185,7 +185,7 @@ UNSUPPORTED_IDS = [
     "simple_rnn_sigmoid",
     "return_state",
     "stateful_bidirectional",
-    "activation_relu",
+    "activation_selu",
 ]
 
 

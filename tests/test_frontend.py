@@ -407,22 +407,23 @@ def test_hostile_file_one_line_exit_2(tmp_path, case, command):
 
 
 def test_inspect_lists_every_unsupported_layer(tmp_path, capsys):
-    """A Conv1DTranspose + ELU front-end: the whole table, both layers marked, exit 2."""
+    """An EinsumDense + ELU front-end: the whole table, both layers marked, exit 2."""
     import keras
 
     layers = keras.layers
-    chain = [layers.Conv1DTranspose(3, 1), layers.ELU(), layers.LSTM(4), layers.Dense(2)]
+    chain = [layers.EinsumDense("btf,fk->btk", (12, 3)), layers.ELU(), layers.LSTM(4),
+             layers.Dense(2)]  # fmt: skip
     model = keras.Sequential([keras.Input((12, 3)), *chain])
     model.save(tmp_path / "m.keras")
     assert cli.main(["inspect", str(tmp_path / "m.keras")]) == 2
     captured = capsys.readouterr()
     table = captured.out
-    transpose = next(line for line in table.splitlines() if line.startswith("conv1d_transpose"))
+    einsum = next(line for line in table.splitlines() if line.startswith("einsum_dense"))
     elu = next(line for line in table.splitlines() if line.startswith("elu"))
-    assert "not supported" in transpose and "Conv1DTranspose" in transpose
+    assert "not supported" in einsum and "EinsumDense" in einsum
     assert "ELU" in elu
     assert "LSTM" in table and "Dense" in table
-    assert "conv1d_transpose" in captured.err and "elu" in captured.err
+    assert "einsum_dense" in captured.err and "elu" in captured.err
     assert UNSUPPORTED_HINT in captured.err
     for layer in model.layers:
         assert str(layer.count_params()) in table

@@ -468,7 +468,8 @@ def test_an_unsupported_layer_has_no_follow_on_lines(tmp_path, capsys):
     checked for their type (a second unsupported type is named too), with no complaint about
     shapes that depend on the unsupported layer's output."""
     model = keras.Sequential([
-        keras.Input((T, 1)), L.Conv1DTranspose(5, 3), L.LSTM(4), L.UnitNormalization(),
+        keras.Input((T, 1)), L.EinsumDense("btf,fk->btk", (T, 5)), L.LSTM(4),
+        L.UnitNormalization(),
         L.Dense(2),
     ])  # fmt: skip
     path = tmp_path / "m.keras"
@@ -481,7 +482,7 @@ def test_an_unsupported_layer_has_no_follow_on_lines(tmp_path, capsys):
         assert cli.main(argv) == 2
         captured = capsys.readouterr()
         err = captured.err
-        assert "(Conv1DTranspose): type Conv1DTranspose is not supported" in err
+        assert "(EinsumDense): type EinsumDense is not supported" in err
         assert "(UnitNormalization): type UnitNormalization is not supported" in err
         assert "layer 'lstm'" not in err and "layer 'dense'" not in err
         assert "kernel shape" not in err and "input size" not in err

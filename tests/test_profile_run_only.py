@@ -120,3 +120,61 @@ def test_a_failed_compile_shows_the_compilers_first_error(toolchain, converted, 
     err = capsys.readouterr().err
     assert f"compiling {name}.c failed" in err
     assert "'undeclared_x' undeclared" in err
+
+
+# The issue's activity classifier: 128 timesteps of 9 features, Conv1D(32, 5) widest
+HAR_T, HAR_FEATURES, HAR_CLASSES, HAR_FILTERS = 128, 9, 6, 32
+# The issue's bound: at most half of the T x widest layer x 2 window buffers (int16) that the
+# model needed before its buffers were sized per layer and a Conv1D fused with its pooling
+HAR_RAM_BOUND = HAR_T * HAR_FILTERS * 2 * 2 // 2
+
+
+def test_conv_pool_lstm_ram_at_most_half_of_the_window_buffers(toolchain, tmp_path, capsys):
+    """Input((128, 9)) -> Conv1D(32, 5, relu) -> MaxPooling1D(2) -> LSTM(32) -> Dense(6): the
+    Conv1D runs as the pooling needs its outputs (its 124 x 32 outputs are never stored), so
+    report.json's RAM and the state's .bss linked for qemu-m4 are at most half of T x widest x
+    2 int16 values; the C still equals the integer reference (host, ASan/UBSan, on the whole
+    window and on shorter ones; the profile harness on qemu-m4)."""
+    import keras
+
+    from tests.helpers import host_difference
+
+    L = keras.layers
+    keras.utils.set_random_seed(5)
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, HAR_CLASSES, 320)
+    t = np.arange(HAR_T)
+    phase = rng.uniform(0, 2 * np.pi, (320, 1, HAR_FEATURES))
+    x = np.sin((0.1 + 0.08 * label)[:, None, None] * t[None, :, None] + phase)
+    x = (x + 0.2 * rng.normal(size=x.shape)).astype(np.float32)
+    model = keras.Sequential(
+        [keras.Input((HAR_T, HAR_FEATURES)), L.Conv1D(HAR_FILTERS, 5, activation="relu"),
+         L.MaxPooling1D(2), L.LSTM(32), L.Dense(HAR_CLASSES, activation="softmax")]
+    )  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(x, label, epochs=2, batch_size=32, verbose=0)
+    out = tmp_path / "out"
+    conversion = convert_ir(read_keras_model(model), x[:256], out)
+    ram = read_report(out)["ram_bytes"]["total"]
+    print(f"report.json ram_bytes {ram} B (bound {HAR_RAM_BOUND} B)")
+    assert ram <= HAR_RAM_BOUND
+    x_q = np.asarray(profile_input(read_report(out)))
+    difference = host_difference(out, conversion.qmodel, x_q[None], x[256:257], sanitize=True)
+    assert difference is None, difference
+    short = x_q[None, : HAR_T - 7]  # 121 steps: the pooling drops the Conv1D's odd last output
+    assert np.array_equal(
+        bench_outputs_host(out, short), reference.run(conversion.qmodel, short).astype(np.int16)
+    )
+    argv = ["profile", str(out), "--board", "qemu-m4", "--json", str(tmp_path / "p.json")]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    (row,) = json.loads((tmp_path / "p.json").read_text())
+    print(f"qemu-m4 .bss {row['state_bytes']} B")
+    assert row["state_bytes"] <= HAR_RAM_BOUND
+
+
+def bench_outputs_host(out: Path, x_q: np.ndarray) -> np.ndarray:
+    """The host C's run() on int16 windows (ASan/UBSan)."""
+    from lstm_embed.targets.hostbuild import run_entry_point
+
+    return run_entry_point(out, "run", x_q, sanitize=True)

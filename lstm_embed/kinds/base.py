@@ -204,6 +204,10 @@ class QLayer:
     window: ClassVar[Callable[..., Any] | None] = None
     hard_sigmoid: ClassVar[bool] = False  # a recurrent activation of Keras' hard_sigmoid
     portable_only: ClassVar[bool] = False  # runs the reference kernel on every core
+    # (span, stride) of a whole-window layer whose output step t reads input steps
+    # [t * stride, t * stride + span) only (valid padding): run() can feed it a sub-window
+    # (emit.render.fused_pairs runs such a layer as the next one's inputs are needed)
+    valid_span: ClassVar[tuple[int, int] | None] = None
 
     @property
     def keeps_timesteps(self) -> bool:

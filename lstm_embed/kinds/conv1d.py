@@ -191,6 +191,12 @@ class QConv1DLayer(ConvGeometry, QLayer):
         return self.dense.units
 
     @property
+    def valid_span(self) -> tuple[int, int] | None:  # type: ignore[override]
+        if self.streaming or self.padding != "valid":
+            return None
+        return self.history + 1, self.strides
+
+    @property
     def output_feature_scale(self) -> np.ndarray:
         return self.dense.output_feature_scale
 

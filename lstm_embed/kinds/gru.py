@@ -40,12 +40,16 @@ from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
+    STATE_ACTIVATIONS,
+    STATE_HEADROOM,
     choose_input_shift,
     effective_row_length,
     input_fold,
     quantize_gate_rows,
     recurrent_activation,
     resolve_input_shift,
+    state_activation,
+    state_frac_bits,
 )
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize import rounding
@@ -79,9 +83,17 @@ class GRULayer(FloatLayer):
     reset_after: bool = True
     recurrent_activation: str = "sigmoid"
     return_sequences: bool = False
+    # of the candidate h~: tanh (h in Q0.15), relu or linear (h gets an int16 format calibrated
+    # on the data, and the layer runs the reference kernel)
+    activation: str = "tanh"
 
     def __post_init__(self) -> None:
         n, m = self.units, self.input_size
+        if self.activation not in STATE_ACTIVATIONS:
+            raise IRError(
+                f"layer '{self.name}': activation '{self.activation}' is not supported"
+                f" (supported: {', '.join(STATE_ACTIVATIONS)})"
+            )
         if n < 1 or m < 1:
             raise IRError(f"layer '{self.name}': units and input size must be >= 1")
         # shapes first: a config may declare any number of units, the weights are what is real
@@ -142,6 +154,7 @@ class GRULayer(FloatLayer):
         """x (N, T, m) -> trace with h (N, T, n) for every step and every row's pre-activation."""
         batch, steps, _ = x.shape
         act = activation_function(self.recurrent_activation)
+        state_act = activation_function(self.activation)
         (wz, uz, bz, rz), (wr, ur, br, rr), (wh, uh, bh, rh) = (self.gate(g) for g in GATES)
         h = np.zeros((batch, self.units))
         hs = []
@@ -153,11 +166,11 @@ class GRULayer(FloatLayer):
             z, r = act(pre_z), act(pre_r)
             if self.reset_after:
                 hx, hh = xt @ wh + bh, h @ uh + rh
-                candidate = np.tanh(hx + r * hh)
+                candidate = state_act(hx + r * hh)
                 parts = {"hx": hx, "hh": hh}
             else:
                 pre_h = xt @ wh + (r * h) @ uh + bh
-                candidate = np.tanh(pre_h)
+                candidate = state_act(pre_h)
                 parts = {"h": pre_h}
             h = z * h + (1.0 - z) * candidate
             for name, value in {"z": pre_z, "r": pre_r, **parts}.items():
@@ -174,27 +187,36 @@ class GRULayer(FloatLayer):
         return trace.output if self.return_sequences else trace.output[:, -1]
 
     def quantize(self, ctx: QuantContext) -> QGRULayer:
+        h_frac = self.h_frac_bits(ctx.trace.output)
         shift = resolve_input_shift(
             ctx,
             lambda: choose_input_shift(
-                lambda k: gru_rows(self, ctx.feature_scale, k)[0],
+                lambda k: gru_rows(self, ctx.feature_scale, k, h_frac)[0],
                 self.input_size,
                 self.units,
                 ctx.feature_scale,
                 ctx.layer_input,
-                ctx.trace.output,
+                ctx.trace.output * 2.0 ** (h_frac - 15),  # in the recurrent columns' units
                 *row_columns(self.reset_after),
             ),
         )
-        stats = None if ctx.rounding == rounding.NEAREST else gru_input_stats(self, ctx, shift)
-        return quantize_gru(self, ctx.feature_scale, ctx.bits, shift, ctx.rounding, stats)
+        stats = (
+            None if ctx.rounding == rounding.NEAREST else gru_input_stats(self, ctx, shift, h_frac)
+        )
+        return quantize_gru(self, ctx.feature_scale, ctx.bits, shift, ctx.rounding, stats, h_frac)
+
+    def h_frac_bits(self, h: np.ndarray) -> int:
+        """Fractional bits of the int16 h: 15 (Q0.15) for tanh, else calibrated."""
+        if self.activation == "tanh":
+            return 15
+        return state_frac_bits(self.name, "output h", h, STATE_HEADROOM)
 
     def summary(self) -> dict[str, Any]:
         n, m = self.units, self.input_size
         bias = "" if self.bias is None else ("+2" if self.reset_after else "+1")
         return {
             "type": "GRU",
-            "activation": f"tanh, {self.recurrent_activation}",
+            "activation": f"{self.activation}, {self.recurrent_activation}",
             "units": n,
             "params_formula": f"3*{n}*({m}+{n}{bias})",
         }
@@ -216,6 +238,7 @@ class GRULayer(FloatLayer):
             rows[:, 2] = w[:, 2] * scale[:, 2, None]
         # undo the input fold and the input columns' power-of-two scale
         rows[..., :m] /= input_fold(feature_scale, qlayer.input_shift)[:, 0]
+        rows[..., m:] *= 2.0 ** (qlayer.h_frac - 15)  # the h format's fold
         weights = rows.transpose(2, 1, 0).reshape(m + n, 3 * n)
         unit = fp.accumulator_unit(qlayer.weight_bits, qlayer.effective_row_length)
         bias_rows = qlayer.bias_s32 * scale * unit * Q15_SCALE  # (n, rows)
@@ -238,6 +261,7 @@ class GRULayer(FloatLayer):
             self.reset_after,
             self.recurrent_activation,
             self.return_sequences,
+            self.activation,
         )
 
 
@@ -252,16 +276,18 @@ def row_columns(reset_after: bool) -> tuple[np.ndarray, np.ndarray]:
     return np.ones(3), np.ones(3)
 
 
-def gru_rows(layer: GRULayer, feature_scale: np.ndarray, input_shift: int):
-    """Float rows (units, rows, m + n) against [x_q; h_q15] (reset_before: [x_q; (r*h)_q15])
-    in units of 2**-15, the input columns divided by 2**input_shift, and their biases
-    (units, rows); rows as ``GRULayer.row_names``."""
+def gru_rows(layer: GRULayer, feature_scale: np.ndarray, input_shift: int, h_frac: int = 15):
+    """Float rows (units, rows, m + n) against [x_q; h_q] (reset_before: [x_q; (r*h)_q])
+    in units of 2**-15, the input columns divided by 2**input_shift, h's format (``h_frac``
+    fractional bits) folded into the recurrent columns, and their biases (units, rows); rows
+    as ``GRULayer.row_names``."""
     fold = input_fold(feature_scale, input_shift)
     m, n = layer.input_size, layer.units
     rows, biases = [], []
     for gate in GATES:
         kernel, recurrent, input_bias, recurrent_bias = layer.gate(gate)
         kernel = kernel * fold
+        recurrent = recurrent * 2.0 ** (15 - h_frac)
         if gate == "h" and layer.reset_after:
             rows.append(np.concatenate([kernel, np.zeros((n, n))]).T)
             rows.append(np.concatenate([np.zeros((m, n)), recurrent]).T)
@@ -279,11 +305,12 @@ def quantize_gru(
     input_shift: int = 0,
     method: str = rounding.NEAREST,
     stats: dict[str, rounding.InputStats] | None = None,
+    h_frac: int = 15,
 ) -> QGRULayer:
     """``feature_scale``: real value of one input LSB per feature (2**-15 after a recurrent
     layer). The candidate's input and recurrent rows of a reset_after layer get a scale each
     and share one weight row (their columns do not overlap)."""
-    rows_f, bias_f = gru_rows(layer, feature_scale, input_shift)
+    rows_f, bias_f = gru_rows(layer, feature_scale, input_shift, h_frac)
     row_length = effective_row_length(layer.input_size, layer.units, input_shift)
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
         rows_f, bias_f, bits, row_length
@@ -310,10 +337,12 @@ def quantize_gru(
         weight_scale=scale,
         has_bias=layer.bias is not None,
         input_shift=input_shift,
+        activation=layer.activation,
+        h_frac=h_frac,
     )
 
 
-def gru_input_stats(layer: GRULayer, ctx: QuantContext, input_shift: int):
+def gru_input_stats(layer: GRULayer, ctx: QuantContext, input_shift: int, h_frac: int = 15):
     """Moments of what the rows multiply (``gru_rows``' domain), over every sequence and step:
     "gates", u = [x_q * 2**(k - 15); h_{t-1}] for z and r (and, by columns, a reset_after
     candidate's two rows); "candidate", [x_q * 2**(k - 15); r * h_{t-1}] for reset_before.
@@ -328,7 +357,8 @@ def gru_input_stats(layer: GRULayer, ctx: QuantContext, input_shift: int):
     x_q = np.asarray(ctx.fit_part(ctx.quantized_input), np.float64) * 2.0**k
     x_f = ctx.fit_part(ctx.layer_input) / ctx.feature_scale * 2.0**k
     device = layer.forward(x_q * 2.0**-k * ctx.feature_scale)
-    h_q, h_f = prev(device.output), prev(ctx.fit_part(ctx.trace.output))
+    h_units = 2.0 ** (h_frac - 15)  # h in the recurrent columns' units
+    h_q, h_f = prev(device.output) * h_units, prev(ctx.fit_part(ctx.trace.output)) * h_units
     stats = {"gates": rounding.InputStats.of(np.concatenate([x_q, h_q], -1),
                                              np.concatenate([x_f, h_f], -1))}  # fmt: skip
     if not layer.reset_after:
@@ -378,7 +408,7 @@ class GRUStepTrace:
 
     layer: str
     z: np.ndarray  # (N, units, rows) requantized row sums, Z_FRAC_BITS (rows: row_names)
-    gates_q15: np.ndarray  # (N, units, 3): update z, reset r, candidate h~ (Q0.15)
+    gates_q15: np.ndarray  # (N, units, 3): update z, reset r (Q0.15), candidate h~ (h format)
     h_q15: np.ndarray
 
 
@@ -415,6 +445,8 @@ class QGRULayer(QLayer):
     weight_scale: np.ndarray  # (units, rows) float, real weight = q * weight_scale (folded)
     has_bias: bool = True
     input_shift: int = 0  # the input columns' partial sums are multiplied by 2**input_shift
+    activation: str = "tanh"  # of the candidate; relu/linear: reference kernel only
+    h_frac: int = 15  # h's fractional bits: 15 (Q0.15) for tanh, calibrated for relu/linear
 
     def __post_init__(self) -> None:
         k = self.input_size + self.units
@@ -465,9 +497,18 @@ class QGRULayer(QLayer):
 
     @property
     def portable_only(self) -> bool:
-        """int16-weight layers (int64 row sums) and int8 layers of blocked rows run the
-        reference kernel on every core."""
-        return self.weight_bits != 8 or self.blocked
+        """int16-weight layers (int64 row sums), int8 layers of blocked rows and relu/linear
+        layers (no tanh table for the candidate) run the reference kernel on every core."""
+        return self.weight_bits != 8 or self.blocked or self.unbounded
+
+    @property
+    def unbounded(self) -> bool:
+        """relu or linear: the candidate is the activated row sum in h's format."""
+        return self.activation != "tanh"
+
+    @property
+    def h_format(self) -> str:
+        return f"Q{15 - self.h_frac}.{self.h_frac}"
 
     @property
     def macs(self) -> int:
@@ -479,7 +520,7 @@ class QGRULayer(QLayer):
 
     @property
     def output_feature_scale(self) -> np.ndarray:
-        return np.full(self.units, Q15_SCALE)
+        return np.full(self.units, 2.0**-self.h_frac)
 
     # -- integer reference (the C equals it bit for bit) --
 
@@ -499,7 +540,7 @@ class QGRULayer(QLayer):
             z = self._requantize(dot.transpose(1, 2, 0))
             gates[..., 0] = recurrent_activation(self.recurrent_activation, z[..., 0], tables)
             gates[..., 1] = recurrent_activation(self.recurrent_activation, z[..., 1], tables)
-            gates[..., 2] = fp.tanh_q15(candidate_preactivation(z, gates[..., 1]), tables["tanh"])
+            gates[..., 2] = self._candidate(candidate_preactivation(z, gates[..., 1]), tables)
         else:
             zr = self._requantize(dot_x[..., :2] + dot_h, slice(0, 2))
             gates[..., 0] = recurrent_activation(self.recurrent_activation, zr[..., 0], tables)
@@ -508,9 +549,17 @@ class QGRULayer(QLayer):
             dot_rh = np.einsum("uk,nk->nu", w[:, 2, m:], rh)
             zh = self._requantize((dot_x[..., 2] + dot_rh)[..., None], slice(2, 3))
             z = np.concatenate([zr, zh], axis=-1)
-            gates[..., 2] = fp.tanh_q15(zh[..., 0], tables["tanh"])
+            gates[..., 2] = self._candidate(zh[..., 0], tables)
         state.h_q15 = hidden_update(gates[..., 0], h, gates[..., 2])
         return state.h_q15, GRUStepTrace(self.name, z, gates, state.h_q15)
+
+    def _candidate(self, pre: np.ndarray, tables: dict) -> np.ndarray:
+        """h~ in h's format: tanh's table (Q0.15), or the activated pre-activation
+        (Z_FRAC_BITS) rounded to h_frac fractional bits and saturated."""
+        if not self.unbounded:
+            return fp.tanh_q15(pre, tables["tanh"])
+        activated = state_activation(self.activation, pre)
+        return fp.saturate_s16(fp.change_frac(activated, fp.Z_FRAC_BITS, self.h_frac))
 
     def _requantize(self, dot: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
         acc = fp.accumulate(
@@ -542,7 +591,7 @@ class QGRULayer(QLayer):
                 "type": "int16_t",
                 "name": "h_q15",
                 "size": self.units,
-                "comment": f"'{label}' hidden state, Q0.15",
+                "comment": f"'{label}' hidden state, {self.h_format}",
             }
         ]
 
@@ -581,12 +630,16 @@ class QGRULayer(QLayer):
             "acc_shift": self.acc_shift,
             "blocked": self.blocked,
             "portable_only": self.portable_only,
+            "activation": self.activation,
+            "h_frac": self.h_frac,
+            "h_format": self.h_format,
             **({} if self.portable_only else gru_layouts.kernel_context(self)),
         }
 
     def format(self) -> str:
         form = "reset_after" if self.reset_after else "reset_before"
-        return f"w int{self.weight_bits}, h Q0.15, {form}"
+        act = "" if self.activation == "tanh" else f", activation {self.activation}"
+        return f"w int{self.weight_bits}, h {self.h_format}, {form}{act}"
 
     def flash_bytes(self) -> dict[str, int]:
         weights = 3 * self.units * self.row_length * self.weight_bits // 8

@@ -29,8 +29,12 @@ from lstm_embed.kinds.common import activation_function, weight_format
 from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
+    STATE_ACTIVATIONS,
+    STATE_HEADROOM,
     quantize_gate_rows,
     resolve_input_shift,
+    state_activation,
+    state_frac_bits,
 )
 from lstm_embed.kinds.recurrent import choose_input_shift as choose_rows_input_shift
 from lstm_embed.kinds.recurrent import recurrent_activation as recurrent_activation_q15
@@ -66,14 +70,23 @@ class LSTMLayer(FloatLayer):
     # a constant state every sequence starts from (ONNX initial_h / initial_c); None: zeros
     initial_h: np.ndarray | None = None  # (units,)
     initial_c: np.ndarray | None = None  # (units,)
+    # of the cell candidate and of h = o * act(c): tanh (h in Q0.15), relu or linear (the cell
+    # and h get int16 formats calibrated on the data, and the layer runs the reference kernel)
+    activation: str = "tanh"
 
     def __post_init__(self) -> None:
         n, m = self.units, self.input_size
+        if self.activation not in STATE_ACTIVATIONS:
+            raise IRError(
+                f"layer '{self.name}': activation '{self.activation}' is not supported"
+                f" (supported: {', '.join(STATE_ACTIVATIONS)})"
+            )
         for what, state in (("initial_h", self.initial_h), ("initial_c", self.initial_c)):
             if state is not None:
                 check_shape(self.name, what, state, (n,))
                 check_finite(self.name, what, state)
-        if self.initial_h is not None and np.max(np.abs(self.initial_h)) >= 1.0:
+        bounded = self.activation == "tanh"
+        if bounded and self.initial_h is not None and np.max(np.abs(self.initial_h)) >= 1.0:
             raise IRError(
                 f"layer '{self.name}': initial_h outside (-1, 1), which no LSTM output reaches"
                 " (supported: |h0| < 1)"
@@ -120,6 +133,7 @@ class LSTMLayer(FloatLayer):
         batch, steps, _ = x.shape
         n = self.units
         act = activation_function(self.recurrent_activation)
+        state_act = activation_function(self.activation)
         bias = self.bias if self.bias is not None else np.zeros(4 * n)
         h = np.zeros((batch, n)) + (0.0 if self.initial_h is None else self.initial_h)
         c = np.zeros((batch, n)) + (0.0 if self.initial_c is None else self.initial_c)
@@ -127,8 +141,8 @@ class LSTMLayer(FloatLayer):
         for t in range(steps):
             z = x[:, t] @ self.kernel + h @ self.recurrent_kernel + bias
             zi, zf, zg, zo = (z[:, k * n : (k + 1) * n] for k in range(4))
-            c = act(zf) * c + act(zi) * np.tanh(zg)
-            h = act(zo) * np.tanh(c)
+            c = act(zf) * c + act(zi) * state_act(zg)
+            h = act(zo) * state_act(c)
             hs.append(h)
             cs.append(c)
             zs.append(z)
@@ -143,20 +157,32 @@ class LSTMLayer(FloatLayer):
         max_cell = float(np.max(np.abs(ctx.trace.cell)))
         if self.initial_c is not None:  # the cell starts there: its format must hold it
             max_cell = max(max_cell, float(np.max(np.abs(self.initial_c))))
+        if self.activation != "tanh":  # an unbounded cell: refused where no int16 format holds it
+            state_frac_bits(self.name, "cell state", cell_of(ctx, self), CELL_HEADROOM)
+        h_frac = self.h_frac_bits(ctx.trace.output)
+        hidden = ctx.trace.output * 2.0 ** (h_frac - 15)  # what the recurrent columns multiply
         shift = resolve_input_shift(
             ctx,
-            lambda: choose_input_shift(self, ctx.feature_scale, ctx.layer_input, ctx.trace.output),
+            lambda: choose_input_shift(self, ctx.feature_scale, ctx.layer_input, hidden, h_frac),
         )
-        stats = None if ctx.rounding == rounding.NEAREST else lstm_input_stats(self, ctx, shift)
+        stats = (
+            None if ctx.rounding == rounding.NEAREST else lstm_input_stats(self, ctx, shift, h_frac)
+        )
         return quantize_lstm(
-            self, ctx.feature_scale, max_cell, ctx.bits, shift, ctx.rounding, stats
+            self, ctx.feature_scale, max_cell, ctx.bits, shift, ctx.rounding, stats, h_frac
         )
+
+    def h_frac_bits(self, h: np.ndarray) -> int:
+        """Fractional bits of the int16 h: 15 (Q0.15) for tanh, else calibrated."""
+        if self.activation == "tanh":
+            return 15
+        return state_frac_bits(self.name, "output h", h, STATE_HEADROOM)
 
     def summary(self) -> dict[str, Any]:
         bias = "+1" if self.bias is not None else ""
         return {
             "type": "LSTM",
-            "activation": f"tanh, {self.recurrent_activation}",
+            "activation": f"{self.activation}, {self.recurrent_activation}",
             "units": self.units,
             "params_formula": f"4*{self.units}*({self.input_size}+{self.units}{bias})",
         }
@@ -169,6 +195,7 @@ class LSTMLayer(FloatLayer):
         rows = qlayer.weights * qlayer.weight_scale[..., None]  # (n, 4, m + n)
         # undo the input fold and the input columns' power-of-two scale
         rows[..., : self.input_size] *= Q15_SCALE / feature_scale * 2**qlayer.input_shift
+        rows[..., self.input_size :] *= 2.0 ** (qlayer.h_frac - 15)  # the h format's fold
         weights = rows.transpose(2, 1, 0).reshape(qlayer.row_length, 4 * self.units)
         unit = fp.accumulator_unit(qlayer.weight_bits, qlayer.effective_row_length)
         bias = (qlayer.bias_s32 * qlayer.weight_scale * unit * Q15_SCALE).T.reshape(-1)
@@ -181,8 +208,9 @@ class LSTMLayer(FloatLayer):
             bias if self.bias is not None else None,
             self.recurrent_activation,
             self.return_sequences,
-            None if qlayer.initial_h_q15 is None else qlayer.initial_h_q15 * Q15_SCALE,
+            None if qlayer.initial_h_q15 is None else qlayer.initial_h_q15 * 2.0**-qlayer.h_frac,
             None if qlayer.initial_c is None else qlayer.initial_c / 2.0**qlayer.cell_stored_frac,
+            self.activation,
         )
 
 
@@ -197,15 +225,17 @@ def cell_frac_bits(max_abs_cell: float) -> int:
     return int(min(15, max(1, 15 - int_bits)))
 
 
-def lstm_rows(layer: LSTMLayer, feature_scale: np.ndarray, input_shift: int):
-    """Float gate rows (units, 4, m + n) against [x_q; h_q15] in units of 2**-15, the input
-    columns divided by 2**input_shift, and the biases (units, 4)."""
+def lstm_rows(layer: LSTMLayer, feature_scale: np.ndarray, input_shift: int, h_frac: int = 15):
+    """Float gate rows (units, 4, m + n) against [x_q; h_q] in units of 2**-15, the input
+    columns divided by 2**input_shift, h's format (``h_frac`` fractional bits) folded into the
+    recurrent columns, and the biases (units, 4)."""
     fold = np.asarray(feature_scale, np.float64)[:, None] / Q15_SCALE / 2**input_shift
     kernel = layer.kernel * fold
+    recurrent_kernel = layer.recurrent_kernel * 2.0 ** (15 - h_frac)
     rows, biases = [], []
     for k, gate in enumerate(GATES):
         cols = slice(k * layer.units, (k + 1) * layer.units)
-        rows.append(np.concatenate([kernel[:, cols], layer.recurrent_kernel[:, cols]]).T)
+        rows.append(np.concatenate([kernel[:, cols], recurrent_kernel[:, cols]]).T)
         biases.append(layer.gate(gate)[2])
     return np.stack(rows, axis=1), np.stack(biases, axis=1)
 
@@ -218,11 +248,12 @@ def quantize_lstm(
     input_shift: int = 0,
     method: str = rounding.NEAREST,
     stats: rounding.InputStats | None = None,
+    h_frac: int = 15,
 ) -> QLSTMLayer:
     """``feature_scale``: real value of one input LSB per feature (2**-15 after an LSTM);
     ``method``, ``stats``: the weight rounding and the moments of what the rows multiply
-    (``lstm_input_stats``)."""
-    rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift)
+    (``lstm_input_stats``); ``h_frac``: h's fractional bits (15 for tanh)."""
+    rows_f, bias_f = lstm_rows(layer, feature_scale, input_shift, h_frac)
     row_length = layer.input_size * 2**input_shift + layer.units
     weights, scale, bias_s32, multiplier, shift = quantize_gate_rows(
         rows_f, bias_f, bits, row_length
@@ -237,7 +268,7 @@ def quantize_lstm(
     cell_frac = cell_frac_bits(max_abs_cell)
     stored_frac = cell_frac + (15 if bits == 16 else 0)  # QLSTMLayer.cell_stored_frac
     limit = 2**15 * (2**15 if bits == 16 else 1)
-    h0 = None if layer.initial_h is None else fp.round_half_away(layer.initial_h / Q15_SCALE)
+    h0 = None if layer.initial_h is None else fp.round_half_away(layer.initial_h * 2.0**h_frac)
     c0 = None if layer.initial_c is None else fp.round_half_away(layer.initial_c * 2.0**stored_frac)
     return QLSTMLayer(
         name=layer.name,
@@ -255,10 +286,12 @@ def quantize_lstm(
         input_shift=input_shift,
         initial_h_q15=None if h0 is None else np.clip(h0, -32768, 32767).astype(np.int64),
         initial_c=None if c0 is None else np.clip(c0, -limit, limit - 1).astype(np.int64),
+        activation=layer.activation,
+        h_frac=h_frac,
     )
 
 
-def lstm_input_stats(layer: LSTMLayer, ctx: QuantContext, input_shift: int):
+def lstm_input_stats(layer: LSTMLayer, ctx: QuantContext, input_shift: int, h_frac: int = 15):
     """Moments of what the gate rows multiply, in their domain (``lstm_rows``), over every
     sequence and step: u = [x_q * 2**(k - 15); h_{t-1}], x_q the integer input that the
     quantized layers before this one give and h this layer's float state on it; the float
@@ -266,6 +299,7 @@ def lstm_input_stats(layer: LSTMLayer, ctx: QuantContext, input_shift: int):
     k = input_shift - 15
 
     def rows_input(x_lsb: np.ndarray, h: np.ndarray) -> np.ndarray:
+        h = h * 2.0 ** (h_frac - 15)  # in the recurrent columns' units
         h_prev = np.concatenate([np.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
         return np.concatenate([x_lsb * 2.0**k, h_prev], axis=-1)
 
@@ -278,12 +312,13 @@ def lstm_input_stats(layer: LSTMLayer, ctx: QuantContext, input_shift: int):
 
 
 def choose_input_shift(
-    layer: LSTMLayer, feature_scale: np.ndarray, x: np.ndarray, h: np.ndarray
+    layer: LSTMLayer, feature_scale: np.ndarray, x: np.ndarray, h: np.ndarray, h_frac: int = 15
 ) -> int:
     """The input shift that minimizes the expected rounding noise of the gate sums
-    (``recurrent.choose_input_shift`` on the LSTM's four rows per unit)."""
+    (``recurrent.choose_input_shift`` on the LSTM's four rows per unit; ``h`` in the recurrent
+    columns' units)."""
     return choose_rows_input_shift(
-        lambda k: lstm_rows(layer, feature_scale, k)[0],
+        lambda k: lstm_rows(layer, feature_scale, k, h_frac)[0],
         layer.input_size,
         layer.units,
         feature_scale,
@@ -308,7 +343,8 @@ class StepTrace:
 
     layer: str
     z: np.ndarray  # (N, units, 4) gate pre-activations, Z_FRAC_BITS
-    gates_q15: np.ndarray  # (N, units, 4) activated i, f, g, o
+    # (N, units, 4) activated i, f, g, o (Q0.15; a relu/linear layer's g: Z_FRAC_BITS)
+    gates_q15: np.ndarray
     c: np.ndarray
     h_q15: np.ndarray
 
@@ -356,6 +392,8 @@ class QLSTMLayer(QLayer):
     input_shift: int = 0  # the input columns' partial sum is multiplied by 2**input_shift
     initial_h_q15: np.ndarray | None = None  # (units,) the state reset() sets; None: zeros
     initial_c: np.ndarray | None = None  # (units,) in the stored cell format
+    activation: str = "tanh"  # of g and of h = o * act(c); relu/linear: reference kernel only
+    h_frac: int = 15  # h's fractional bits: 15 (Q0.15) for tanh, calibrated for relu/linear
 
     def __post_init__(self) -> None:
         k = self.input_size + self.units
@@ -400,9 +438,18 @@ class QLSTMLayer(QLayer):
 
     @property
     def portable_only(self) -> bool:
-        """int16-weight layers (int64 row sums) and int8 layers of blocked rows run the
-        reference kernel on every core."""
-        return self.weight_bits != 8 or self.blocked
+        """int16-weight layers (int64 row sums), int8 layers of blocked rows and relu/linear
+        layers (no tanh table for g and h) run the reference kernel on every core."""
+        return self.weight_bits != 8 or self.blocked or self.unbounded
+
+    @property
+    def unbounded(self) -> bool:
+        """relu or linear: the candidate and h are the cell's values, not tanh's."""
+        return self.activation != "tanh"
+
+    @property
+    def h_format(self) -> str:
+        return f"Q{15 - self.h_frac}.{self.h_frac}"
 
     @property
     def wide_cell(self) -> bool:
@@ -468,7 +515,7 @@ class QLSTMLayer(QLayer):
 
     @property
     def output_feature_scale(self) -> np.ndarray:
-        return np.full(self.units, Q15_SCALE)
+        return np.full(self.units, 2.0**-self.h_frac)
 
     # -- integer reference (the C equals it bit for bit) --
 
@@ -484,9 +531,14 @@ class QLSTMLayer(QLayer):
         gates = np.empty_like(z)
         for k in (0, 1, 3):
             gates[..., k] = recurrent_activation(self, z[..., k], tables)
-        gates[..., 2] = fp.tanh_q15(z[..., 2], tables["tanh"])
-        state.c = cell_update(self, gates, state.c)
-        state.h_q15 = hidden_update(self, gates[..., 3], state.c, tables)
+        if self.unbounded:
+            gates[..., 2] = state_activation(self.activation, z[..., 2])
+            state.c = unbounded_cell_update(self, gates, state.c)
+            state.h_q15 = unbounded_hidden_update(self, gates[..., 3], state.c)
+        else:
+            gates[..., 2] = fp.tanh_q15(z[..., 2], tables["tanh"])
+            state.c = cell_update(self, gates, state.c)
+            state.h_q15 = hidden_update(self, gates[..., 3], state.c, tables)
         return state.h_q15, StepTrace(self.name, z, gates, state.c, state.h_q15)
 
     def tables_needed(self) -> set[str]:
@@ -498,12 +550,14 @@ class QLSTMLayer(QLayer):
         # "lstm": the LSTM's reference step and parameters (ops.c.j2); the recurrent flags
         # switch on the helpers every recurrent kind's kernels share
         flags = {"lstm", "portable_recurrent" if self.portable_only else "optimized_recurrent"}
-        if self.wide_cell:
-            flags.add("wide_lstm")
+        if self.wide_cell:  # the int32 cell's step function (tanh, or relu/linear)
+            flags.add("wide_lstm_unbounded" if self.unbounded else "wide_lstm")
         if self.blocked:
             flags.add("blocked_rows")
         if self.hard_sigmoid:
             flags.add("hard_sigmoid")
+        if self.unbounded:
+            flags.add("lstm_unbounded")
         return flags
 
     @property
@@ -520,7 +574,7 @@ class QLSTMLayer(QLayer):
                 "type": "int16_t",
                 "name": "h_q15",
                 "size": self.units,
-                "comment": f"'{label}' hidden state, Q0.15",
+                "comment": f"'{label}' hidden state, {self.h_format}",
                 **_initial(self.initial_h_q15),
             },
             {
@@ -572,6 +626,10 @@ class QLSTMLayer(QLayer):
             "wide_cell": self.wide_cell,
             "cell_type": "int32_t" if self.wide_cell else "int16_t",
             "cell_format": self.cell_format,
+            "activation": self.activation,
+            "activation_code": STATE_ACTIVATIONS.index(self.activation),
+            "h_frac": self.h_frac,
+            "h_format": self.h_format,
             "weights": cformat.c_int_array(self.weights, per_line=self.row_length),
             "weights_count": self.weights.size,
             **weight_format(self.weight_bits),
@@ -588,7 +646,8 @@ class QLSTMLayer(QLayer):
     def format(self) -> str:
         wide = " int32" if self.wide_cell else ""
         cell = f"c Q{self.cell_int_bits}.{self.cell_stored_frac}{wide}"
-        return f"w int{self.weight_bits}, h Q0.15, {cell}"
+        act = "" if self.activation == "tanh" else f", activation {self.activation}"
+        return f"w int{self.weight_bits}, h {self.h_format}, {cell}{act}"
 
     def flash_bytes(self) -> dict[str, int]:
         rows = 4 * self.units
@@ -679,6 +738,31 @@ def hidden_update(layer: QLSTMLayer, o_q15: np.ndarray, c: np.ndarray, tables: d
     """h' = o * tanh(c)."""
     tanh_c = fp.tanh_q15(cell_to_z(layer, c), tables["tanh"])
     return fp.saturate_s16(fp.rounding_shift_right(o_q15 * tanh_c, 15))
+
+
+def unbounded_cell_update(layer: QLSTMLayer, gates: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """relu/linear: c' = f*c + i*g in int64, g the candidate's row sum (Z_FRAC_BITS, activated)
+    moved to the stored cell format and saturated at the cell's range, the sum rounded from
+    Q(15 + stored frac) and saturated."""
+    i, f = gates[..., 0], gates[..., 1]
+    low, high = layer.cell_limits
+    g = fp.change_frac(gates[..., 2], fp.Z_FRAC_BITS, layer.cell_stored_frac)
+    g = fp.saturate(g, low, high)
+    return fp.saturate(fp.rounding_shift_right(f * c + i * g, 15), low, high)
+
+
+def unbounded_hidden_update(layer: QLSTMLayer, o_q15: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """relu/linear: h' = o * act(c), rounded from Q(15 + stored frac) to h's format."""
+    product = o_q15 * state_activation(layer.activation, c)
+    return fp.saturate_s16(
+        fp.rounding_shift_right(product, 15 + layer.cell_stored_frac - layer.h_frac)
+    )
+
+
+def cell_of(ctx: QuantContext, layer: LSTMLayer) -> np.ndarray:
+    """The float cell of the calibration data (and the initial cell a sequence starts from)."""
+    cell = np.abs(ctx.trace.cell).ravel()
+    return cell if layer.initial_c is None else np.concatenate([cell, np.abs(layer.initial_c)])
 
 
 def _initial(values: np.ndarray | None) -> dict[str, Any]:

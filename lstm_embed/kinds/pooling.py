@@ -124,6 +124,12 @@ class QPoolingLayer(WeightlessQLayer, QLayer):
         return geometry.output_length(steps, self.pool, self.strides, self.padding)
 
     @property
+    def valid_span(self) -> tuple[int, int] | None:  # type: ignore[override]
+        if self.whole or self.padding != "valid":
+            return None
+        return self.pool, self.strides
+
+    @property
     def output_size(self) -> int:
         return self.input_size
 

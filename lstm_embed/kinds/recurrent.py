@@ -8,12 +8,13 @@ per row; everything here works on that shape, whatever the kind's gates mean.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from lstm_embed.kinds.base import Q15_SCALE, QuantContext
+from lstm_embed.kinds.base import Q15_SCALE, QuantContext, QuantizeError
 from lstm_embed.quantize import fixedpoint as fp
 
 RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
@@ -21,6 +22,34 @@ RECURRENT_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 # one hard_sigmoid slope (its file's), so random models draw from RECURRENT_ACTIVATIONS only
 ACCEPTED_RECURRENT_ACTIVATIONS = (*RECURRENT_ACTIVATIONS, "hard_sigmoid_keras2")
 MAX_INPUT_SHIFT = 6
+# the (state) activation of an LSTM's or GRU's candidate and output: tanh keeps the hidden state
+# in Q0.15; relu and linear states are unbounded and get a format calibrated on the data
+STATE_ACTIVATIONS = ("tanh", "relu", "linear")
+# relu/linear states: range beyond the calibrated max before saturation (as SimpleRNN's)
+STATE_HEADROOM = 1.5
+# the coarsest int16 state format (Q14.1): a state needing more integer bits is refused
+MIN_STATE_FRAC = 1
+
+
+def state_frac_bits(layer: str, what: str, values: np.ndarray, headroom: float) -> int:
+    """Fractional bits of an int16 format holding max|values| * headroom, in [1, 15]; a
+    QuantizeError naming the layer when the calibrated values do not fit Q14.1 (a diverging
+    relu/linear state has no fixed-point format)."""
+    peak = float(np.max(np.abs(values))) * headroom if np.size(values) else 0.0
+    if not math.isfinite(peak) or peak > 2.0 ** (15 - MIN_STATE_FRAC):
+        raise QuantizeError(
+            f"layer '{layer}': its {what} reaches {peak / headroom:.3g} on the calibration data"
+            f" (x {headroom} headroom); the widest int16 format holds"
+            f" {2.0 ** (15 - MIN_STATE_FRAC):.0f} (use activation tanh, or a model whose state"
+            " stays bounded)"
+        )
+    int_bits = max(0, math.ceil(math.log2(max(peak, 1e-9))))
+    return int(min(15, max(MIN_STATE_FRAC, 15 - int_bits)))
+
+
+def state_activation(kind: str, values: np.ndarray) -> np.ndarray:
+    """relu or linear on integers of any format (tanh goes through its table)."""
+    return np.maximum(values, 0) if kind == "relu" else values
 
 
 def input_fold(feature_scale: np.ndarray, input_shift: int) -> np.ndarray:

@@ -72,6 +72,40 @@ class StackedLayers(FloatLayer):
         return sum(layer.flash_bytes(bits) for layer in self.layers)
 
 
+@dataclass(frozen=True, eq=False)
+class ComposedLayers(StackedLayers):
+    """A layer the file holds as one that converts as several kinds in a row (Keras'
+    Conv1DTranspose: zeros between and around the timesteps, then a valid Conv1D); not
+    recurrent, its sequence is the last layer's."""
+
+    recurrent: ClassVar[bool] = False
+
+    @property
+    def return_sequences(self) -> bool:
+        return True
+
+    @property
+    def keeps_timesteps(self) -> bool:
+        return all(layer.keeps_timesteps for layer in self.layers)
+
+    @property
+    def whole_window_reason(self) -> str:
+        return next((la.whole_window_reason for la in self.layers if not la.streaming), "")
+
+    def output_timesteps(self, steps: int | None) -> int | None:
+        for layer in self.layers:
+            steps = layer.output_timesteps(steps)
+        return steps
+
+    @property
+    def exact_timesteps(self) -> bool:
+        return any(layer.exact_timesteps for layer in self.layers)
+
+    def summary(self) -> dict[str, Any]:
+        row = self.layers[-1].summary()
+        return {**super().summary(), "type": self.type_name, "units": row.get("units")}
+
+
 def expand(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     """The chain with every stack replaced by its layers."""
     out: list[FloatLayer] = []

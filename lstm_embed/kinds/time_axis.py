@@ -1,6 +1,8 @@
 """Layers that move values along the time axis without computing: up-sampling (each timestep
-repeated ``size`` times), zero padding (``before`` and ``after`` zero timesteps added) and
-cropping (``before`` and ``after`` timesteps dropped). Run-only: each output timestep depends
+repeated ``size`` times), zero padding (``before`` and ``after`` zero timesteps added),
+cropping (``before`` and ``after`` timesteps dropped) and dilation (``size - 1`` zero timesteps
+between every two, then zero padding: the first half of a Conv1DTranspose, whose second half is
+a valid Conv1D). Run-only: each output timestep depends
 on the window's length or on timesteps that have not arrived; run() takes exactly the model's
 timesteps. The int16 values are copied (padding: zeros, the real 0 of every symmetric format),
 so every output feature keeps its input feature's scale. Templates:
@@ -17,7 +19,7 @@ import numpy as np
 from lstm_embed.kinds.base import FloatLayer, IRError, LayerTrace, QLayer, QuantContext
 from lstm_embed.kinds.common import WeightlessLayer, WeightlessQLayer
 
-MODES = ("upsample", "pad", "crop")
+MODES = ("upsample", "pad", "crop", "dilate")
 
 
 class TimeAxisGeometry:
@@ -44,6 +46,8 @@ class TimeAxisGeometry:
             return steps * self.size
         if self.mode == "pad":
             return steps + self.before + self.after
+        if self.mode == "dilate":
+            return (max(steps, 1) - 1) * self.size + (steps > 0) + self.before + self.after
         return max(0, steps - self.before - self.after)
 
     def sources(self, steps: int) -> np.ndarray:
@@ -54,6 +58,10 @@ class TimeAxisGeometry:
         if self.mode == "pad":
             index = out - self.before
             return np.where((index >= 0) & (index < steps), index, -1)
+        if self.mode == "dilate":
+            index = out - self.before
+            real = (index >= 0) & (index % self.size == 0) & (index // self.size < steps)
+            return np.where(real, index // self.size, -1)
         return out + self.before
 
     def moved(self, x: np.ndarray) -> np.ndarray:

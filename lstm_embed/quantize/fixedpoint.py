@@ -85,6 +85,15 @@ def quantize_multiplier(real: float) -> Multiplier:
     return Multiplier(multiplier, shift)
 
 
+def change_frac(values: np.ndarray, from_frac: int, to_frac: int) -> np.ndarray:
+    """Integers with ``from_frac`` fractional bits -> ``to_frac``, on int64: a rounding shift
+    right (fewer bits) or an exact multiplication by a power of two (more bits)."""
+    values = np.asarray(values, dtype=np.int64)
+    if to_frac >= from_frac:
+        return values * (1 << (to_frac - from_frac))
+    return rounding_shift_right(values, from_frac - to_frac)
+
+
 def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """int32 accumulator -> int32, ``sat32((acc * multiplier + 2**(shift-1)) >> shift)``.
 

@@ -23,8 +23,9 @@ __all__ = ["Q15_SCALE", "QDenseLayer", "QLSTMLayer", "QLayer", "QModel"]
 
 QMODEL_FILE = "qmodel.npz"
 # bump when a field or its meaning changes; older folders are refused with "convert again"
-# (3: sigmoid reads the tanh table; 4: exp without a table; 5: type_name, not keras_name)
-QMODEL_FORMAT = 5
+# (3: sigmoid reads the tanh table; 4: exp without a table; 5: type_name, not keras_name;
+# 6: LSTM and GRU carry their activation and h's format)
+QMODEL_FORMAT = 6
 
 
 class QModelFileError(ValueError):

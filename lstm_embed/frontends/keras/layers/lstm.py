@@ -8,16 +8,17 @@ from typing import Any
 from lstm_embed.frontends.keras.layers.options import read_recurrent
 from lstm_embed.frontends.keras.spec import LayerSpec
 from lstm_embed.kinds.lstm import LSTMLayer
-from lstm_embed.kinds.recurrent import ACCEPTED_RECURRENT_ACTIVATIONS
+from lstm_embed.kinds.recurrent import ACCEPTED_RECURRENT_ACTIVATIONS, STATE_ACTIVATIONS
 
 
 def read(spec: LayerSpec, input_size: int) -> Any:
     rules = {
-        "activation": (("tanh",), "tanh"),
+        "activation": (STATE_ACTIVATIONS, "tanh"),
         "recurrent_activation": (ACCEPTED_RECURRENT_ACTIVATIONS, "sigmoid"),
     }
     config = spec.config
     return read_recurrent(
         spec, input_size, LSTMLayer, rules,
         recurrent_activation=config.get("recurrent_activation", "sigmoid"),
+        activation=config.get("activation", "tanh"),
     )  # fmt: skip
