@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lstm_embed.graph_pipeline import convert_graph
-from lstm_embed.ir.graph import Graph, Node, TensorSpec, output_names
+from lstm_embed.ir.graph import Graph, Node, TensorSpec, layer_output_shapes, output_names
 from lstm_embed.ir.graph_forward import forward
 from lstm_embed.kinds.attention import AttentionLayer
 from lstm_embed.kinds.base import Diverges
@@ -164,14 +164,14 @@ class _Builder:
         return str(pool[int(self.rng.integers(len(pool)))])
 
     def add(self, layer: Any, inputs: tuple[str, ...], returns_state: bool = False) -> list[str]:
-        outs = output_names(layer, returns_state)
-        self.nodes.append(Node(layer, inputs, outs))
+        node = Node(layer, inputs, output_names(layer, returns_state))
+        steps = self.spec.timesteps
+        shapes = [(steps, w) if s else (w,) for w, s in (self.tensors[t] for t in inputs)]
+        for out, shape in zip(node.outputs, layer_output_shapes(node, shapes), strict=True):
+            self.tensors[out] = (int(shape[-1]), len(shape) == 2)
+        self.nodes.append(node)
         self.used.update(inputs)
-        graph = Graph.build("g", self.inputs, self.nodes, outs[:1])  # shapes, as Graph checks
-        for out in outs:
-            t = graph.tensors[out]
-            self.tensors[out] = (t.features, t.sequence)
-        return list(outs)
+        return list(node.outputs)
 
     def kind(self) -> str:
         return "normal" if self.rng.random() < 0.6 else str(self.rng.choice(WEIGHT_KINDS))
