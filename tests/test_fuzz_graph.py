@@ -25,6 +25,7 @@ def _merges(graph: Graph) -> list:
     return [n for n in graph.nodes if n.layer.kind == "merge"]
 
 
+STATELESS = ("dense", "merge", "activation", "feature_affine", "batch_norm", "layer_norm")
 # what the issue asks the fuzzer to draw, as properties of a drawn graph
 FEATURES: dict[str, Callable[[Graph], bool]] = {
     "several inputs": lambda g: len(g.inputs) > 1,
@@ -49,6 +50,10 @@ FEATURES: dict[str, Callable[[Graph], bool]] = {
     "bidirectional": lambda g: any(n.layer.kind == "bidirectional" for n in g.nodes),
     "go_backwards": lambda g: any(n.layer.go_backwards for n in g.nodes),
     "streaming": lambda g: all(n.layer.streaming for n in g.nodes),
+    # step() then touches no state: every tensor is an input or an output
+    "stateless, no intermediate tensor": lambda g: all(
+        n.layer.kind in STATELESS and set(n.outputs) <= set(g.outputs) for n in g.nodes
+    ),
     "int16 weights": lambda g: '"weight_bits": 16' in g.source,
     **{
         f"merge {op}": (lambda g, op=op: any(n.layer.op == op for n in _merges(g)))
