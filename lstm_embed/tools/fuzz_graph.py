@@ -317,10 +317,13 @@ class _Builder:
 
 def build_graph(spec: GraphSpec) -> Graph:
     builder = _Builder(spec)
-    ops, p = zip(*OPERATIONS, strict=True)
-    p = np.array(p) / np.sum(p)
+    operations = {"recurrent": builder.recurrent, "dense": builder.dense_op,
+                  "around": builder.around, "merge": builder.merge,
+                  "attention": builder.attention, "pool": builder.pool}  # fmt: skip
+    names, odds = zip(*OPERATIONS, strict=True)
+    p = np.array(odds) / np.sum(odds)
     for _ in range(spec.layers):
-        getattr(builder, {"dense": "dense_op"}.get(op := str(builder.rng.choice(ops, p=p)), op))()
+        operations[str(builder.rng.choice(names, p=p))]()
     outputs = builder.outputs()
     source = f"fuzz graph spec {spec.to_json()}"
     return Graph.build("net", builder.inputs, builder.nodes, outputs, source)
