@@ -729,7 +729,12 @@ def _fuzz(
         if args.graphs:
             graph_specs = [fuzz_graph.random_graph_spec(seed) for seed in range(first, last)]
             outcomes = fuzz_graph.check_graph_specs(
-                graph_specs, args.jobs, args.keep, boards if args.qemu else (), VARIANTS
+                graph_specs,
+                args.jobs,
+                args.keep,
+                boards if args.qemu else (),
+                VARIANTS,
+                EXTRA_SANITIZE,
             )
             errors += [o.error for o in outcomes if o.error is not None]
         elif args.qemu:

@@ -524,9 +524,11 @@ def check_graph_specs(
     keep: Path | None = None,
     boards: tuple[str, ...] = (),
     variants: tuple[tuple[str, str], ...] = (("-O1", "reference"),),
+    sanitize: tuple[str, ...] = (),
 ) -> list[GraphOutcome]:
     """check_graph (or check_qemu_graph on ``boards``) of many specs, ``jobs`` at a time; the
-    host builds rotate through ``variants`` (optimization, kernel) as the chain fuzzer's."""
+    host builds rotate through ``variants`` (optimization, kernel) as the chain fuzzer's, with
+    ``sanitize`` (more sanitizer flags) beside ASan/UBSan."""
     root = Path(tempfile.mkdtemp(prefix="lstm-embed-fuzz-graph-", dir=keep))
 
     def work(k: int) -> list[GraphOutcome]:
@@ -538,7 +540,7 @@ def check_graph_specs(
             if boards:
                 outcomes = check_qemu_graph(case, folder, boards)
             else:
-                flags = (optimize, *_kernel_flags(kernel))
+                flags = (*sanitize, optimize, *_kernel_flags(kernel))
                 core = "m4" if kernel == "dsp" else "all"
                 outcomes = [check_graph(case, folder, flags, core)]
         if all(o.status in ACCEPTED for o in outcomes):
