@@ -56,16 +56,20 @@ bench: venv toolchain
 	mkdir -p build && $(PY) -m lstm_embed.tools.bench --markdown BENCHMARKS.md --chart docs/bench.png --doc docs/speed.md --json build/bench.json --jobs $(JOBS)
 	$(PY) -m lstm_embed.tools.bench_window_layers --markdown BENCHMARKS.md --json build/bench_window_layers.json
 
+# Random chains, then random graphs (GRAPHS of them), host C vs the reference (docs/fuzzing.md).
 fuzz: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
+	$(PY) -m lstm_embed.tools.fuzz --graphs --models $${GRAPHS:-1000} --seed $${SEED:-0} --jobs $(JOBS)
 
 # Random models written as ONNX graphs, converted from those files, host C vs the reference.
 fuzz-onnx: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --onnx --models $${MODELS:-2000} --seed $${SEED:-0} --jobs $(JOBS)
 
-# Random models as Cortex-M0, M4 and M55 firmware in QEMU, every entry point vs the reference.
+# Random models (chains, then GRAPHS graphs) as Cortex-M0, M4 and M55 firmware in QEMU, every
+# entry point vs the reference.
 fuzz-qemu: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --qemu --models $${MODELS:-500} --seed $${SEED:-0} --jobs $(JOBS)
+	$(PY) -m lstm_embed.tools.fuzz --graphs --qemu --models $${GRAPHS:-100} --seed $${SEED:-0} --jobs $(JOBS)
 
 # docs/accuracy.md's tables: the trained samples, then the recurrent family
 accuracy: venv

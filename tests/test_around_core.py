@@ -551,6 +551,7 @@ def test_fuzzer_draws_every_kind_and_they_convert():
     specs = [random_spec(seed) for seed in range(1500)]
     drawn = {item.split(":")[1] for spec in specs for item in spec.around}
     kinds = {*fuzz_around.PER_STEP, *fuzz_around.WHOLE_WINDOW, "masking"}
+    kinds |= {*fuzz_around.NEW_PER_STEP, *fuzz_around.NEW_HEAD}
     assert drawn == kinds
     mixed = [spec for spec in specs if len(spec.around) >= 2][:16]
     outcomes = check_specs(mixed, jobs=2, batch_size=8)

@@ -169,7 +169,7 @@ def node_wiring(qgraph: QGraph, where: dict[str, str], fixed: bool = False) -> l
                 "srcs": srcs,
                 "src": srcs[0],
                 "dst": dst,
-                "tmp": "state->scratch_q",
+                "tmp": "state->scratch_q[0]",
                 "loops": loops,
                 "loop_steps": steps,
                 "whole_window": whole,
@@ -197,7 +197,7 @@ def step_wiring(qgraph: QGraph, where: dict[str, str]) -> list[dict[str, Any]]:
             dst = f"state->{layer.state_fields()[0]['name']}_{index}"
         out = graph.tensors[node.outputs[0]]
         copy = where[out.name] if layer.recurrent and where[out.name] != dst else ""
-        wiring.append({"srcs": srcs, "src": srcs[0], "dst": dst, "tmp": "state->scratch_q",
+        wiring.append({"srcs": srcs, "src": srcs[0], "dst": dst, "tmp": "state->scratch_q[0]",
                        "copy_to": copy, "copy_from": dst, "copy_width": out.features,
                        **_mask_wiring(node, where, "0")})  # fmt: skip
     return wiring

@@ -39,12 +39,16 @@ def graph_report(out_dir: Path) -> dict:
     return report
 
 
-def build_graph_host(out_dir: Path, sanitize: bool = False) -> Path:
+def build_graph_host(
+    out_dir: Path, sanitize: bool = False, extra_flags: tuple[str, ...] = ()
+) -> Path:
+    """The host runner of a graph folder (``extra_flags``: after the strict and sanitizer
+    flags, e.g. the fuzzer's optimization level and kernel choice)."""
     out_dir = Path(out_dir)
     report = graph_report(out_dir)
     name, graph = report["name"], report["graph"]
     sources = [out_dir / f for f in model_file_names(name)]
-    flags = list(STRICT_FLAGS) + (list(SANITIZE_FLAGS) if sanitize else [])
+    flags = list(STRICT_FLAGS) + (list(SANITIZE_FLAGS) if sanitize else []) + list(extra_flags)
     harness = render(
         "graph_host_main.c.j2",
         tool_version=__version__,
@@ -61,7 +65,11 @@ def build_graph_host(out_dir: Path, sanitize: bool = False) -> Path:
 
 
 def run_graph_host(
-    out_dir: Path, inputs: dict[str, np.ndarray], entry: str = "run", sanitize: bool = False
+    out_dir: Path,
+    inputs: dict[str, np.ndarray],
+    entry: str = "run",
+    sanitize: bool = False,
+    extra_flags: tuple[str, ...] = (),
 ) -> list[np.ndarray]:
     """Every sample of ``inputs`` (by input name; int16 for run/step, float32 otherwise)
     through one entry point of the compiled graph; the outputs in the model's order, (N, T, k)
@@ -87,7 +95,7 @@ def run_graph_host(
                 f" {report['timesteps']} timesteps (every input the same number of rows)"
             )
     flat = np.concatenate([a.reshape(rows, -1) for a in arrays], axis=1)
-    runner = build_graph_host(out_dir, sanitize)
+    runner = build_graph_host(out_dir, sanitize, extra_flags)
     with tempfile.TemporaryDirectory() as tmp:
         in_path, out_path = Path(tmp) / "x.bin", Path(tmp) / "y.bin"
         in_path.write_bytes(np.array([rows, steps], np.int32).tobytes() + flat.tobytes())

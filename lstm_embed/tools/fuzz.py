@@ -49,6 +49,7 @@ from lstm_embed.reference import interpreter as reference
 from lstm_embed.targets import firmware
 from lstm_embed.targets.hostbuild import SANITIZE_FLAGS, STRICT_FLAGS, compiler
 from lstm_embed.targets.inputs import ENTRY_POINTS
+from lstm_embed.tools import fuzz_graph
 from lstm_embed.tools.fuzz_around import insert as insert_around
 from lstm_embed.tools.fuzz_around import needs_fixed_length, with_around
 from lstm_embed.tools.fuzz_layers import (
@@ -664,7 +665,15 @@ def main(argv: list[str] | None = None) -> int:
         help="write each model as an ONNX graph and convert it from that file (host only;"
         " models with layers ONNX has no operator for are left out)",
     )
+    parser.add_argument(
+        "--graphs",
+        action="store_true",
+        help="random graph models (branches, merges, several inputs and outputs, return_state,"
+        " attention; fuzz_graph) instead of chains; one model per binary (--batch unused)",
+    )
     args = parser.parse_args(argv)
+    if args.graphs and args.onnx:
+        parser.error("--graphs: graphs are built as the IR, not written as ONNX files")
     if args.onnx and args.qemu:
         parser.error("--onnx runs on the host build (without --qemu)")
     boards = tuple(args.boards.split(",")) if args.boards else QEMU_BOARDS
@@ -680,18 +689,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     what = f"firmware in QEMU on {', '.join(boards)}" if args.qemu else "host C"
+    kind = "graph models" if args.graphs else "models"
     print(
-        f"fuzz: {args.models} random models from seed {args.seed}, {what} vs the numpy"
+        f"fuzz: {args.models} random {kind} from seed {args.seed}, {what} vs the numpy"
         f" reference, {args.jobs} jobs; a line every {args.chunk} models"
     )
     sys.stdout.flush()
     tally = WarningTally()
     with contextlib.nullcontext() if args.verbose else tally.collecting():
-        counts, minutes = _fuzz(args, boards, tally)
+        counts, minutes, errors = _fuzz(args, boards, tally)
     if args.qemu:
-        print(f"fuzz: boards {', '.join(boards)}; entry points {', '.join(ENTRY_POINTS)}")
+        entries = "run, step (where the graph streams)" if args.graphs else ", ".join(ENTRY_POINTS)
+        print(f"fuzz: boards {', '.join(boards)}; entry points {entries}")
     else:
         print(f"fuzz: variants (optimization, kernel) rotated per batch: {VARIANTS}")
+    if args.graphs and not args.qemu:
+        print(f"fuzz: {fuzz_graph.error_summary(errors)}")
     if not args.verbose:  # random calibration data warns on most models: one line, not thousands
         print(f"fuzz: warnings of the conversions (expected on random data): {tally.summary()}")
     bad = sum(n for key, n in counts.items() if key.split()[-1] in ("mismatch", "crash"))
@@ -704,17 +717,31 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fuzz(
     args: argparse.Namespace, boards: tuple[str, ...], tally: WarningTally
-) -> tuple[dict[str, int], float]:
-    """The chunks of main's run: outcome counts and minutes, a progress line per chunk."""
+) -> tuple[dict[str, int], float, list[float]]:
+    """The chunks of main's run: outcome counts, minutes and (graphs) the integer models'
+    errors against their float models; a progress line per chunk."""
     counts: dict[str, int] = {}
+    errors: list[float] = []
     start = time.monotonic()
     for first in range(args.seed, args.seed + args.models, args.chunk):
         last = min(first + args.chunk, args.seed + args.models)
-        specs = [random_spec(seed) for seed in range(first, last)]
-        if args.qemu:
-            outcomes = check_qemu_specs(specs, boards, args.jobs, args.keep)
+        outcomes: list = []
+        if args.graphs:
+            graph_specs = [fuzz_graph.random_graph_spec(seed) for seed in range(first, last)]
+            outcomes = fuzz_graph.check_graph_specs(
+                graph_specs,
+                args.jobs,
+                args.keep,
+                boards if args.qemu else (),
+                VARIANTS,
+                EXTRA_SANITIZE,
+            )
+            errors += [o.error for o in outcomes if o.error is not None]
+        elif args.qemu:
+            outcomes = check_qemu_specs(_specs(first, last), boards, args.jobs, args.keep)
         else:
-            outcomes = check_specs(specs, args.jobs, args.batch, args.keep, args.onnx)
+            outcomes = check_specs(_specs(first, last), args.jobs, args.batch, args.keep,
+                                   args.onnx)  # fmt: skip
         for outcome in outcomes:
             key = f"{outcome.board} {outcome.status}" if args.qemu else outcome.status
             counts[key] = counts.get(key, 0) + 1
@@ -722,6 +749,8 @@ def _fuzz(
                 line = {"status": outcome.status, "board": outcome.board}
                 line["detail"] = outcome.detail[:2000]
                 line["spec"] = asdict(outcome.spec)
+                if args.graphs:
+                    line["graph"] = outcome.graph
                 if outcome.status not in ACCEPTED:
                     print(json.dumps(line), file=sys.stderr)
                 if args.log:
@@ -734,7 +763,11 @@ def _fuzz(
             f" {dict(sorted(counts.items()))}{warned}"
         )
         sys.stdout.flush()
-    return counts, (time.monotonic() - start) / 60
+    return counts, (time.monotonic() - start) / 60, errors
+
+
+def _specs(first: int, last: int) -> list[ModelSpec]:
+    return [random_spec(seed) for seed in range(first, last)]
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from lstm_embed.kinds.dense import DenseLayer
 from lstm_embed.kinds.feature_affine import FeatureAffineLayer
 from lstm_embed.kinds.layer_norm import LayerNormLayer
 from lstm_embed.kinds.masking import MaskingLayer
+from lstm_embed.kinds.permute import PermuteLayer
 from lstm_embed.kinds.pooling import PoolingLayer
 from lstm_embed.kinds.reshape import ReshapeLayer
 from lstm_embed.kinds.time_axis import TimeAxisLayer
@@ -40,9 +41,18 @@ WINDOW_SAME = ("conv_same", "avgpool_same", "pad_crop", "upsample_pool")
 WINDOW_CHANGING = ("conv_valid", "conv_strided", "maxpool", "avgpool")
 # heads after a last recurrent layer that returns sequences, giving one vector
 SEQUENCE_HEADS = ("global_average", "global_max", "flatten")
+# the kinds of issue 20 drawn from a stream of their own (NEW_KINDS_STREAM), so that the
+# seeds drawn before them keep their models: DepthwiseConv1D and SeparableConv1D (read by the
+# Keras frontend's reader from Keras-shaped weights; causal ones stream, "same" ones need the
+# window), Permute((2, 1)) (a Dense over the timesteps between two Permutes, so the shapes
+# around it stay (T, m))
+NEW_KINDS_STREAM = 0xA41
+NEW_PER_STEP = ("depthwise_causal", "separable_causal")
+NEW_HEAD = ("depthwise_wide",)  # m * depth_multiplier channels: only Dense layers follow
+NEW_WINDOW_SAME = ("depthwise_same", "separable_same", "permute")
 MIN_CHANGING_TIMESTEPS = 6  # the longest valid window drawn spans 5 timesteps
 MAX_FLAT_WIDTH = 512  # Flatten's width: int8 rows of the Dense after it (516 at most)
-WHOLE_WINDOW = (*WINDOW_SAME, *WINDOW_CHANGING, *SEQUENCE_HEADS, "repeat")
+WHOLE_WINDOW = (*WINDOW_SAME, *NEW_WINDOW_SAME, *WINDOW_CHANGING, *SEQUENCE_HEADS, "repeat")
 
 
 def draw(seed: int, recurrent: tuple, return_sequences: bool, timesteps: int) -> tuple:
@@ -78,7 +88,26 @@ def draw(seed: int, recurrent: tuple, return_sequences: bool, timesteps: int) ->
             head.append("repeat")
     if rng.random() < 0.5:
         out.append(f"head:{rng.choice(head)}")
-    return tuple(out)
+    return tuple(out) + draw_new_kinds(seed, recurrent, return_sequences, out)
+
+
+def draw_new_kinds(seed: int, recurrent: tuple, return_sequences: bool, out: list) -> tuple:
+    """Issue 20's kinds (NEW_PER_STEP, NEW_WINDOW_SAME, NEW_HEAD) in about one model in
+    three, after the kinds ``out`` already holds."""
+    rng = np.random.default_rng([seed, NEW_KINDS_STREAM])
+    if rng.random() < 2 / 3:
+        return ()
+    place = str(rng.choice(["front", "head", *(f"after{k}" for k in range(len(recurrent) - 1))]))
+    kinds = list(NEW_PER_STEP)
+    fronts = {item.split(":")[1] for item in out if item.startswith("front:")}
+    if place == "front" and not fronts & {"masking", *WINDOW_CHANGING}:  # Permute: T as drawn
+        kinds += list(NEW_WINDOW_SAME)
+    if place == "head":
+        heads = {item.split(":")[1] for item in out if item.startswith("head:")}
+        if not return_sequences or heads & {*SEQUENCE_HEADS, "repeat"}:
+            return ()  # the head is one vector: no convolution over it
+        kinds += list(NEW_HEAD)
+    return (f"{place}:{rng.choice(kinds)}",)
 
 
 def needs_fixed_length(around: tuple) -> bool:
@@ -101,7 +130,7 @@ def insert(seed: int, around: tuple, layers: list, timesteps: int) -> list:
         place, kind = item.split(":")
         at = places[place]
         size = chain[at - 1].output_size if at > 0 else layers[0].input_size
-        new = _layers(rng, kind, f"{kind}_{place}", size, timesteps)
+        new = around_layers(rng, kind, f"{kind}_{place}", size, timesteps)
         chain[at:at] = new
         after = at + len(new)
         width = new[-1].output_size
@@ -110,7 +139,7 @@ def insert(seed: int, around: tuple, layers: list, timesteps: int) -> list:
     return chain
 
 
-def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: int) -> list:
+def around_layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: int) -> list:
     """The layers of one around kind on m features (Flatten: after timesteps of them)."""
     if kind == "masking":
         return [MaskingLayer(name, m, float(rng.choice([0.0, 0.0, -1.0])))]
@@ -147,6 +176,19 @@ def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
         strides = 1 if kind == "avgpool_same" else int(rng.integers(1, pool + 1))
         type_name = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
         return [PoolingLayer(name, m, mode, type_name, pool, strides, padding)]
+    if kind.startswith(("depthwise", "separable")):
+        return [_keras_conv(rng, kind, name, m)]
+    if kind == "permute":  # channels-first: a Dense over the timesteps, then back
+        mix = DenseLayer(
+            f"{name}_time",
+            timesteps,
+            timesteps,
+            rng.uniform(-1, 1, (timesteps, timesteps)) * np.sqrt(3 / timesteps),
+            rng.uniform(-0.2, 0.2, timesteps),
+            str(rng.choice(["linear", "tanh"])),
+        )
+        return [PermuteLayer(f"{name}_in", m, timesteps), mix,
+                PermuteLayer(f"{name}_out", timesteps, m)]  # fmt: skip
     if kind == "affine":  # Normalization / Rescaling where it does not fold
         return [FeatureAffineLayer(name, m, rng.uniform(-3, 3, m), rng.normal(size=m))]
     if kind == "pad_crop":  # as many timesteps padded as cropped: T kept, the window shifted
@@ -175,6 +217,35 @@ def _layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
         lstm = recurrent_layer(rng, LSTMSpec(m), f"{name}_lstm", m, True)
         return [ReshapeLayer(name, m, "repeat", timesteps, m, "RepeatVector"), lstm]
     raise ValueError(f"unknown around kind {kind!r}")
+
+
+def _keras_conv(rng: np.random.Generator, kind: str, name: str, m: int) -> Any:
+    """DepthwiseConv1D or SeparableConv1D (depth_multiplier 1 to 3) on m channels, with m
+    output channels (the layer after it keeps its weights), as the Keras frontend reads the
+    layer from Keras' weight shapes (``frontends.keras.layers.depthwise``)."""
+    from lstm_embed.frontends.keras.layers.depthwise import read_depthwise, read_separable
+    from lstm_embed.frontends.keras.spec import LayerSpec
+
+    k, dm = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+    use_bias = bool(rng.random() < 0.75)
+    config = {"kernel_size": k, "depth_multiplier": dm, "use_bias": use_bias,
+              "padding": "same" if kind.endswith("same") else "causal",
+              "dilation_rate": 1 if kind.endswith("same") else int(rng.integers(1, 3)),
+              "activation": str(rng.choice(["linear", "relu", "tanh", "sigmoid"]))}  # fmt: skip
+    depthwise = rng.uniform(-1, 1, (k, m, dm)) * np.sqrt(3 / k)
+    bias_size = m * dm if kind.startswith("depthwise") else m
+    bias = (rng.uniform(-0.2, 0.2, bias_size),) if use_bias else ()
+    if kind.startswith("depthwise"):
+        if dm > 1 and kind != "depthwise_wide":  # m channels out, as every kind but Flatten
+            depthwise = depthwise[:, :, :1]
+            config["depth_multiplier"] = 1
+            bias = tuple(b[:m] for b in bias)
+        spec = LayerSpec(name, "DepthwiseConv1D", config, (depthwise, *bias))
+        return read_depthwise(spec, m)
+    pointwise = rng.uniform(-1, 1, (1, m * dm, m)) * np.sqrt(3 / (m * dm))
+    spec = LayerSpec(name, "SeparableConv1D", {**config, "filters": m},
+                     (depthwise, pointwise, *bias))  # fmt: skip
+    return read_separable(spec, m)
 
 
 def with_around(spec: Any) -> Any:
