@@ -26,7 +26,7 @@ Policies (docs/cli.md, "Inputs"):
 * Ids (a model whose first layer is an Embedding, report.json's ``input_ids`` > 0): the
   input is one integer id per timestep, ``(sequences, timesteps)`` (or with a last axis of 1),
   integers or floats holding integers, each in [0, input_ids - 1]; anything else is refused
-  naming the first bad value (the C clamps such ids into the range instead: docs/layers-new.md,
+  naming the first bad value (the C clamps such ids into the range instead: docs/layers.md,
   "Embedding"; ``check_finite=False`` lets them through for tests of that). The Python API's
   ``step`` takes one id (a number) or one per stream ``(streams,)``.
 * Values: integer input is the model's quantized int16 format and must lie in int16's range;
