@@ -56,7 +56,7 @@ bench: venv toolchain
 	mkdir -p build && $(PY) -m lstm_embed.tools.bench --markdown BENCHMARKS.md --chart docs/bench.png --doc docs/speed.md --json build/bench.json --jobs $(JOBS)
 	$(PY) -m lstm_embed.tools.bench_window_layers --markdown BENCHMARKS.md --json build/bench_window_layers.json
 
-# Random chains, then random graphs (GRAPHS of them), host C vs the reference (docs/fuzzing.md).
+# Random chains, then random graphs (GRAPHS of them), host C vs the reference (docs/testing.md).
 fuzz: venv toolchain
 	$(PY) -m lstm_embed.tools.fuzz --models $${MODELS:-10000} --jobs $(JOBS)
 	$(PY) -m lstm_embed.tools.fuzz --graphs --models $${GRAPHS:-1000} --seed $${SEED:-0} --jobs $(JOBS)
