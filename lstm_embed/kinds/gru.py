@@ -41,7 +41,8 @@ from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
     STATE_ACTIVATIONS,
-    STATE_HEADROOM,
+    QStateActivation,
+    StateActivation,
     choose_input_shift,
     effective_row_length,
     input_fold,
@@ -49,7 +50,6 @@ from lstm_embed.kinds.recurrent import (
     recurrent_activation,
     resolve_input_shift,
     state_activation,
-    state_frac_bits,
 )
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize import rounding
@@ -65,7 +65,7 @@ ROWS_RESET_BEFORE = ("z", "r", "h")
 
 
 @dataclass(frozen=True)
-class GRULayer(FloatLayer):
+class GRULayer(StateActivation, FloatLayer):
     kind: ClassVar[str] = "gru"
     type_name: ClassVar[str] = "GRU"
     recurrent: ClassVar[bool] = True
@@ -204,12 +204,6 @@ class GRULayer(FloatLayer):
             None if ctx.rounding == rounding.NEAREST else gru_input_stats(self, ctx, shift, h_frac)
         )
         return quantize_gru(self, ctx.feature_scale, ctx.bits, shift, ctx.rounding, stats, h_frac)
-
-    def h_frac_bits(self, h: np.ndarray) -> int:
-        """Fractional bits of the int16 h: 15 (Q0.15) for tanh, else calibrated."""
-        if self.activation == "tanh":
-            return 15
-        return state_frac_bits(self.name, "output h", h, STATE_HEADROOM)
 
     def summary(self) -> dict[str, Any]:
         n, m = self.units, self.input_size
@@ -413,7 +407,7 @@ class GRUStepTrace:
 
 
 @dataclass(frozen=True)
-class QGRULayer(QLayer):
+class QGRULayer(QStateActivation, QLayer):
     """Formats: input int16 (folded scale), hidden Q0.15, every row sum requantized to int32
     with ``fixedpoint.Z_FRAC_BITS`` fractional bits; gates and candidate Q0.15."""
 
@@ -494,21 +488,6 @@ class QGRULayer(QLayer):
     def blocked(self) -> bool:
         """int8 rows too long for one int32 sum: int32 sums per block, added in int64."""
         return self.weight_bits == 8 and self.acc_shift > 0
-
-    @property
-    def portable_only(self) -> bool:
-        """int16-weight layers (int64 row sums), int8 layers of blocked rows and relu/linear
-        layers (no tanh table for the candidate) run the reference kernel on every core."""
-        return self.weight_bits != 8 or self.blocked or self.unbounded
-
-    @property
-    def unbounded(self) -> bool:
-        """relu or linear: the candidate is the activated row sum in h's format."""
-        return self.activation != "tanh"
-
-    @property
-    def h_format(self) -> str:
-        return f"Q{15 - self.h_frac}.{self.h_frac}"
 
     @property
     def macs(self) -> int:

@@ -30,7 +30,8 @@ from lstm_embed.kinds.recurrent import (
     ACCEPTED_RECURRENT_ACTIVATIONS,
     RECURRENT_ACTIVATIONS,
     STATE_ACTIVATIONS,
-    STATE_HEADROOM,
+    QStateActivation,
+    StateActivation,
     quantize_gate_rows,
     resolve_input_shift,
     state_activation,
@@ -50,7 +51,7 @@ CELL_HEADROOM = 1.25  # cell range beyond calibration before saturation, for 1 b
 
 
 @dataclass(frozen=True)
-class LSTMLayer(FloatLayer):
+class LSTMLayer(StateActivation, FloatLayer):
     kind: ClassVar[str] = "lstm"
     type_name: ClassVar[str] = "LSTM"
     recurrent: ClassVar[bool] = True
@@ -171,12 +172,6 @@ class LSTMLayer(FloatLayer):
         return quantize_lstm(
             self, ctx.feature_scale, max_cell, ctx.bits, shift, ctx.rounding, stats, h_frac
         )
-
-    def h_frac_bits(self, h: np.ndarray) -> int:
-        """Fractional bits of the int16 h: 15 (Q0.15) for tanh, else calibrated."""
-        if self.activation == "tanh":
-            return 15
-        return state_frac_bits(self.name, "output h", h, STATE_HEADROOM)
 
     def summary(self) -> dict[str, Any]:
         bias = "+1" if self.bias is not None else ""
@@ -350,7 +345,7 @@ class StepTrace:
 
 
 @dataclass(frozen=True)
-class QLSTMLayer(QLayer):
+class QLSTMLayer(QStateActivation, QLayer):
     """Formats: input int16 (folded scale), hidden Q0.15, cell int16 with ``cell_frac``
     fractional bits (int32 with 15 more for int16-weight layers), gate pre-activations int32
     with ``fixedpoint.Z_FRAC_BITS`` fractional bits."""
@@ -435,21 +430,6 @@ class QLSTMLayer(QLayer):
     def blocked(self) -> bool:
         """int8 rows too long for one int32 sum: int32 sums per block, added in int64."""
         return self.weight_bits == 8 and self.acc_shift > 0
-
-    @property
-    def portable_only(self) -> bool:
-        """int16-weight layers (int64 row sums), int8 layers of blocked rows and relu/linear
-        layers (no tanh table for g and h) run the reference kernel on every core."""
-        return self.weight_bits != 8 or self.blocked or self.unbounded
-
-    @property
-    def unbounded(self) -> bool:
-        """relu or linear: the candidate and h are the cell's values, not tanh's."""
-        return self.activation != "tanh"
-
-    @property
-    def h_format(self) -> str:
-        return f"Q{15 - self.h_frac}.{self.h_frac}"
 
     @property
     def wide_cell(self) -> bool:

@@ -101,8 +101,27 @@ def apply_float(op: str, xs: list[np.ndarray]) -> np.ndarray:
     return np.minimum.reduce(np.broadcast_arrays(*xs))
 
 
+class MergeCapabilities:
+    """What a merge (float or quantized) tells the generic stages: a concat on the time axis
+    joins its operands' timesteps and needs each one whole; every other merge streams."""
+
+    op: str
+
+    @property
+    def streaming(self) -> bool:
+        return self.op != TIME_CONCAT
+
+    @property
+    def whole_window_reason(self) -> str:
+        return "Concatenate on the time axis needs each operand whole"
+
+    @property
+    def joins_timesteps(self) -> bool:
+        return self.op == TIME_CONCAT
+
+
 @dataclass(frozen=True)
-class MergeLayer(WeightlessLayer, FloatLayer):
+class MergeLayer(MergeCapabilities, WeightlessLayer, FloatLayer):
     """A merge of ``len(input_sizes)`` tensors along the feature axis (Concatenate) or
     elementwise."""
 
@@ -118,18 +137,6 @@ class MergeLayer(WeightlessLayer, FloatLayer):
         if self.op not in (*OPS.values(), TIME_CONCAT):
             raise IRError(f"layer '{self.name}': unknown merge {self.op!r}")
         check_sizes(self.name, self.op, self.input_sizes)
-
-    @property
-    def streaming(self) -> bool:  # type: ignore[override]
-        return self.op != TIME_CONCAT
-
-    @property
-    def whole_window_reason(self) -> str:  # type: ignore[override]
-        return "Concatenate on the time axis needs each operand whole"
-
-    @property
-    def joins_timesteps(self) -> bool:  # type: ignore[override]
-        return self.op == TIME_CONCAT
 
     @property
     def input_size(self) -> int:  # type: ignore[override]
@@ -207,7 +214,7 @@ def _common_shift(ratios: np.ndarray) -> int:
 
 
 @dataclass(frozen=True)
-class QMergeLayer(WeightlessQLayer, QLayer):
+class QMergeLayer(MergeCapabilities, WeightlessQLayer, QLayer):
     """``multipliers`` (operands, output features): operand i's factor per output feature in
     Q(``shift``) (negative for Subtract's second operand); unused by Concatenate."""
 
@@ -221,18 +228,6 @@ class QMergeLayer(WeightlessQLayer, QLayer):
     shift: int
     output_scale: np.ndarray  # (output features,)
     part_steps: tuple[int, ...] = ()  # a time-axis concat: each operand's timesteps
-
-    @property
-    def streaming(self) -> bool:  # type: ignore[override]
-        return self.op != TIME_CONCAT
-
-    @property
-    def whole_window_reason(self) -> str:  # type: ignore[override]
-        return "Concatenate on the time axis needs each operand whole"
-
-    @property
-    def joins_timesteps(self) -> bool:  # type: ignore[override]
-        return self.op == TIME_CONCAT
 
     @property
     def input_size(self) -> int:  # type: ignore[override]

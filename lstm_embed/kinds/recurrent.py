@@ -47,6 +47,44 @@ def state_frac_bits(layer: str, what: str, values: np.ndarray, headroom: float) 
     return int(min(15, max(MIN_STATE_FRAC, 15 - int_bits)))
 
 
+class StateActivation:
+    """A float LSTM or GRU's ``activation`` (STATE_ACTIVATIONS) and the format of its h."""
+
+    name: str
+    activation: str
+
+    def h_frac_bits(self, h: np.ndarray) -> int:
+        """Fractional bits of the int16 h: 15 (Q0.15) for tanh, else calibrated."""
+        if self.activation == "tanh":
+            return 15
+        return state_frac_bits(self.name, "output h", h, STATE_HEADROOM)
+
+
+class QStateActivation:
+    """A quantized LSTM or GRU: where its activation and weights send it (kernel, h format)."""
+
+    activation: str
+    weight_bits: int
+    blocked: bool
+    h_frac: int
+
+    @property
+    def portable_only(self) -> bool:
+        """int16-weight layers (int64 row sums), int8 layers of blocked rows and relu/linear
+        layers (the optimized kernels hold tanh tables) run the reference kernel everywhere."""
+        return self.weight_bits != 8 or self.blocked or self.unbounded
+
+    @property
+    def unbounded(self) -> bool:
+        """relu or linear: the candidate (and an LSTM's h) take the row sums' or the cell's
+        values in h's calibrated format, not tanh's."""
+        return self.activation != "tanh"
+
+    @property
+    def h_format(self) -> str:
+        return f"Q{15 - self.h_frac}.{self.h_frac}"
+
+
 def state_activation(kind: str, values: np.ndarray) -> np.ndarray:
     """relu or linear on integers of any format (tanh goes through its table)."""
     return np.maximum(values, 0) if kind == "relu" else values
