@@ -22,6 +22,7 @@ from lstm_embed.emit.layouts import dense as dense_layouts
 from lstm_embed.emit.layouts import depthwise as depthwise_layouts
 from lstm_embed.ir.model import DenseLayer, Model
 from lstm_embed.kinds.conv1d import Conv1DLayer, QConv1DLayer
+from lstm_embed.kinds.conv2d import Conv2DLayer, QConv2DLayer
 from lstm_embed.kinds.dense import QDenseLayer
 from lstm_embed.pipeline import convert_ir
 from lstm_embed.quantize.calibration import CalibrationWarning
@@ -45,6 +46,25 @@ def _depthwise(rng, name, m, dm, k, activation="relu", dilation=1, padding="caus
         kernel[:, c, c * dm : (c + 1) * dm] = taps[:, c, :]
     bias = rng.uniform(-0.2, 0.2, m * dm)
     return Conv1DLayer(name, m, m * dm, k, dilation, kernel, bias, activation, padding, strides)
+
+
+def _conv2d(rng, name, frame, filters, k, activation, padding, strides=(1, 1), dilation=(1, 1)):
+    """A Conv2D on frames of ``frame`` = (rows, channels), kernel ``k`` = (along T, along F)."""
+    kernel = rng.uniform(-1, 1, (*k, frame[1], filters)) * np.sqrt(3 / (k[0] * k[1] * frame[1]))
+    bias = rng.uniform(-0.2, 0.2, filters)
+    return Conv2DLayer(
+        name, frame[0] * frame[1], frame, filters, k, kernel, bias, activation, padding,
+        strides, dilation,
+    )  # fmt: skip
+
+
+def _conv2d_pair(rng) -> list:
+    """1 channel, 3x3 same, strides 2 (9 columns: 4 pairs and a single; 6 filters, a quad and
+    a half-empty one) on 13 rows -> 7 x 6; then (2, 3) valid, dilation (2, 1), tanh (36
+    columns: the DSP loop and its rest, 4 MVE chunks and a predicated one; 7 filters)."""
+    first = _conv2d(rng, "c2a", (13, 1), 6, (3, 3), "relu", "same", strides=(2, 2))
+    second = _conv2d(rng, "c2b", first.output_frame, 7, (2, 3), "tanh", "valid", dilation=(2, 1))
+    return [first, second]
 
 
 def _dense(rng, name, m, n, activation):
@@ -138,6 +158,18 @@ CASES = {
         ),
         5,
     ),
+    # Conv2D rows (each output position a Dense over its taps), run-only: see _conv2d_pair
+    "conv2d same stride 2 dilated": (_model(_conv2d_pair, 13, TIMESTEPS), 13),
+    # Conv2D per frame (kernel 1 along T: streaming), (1, 3) same, dilation (1, 2), linear, on
+    # 9 rows x 3 channels (9 columns), 5 filters
+    "conv2d per frame": (
+        _model(
+            lambda r: [_conv2d(r, "c2", (9, 3), 5, (1, 3), "linear", "same", dilation=(1, 2))],
+            27,
+            None,
+        ),
+        27,
+    ),
 }
 HOST_CORES = ("all", "m0", "m4")  # reference; the plain build (depthwise C loop); DSP in C
 BOARDS = ("qemu-m0", "qemu-m4", "qemu-m33", "qemu-m55")
@@ -177,6 +209,8 @@ def test_every_dense_and_conv_layer_takes_an_optimized_kernel(converted: dict) -
                     expected_dm[layer.name] = dm
                 if not dm:
                     assert dense_layouts.optimized(layer.dense), (label, layer.name)
+            elif isinstance(layer, QConv2DLayer):
+                assert dense_layouts.optimized(layer.dense), (label, layer.name)
             elif isinstance(layer, QDenseLayer):
                 assert dense_layouts.optimized(layer), (label, layer.name)
     assert expected_dm["dw0"] == 2 and expected_dm["dw1"] == 1
