@@ -22,7 +22,7 @@ from lstm_embed.emit.layouts import dense as dense_layouts
 from lstm_embed.emit.layouts import depthwise as depthwise_layouts
 from lstm_embed.ir.model import DenseLayer, Model
 from lstm_embed.kinds.conv1d import Conv1DLayer, QConv1DLayer
-from lstm_embed.kinds.conv2d import Conv2DLayer, QConv2DLayer
+from lstm_embed.kinds.conv2d import UNROLLED_GATHER_TAPS, Conv2DLayer, QConv2DLayer
 from lstm_embed.kinds.dense import QDenseLayer
 from lstm_embed.pipeline import convert_ir
 from lstm_embed.quantize.calibration import CalibrationWarning
@@ -61,10 +61,13 @@ def _conv2d(rng, name, frame, filters, k, activation, padding, strides=(1, 1), d
 def _conv2d_pair(rng) -> list:
     """1 channel, 3x3 same, strides 2 (9 columns: 4 pairs and a single; 6 filters, a quad and
     a half-empty one) on 13 rows -> 7 x 6; then (2, 3) valid, dilation (2, 1), tanh (36
-    columns: the DSP loop and its rest, 4 MVE chunks and a predicated one; 7 filters)."""
+    columns: the DSP loop and its rest, 4 MVE chunks and a predicated one; 7 filters) -> 5 x 7;
+    then (2, 5) same, 4 filters: 70 taps, more than the straight-line gather takes."""
     first = _conv2d(rng, "c2a", (13, 1), 6, (3, 3), "relu", "same", strides=(2, 2))
     second = _conv2d(rng, "c2b", first.output_frame, 7, (2, 3), "tanh", "valid", dilation=(2, 1))
-    return [first, second]
+    third = _conv2d(rng, "c2c", second.output_frame, 4, (2, 5), "relu", "same")
+    assert third.window_size > UNROLLED_GATHER_TAPS >= second.window_size
+    return [first, second, third]
 
 
 def _dense(rng, name, m, n, activation):

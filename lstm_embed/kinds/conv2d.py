@@ -40,6 +40,10 @@ from lstm_embed.kinds.conv1d import CONV_ACTIVATIONS
 from lstm_embed.kinds.dense import DenseLayer, QDenseLayer, quantize_dense
 
 Pair = tuple[int, int]  # (along T, along F)
+# windows up to this many taps are gathered by straight-line C (one load and one store per tap,
+# constant offsets); the generic loops cost about 5 instructions more per tap (measured on
+# qemu-m4, BENCHMARKS.md's layer rows), longer windows keep the loops to bound the code size
+UNROLLED_GATHER_TAPS = 64
 
 
 def windows_2d(
@@ -300,6 +304,7 @@ class QConv2DLayer(Conv2DGeometry, QLayer):
             "padding": self.padding,
             "padding_code": geometry.PADDINGS[self.padding],
             "streaming": self.streaming,
+            "unrolled_gather": self.window_size <= UNROLLED_GATHER_TAPS,
         }
 
     def format(self) -> str:
