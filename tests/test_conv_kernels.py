@@ -1,11 +1,14 @@
-"""The optimized kernels of the Dense rows (Dense layers, Conv1D's window rows) and of depthwise
+"""The optimized kernels of the Dense rows (Dense layers, Conv1D's window rows, Conv2D's patch
+rows with their straight-line gather and the plain kernel's unrolled Conv2D rows) and of depthwise
 Conv1D: equal to the numpy integer reference bit for bit on the host (ASan/UBSan; the DSP
 kernel with its instructions in C, --core m4; the plain build's depthwise loop, --core m0) and
 in QEMU on M0 (plain), M4 and M33 (DSP) and M55 (MVE), on random-weight models whose odd sizes
 hit every path: odd column counts (the DSP kernel's single last column, the MVE kernel's
 predicated chunk), unit counts that leave a quad part empty, rows long enough for the looped
 sums, kernel_size 1, dilation 2, "same" padding with stride 2 (run-only), depth_multiplier 2,
-a depthwise tanh (the MVE kernel's scalar path) and channel counts that leave a partial vector.
+a depthwise tanh (the MVE kernel's scalar path) and channel counts that leave a partial vector;
+Conv2D with one channel, same padding, strides 2, dilation (2, 1), a 70-tap window (the gather's
+loops) and a per-frame (streaming) one.
 Needs arm-none-eabi-gcc and qemu-system-arm for the QEMU part (skips without them unless
 LSTM_EMBED_REQUIRE_FIRMWARE is set).
 """
