@@ -166,6 +166,20 @@ CASES = {
     ),
     # Conv2D rows (each output position a Dense over its taps), run-only: see _conv2d_pair
     "conv2d same stride 2 dilated": (_model(_conv2d_pair, 13, TIMESTEPS), 13),
+    # Conv2D as the keyword spotter's (1 channel, stride 1: MVE's contiguous lane loads), 3x3
+    # same, dilation (1, 2), on 11 rows: rows 2 .. 8 in the lanes (a vector and a predicated
+    # one), the 4 edge rows through the quads; then (2, 2) valid linear on its 11 x 5
+    "conv2d one channel": (
+        _model(
+            lambda r: [
+                _conv2d(r, "c2a", (11, 1), 5, (3, 3), "relu", "same", dilation=(1, 2)),
+                _conv2d(r, "c2b", (11, 5), 4, (2, 2), "linear", "valid"),
+            ],
+            11,
+            TIMESTEPS,
+        ),
+        11,
+    ),
     # Conv2D per frame (kernel 1 along T: streaming), (1, 3) same, dilation (1, 2), linear, on
     # 9 rows x 3 channels (9 columns), 5 filters
     "conv2d per frame": (

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lstm_embed.emit.layouts import dense as dense_layouts
 from lstm_embed.kinds import window as geometry
 from lstm_embed.kinds.base import (
     FloatLayer,
@@ -44,6 +45,8 @@ Pair = tuple[int, int]  # (along T, along F)
 # constant offsets); the generic loops cost about 5 instructions more per tap (measured on
 # qemu-m4, BENCHMARKS.md's layer rows), longer windows keep the loops to bound the code size
 UNROLLED_GATHER_TAPS = 64
+# the MVE form with output positions in the lanes (int8 rows requantized in their packed form)
+LANES_ACTIVATIONS = ("linear", "relu")
 
 
 def windows_2d(
@@ -305,7 +308,23 @@ class QConv2DLayer(Conv2DGeometry, QLayer):
             "padding_code": geometry.PADDINGS[self.padding],
             "streaming": self.streaming,
             "unrolled_gather": self.window_size <= UNROLLED_GATHER_TAPS,
+            **self._lanes_context(),
         }
+
+    def _lanes_context(self) -> dict[str, Any]:
+        """The output rows [lanes_lo, lanes_hi) whose every tap along F lies inside the input:
+        the MVE kernel runs them 4 positions per vector (the others: the gather and the rows)."""
+        before = geometry.pad_before(self.frame[0], self.span(1), self.strides[1], self.padding)
+        lo = -(-before // self.strides[1])
+        hi = min(self.frame_out, (self.frame[0] - self.span(1) + before) // self.strides[1] + 1)
+        lanes = (
+            dense_layouts.optimized(self.dense)
+            and self.dense.packed_requant
+            and self.dense.activation in LANES_ACTIVATIONS
+            and self.window_size <= UNROLLED_GATHER_TAPS
+            and hi > lo
+        )
+        return {"lanes": bool(lanes), "lanes_lo": lo, "lanes_hi": hi}
 
     def format(self) -> str:
         kt, kf = self.kernel_hw
