@@ -276,7 +276,10 @@ class QConv2DLayer(Conv2DGeometry, QLayer):
         return self.dense.tables_needed()
 
     def uses(self) -> set[str]:
-        return self.dense.uses() | (set() if self.streaming else {"window_geometry"})
+        flags = self.dense.uses() | (set() if self.streaming else {"window_geometry"})
+        if self._lanes_context()["pairs"]:
+            flags.add("conv2d_pairs")  # the DSP kernel's SMLABB/SMLATB (templates/ops.c.j2)
+        return flags
 
     def shared_scratch(self) -> list[dict[str, Any]]:
         return [{"type": "int16_t", "name": "conv_window", "size": self.window_size,
@@ -324,7 +327,9 @@ class QConv2DLayer(Conv2DGeometry, QLayer):
             and self.window_size <= UNROLLED_GATHER_TAPS
             and hi > lo
         )
-        return {"lanes": bool(lanes), "lanes_lo": lo, "lanes_hi": hi}
+        # DSP: 2 adjacent positions per word of taps (one channel, stride 1 along F)
+        pairs = lanes and self.frame[1] * self.strides[1] == 1
+        return {"lanes": bool(lanes), "pairs": bool(pairs), "lanes_lo": lo, "lanes_hi": hi}
 
     def format(self) -> str:
         kt, kf = self.kernel_hw
