@@ -1,11 +1,14 @@
-"""The optimized kernels of the Dense rows (Dense layers, Conv1D's window rows) and of depthwise
+"""The optimized kernels of the Dense rows (Dense layers, Conv1D's window rows, Conv2D's patch
+rows with their straight-line gather and the plain kernel's unrolled Conv2D rows) and of depthwise
 Conv1D: equal to the numpy integer reference bit for bit on the host (ASan/UBSan; the DSP
 kernel with its instructions in C, --core m4; the plain build's depthwise loop, --core m0) and
 in QEMU on M0 (plain), M4 and M33 (DSP) and M55 (MVE), on random-weight models whose odd sizes
 hit every path: odd column counts (the DSP kernel's single last column, the MVE kernel's
 predicated chunk), unit counts that leave a quad part empty, rows long enough for the looped
 sums, kernel_size 1, dilation 2, "same" padding with stride 2 (run-only), depth_multiplier 2,
-a depthwise tanh (the MVE kernel's scalar path) and channel counts that leave a partial vector.
+a depthwise tanh (the MVE kernel's scalar path) and channel counts that leave a partial vector;
+Conv2D with one channel, same padding, strides 2, dilation (2, 1), a 70-tap window (the gather's
+loops) and a per-frame (streaming) one.
 Needs arm-none-eabi-gcc and qemu-system-arm for the QEMU part (skips without them unless
 LSTM_EMBED_REQUIRE_FIRMWARE is set).
 """
@@ -22,6 +25,7 @@ from lstm_embed.emit.layouts import dense as dense_layouts
 from lstm_embed.emit.layouts import depthwise as depthwise_layouts
 from lstm_embed.ir.model import DenseLayer, Model
 from lstm_embed.kinds.conv1d import Conv1DLayer, QConv1DLayer
+from lstm_embed.kinds.conv2d import UNROLLED_GATHER_TAPS, Conv2DLayer, QConv2DLayer
 from lstm_embed.kinds.dense import QDenseLayer
 from lstm_embed.pipeline import convert_ir
 from lstm_embed.quantize.calibration import CalibrationWarning
@@ -45,6 +49,28 @@ def _depthwise(rng, name, m, dm, k, activation="relu", dilation=1, padding="caus
         kernel[:, c, c * dm : (c + 1) * dm] = taps[:, c, :]
     bias = rng.uniform(-0.2, 0.2, m * dm)
     return Conv1DLayer(name, m, m * dm, k, dilation, kernel, bias, activation, padding, strides)
+
+
+def _conv2d(rng, name, frame, filters, k, activation, padding, strides=(1, 1), dilation=(1, 1)):
+    """A Conv2D on frames of ``frame`` = (rows, channels), kernel ``k`` = (along T, along F)."""
+    kernel = rng.uniform(-1, 1, (*k, frame[1], filters)) * np.sqrt(3 / (k[0] * k[1] * frame[1]))
+    bias = rng.uniform(-0.2, 0.2, filters)
+    return Conv2DLayer(
+        name, frame[0] * frame[1], frame, filters, k, kernel, bias, activation, padding,
+        strides, dilation,
+    )  # fmt: skip
+
+
+def _conv2d_pair(rng) -> list:
+    """1 channel, 3x3 same, strides 2 (9 columns: 4 pairs and a single; 6 filters, a quad and
+    a half-empty one) on 13 rows -> 7 x 6; then (2, 3) valid, dilation (2, 1), tanh (36
+    columns: the DSP loop and its rest, 4 MVE chunks and a predicated one; 7 filters) -> 5 x 7;
+    then (2, 5) same, 4 filters: 70 taps, more than the straight-line gather takes."""
+    first = _conv2d(rng, "c2a", (13, 1), 6, (3, 3), "relu", "same", strides=(2, 2))
+    second = _conv2d(rng, "c2b", first.output_frame, 7, (2, 3), "tanh", "valid", dilation=(2, 1))
+    third = _conv2d(rng, "c2c", second.output_frame, 4, (2, 5), "relu", "same")
+    assert third.window_size > UNROLLED_GATHER_TAPS >= second.window_size
+    return [first, second, third]
 
 
 def _dense(rng, name, m, n, activation):
@@ -138,6 +164,32 @@ CASES = {
         ),
         5,
     ),
+    # Conv2D rows (each output position a Dense over its taps), run-only: see _conv2d_pair
+    "conv2d same stride 2 dilated": (_model(_conv2d_pair, 13, TIMESTEPS), 13),
+    # Conv2D as the keyword spotter's (1 channel, stride 1: MVE's contiguous lane loads), 3x3
+    # same, dilation (1, 2), on 11 rows: rows 2 .. 8 in the lanes (a vector and a predicated
+    # one), the 4 edge rows through the quads; then (2, 2) valid linear on its 11 x 5
+    "conv2d one channel": (
+        _model(
+            lambda r: [
+                _conv2d(r, "c2a", (11, 1), 5, (3, 3), "relu", "same", dilation=(1, 2)),
+                _conv2d(r, "c2b", (11, 5), 4, (2, 2), "linear", "valid"),
+            ],
+            11,
+            TIMESTEPS,
+        ),
+        11,
+    ),
+    # Conv2D per frame (kernel 1 along T: streaming), (1, 3) same, dilation (1, 2), linear, on
+    # 9 rows x 3 channels (9 columns), 5 filters
+    "conv2d per frame": (
+        _model(
+            lambda r: [_conv2d(r, "c2", (9, 3), 5, (1, 3), "linear", "same", dilation=(1, 2))],
+            27,
+            None,
+        ),
+        27,
+    ),
 }
 HOST_CORES = ("all", "m0", "m4")  # reference; the plain build (depthwise C loop); DSP in C
 BOARDS = ("qemu-m0", "qemu-m4", "qemu-m33", "qemu-m55")
@@ -177,6 +229,8 @@ def test_every_dense_and_conv_layer_takes_an_optimized_kernel(converted: dict) -
                     expected_dm[layer.name] = dm
                 if not dm:
                     assert dense_layouts.optimized(layer.dense), (label, layer.name)
+            elif isinstance(layer, QConv2DLayer):
+                assert dense_layouts.optimized(layer.dense), (label, layer.name)
             elif isinstance(layer, QDenseLayer):
                 assert dense_layouts.optimized(layer), (label, layer.name)
     assert expected_dm["dw0"] == 2 and expected_dm["dw1"] == 1

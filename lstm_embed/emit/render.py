@@ -460,6 +460,7 @@ def model_context(model: QModel, name: str, core: str = "all") -> dict[str, Any]
                 "wide_dense",
                 "quad_rows",
                 "depthwise",
+                "conv2d_pairs",
                 "affine",
                 "rsqrt",
                 "relu_family",

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lstm_embed.emit.layouts import dense as dense_layouts
 from lstm_embed.kinds import window as geometry
 from lstm_embed.kinds.base import (
     FloatLayer,
@@ -40,6 +41,12 @@ from lstm_embed.kinds.conv1d import CONV_ACTIVATIONS
 from lstm_embed.kinds.dense import DenseLayer, QDenseLayer, quantize_dense
 
 Pair = tuple[int, int]  # (along T, along F)
+# windows up to this many taps are gathered by straight-line C (one load and one store per tap,
+# constant offsets); the generic loops cost about 5 instructions more per tap (measured on
+# qemu-m4, BENCHMARKS.md's layer rows), longer windows keep the loops to bound the code size
+UNROLLED_GATHER_TAPS = 64
+# the MVE form with output positions in the lanes (int8 rows requantized in their packed form)
+LANES_ACTIVATIONS = ("linear", "relu")
 
 
 def windows_2d(
@@ -269,7 +276,10 @@ class QConv2DLayer(Conv2DGeometry, QLayer):
         return self.dense.tables_needed()
 
     def uses(self) -> set[str]:
-        return self.dense.uses() | (set() if self.streaming else {"window_geometry"})
+        flags = self.dense.uses() | (set() if self.streaming else {"window_geometry"})
+        if self._lanes_context()["pairs"]:
+            flags.add("conv2d_pairs")  # the DSP kernel's SMLABB/SMLATB (templates/ops.c.j2)
+        return flags
 
     def shared_scratch(self) -> list[dict[str, Any]]:
         return [{"type": "int16_t", "name": "conv_window", "size": self.window_size,
@@ -300,7 +310,26 @@ class QConv2DLayer(Conv2DGeometry, QLayer):
             "padding": self.padding,
             "padding_code": geometry.PADDINGS[self.padding],
             "streaming": self.streaming,
+            "unrolled_gather": self.window_size <= UNROLLED_GATHER_TAPS,
+            **self._lanes_context(),
         }
+
+    def _lanes_context(self) -> dict[str, Any]:
+        """The output rows [lanes_lo, lanes_hi) whose every tap along F lies inside the input:
+        the MVE kernel runs them 4 positions per vector (the others: the gather and the rows)."""
+        before = geometry.pad_before(self.frame[0], self.span(1), self.strides[1], self.padding)
+        lo = -(-before // self.strides[1])
+        hi = min(self.frame_out, (self.frame[0] - self.span(1) + before) // self.strides[1] + 1)
+        lanes = (
+            dense_layouts.optimized(self.dense)
+            and self.dense.packed_requant
+            and self.dense.activation in LANES_ACTIVATIONS
+            and self.window_size <= UNROLLED_GATHER_TAPS
+            and hi > lo
+        )
+        # DSP: 2 adjacent positions per word of taps (one channel, stride 1 along F)
+        pairs = lanes and self.frame[1] * self.strides[1] == 1
+        return {"lanes": bool(lanes), "pairs": bool(pairs), "lanes_lo": lo, "lanes_hi": hi}
 
     def format(self) -> str:
         kt, kf = self.kernel_hw
