@@ -14,7 +14,7 @@ import jinja2
 import numpy as np
 
 from lstm_embed.emit import cformat
-from lstm_embed.ir.model import sequence_out, timesteps_after
+from lstm_embed.emit.window_plan import window_context
 from lstm_embed.kinds.masking import mask_reach, masking_index
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel
@@ -160,140 +160,6 @@ def _state_groups(fields: list[dict[str, Any]], index: int) -> list[dict[str, An
             groups.setdefault(field["size"], []).append(_member(field, index))
     zeroed = [{"size": size, "fields": names, "initial": None} for size, names in groups.items()]
     return zeroed + started
-
-
-def fused_pairs(model: QModel) -> list[int]:
-    """Run-only models: the layers i that run as layer i + 1 needs their outputs, so that their
-    whole output is never stored: both are whole-window layers of valid geometry
-    (``valid_span``: a Conv1D with padding "valid" then a pooling one), and for each output
-    step of layer i + 1 run() runs layer i on the sub-window of inputs it reads, into
-    state->fused_q (span_{i+1} of layer i's output steps), then layer i + 1 on those."""
-    fused: list[int] = []
-    layers = model.layers
-    for index in range(len(layers) - 1):
-        if fused and fused[-1] == index - 1:
-            continue  # layer i is already the second of a pair
-        if layers[index].valid_span and layers[index + 1].valid_span:
-            fused.append(index)
-    return fused
-
-
-def fused_scratch(model: QModel) -> int:
-    """int16 values of state->fused_q: the largest span of outputs a fused layer hands on."""
-    sizes = [
-        model.layers[i + 1].valid_span[0] * model.layers[i].output_size  # type: ignore[index]
-        for i in fused_pairs(model)
-    ]
-    return max(sizes, default=0)
-
-
-def _fused_call(
-    first: dict[str, Any], second: dict[str, Any], model: QModel, index: int
-) -> dict[str, Any]:
-    """The wiring of a fused pair (``fused_pairs``): layer ``index`` run on the sub-window of
-    output step ``frame`` of layer index + 1, which writes that one output step."""
-    span1, stride1 = model.layers[index].valid_span  # type: ignore[misc]
-    span2, stride2 = model.layers[index + 1].valid_span  # type: ignore[misc]
-    return {
-        "span1": span1,
-        "stride1": stride1,
-        "span2": span2,
-        "stride2": stride2,
-        "inputs": (span2 - 1) * stride1 + span1,  # layer index's sub-window, in its input steps
-        "first": {**first, "dst": "state->fused_q",
-                  "src": f"{first['src']} + frame * {stride2 * stride1 * first['in_width']}"},
-        "second": {**second, "src": "state->fused_q",
-                   "dst": f"{second['dst']} + frame * {second['out_width']}"},
-    }  # fmt: skip
-
-
-def window_wiring(model: QModel) -> list[dict[str, Any]]:
-    """Run-only models: what each layer reads and writes over the window (layer by layer).
-
-    Layer 0 reads the model input (which run_f32 quantizes into state->seq_q1) and writes
-    state->seq_q0; every later layer writes the window buffer its input is not in, the last
-    one y_q; ``sequence_in``: its input has a timestep axis. Layers that step (``per_step``)
-    are called once per timestep with ``src`` pointing at the timestep they read (from the last
-    one first when ``go_backwards``); a recurrent one leaves its output in its state (``dst``),
-    copied to ``out`` + slot; a whole-window layer (Bidirectional) is called once on the
-    buffers. A fused pair (``fused_pairs``) is called output step by output step of its second
-    layer (``fused``), its first layer writing no window buffer.
-    """
-    wiring = []
-    last = len(model.layers) - 1
-    src, width, sequence = "x_q", model.input_size, True
-    fused = fused_pairs(model)
-    buffer_in = 1  # the window buffer holding the input (run_f32's), or the one not written
-    for index, layer in enumerate(model.layers):
-        if index in fused:
-            out = "state->fused_q"
-        else:
-            out = "y_q" if index == last else f"state->seq_q{1 - buffer_in}"
-            buffer_in = 1 - buffer_in
-        size = layer.output_size
-        keeps = sequence_out(layer, sequence)  # pooling, Flatten drop it; RepeatVector makes it
-        backwards = bool(layer.go_backwards)
-        per_step = not (sequence and layer.window is not None)  # else its own window function
-        item: dict[str, Any] = {
-            "in": src,
-            "out": out,
-            "in_width": width,
-            "out_width": size,
-            "sequence_in": sequence,
-            "sequence_out": keeps,
-            "per_step": per_step,
-            "recurrent": layer.recurrent,
-            "backwards": backwards,
-            "tmp": "state->scratch_q[0]",
-        }
-        at = "(timesteps - 1 - t)" if backwards else "t"
-        if not per_step:
-            item |= {"src": src, "dst": out}
-        elif layer.recurrent:
-            output = layer.state_fields()[0]["name"]  # every recurrent kind's output state
-            item |= {"src": f"{src} + {at} * {width}", "dst": f"state->{output}_{index}"}
-        elif sequence:
-            item |= {"src": f"{src} + t * {width}", "dst": f"{out} + t * {size}"}
-        else:
-            item |= {"src": src, "dst": out}
-        item["buffer"] = None if index in fused else buffer_in  # the last one's: run_f32 reads it
-        item["fuse_next"] = index in fused
-        item["fused"] = None  # the second of a fused pair: its calls (_chain_context)
-        if index - 1 in fused:  # the pair reads the first layer's input
-            item |= {"in": wiring[-1]["in"], "src": wiring[-1]["src"]}
-        wiring.append(item)
-        src, width, sequence = out, size, keeps
-    return wiring
-
-
-def window_width(model: QModel) -> int:
-    """int16 values per timestep of a run-only model's two window buffers: the widest of the
-    input (run_f32 quantizes it there) and every layer's output. A layer that changes the
-    timesteps (``output_timesteps``: strided Conv1D, pooling, Flatten, RepeatVector) counts
-    the values it writes, spread over the model's timesteps."""
-    steps = model.timesteps or 1
-    widths = [model.input_size]
-    for layer, count in zip(model.layers, timesteps_after(model.layers, steps), strict=True):
-        if layer.output_timesteps is not None:
-            widths.append(-(-count * layer.output_size // steps))
-        else:
-            widths.append(layer.output_size)
-    return max(widths)
-
-
-def window_buffers(model: QModel) -> tuple[int, int]:
-    """int16 values of a run-only model's two window buffers, each sized for what is written
-    to it (not the model's timesteps times its widest layer, twice): the outputs of the layers
-    that write it (``window_wiring``; the last layer's too: run_f32 reads them there; none of
-    the first layer of a fused pair), buffer 1 also run_f32's quantized input."""
-    steps = model.timesteps or 1
-    sizes = [1, steps * model.input_size]
-    counts = timesteps_after(model.layers, steps)
-    wiring = window_wiring(model)
-    for layer, count, item in zip(model.layers, counts, wiring, strict=True):
-        if item["buffer"] is not None:
-            sizes[item["buffer"]] = max(sizes[item["buffer"]], (count or 1) * layer.output_size)
-    return sizes[0], sizes[1]
 
 
 def layer_contexts(model: QModel) -> list[dict[str, Any]]:
@@ -492,23 +358,7 @@ def _chain_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
     }
     if model.streaming:
         return context
-    window = [
-        {**layer, **wiring} for layer, wiring in zip(layers, window_wiring(model), strict=True)
-    ]
-    for index in fused_pairs(model):  # the calls of a fused pair, on the merged contexts
-        window[index + 1]["fused"] = _fused_call(window[index], window[index + 1], model, index)
-    context |= {
-        "window_layers": window,
-        "window_width": window_width(model),
-        # Flatten and Reshape regroup exactly the model's timesteps: run() takes no other length
-        "exact_timesteps": any(la.exact_timesteps for la in model.layers),
-        "window_loops": any(la["per_step"] and la["sequence_in"] for la in window),
-        "window_copies": any(la["per_step"] and la["recurrent"] for la in window),
-        "last_layer_buffer": f"state->seq_q{window[-1]['buffer']}",
-        "window_buffers": window_buffers(model),
-        "fused_scratch": fused_scratch(model),
-    }
-    return context
+    return context | window_context(model, layers)
 
 
 # The C files of a model NAME, each with its template: the API, the one translation unit (the

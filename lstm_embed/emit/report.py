@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from lstm_embed.emit.render import fused_scratch, scratch_size, shared_scratch, window_buffers
+from lstm_embed.emit.render import scratch_size, shared_scratch
+from lstm_embed.emit.window_plan import run_only_scratch_bytes
 from lstm_embed.ir.model import Model, leaf_traces, sequence_kept, timesteps_after
 from lstm_embed.quantize.qir import QModel
 
@@ -22,7 +23,7 @@ def sizes(model: QModel) -> dict[str, dict[str, int]]:
     shared = sum(f["size"] * (4 if f["type"] == "int32_t" else 2) for f in shared_scratch(model))
     scratch = 2 * 2 * scratch_size(model) + shared
     if not model.streaming:  # run-only: two int16 window buffers of the layers' outputs
-        scratch += 2 * (sum(window_buffers(model)) + fused_scratch(model))
+        scratch += run_only_scratch_bytes(model)
     return {
         "flash_bytes": {
             "weights": weights,

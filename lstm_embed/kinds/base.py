@@ -206,8 +206,11 @@ class QLayer:
     portable_only: ClassVar[bool] = False  # runs the reference kernel on every core
     # (span, stride) of a whole-window layer whose output step t reads input steps
     # [t * stride, t * stride + span) only (valid padding): run() can feed it a sub-window
-    # (emit.render.fused_pairs runs such a layer as the next one's inputs are needed)
+    # (emit.window_plan runs such a layer as the next one's inputs are needed)
     valid_span: ClassVar[tuple[int, int] | None] = None
+    # a window layer that hands each timestep's values on unchanged (a Reshape that regroups
+    # nothing): a frame run (emit.window_plan) passes it without a call
+    frame_identity: ClassVar[bool] = False
 
     @property
     def keeps_timesteps(self) -> bool:

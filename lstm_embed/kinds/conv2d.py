@@ -343,6 +343,12 @@ class QConv2DLayer(Conv2DGeometry, QLayer):
 class QConv2DWindowLayer(QConv2DLayer):
     """The run-only form (kernel taller than 1 or stride along T): the whole window at once."""
 
+    @property
+    def valid_span(self) -> tuple[int, int] | None:  # type: ignore[override]
+        if self.padding != "valid":
+            return None
+        return self.span(0), self.strides[0]
+
     def window(self, x_q: np.ndarray, state: Any, tables: dict, traces: list | None):
         x_q = np.asarray(x_q, np.int64)
         taps = windows_2d(x_q, self.frame, self.index_t(x_q.shape[1]), self.index_f)

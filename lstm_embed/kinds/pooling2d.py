@@ -222,5 +222,11 @@ class QPooling2DLayer(Pool2DGeometry, WeightlessQLayer, QLayer):
 class QPooling2DWindowLayer(QPooling2DLayer):
     """The run-only forms (pooling along T, Global*): the whole window at once."""
 
+    @property
+    def valid_span(self) -> tuple[int, int] | None:  # type: ignore[override]
+        if self.whole or self.padding != "valid":
+            return None
+        return self.pool[0], self.strides[0]
+
     def window(self, x_q: np.ndarray, state: Any, tables: dict, traces: list | None):
         return self.pooled(np.asarray(x_q, np.int64), fp.INT16_MIN, fp.div_round_half_away)

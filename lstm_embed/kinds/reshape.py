@@ -171,6 +171,10 @@ class QReshapeLayer(WeightlessQLayer, QLayer):
         x_q = np.asarray(x_q, np.int64)
         return np.repeat(x_q[:, None], self.out_timesteps, axis=1), None
 
+    @property
+    def frame_identity(self) -> bool:  # type: ignore[override]
+        return self.mode == "reshape" and self.out_timesteps == self.in_timesteps
+
     def window(self, x_q: np.ndarray, state: Any, tables: dict, traces: list | None):
         x_q = np.asarray(x_q, np.int64)
         if self.mode == "flatten":
