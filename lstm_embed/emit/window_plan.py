@@ -249,6 +249,10 @@ def window_buffers(model: QModel) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def _runs(window: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [la for la in window if la["frame_run"]]
+
+
 def run_only_scratch_bytes(model: QModel) -> int:
     """Bytes of the state a run-only model adds: window buffers, fused_q and frame_q."""
     return 2 * (sum(window_buffers(model)) + fused_scratch(model) + 2 * frame_scratch(model))
@@ -285,7 +289,8 @@ def window_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
         # Flatten and Reshape regroup exactly the model's timesteps: run() takes no other length
         "exact_timesteps": any(la.exact_timesteps for la in model.layers),
         "window_loops": any(la["per_step"] and la["sequence_in"] for la in plain),
-        "window_copies": any(la["per_step"] and la["recurrent"] for la in window),
+        "window_copies": any(la["per_step"] and la["recurrent"] for la in plain)
+        or any(la["frame_run"]["copies"] or la["frame_run"]["after"] for la in _runs(window)),
         "last_layer_buffer": f"state->seq_q{window[-1]['buffer']}",
         "window_buffers": window_buffers(model),
         "fused_scratch": fused_scratch(model),
