@@ -5,7 +5,7 @@ Held to: the float IR equal to Keras over every geometry (kernel sizes, strides,
 padding, including kernels shorter than the stride); two trained Conv1D autoencoders (strided
 Conv1D down, Conv1DTranspose back up, an LSTM over the result) within 5% of Keras' output range
 with int8 weights, the host C (strict, ASan/UBSan) equal to the numpy reference bit for bit on
-every entry point, and the Cortex-M4 firmware in QEMU equal to it.
+every entry point, and the Cortex-M0, M4 and M55 firmware in QEMU equal to it.
 """
 
 from __future__ import annotations
@@ -159,12 +159,13 @@ def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
 
 
 @pytest.mark.firmware
+@pytest.mark.parametrize("board", ["qemu-m0", "qemu-m4", "qemu-m55"])
 @pytest.mark.parametrize("name", AUTOENCODERS)
-def test_qemu_m4_equals_reference_on_every_entry_point(toolchain, trained, name):
+def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
     case = trained(name)
     x_q, x = edge_inputs(case.qmodel, case.x_test)
-    difference = qemu_difference(case.out, case.qmodel, "qemu-m4", x_q[-6:], x[-6:])
-    assert difference is None, f"{name} on qemu-m4: {difference}"
+    difference = qemu_difference(case.out, case.qmodel, board, x_q[-6:], x[-6:])
+    assert difference is None, f"{name} on {board}: {difference}"
 
 
 def test_inspect_shows_one_row_with_keras_params(trained, tmp_path, capsys):
