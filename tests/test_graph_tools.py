@@ -191,12 +191,26 @@ def _chain_layers(which: str) -> list:
                 layers.Bidirectional(layers.LSTM(6, return_sequences=True)),
                 layers.RNN(layers.StackedRNNCells([layers.LSTMCell(5), layers.LSTMCell(5)])),
                 layers.BatchNormalization(), layers.Dense(2)]  # fmt: skip
+    if which == "issue20":  # Conv1DTranspose, relu and linear recurrent layers
+        return [keras.Input((16, 4)), layers.Conv1D(8, 3, strides=2, padding="same"),
+                layers.Conv1DTranspose(8, 3, strides=2, padding="same", activation="relu"),
+                layers.LSTM(8, activation="relu", return_sequences=True),
+                layers.GRU(6, activation="linear"), layers.Dense(2)]  # fmt: skip
+    if which == "frames":  # Conv2D and 2-D pooling on (T, F, C) frames into a recurrent layer
+        return [keras.Input((12, 10, 1)), layers.Conv2D(4, (3, 3), activation="relu"),
+                layers.MaxPooling2D((1, 2)), layers.Reshape((10, 16)), layers.GRU(6),
+                layers.Dense(2)]  # fmt: skip
+    if which == "ids":  # Embedding over integer token ids
+        return [keras.Input((12,), dtype="int32"), layers.Embedding(20, 6), layers.LSTM(8),
+                layers.Dense(2)]  # fmt: skip
     return [keras.Input((16, 4)), layers.Masking(0.0), layers.LSTM(8, return_sequences=True),
             layers.TimeDistributed(layers.Dense(4)), layers.Activation("tanh"), layers.LSTM(4),
             layers.Dense(1)]  # fmt: skip
 
 
-@pytest.mark.parametrize("which", ["convolutions", "channels_first", "masking"])
+@pytest.mark.parametrize(
+    "which", ["convolutions", "channels_first", "masking", "issue20", "frames", "ids"]
+)
 def test_chain_rows_for_every_kind(which: str, tmp_path) -> None:
     """Random-weight chains of every kind: compare --report gives a row per layer whose error
     is the trace's tensor against Keras' output of that layer, and trace's last tensor is the
@@ -213,7 +227,10 @@ def test_chain_rows_for_every_kind(which: str, tmp_path) -> None:
     keras.utils.set_random_seed(3)
     model = keras.Sequential(_chain_layers(which))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
+    if which == "ids":
+        x = rng.integers(0, 20, (64, 12)).astype(np.int32)
+    else:
+        x = rng.normal(size=(64, *model.inputs[0].shape[1:])).astype(np.float32)
     x[:8, -3:] = 0  # padding for the Masking model
     path = tmp_path / "m.keras"
     model.save(path)
@@ -239,6 +256,7 @@ def test_chain_rows_for_every_kind(which: str, tmp_path) -> None:
             continue
         ours = arrays[f"tensor.{qlayer.name}"] * np.asarray(qlayer.output_feature_scale)
         keras_y = _keras_layer_output(model, folded_end[qlayer.name], {model.inputs[0].name: x})
+        keras_y = keras_y.reshape(ours.shape)  # (T, F, C) frames: the C's (T, F * C)
         if which == "masking":  # padding steps are left out of the rows (nothing reads them)
             keras_y, ours = (without_padding(v, np.all(x == 0, axis=-1)) for v in (keras_y, ours))
         keras_error = float(np.max(np.abs(ours - keras_y)))
@@ -248,7 +266,7 @@ def test_chain_rows_for_every_kind(which: str, tmp_path) -> None:
     last = rows[qmodel.layers[-1].name]
     assert last["c_equals_reference"] is True
     assert last["c_vs_oracle_max_abs_error"] == numbers["max_abs_error"]
-    x_q = fp.quantize_input(x, qmodel.input_inv_scale)
+    x_q = fp.quantize_input(x.reshape(*x.shape[:2], -1), qmodel.input_inv_scale)
     np.testing.assert_array_equal(
         arrays[f"tensor.{qmodel.layers[-1].name}"], run_host(tmp_path / "out", x_q)
     )

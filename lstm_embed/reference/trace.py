@@ -52,7 +52,8 @@ def trace_to_arrays(out_dir: Path, x: np.ndarray | dict[str, np.ndarray]) -> dic
     ``gates_q15`` (z, r, candidate) and ``h_q15``. Per tensor: ``tensor.<name>``, its integer
     values as the next layer reads them (a chain's input is ``input``, each layer's output is
     named after the layer; a graph's tensors as ``inspect`` names them). A chain also gives
-    ``x_q`` and ``y_q``. ``x``: (N, T, m) for a chain; by input name (or one array for one
+    ``x_q`` and ``y_q``. ``x``: (N, T, m) for a chain ((N, T) token ids, (N, T, F, C) frames
+    too); by input name (or one array for one
     input) for a graph."""
     out_dir = Path(out_dir)
     if (out_dir / QGRAPH_FILE).is_file():
@@ -65,6 +66,8 @@ def trace_to_arrays(out_dir: Path, x: np.ndarray | dict[str, np.ndarray]) -> dic
     qmodel = load_qmodel(path)
     x = np.asarray(x)
     x = x.reshape(*x.shape[:2], -1) if x.ndim > 3 else x  # (T, F, C) frames, row-major
+    if qmodel.layers[0].takes_ids and x.ndim == 2:  # (N, T) token ids: one "feature" each
+        x = x[..., None]
     x_q = fp.quantize_input(x, qmodel.input_inv_scale)
     trace = reference.Trace()
     outputs: list[np.ndarray] = []

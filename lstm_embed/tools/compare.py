@@ -53,7 +53,9 @@ def compare(
     x = np.asarray(x)
     if x.ndim > 3:  # (N, T, F, C) frames: F * C values per timestep, row-major, as the C takes them
         x = x.reshape(*x.shape[:2], -1)
-    x = check_input(x, InputRule.from_report(report))  # the runners' check, before Keras sees x
+    # the runners' check, before Keras sees x; float32 whatever x holds (token ids are often
+    # integers), so that the C runs its float entry point and answers in the model's units
+    x = check_input(x, InputRule.from_report(report), "float32")
     ir = load_model(model_path)
     keras_y, oracle = live_predict(model_path, ir, x)
     c_y32 = run_host(out_dir, x)
