@@ -53,8 +53,7 @@ def trace_to_arrays(out_dir: Path, x: np.ndarray | dict[str, np.ndarray]) -> dic
     values as the next layer reads them (a chain's input is ``input``, each layer's output is
     named after the layer; a graph's tensors as ``inspect`` names them). A chain also gives
     ``x_q`` and ``y_q``. ``x``: (N, T, m) for a chain ((N, T) token ids, (N, T, F, C) frames
-    too); by input name (or one array for one
-    input) for a graph."""
+    too); by input name (or one array for one input) for a graph."""
     out_dir = Path(out_dir)
     if (out_dir / QGRAPH_FILE).is_file():
         return graph_trace(out_dir, x)
