@@ -151,10 +151,13 @@ def _inspect_onnx(args: argparse.Namespace) -> int:
     rows = onnx.inspect_rows(reading, _weight_bits(args.weights))
     meta = reading.meta
     axes = meta.get("onnx_input_axes", "?")
+    ids = meta.get("onnx_input_dtype", "float32") != "float32"
+    per_step = f"{meta['onnx_input_dtype']} token ids" if ids else (
+        f"features={reading.input_size or '?'}")  # fmt: skip
     print(
         f"{args.model}: {meta['file_format']} file ({meta['producer'] or 'unknown producer'}),"
         f" input '{meta['onnx_input']}' axes {axes} (timesteps="
-        f"{reading.timesteps or 'any'}, features={reading.input_size or '?'})"
+        f"{reading.timesteps or 'any'}, {per_step})"
     )
     print(format_table(rows, INSPECT_COLUMNS))
     flash = sum(r.get("flash_bytes") or 0 for r in rows)

@@ -2,12 +2,13 @@
 with fixed seeds, each exported with both torch exporters (TorchScript-based and dynamo).
 
     pip install torch onnx onnxruntime onnxscript   # torch: a CPU build
-    python scripts/make_onnx_fixtures.py
+    python scripts/make_onnx_fixtures.py [NAME ...]   # all models, or only these
 
 Writes, per model NAME and exporter E (``ts``: torch.onnx.export(dynamo=False), ``dynamo``):
 NAME.E.onnx; per model: NAME.npz with ``calibration`` and ``test`` inputs (N, T, m), batch
-first as the C takes them, and ``torch_test``, torch's outputs on ``test``. manifest.json
-records the torch, onnx, onnxruntime and onnxscript versions, each file's opset and producer.
+first as the C takes them (token ids as (N, T, 1) floats holding the integers), and
+``torch_test``, torch's outputs on ``test``. manifest.json records the torch, onnx,
+onnxruntime and onnxscript versions, each file's opset and producer.
 Tests read these files and need none of torch.
 """
 
@@ -106,6 +107,21 @@ class LearnedInitialState(nn.Module):
         return self.head(out[:, -1, :])
 
 
+class EmbeddingLSTM(nn.Module):
+    """nn.Embedding over integer token ids into nn.LSTM and a head (a command classifier's
+    shape); its input is (batch, timesteps) int64 ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCABULARY, 8)
+        self.rnn = nn.LSTM(8, 12, batch_first=True)
+        self.head = nn.Linear(12, 2)
+
+    def forward(self, ids):
+        out, _ = self.rnn(self.embed(ids))
+        return self.head(out[:, -1, :])
+
+
 def models() -> dict[str, tuple[Callable[[], nn.Module], bool]]:
     """name -> (constructor, time_major input)."""
     return {
@@ -131,7 +147,23 @@ def models() -> dict[str, tuple[Callable[[], nn.Module], bool]]:
         ),
         "conv_lstm": (ConvLSTM, False),
         "lstm_initial_state": (LearnedInitialState, False),
+        "embedding_lstm": (EmbeddingLSTM, False),
     }
+
+
+# models whose input is token ids (N, T), stored in the .npz as (N, T, 1) floats holding the
+# integers (the C's float entry points take ids so; run() takes them as int16)
+ID_MODELS = ("embedding_lstm",)
+VOCABULARY = 24
+
+
+def synthetic_ids(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (N, T) and two targets: the decayed count of low ids, and the last ids' mean."""
+    ids = rng.integers(0, VOCABULARY, (count, TIMESTEPS))
+    decay = 0.8 ** np.arange(TIMESTEPS)[::-1]
+    first = ((ids < VOCABULARY // 2) * decay).sum(axis=1) / 3.0
+    second = ids[:, -3:].mean(axis=1) / VOCABULARY - 0.5
+    return ids.astype(np.int64), np.stack([first, second], axis=1).astype(np.float32)
 
 
 def synthetic(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +208,15 @@ def export(model: nn.Module, example, path: Path, dynamo: bool, time_major: bool
 
 
 def main() -> None:
+    """All models, or the ones named on the command line (the manifest keeps the others')."""
     import onnx
     import onnxruntime
     import onnxscript
 
+    only = set(sys.argv[1:])
     OUT.mkdir(parents=True, exist_ok=True)
+    previous = OUT / "manifest.json"
+    files = json.loads(previous.read_text())["files"] if only and previous.is_file() else {}
     manifest: dict = {
         "torch": torch.__version__,
         "onnx": onnx.__version__,
@@ -188,24 +224,29 @@ def main() -> None:
         "onnxscript": onnxscript.__version__,
         "timesteps": TIMESTEPS,
         "features": FEATURES,
-        "files": {},
+        "files": files,
     }
     for index, (name, (make, time_major)) in enumerate(models().items()):
+        if only and name not in only:
+            continue
         torch.manual_seed(index)
         rng = np.random.default_rng(index)
         model = make()
-        x, y = synthetic(TRAIN, rng)
+        data = synthetic_ids if name in ID_MODELS else synthetic
+        x, y = data(TRAIN, rng)
         seq = isinstance(model, Sequence)
         train(model, x, y, time_major, seq)
         model.eval()
-        calibration, _ = synthetic(CALIBRATION, rng)
-        test, _ = synthetic(TEST, rng)
+        calibration, _ = data(CALIBRATION, rng)
+        test, _ = data(TEST, rng)
         test_t = torch.from_numpy(test)
         with torch.no_grad():
             out = model(test_t.transpose(0, 1) if time_major else test_t).numpy()
+        stored = {"calibration": calibration, "test": test}
+        if name in ID_MODELS:
+            stored = {k: v[..., None].astype(np.float32) for k, v in stored.items()}
         np.savez_compressed(
-            OUT / f"{name}.npz", calibration=calibration, test=test, torch_test=out,
-            time_major=np.array(time_major),
+            OUT / f"{name}.npz", **stored, torch_test=out, time_major=np.array(time_major),
         )  # fmt: skip
         example = test_t[:4].transpose(0, 1) if time_major else test_t[:4]
         for exporter, dynamo in (("ts", False), ("dynamo", True)):

@@ -43,6 +43,8 @@ CONVERTED = {
     "conv_lstm.dynamo": False,
     "lstm_initial_state.ts": True,  # a learned (h0, c0): reset() starts from them
     "lstm_initial_state.dynamo": True,
+    "embedding_lstm.ts": True,  # nn.Embedding (a Gather of the table by the int64 ids)
+    "embedding_lstm.dynamo": True,
 }
 # files refused, with what the one line must say
 REFUSED = {
@@ -138,18 +140,23 @@ def test_refused_with_one_line(name: str) -> None:
 
 def test_exporters_agree_on_the_layers() -> None:
     """Both exporters' files of one model read into the same chain of kinds and weights."""
-    for model in ("lstm1", "lstm3_time_major", "gru_bidirectional", "conv_lstm"):
+    for model in ("lstm1", "lstm3_time_major", "gru_bidirectional", "conv_lstm", "embedding_lstm"):
         a, b = (load_model(FIXTURES / f"{model}.{e}.onnx") for e in ("ts", "dynamo"))
         assert [la.kind for la in a.layers] == [la.kind for la in b.layers]
         assert a.params == b.params
 
 
 # ---------------------------------------------------------------------------------------------
-# Cortex-M: the same integers in QEMU (three cores, two models: one streaming LSTM with a
-# last-timestep head, one run-only bidirectional GRU, one LSTM with a learned initial state;
-# nine QEMU runs)
+# Cortex-M: the same integers in QEMU (three cores, four models: one streaming LSTM with a
+# last-timestep head, one run-only bidirectional GRU, one LSTM with a learned initial state,
+# one Embedding over token ids; twelve QEMU runs)
 
-QEMU_CASES = ("lstm3_time_major.dynamo", "gru_bidirectional.ts", "lstm_initial_state.ts")
+QEMU_CASES = (
+    "lstm3_time_major.dynamo",
+    "gru_bidirectional.ts",
+    "lstm_initial_state.ts",
+    "embedding_lstm.dynamo",
+)
 
 
 @pytest.mark.firmware
@@ -199,3 +206,34 @@ def test_compare_names_its_oracle(converted, tmp_path: Path, monkeypatch, instal
     oracle = result["json"]["oracle"]
     assert oracle.startswith("onnxruntime" if installed else "lstm-embed float model"), oracle
     assert result["json"]["max_abs_error_pct_of_range"] <= 100 * RANGE_FRACTION
+
+
+@pytest.mark.parametrize("exporter", ["ts", "dynamo"])
+def test_embedding_takes_token_ids_as_torch_does(
+    converted, exporter: str, tmp_path, capsys
+) -> None:
+    """nn.Embedding's file: the model input is int64 ids (batch, timesteps); the C takes them
+    as (N, T) integers through `lstm-embed run` (report.json says how many ids), and equals
+    onnxruntime within the criterion; an id beyond the vocabulary is refused in one line."""
+    from lstm_embed import cli
+
+    case = converted(f"embedding_lstm.{exporter}")
+    report = case.conversion.report
+    assert report["input_ids"] == 24 and report["input_size"] == 1
+    assert case.conversion.ir.layers[0].kind == "embedding"
+    ids = case.data["test"][..., 0].astype(np.int64)  # (N, T), as torch took them
+    np.save(tmp_path / "ids.npy", ids)
+    argv = ["run", str(case.conversion.out_dir), "-i", str(tmp_path / "ids.npy")]
+    assert cli.main([*argv, "-o", str(tmp_path / "y.npy")]) == 0
+    y = np.load(tmp_path / "y.npy")
+    assert pct_of_range(case.onnxruntime_y, y) <= RANGE_FRACTION
+    bad = ids.copy()
+    bad[0, 3] = 24
+    np.save(tmp_path / "bad.npy", bad)
+    capsys.readouterr()
+    status = cli.main([*argv[:2], "-i", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "b.npy")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "0 to 23" in err, err
+    assert not (tmp_path / "b.npy").exists()
+    assert cli.main(["inspect", str(case.path)]) == 0
+    assert "axes BT (timesteps=12, int64 token ids)" in capsys.readouterr().out

@@ -112,6 +112,10 @@ def _order(nodes: list, outputs: list[str], source: str) -> list:
     return order
 
 
+# ONNX element types of a token-id input: int32 (6), int64 (7)
+ID_TYPES = (6, 7)
+
+
 def _dims(value_info: Any) -> tuple[list[int], list[bool]]:
     dims, symbolic = [], []
     for d in value_info.type.tensor_type.shape.dim:
@@ -145,13 +149,15 @@ def _walk(proto: Any, path: Path, source: str) -> Reading:
             " input (batch, timesteps, features) and one output"
         )
     dims, symbolic = _dims(inputs[0])
-    if len(dims) != 3:
+    ids = inputs[0].type.tensor_type.elem_type in ID_TYPES
+    if len(dims) != (2 if ids else 3):
         raise OnnxError(
             f"{source}: input '{inputs[0].name}' has rank {len(dims)}; supported: rank 3"
-            " (batch, timesteps, features) in any order"
+            " (batch, timesteps, features) in any order, or rank 2 (batch, timesteps) of"
+            " integer token ids into a Gather of an embedding table (nn.Embedding)"
         )
-    axes = tuple(f"x{i}" for i in range(3))
-    walk = Walk(source, axes, tuple(dims), tuple(symbolic))
+    axes = tuple(f"x{i}" for i in range(len(dims)))
+    walk = Walk(source, axes, tuple(dims), tuple(symbolic), ids=ids)
     values[inputs[0].name] = Sym(axes, tuple(dims), 0)
     name = path.stem.split(".")[0]
     reading = Reading(source, name if name.isidentifier() else "model", walk=walk)
@@ -159,6 +165,11 @@ def _walk(proto: Any, path: Path, source: str) -> Reading:
         "file_format": f"onnx (opset {_opset(proto, source)})",
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "onnx_input": inputs[0].name,
+        "onnx_input_dtype": "int64"
+        if ids and inputs[0].type.tensor_type.elem_type == 7
+        else "int32"
+        if ids
+        else "float32",
     }
     nodes = _order(list(graph.node), [o.name for o in graph.output], source)
     if not any(n.op_type in ("LSTM", "GRU", "RNN") for n in nodes):
@@ -267,7 +278,7 @@ def _finish(walk: Walk, out: Any, reading: Reading) -> None:
     reading.meta["onnx_output_axes"] = "".join(
         walk.label(a) if walk.label(a) in ("B", "T", "F") else "1" for a in out.axes
     )
-    reading.input_size = walk.input_sizes[order.index("F")]
+    reading.input_size = 1 if walk.ids else walk.input_sizes[order.index("F")]
     reading.timesteps = walk.time_size()
     reading.input_shape = (reading.timesteps, reading.input_size)
 

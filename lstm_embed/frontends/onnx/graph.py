@@ -62,6 +62,7 @@ class Walk:
     input_axes: tuple[str, ...]
     input_sizes: tuple[int, ...]
     input_symbolic: tuple[bool, ...]
+    ids: bool = False  # the input is (batch, timesteps) integer token ids (nn.Embedding)
     layers: list[FloatLayer] = field(default_factory=list)
     version: int = 0
     meaning: dict[str, str] = field(default_factory=dict)

@@ -9,7 +9,10 @@ import numpy as np
 
 
 def to_file_layout(x: np.ndarray, axes: str) -> np.ndarray:
-    """(N, T, m) -> the file's input axis order (e.g. TBF: time-major)."""
+    """(N, T, m) -> the file's input axis order (e.g. TBF: time-major); token ids, (N, T, 1)
+    or (N, T), -> (N, T) or (T, N) (axes BT or TB)."""
+    if "F" not in axes and x.ndim == 3:
+        x = x[..., 0]
     return np.ascontiguousarray(x.transpose(["BTF".index(a) for a in axes]))
 
 
@@ -29,7 +32,10 @@ def predict(path: str | Path, meta: dict[str, str], x: np.ndarray) -> tuple[np.n
     except ImportError:
         return None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {meta["onnx_input"]: to_file_layout(np.asarray(x, np.float32), meta["onnx_input_axes"])}
+    dtype = meta.get("onnx_input_dtype", "float32")  # token ids: the file's integer type
+    x = np.asarray(x, np.float32)
+    x = np.rint(x).astype(dtype) if dtype != "float32" else x
+    feed = {meta["onnx_input"]: to_file_layout(x, meta["onnx_input_axes"])}
     y = session.run(None, feed)[0]
     description = f"onnxruntime {onnxruntime.__version__}"
     return from_file_layout(y, meta["onnx_output_axes"]).astype(np.float64), description

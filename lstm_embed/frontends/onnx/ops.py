@@ -23,6 +23,7 @@ from lstm_embed.kinds.activation import ActivationLayer
 from lstm_embed.kinds.batch_norm import BatchNormLayer
 from lstm_embed.kinds.conv1d import Conv1DLayer
 from lstm_embed.kinds.dense import DenseLayer
+from lstm_embed.kinds.embedding import EmbeddingLayer
 from lstm_embed.kinds.layer_norm import LayerNormLayer
 from lstm_embed.kinds.pooling import PoolingLayer
 from lstm_embed.kinds.reshape import ReshapeLayer
@@ -418,12 +419,30 @@ def unsqueeze(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> lis
 
 
 def gather(walk: Walk, node: Any, inputs: list, attrs: dict[str, Any]) -> list:
+    if isinstance(inputs[1], Sym):  # rows of a constant table picked by the input's ids
+        return [_embedding(walk, node, inputs[0], inputs[1], int(attrs.get("axis", 0)))]
     x = _sym(inputs[0])
     index = np.asarray(const_of(inputs[1], "indices"))
     axis = int(attrs.get("axis", 0)) % len(x.axes)
     if index.ndim:
         raise NodeProblem("indices are not one number; supported: one scalar index")
     return [_pick(walk, node, x, axis, int(index))]
+
+
+def _embedding(walk: Walk, node: Any, table: Any, ids: Sym, axis: int) -> Sym:
+    """Gather(table, ids): nn.Embedding as both torch exporters write it, on the model's
+    (batch, timesteps) token-id input -> (batch, timesteps, embedding_dim)."""
+    if not walk.ids or ids.version != 0 or walk.layers:
+        raise NodeProblem("gathers by computed indices; supported: a table's rows picked by"
+                          " the model's integer input (nn.Embedding, the first layer)")  # fmt: skip
+    table = np.asarray(const_of(table, "the table"))
+    if table.ndim != 2 or axis != 0 or table.dtype.kind != "f":
+        raise NodeProblem(f"a table of shape {table.shape} gathered on axis {axis}; supported:"
+                          " a float (num_embeddings, embedding_dim) table, axis 0")  # fmt: skip
+    walk.require(ids, ("B", "T"), "Gather")
+    layer = EmbeddingLayer(_name(walk, node), 1, np.asarray(table, np.float64))
+    version = walk.append(layer)
+    return Sym((*ids.axes, "F"), (*ids.sizes, table.shape[1]), version)
 
 
 def _pick(walk: Walk, node: Any, x: Sym, axis: int, index: int) -> Sym:
