@@ -77,8 +77,8 @@ def _kws_conv(rng: np.random.Generator) -> Conv2DLayer:
 
 
 # the keyword spotter's Conv2D over 9 of its 49 frames: the cost is per output frame (the
-# same code for every frame), and a 49-frame window's int16 output (28.6 KB) does not fit the
-# M0 board's 16 KB of RAM
+# same code for every frame), and behind a GRU reading backwards (no frame run) a 49-frame
+# window's int16 output (28.6 KB) would not fit the M0 board's 16 KB of RAM
 ROWS = (LayerRow("Conv2D 1->8 3x3 on 49x40", 9, 40, _kws_conv, 7 * 38 * 8 * 9, 7, 38 * 8),)
 
 # (board, row label, instructions per MAC): the floor of the core's Conv2D loop (M0: the
