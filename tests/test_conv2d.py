@@ -111,6 +111,20 @@ RECIPES: dict[str, Recipe] = {
         ],
         (24, 16, 1),
     ),
+    # the usual CRNN block: a linear Conv2D, BatchNormalization of its channels and a ReLU
+    # (both folded into the Conv2D), pooling along frequency, a GRU
+    "conv_bn_relu": Recipe(
+        lambda: [
+            L.Conv2D(6, 3),
+            L.BatchNormalization(),
+            L.ReLU(),
+            L.MaxPooling2D((1, 2)),
+            L.Reshape((22, 42)),
+            L.GRU(12),
+            L.Dense(4, activation="softmax"),
+        ],
+        (24, 16, 1),
+    ),
     # kernel height 1: per frame, the model streams (step()); dilation along the rows
     "per_frame_streaming": Recipe(
         lambda: [
@@ -163,7 +177,13 @@ RECIPES: dict[str, Recipe] = {
 # because its Conv2D runs output frame by output frame: test_keyword_spotter_fits_m0)
 FIRMWARE_CASES = [
     (name, board)
-    for name in ("kws_crnn", "per_frame_streaming", "same_strided", "global_average")
+    for name in (
+        "kws_crnn",
+        "conv_bn_relu",
+        "per_frame_streaming",
+        "same_strided",
+        "global_average",
+    )
     for board in QEMU_BOARDS
 ]
 # the keyword spotter's Conv2D outputs, 47 x 38 x 8 int16 values: what a run() that stores a
@@ -344,3 +364,22 @@ def test_run_compare_trace_take_keras_shaped_frames(trained, tmp_path, capsys):
     trace = tmp_path / "trace.npz"
     assert cli.main(["trace", str(case.out), "-i", str(frames), "-o", str(trace)]) == 0
     assert np.load(trace)["x_q"].shape == (8, 49, 40)
+
+
+def test_batch_norm_and_relu_fold_into_the_conv2d(trained):
+    """Conv2D -> BatchNormalization -> ReLU is one Conv2D layer with a relu in the IR (its
+    float output is Keras' within FLOAT_FORWARD_TOLERANCE: test_float_ir_equals_predict)."""
+    layers = trained("conv_bn_relu").ir.layers
+    assert [la.kind for la in layers[:2]] == ["conv2d", "pooling2d"]
+    assert layers[0].activation == "relu"
+
+
+def test_softmax_over_frames_is_refused(tmp_path, capsys):
+    model = keras.Sequential(
+        [keras.Input((8, 6, 2)), L.Conv2D(3, 3), L.Softmax(), L.Reshape((6, 12)), L.GRU(4)]
+    )
+    path = tmp_path / "softmax_frames.keras"
+    model.save(path)
+    assert cli.main(["inspect", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "softmax over (timesteps, 4, 3) frames is not supported" in err

@@ -26,6 +26,7 @@ from lstm_embed.kinds.base import (
     QuantContext,
 )
 from lstm_embed.kinds.common import WeightlessQLayer, sigmoid, softmax
+from lstm_embed.kinds.conv1d import CONV_ACTIVATIONS
 from lstm_embed.quantize import fixedpoint as fp
 
 FUNCTIONS = ("relu", "sigmoid", "tanh", "softmax")
@@ -40,6 +41,7 @@ MAX_SLOPE = 2.0**30  # the largest factor a (multiplier, shift >= 1) pair holds
 @dataclass(frozen=True)
 class ActivationLayer(FloatLayer):
     kind: ClassVar[str] = "activation"
+    keeps_frame: ClassVar[bool] = True
     name: str
     input_size: int
     function: str
@@ -206,7 +208,7 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
             isinstance(layer, ActivationLayer)
             and layer.plain
             and previous is not None
-            and previous.kind == "dense"
+            and (previous.kind == "dense" or _conv2d_takes(previous, layer))
             and previous.activation == "linear"
         ):
             out[-1] = replace(previous, activation=layer.function)
@@ -215,3 +217,9 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
             problems.append(SOFTMAX_PLACES.format(name=layer.name, cls=layer.type_name))
         out.append(layer)
     return out, problems
+
+
+def _conv2d_takes(previous: FloatLayer, layer: ActivationLayer) -> bool:
+    """A Conv2D (on frames: a ReLU after Conv2D + BatchNormalization) takes the activations
+    its kernels apply per output (not a softmax, which spans features)."""
+    return previous.kind == "conv2d" and layer.function in CONV_ACTIVATIONS

@@ -95,6 +95,9 @@ class FloatLayer:
     # (rows, channels) of each timestep's output when it is a 2D frame (Conv2D, pooling 2D:
     # the chain carries it flattened row-major); None: a vector of features
     output_frame: ClassVar[tuple[int, int] | None] = None
+    # acts on each feature alone (an activation, BatchNormalization): on (T, F, C) frames its
+    # output keeps the input's frame
+    keeps_frame: ClassVar[bool] = False
     name: str
     input_size: int
 

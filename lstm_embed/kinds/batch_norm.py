@@ -38,6 +38,7 @@ OUTPUT_HEADROOM = 1.5
 class BatchNormLayer(FloatLayer):
     kind: ClassVar[str] = "batch_norm"
     type_name: ClassVar[str] = "BatchNormalization"
+    keeps_frame: ClassVar[bool] = True
     name: str
     input_size: int
     gamma: np.ndarray
@@ -179,6 +180,8 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
                 a, b = layer.affine
                 out[-1] = replace(previous, kernel=previous.kernel * a,
                                   bias=previous.bias_or_zeros * a + b)  # fmt: skip
+            elif (folded := _into_conv2d(previous, layer)) is not None:
+                out[-1] = folded
             else:
                 pending = layer
             continue
@@ -186,3 +189,17 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     if pending is not None:
         out.append(pending)
     return out, []
+
+
+def _into_conv2d(previous: FloatLayer | None, norm: BatchNormLayer) -> FloatLayer | None:
+    """A Conv2D with a linear activation and the BatchNormalization of its channels after
+    it (its per-channel affine repeated over the frame's rows) as one Conv2D: each filter's
+    weights and bias scaled, the shift added to the bias; None where it does not apply."""
+    if previous is None or previous.kind != "conv2d" or previous.activation != "linear":
+        return None
+    filters = previous.filters
+    a, b = (v.reshape(-1, filters) for v in norm.affine)
+    if not (np.all(a == a[0]) and np.all(b == b[0])):  # not the same affine on every row
+        return None
+    bias = previous.bias if previous.bias is not None else np.zeros(filters)
+    return replace(previous, kernel=previous.kernel * a[0], bias=bias * a[0] + b[0])

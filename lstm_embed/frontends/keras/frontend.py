@@ -65,7 +65,7 @@ def read_layers(spec: ModelSpec) -> list[LayerReading]:
         if reading.layer is not None:
             size = reading.layer.output_size
             steps = _steps_after(reading.layer, steps)
-            frame = reading.layer.output_frame
+            frame = reading.layer.output_frame or (frame if reading.layer.keeps_frame else None)
         elif reading.problems:
             blocked = True
         else:  # an identity at inference, the size carries through (a Reshape: a new frame)
@@ -178,7 +178,8 @@ def inspect_rows(spec: ModelSpec, weight_bits: tuple[int, ...] = (8,)) -> list[d
             sequence = isinstance(shape, list) and len(shape) >= 3
             steps = _steps_after(layer, steps)
             timesteps = isinstance(shape, list) and sequence_out(layer, sequence)
-            per_step = list(layer.output_frame or (layer.output_size,))
+            kept = shape[2:] if layer.keeps_frame and timesteps and len(shape) == 4 else None
+            per_step = list(layer.output_frame or kept or (layer.output_size,))
             shape = [batch, steps, *per_step] if timesteps else [batch, *per_step]
         elif reading.problems:
             shape = "?"  # what an unsupported layer outputs is not worked out here

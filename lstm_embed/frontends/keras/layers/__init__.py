@@ -80,7 +80,12 @@ TIMESTEP_READERS = {
 }
 
 # Readers of layers over (T, F, C) inputs: they take the timesteps and the (F, C) frame
-FRAME_READERS = {**{name: conv2d.read for name in conv2d.CLASSES}, "Reshape": conv2d.read_reshape}
+FRAME_READERS = {
+    **{name: conv2d.read for name in conv2d.CLASSES},
+    "Reshape": conv2d.read_reshape,
+    "BatchNormalization": batch_norm.read_frames,
+    **{name: activation.read_frames for name in activation.CLASSES},
+}
 frame_after = conv2d.frame_after  # the frame after a layer read as nothing
 # the layers that may take a (T, F, C) input (the others would read its last axis only)
 FRAME_INPUT = (*conv2d.CLASSES, "Flatten", "Reshape", *identity.IDENTITY_CLASSES)

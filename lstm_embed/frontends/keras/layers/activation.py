@@ -56,3 +56,17 @@ def read(spec: LayerSpec, input_size: int) -> ActivationLayer | None:
     return ActivationLayer(
         spec.name, input_size, function, slope, max_value, threshold, type_name=cls
     )
+
+
+def read_frames(
+    spec: LayerSpec, input_size: int, timesteps: int | None, frame: tuple[int, int] | None
+) -> ActivationLayer | None:
+    """On (T, F, C) frames each value goes through the function alone; a softmax would take
+    the frame's F * C values as one vector, not Keras' channel axis, so it is refused."""
+    layer = read(spec, input_size)
+    if frame is not None and layer is not None and layer.function == "softmax":
+        raise Unsupported(
+            [f"a softmax over (timesteps, {frame[0]}, {frame[1]}) frames is not supported"
+             " (supported: on features, after Reshape((T, F * C)) or Flatten)"]
+        )  # fmt: skip
+    return layer

@@ -17,6 +17,26 @@ def last_axis(config: dict) -> object:
     return axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
 
 
+def read_frames(
+    spec: LayerSpec, input_size: int, timesteps: int | None, frame: tuple[int, int] | None
+) -> BatchNormLayer:
+    """On (T, F, C) frames (carried as F * C features, row-major): Keras normalizes the
+    channel axis, so each channel's statistics repeat over the F rows."""
+    if frame is None:
+        return read(spec, input_size)
+    if last_axis(spec.config) not in (-1, 3):
+        raise Unsupported(
+            [f"axis={spec.config.get('axis')!r} on (timesteps, rows, channels) frames is not"
+             " supported (supported: -1, the channels)"]
+        )  # fmt: skip
+    layer = read(spec, frame[1])
+    rows = frame[0]
+    return BatchNormLayer(
+        layer.name, input_size, *(np.tile(v, rows) for v in (layer.gamma, layer.beta,
+        layer.moving_mean, layer.moving_variance)), layer.epsilon,
+    )  # fmt: skip
+
+
 def read(spec: LayerSpec, input_size: int) -> BatchNormLayer:
     config = spec.config
     if last_axis(config) not in LAST_AXIS:
