@@ -589,3 +589,27 @@ def test_fuzzer_draws_the_input_kinds_and_states_and_they_equal_the_reference():
         (o.spec.seed, o.detail) for o in outcomes if o.status != "ok"
     ]
 
+
+@pytest.mark.parametrize("first", ["masking", "embedding_mask"])
+def test_a_mask_no_recurrent_layer_reads_compiles(tmp_path, first):
+    """Regression (fuzzer seed 541): the mask of an Embedding(mask_zero=True) that a Conv1D
+    drops before the recurrent layer (Keras: Conv1D does not pass a mask on) left advance()'s
+    ``masked`` parameter unused (a Masking layer uses it itself), which the strict host build
+    (-Werror) refused; the C now equals the reference there, with either layer."""
+    from lstm_embed.tools.fuzz import Case, ModelSpec, build_inputs, check_batch
+    from lstm_embed.tools.fuzz_around import around_layers
+    from lstm_embed.tools.fuzz_layers import LSTMSpec, recurrent_layer
+
+    rng = np.random.default_rng(5)
+    spec = ModelSpec(seed=5, inputs=3, timesteps=7, lstm=(LSTMSpec(4),))
+    layers = [
+        *around_layers(rng, first, first, 3, 7),
+        *around_layers(rng, "conv_causal", "conv", 3, 7),
+        recurrent_layer(rng, LSTMSpec(4), "lstm", 3, False),
+    ]
+    model = Model("net", layers[0].input_size, None, tuple(layers), source="mask test")
+    ids = layers[0].input_dim if layers[0].takes_ids else 0
+    calibration, x, x_q = build_inputs(spec, model.input_size, ids)
+    calibration[:, :2] = 0.0 if first == "embedding_mask" else layers[0].mask_value  # masked
+    outcomes = check_batch([Case(spec, model, calibration, x, x_q)], tmp_path)
+    assert [(o.status, o.detail) for o in outcomes] == [("ok", "")]
