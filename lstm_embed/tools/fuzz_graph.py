@@ -4,14 +4,18 @@ A ``GraphSpec`` holds the shapes of a random Functional model (sequence and stat
 how many layers); its seed draws the rest: branches (a tensor read by several layers), merges
 (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, broadcast operands of one
 feature), recurrent layers with return_state (h; h and c) whose states feed later layers or are
-returned, Attention (query, value and an optional key from anywhere, causal, scaled), global
-poolings, Dense layers on sequences and vectors, the per-timestep layers around the core, and
-several outputs (the graph's unused tensors, sometimes a used one or one returned twice). The
-graph is built as the IR's ``Graph`` directly, as the chain fuzzer builds ``Model``s.
+returned, Attention (query, value and an optional key from anywhere, causal, scaled; some
+AdditiveAttention or score_mode="concat"), global poolings, Concatenate on the time axis (read by
+one recurrent layer or pooling), Masking branches (a mask read by recurrent layers, a
+self-Attention and GlobalAveragePooling1D), Dense layers on sequences and vectors, the
+per-timestep layers around the core, and several outputs (the graph's unused tensors,
+sometimes a used one or one returned twice). The graph is built as the IR's ``Graph``
+directly, as the chain fuzzer builds ``Model``s.
 
 Each graph is converted and its C built for the host with ASan/UBSan; run, run_f32 (on the
-whole window and on a shorter one), and step, step_f32 where the graph streams (each
-timestep's output of a vector against run() of the window up to it), must equal the numpy
+whole window and, unless its sequences differ in length, on a shorter one), and step,
+step_f32 where the graph streams (each timestep's output of a vector against run() of the
+window up to it), must equal the numpy
 reference (``reference.graph_run``) bit for bit. ``check_qemu_graph`` does the same for run()
 and step() in QEMU (``targets.graph_firmware``).
 """
