@@ -129,3 +129,16 @@ def test_a_difference_from_the_reference_is_reported(tmp_path, monkeypatch) -> N
     zeros = [np.zeros((1, 2), np.float32)]
     assert fuzz_graph.compare_graph_output("run_f32", zeros, [zeros[0].copy()]) is None
     assert "2 values differ" in fuzz_graph.compare_graph_output("run_f32", zeros, [-zeros[0]])
+
+
+@pytest.mark.firmware
+def test_a_time_concat_graph_with_a_static_input_runs_in_qemu(toolchain, tmp_path) -> None:
+    """Regression (the graph fuzzer in QEMU): graph_firmware asked a static input for its
+    timesteps (null in the report) when the graph's sequences differ in length (a time-axis
+    Concatenate), a TypeError before any build; seed 108 holds both and equals the reference
+    on qemu-m0."""
+    spec = fuzz_graph.random_graph_spec(108)
+    case = fuzz_graph.build_graph_case(spec)
+    assert spec.static_inputs and any(n.layer.joins_timesteps for n in case.graph.nodes)
+    outcomes = fuzz_graph.check_qemu_graph(case, tmp_path, ("qemu-m0",))
+    assert [(o.status, o.detail) for o in outcomes] == [("ok", "")]
