@@ -46,6 +46,7 @@ T_AGNOSTIC = ("relu", "leaky_relu", "sigmoid", "tanh", "batch_norm", "layer_norm
               "affine", "depthwise_causal", "separable_causal")  # fmt: skip
 MIN_CHANGING_TIMESTEPS = 6  # as fuzz_around's: the longest valid window spans 5 timesteps
 MAX_TRANSPOSE_TIMESTEPS = 40  # Conv1DTranspose grows T up to 3-fold: keep M0 runs in 16 KB
+MAX_FRAME_VALUES = 48  # F * C of a drawn frame (fewer channels when F is large)
 MAX_IDS = 2000  # vocabulary sizes drawn (log-uniform); int8 tables stay small in flash
 
 
@@ -166,6 +167,7 @@ def _conv2d(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
     span_f = (k_f - 1) * dilation_f + 1
     channels = int(rng.integers(1, 4))
     frame_rows = _input_length(rng, pool_rows, span_f, stride_f, padding)
+    channels = min(channels, max(1, MAX_FRAME_VALUES // frame_rows))  # small inputs for M0 RAM
     frame = (frame_rows, channels)
     kernel = rng.uniform(-1, 1, (k_t, k_f, channels, filters)) * np.sqrt(3 / (k_t * k_f * channels))
     bias = rng.uniform(-0.2, 0.2, filters) if rng.random() < 0.75 else None
