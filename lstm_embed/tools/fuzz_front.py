@@ -156,8 +156,9 @@ def _conv2d(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: i
         rows_in = _input_length(rng, rows, pool_f, stride_f, padding)
         mode_name = str(rng.choice(["max", "average"]))
         type_name = "MaxPooling2D" if mode_name == "max" else "AveragePooling2D"
+        stride_t = pool_t if mode == "valid" else 1  # "same": T kept
         pool_layer: Any = (name + "_pool", mode_name, type_name, (pool_t, pool_f),
-                           (pool_t, stride_f), padding)  # fmt: skip
+                           (stride_t, stride_f), padding)  # fmt: skip
         pool_rows = rows_in
     # the conv: kernel, strides and dilation along F (Keras refuses strides and dilation > 1)
     k_f = int(rng.integers(1, 4))
