@@ -93,7 +93,8 @@ def draw_front(
         kinds.append("embedding_mask")
     if not stateful:
         kinds += list(INPUT_WINDOW_SAME)
-        if t_agnostic and timesteps <= MAX_POOL // 8:
+        # a global pooling sums T x F int16 values in int32 (F at most 12 here)
+        if t_agnostic and timesteps * 12 <= MAX_POOL:
             kinds += list(INPUT_GLOBAL)
         changing = not return_sequences and t_agnostic
         # twice the odds: the conditions leave them fewer models
