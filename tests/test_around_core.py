@@ -545,14 +545,76 @@ def test_output_timesteps_other_than_the_input_are_refused():
 def test_fuzzer_draws_every_kind_and_they_convert():
     """The fuzzer's specs mix every around kind with the recurrent ones (fuzz_around); a batch
     of them converts and its sanitized host C equals the reference on every entry point."""
-    from lstm_embed.tools import fuzz_around
+    from lstm_embed.tools import fuzz_around, fuzz_front
     from lstm_embed.tools.fuzz import check_specs, random_spec
 
     specs = [random_spec(seed) for seed in range(1500)]
     drawn = {item.split(":")[1] for spec in specs for item in spec.around}
     kinds = {*fuzz_around.PER_STEP, *fuzz_around.WHOLE_WINDOW, "masking"}
-    kinds |= {*fuzz_around.NEW_PER_STEP, *fuzz_around.NEW_HEAD}
+    kinds |= {*fuzz_around.NEW_PER_STEP, *fuzz_around.NEW_HEAD, *fuzz_front.KINDS}
     assert drawn == kinds
     mixed = [spec for spec in specs if len(spec.around) >= 2][:16]
     outcomes = check_specs(mixed, jobs=2, batch_size=8)
     assert [o.status for o in outcomes] == ["ok"] * len(mixed), [o.detail for o in outcomes]
+
+
+def _front_features(spec) -> set[str]:
+    """The kinds of fuzz_front a chain spec holds: its input and front kinds, and the relu or
+    linear states of its LSTM and GRU layers ("lstm relu", ...)."""
+    from lstm_embed.tools import fuzz_front
+
+    kinds = {item.split(":")[1] for item in spec.around} & set(fuzz_front.KINDS)
+    states = {f"{la.kind} {la.activation}" for la in spec.lstm if la.kind in ("lstm", "gru")}
+    return kinds | (states - {"lstm tanh", "gru tanh"})
+
+
+def test_fuzzer_draws_the_input_kinds_and_states_and_they_equal_the_reference():
+    """Embedding (and mask_zero), Conv2D with 2D poolings over frames, Conv1DTranspose and
+    relu/linear LSTM and GRU states are drawn (fuzz_front), and every such draw of 2000 seeds
+    builds (a pooling that halved T in a model returning sequences did not: seed 2264); the
+    first seed of each converts and its sanitized host C equals the reference on every entry
+    point."""
+    from lstm_embed.tools import fuzz_front
+    from lstm_embed.tools.fuzz import build_model, check_specs, random_spec
+
+    wanted = {*fuzz_front.KINDS, *(f"{k} {a}" for k in ("lstm", "gru")
+                                   for a in fuzz_front.STATE_ACTIVATIONS)}  # fmt: skip
+    picked: dict[str, object] = {}
+    for seed in range(2000):
+        spec = random_spec(seed)
+        features = _front_features(spec)
+        if features:
+            build_model(spec)  # an IRError names what does not fit
+        for feature in features - set(picked):
+            picked[feature] = spec
+    assert set(picked) == wanted, wanted - set(picked)
+    specs = list({spec.seed: spec for spec in picked.values()}.values())
+    outcomes = check_specs(specs, jobs=2, batch_size=8)
+    assert [o.status for o in outcomes] == ["ok"] * len(specs), [
+        (o.spec.seed, o.detail) for o in outcomes if o.status != "ok"
+    ]
+
+
+@pytest.mark.parametrize("first", ["masking", "embedding_mask"])
+def test_a_mask_no_recurrent_layer_reads_compiles(tmp_path, first):
+    """Regression (fuzzer seed 541): the mask of an Embedding(mask_zero=True) that a Conv1D
+    drops before the recurrent layer (Keras: Conv1D does not pass a mask on) left advance()'s
+    ``masked`` parameter unused (a Masking layer uses it itself), which the strict host build
+    (-Werror) refused; the C now equals the reference there, with either layer."""
+    from lstm_embed.tools.fuzz import Case, ModelSpec, build_inputs, check_batch
+    from lstm_embed.tools.fuzz_around import around_layers
+    from lstm_embed.tools.fuzz_layers import LSTMSpec, recurrent_layer
+
+    rng = np.random.default_rng(5)
+    spec = ModelSpec(seed=5, inputs=3, timesteps=7, lstm=(LSTMSpec(4),))
+    layers = [
+        *around_layers(rng, first, first, 3, 7),
+        *around_layers(rng, "conv_causal", "conv", 3, 7),
+        recurrent_layer(rng, LSTMSpec(4), "lstm", 3, False),
+    ]
+    model = Model("net", layers[0].input_size, None, tuple(layers), source="mask test")
+    ids = layers[0].input_dim if layers[0].takes_ids else 0
+    calibration, x, x_q = build_inputs(spec, model.input_size, ids)
+    calibration[:, :2] = 0.0 if first == "embedding_mask" else layers[0].mask_value  # masked
+    outcomes = check_batch([Case(spec, model, calibration, x, x_q)], tmp_path)
+    assert [(o.status, o.detail) for o in outcomes] == [("ok", "")]

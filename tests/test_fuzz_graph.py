@@ -1,8 +1,10 @@
 """The graph fuzzer (lstm_embed/tools/fuzz_graph.py; ``make fuzz`` runs it at length): its draws
 cover what issue 19 lists (branches, every merge, broadcast operands, sequence and static
-inputs, several outputs, return_state consumed and returned, Attention), and a sample of its
-graphs covering all of that converts to host C (ASan/UBSan) equal to the numpy graph reference
-bit for bit through every entry point (``fuzz_graph.check_graph``).
+inputs, several outputs, return_state consumed and returned, Attention) and the kinds added
+since (AdditiveAttention, Attention(score_mode="concat"), Concatenate on the time axis, Masking
+branches whose mask recurrent layers, Attention and GlobalAveragePooling1D read), and a sample
+of its graphs covering all of that converts to host C (ASan/UBSan) equal to the numpy graph
+reference bit for bit through every entry point (``fuzz_graph.check_graph``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ def _state_tensors(graph: Graph) -> set[str]:
 
 def _merges(graph: Graph) -> list:
     return [n for n in graph.nodes if n.layer.kind == "merge"]
+
+
+def _title(node) -> str:
+    return getattr(node.layer, "title", "")
 
 
 STATELESS = ("dense", "merge", "activation", "feature_affine", "batch_norm", "layer_norm")
@@ -55,6 +61,14 @@ FEATURES: dict[str, Callable[[Graph], bool]] = {
         n.layer.kind in STATELESS and set(n.outputs) <= set(g.outputs) for n in g.nodes
     ),
     "int16 weights": lambda g: '"weight_bits": 16' in g.source,
+    # the kinds of fuzz_graph's NEW_GRAPH_STREAM
+    "AdditiveAttention": lambda g: any(_title(n) == "AdditiveAttention" for n in g.nodes),
+    "Attention concat": lambda g: any(_title(n) == "Attention (concat)" for n in g.nodes),
+    "time-axis Concatenate": lambda g: any(n.layer.joins_timesteps for n in g.nodes),
+    "Masking branch": lambda g: any(n.layer.computes_mask for n in g.nodes),
+    "masked recurrent layer": lambda g: any(n.mask and n.layer.recurrent for n in g.nodes),
+    "masked attention": lambda g: any(n.mask and n.layer.kind == "attention" for n in g.nodes),
+    "masked average": lambda g: any(n.mask and n.layer.kind == "pooling" for n in g.nodes),
     **{
         f"merge {op}": (lambda g, op=op: any(n.layer.op == op for n in _merges(g)))
         for op in OPS.values()
@@ -115,3 +129,16 @@ def test_a_difference_from_the_reference_is_reported(tmp_path, monkeypatch) -> N
     zeros = [np.zeros((1, 2), np.float32)]
     assert fuzz_graph.compare_graph_output("run_f32", zeros, [zeros[0].copy()]) is None
     assert "2 values differ" in fuzz_graph.compare_graph_output("run_f32", zeros, [-zeros[0]])
+
+
+@pytest.mark.firmware
+def test_a_time_concat_graph_with_a_static_input_runs_in_qemu(toolchain, tmp_path) -> None:
+    """Regression (the graph fuzzer in QEMU): graph_firmware asked a static input for its
+    timesteps (null in the report) when the graph's sequences differ in length (a time-axis
+    Concatenate), a TypeError before any build; seed 108 holds both and equals the reference
+    on qemu-m0."""
+    spec = fuzz_graph.random_graph_spec(108)
+    case = fuzz_graph.build_graph_case(spec)
+    assert spec.static_inputs and any(n.layer.joins_timesteps for n in case.graph.nodes)
+    outcomes = fuzz_graph.check_qemu_graph(case, tmp_path, ("qemu-m0",))
+    assert [(o.status, o.detail) for o in outcomes] == [("ok", "")]

@@ -11,6 +11,7 @@ import math
 import os
 import struct
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,14 @@ def lstm_specs() -> st.SearchStrategy[fuzz.LSTMSpec]:
         go_backwards=st.booleans(),
         stateful=st.booleans(),
         bidirectional=st.none() | st.sampled_from(fuzz.MERGE_MODES),
-    )
+    ).map(_tanh_state)
+
+
+def _tanh_state(la: fuzz.LSTMSpec) -> fuzz.LSTMSpec:
+    """The drawn activation is SimpleRNN's: an LSTM or GRU keeps tanh, as before the fuzzer
+    built relu/linear ones (those draw bounded weights only, ``fuzz_front.state_activations``;
+    a relu state under 1e4 weights is refused by design)."""
+    return la if la.kind == "simple_rnn" else replace(la, activation="tanh")
 
 
 def dense_specs() -> st.SearchStrategy[fuzz.DenseSpec]:

@@ -58,8 +58,9 @@ def _arrays(report: dict, inputs: dict[str, Any], floats: bool) -> tuple[list[np
     if report.get("fixed_windows"):  # run() takes whole windows only
         steps = report["timesteps"]
     for array, x in zip(arrays, graph["inputs"], strict=True):
-        length = _length(report, x, steps)
-        want = (samples, length, x["size"]) if x["sequence"] else (samples, x["size"])
+        # a static input has no timesteps (its report entry's are null)
+        want = ((samples, _length(report, x, steps), x["size"]) if x["sequence"]
+                else (samples, x["size"]))  # fmt: skip
         if array.shape != want or not 1 <= steps <= report["timesteps"] or samples < 1:
             raise ValueError(
                 f"input {x['name']!r} has shape {array.shape}; expected {want} with 1 to"

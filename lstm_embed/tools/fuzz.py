@@ -52,6 +52,7 @@ from lstm_embed.targets.inputs import ENTRY_POINTS
 from lstm_embed.tools import fuzz_graph
 from lstm_embed.tools.fuzz_around import insert as insert_around
 from lstm_embed.tools.fuzz_around import needs_fixed_length, with_around
+from lstm_embed.tools.fuzz_front import state_activations
 from lstm_embed.tools.fuzz_layers import (
     WEIGHT_KINDS,
     LSTMSpec,
@@ -177,14 +178,22 @@ def build_model(spec: ModelSpec) -> Model:
     whole_window = whole_window or needs_fixed_length(spec.around)
     timesteps = spec.timesteps if spec.fixed_length or whole_window else None
     source = f"fuzz spec {spec.to_json()}"
-    return Model("net", spec.inputs, timesteps, tuple(layers), source=source)
+    # an input kind (fuzz_front) takes ids or frames: the model's input is its first layer's
+    return Model("net", layers[0].input_size, timesteps, tuple(layers), source=source)
 
 
-def build_inputs(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(calibration, float test inputs, int16 test inputs), all with the spec's T and m."""
+def build_inputs(
+    spec: ModelSpec, width: int | None = None, ids: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calibration, float test inputs, int16 test inputs), all with the spec's T and
+    ``width`` features (the spec's m by default); ``ids``: the model takes ids below this
+    number (an Embedding first), the calibration data is such ids, the test inputs as ever
+    (out-of-range, non-integer and non-finite ones test the C's clamp)."""
     rng = np.random.default_rng(spec.seed + 1)
-    shape = (spec.timesteps, spec.inputs)
+    shape = (spec.timesteps, width or spec.inputs)
     calibration = rng.normal(size=(4, *shape)) * spec.calibration_scale
+    if ids:  # (ids models only: every other seed's inputs stay as they were)
+        calibration = rng.integers(0, ids, (4, *shape)).astype(np.float64)
     far = rng.normal(size=shape) * max(spec.calibration_scale, 1e-3) * 100
     signs = np.where(np.arange(spec.timesteps)[:, None] % 2 == 0, 1.0, -1.0)
     nonfinite = rng.choice([np.nan, np.inf, -np.inf, 0.0, 1e30, -1e30], shape)
@@ -207,12 +216,17 @@ def build_inputs(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             extremes[(np.arange(spec.timesteps) % 2)][:, None] * np.ones(shape, np.int64),
         ]
     ).astype(np.int16)
+    if ids:  # ids in range in the first int16 sequence too (the others test the clamp)
+        x_q[0] = calibration[1].astype(np.int16)
     return calibration.astype(np.float32), x.astype(np.float32), x_q
 
 
 def build_case(spec: ModelSpec) -> Case:
-    calibration, x, x_q = build_inputs(spec)
-    return Case(spec, build_model(spec), calibration, x, x_q)
+    model = build_model(spec)
+    first = model.layers[0]
+    ids = first.input_dim if first.takes_ids else 0
+    calibration, x, x_q = build_inputs(spec, model.input_size, ids)
+    return Case(spec, model, calibration, x, x_q)
 
 
 def via_onnx(case: Case, folder: Path) -> Case | None:
@@ -265,6 +279,7 @@ def random_spec(seed: int) -> ModelSpec:
     )
     lstm = _recurrent_family(seed, _grus(seed, lstm))
     scale = 0.0 if rng.random() < 0.05 else float(10 ** rng.uniform(-3, 3))
+    lstm = state_activations(seed, lstm, scale)
     return with_around(
         ModelSpec(
             seed=seed,

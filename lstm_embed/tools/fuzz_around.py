@@ -28,6 +28,7 @@ from lstm_embed.kinds.permute import PermuteLayer
 from lstm_embed.kinds.pooling import PoolingLayer
 from lstm_embed.kinds.reshape import ReshapeLayer
 from lstm_embed.kinds.time_axis import TimeAxisLayer
+from lstm_embed.tools import fuzz_front
 from lstm_embed.tools.fuzz_layers import LSTMSpec, recurrent_layer
 
 AROUND_STREAM = 0xA40
@@ -111,7 +112,7 @@ def draw_new_kinds(seed: int, recurrent: tuple, return_sequences: bool, out: lis
 
 
 def needs_fixed_length(around: tuple) -> bool:
-    return any(item.split(":")[1] in WHOLE_WINDOW for item in around)
+    return any(item.split(":")[1] in (*WHOLE_WINDOW, *fuzz_front.WHOLE_WINDOW) for item in around)
 
 
 def insert(seed: int, around: tuple, layers: list, timesteps: int) -> list:
@@ -120,12 +121,15 @@ def insert(seed: int, around: tuple, layers: list, timesteps: int) -> list:
         return layers
     rng = np.random.default_rng([seed, AROUND_STREAM, 1])
     recurrent = [i for i, la in enumerate(layers) if la.recurrent]
-    places = {"front": recurrent[0], "head": recurrent[-1] + 1}
+    places = {"input": 0, "front": recurrent[0], "head": recurrent[-1] + 1}
     places |= {f"after{k}": i + 1 for k, i in enumerate(recurrent)}
     chain = list(layers)
     # from the back (the later of two in one place first), so that the places of the earlier
-    # ones stay where they are
-    order = sorted(enumerate(around), key=lambda e: (-places[e[1].split(":")[0]], -e[0]))
+    # ones stay where they are; an input kind last, before every front kind
+    order = sorted(
+        enumerate(around),
+        key=lambda e: (-places[e[1].split(":")[0]], e[1].startswith("input:"), -e[0]),
+    )
     for _, item in order:
         place, kind = item.split(":")
         at = places[place]
@@ -141,6 +145,8 @@ def insert(seed: int, around: tuple, layers: list, timesteps: int) -> list:
 
 def around_layers(rng: np.random.Generator, kind: str, name: str, m: int, timesteps: int) -> list:
     """The layers of one around kind on m features (Flatten: after timesteps of them)."""
+    if kind in fuzz_front.KINDS:
+        return fuzz_front.front_layers(rng, kind, name, m, timesteps)
     if kind == "masking":
         return [MaskingLayer(name, m, float(rng.choice([0.0, 0.0, -1.0])))]
     if kind in ("relu", "leaky_relu"):
@@ -252,6 +258,9 @@ def with_around(spec: Any) -> Any:
     """``spec`` with its around layers drawn (one weight width for all layers when it has
     them: a per-layer list would not name the new layers)."""
     around = draw(spec.seed, spec.lstm, spec.return_sequences, spec.timesteps)
+    around += fuzz_front.draw_front(
+        spec.seed, spec.lstm, spec.return_sequences, spec.timesteps, around
+    )
     bits = spec.weight_bits[:1] if around else spec.weight_bits
     return replace(spec, around=around, weight_bits=bits)
 

@@ -4,14 +4,18 @@ A ``GraphSpec`` holds the shapes of a random Functional model (sequence and stat
 how many layers); its seed draws the rest: branches (a tensor read by several layers), merges
 (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, broadcast operands of one
 feature), recurrent layers with return_state (h; h and c) whose states feed later layers or are
-returned, Attention (query, value and an optional key from anywhere, causal, scaled), global
-poolings, Dense layers on sequences and vectors, the per-timestep layers around the core, and
-several outputs (the graph's unused tensors, sometimes a used one or one returned twice). The
-graph is built as the IR's ``Graph`` directly, as the chain fuzzer builds ``Model``s.
+returned, Attention (query, value and an optional key from anywhere, causal, scaled; some
+AdditiveAttention or score_mode="concat"), global poolings, Concatenate on the time axis (read by
+one recurrent layer or pooling), Masking branches (a mask read by recurrent layers, a
+self-Attention and GlobalAveragePooling1D), Dense layers on sequences and vectors, the
+per-timestep layers around the core, and several outputs (the graph's unused tensors,
+sometimes a used one or one returned twice). The graph is built as the IR's ``Graph``
+directly, as the chain fuzzer builds ``Model``s.
 
 Each graph is converted and its C built for the host with ASan/UBSan; run, run_f32 (on the
-whole window and on a shorter one), and step, step_f32 where the graph streams (each
-timestep's output of a vector against run() of the window up to it), must equal the numpy
+whole window and, unless its sequences differ in length, on a shorter one), and step,
+step_f32 where the graph streams (each timestep's output of a vector against run() of the
+window up to it), must equal the numpy
 reference (``reference.graph_run``) bit for bit. ``check_qemu_graph`` does the same for run()
 and step() in QEMU (``targets.graph_firmware``).
 """
@@ -29,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_embed.emit.graph_render import fixed_windows
 from lstm_embed.graph_pipeline import convert_graph
 from lstm_embed.ir.graph import Graph, Node, TensorSpec, layer_output_shapes, output_names
 from lstm_embed.ir.graph_forward import forward
@@ -37,7 +42,8 @@ from lstm_embed.kinds.base import Diverges
 from lstm_embed.kinds.bidirectional import MERGE_MODES, BidirectionalLayer
 from lstm_embed.kinds.common import RecurrentOptions
 from lstm_embed.kinds.dense import DenseLayer
-from lstm_embed.kinds.merge import OPS, MergeLayer
+from lstm_embed.kinds.masking import MaskingLayer
+from lstm_embed.kinds.merge import OPS, TIME_CONCAT, MergeLayer
 from lstm_embed.kinds.pooling import PoolingLayer
 from lstm_embed.kinds.simple_rnn import ACTIVATIONS as RNN_ACTIVATIONS
 from lstm_embed.quantize.graph_quantizer import QGraph
@@ -60,6 +66,15 @@ VECTOR_AROUND = ("relu", "leaky_relu", "sigmoid", "tanh", "batch_norm", "layer_n
 # draw weights of the layers (operation name, weight); merges and recurrent layers most often
 OPERATIONS = (("recurrent", 4), ("dense", 3), ("around", 2), ("merge", 4), ("attention", 1.5),
               ("pool", 1))  # fmt: skip
+# the kinds drawn from a stream of their own (NEW_GRAPH_STREAM), so that the seeds drawn before
+# them keep their graphs: after each operation, in NEW_OPERATION_ODDS of them, a time-axis
+# Concatenate (into a recurrent layer or a global pooling) or a Masking branch; and additive
+# scores (AdditiveAttention, Attention(score_mode="concat")) in ADDITIVE_ODDS of the Attentions
+NEW_GRAPH_STREAM = 0x6EB
+NEW_OPERATION_ODDS = 0.12
+ADDITIVE_ODDS = 0.4
+# per-timestep kinds that pass a mask on (kinds.masking.MASK_PASSING_KINDS), for masked branches
+MASK_PASSING_AROUND = ("relu", "sigmoid", "tanh", "batch_norm", "layer_norm")
 # the issue's bound for trained models (max abs error within 5% of the output range), reported
 # for the random graphs as a count
 FLOAT_RANGE_FRACTION = 0.05
@@ -129,6 +144,7 @@ class _Builder:
     def __init__(self, spec: GraphSpec) -> None:
         self.spec = spec
         self.rng = np.random.default_rng([spec.seed, GRAPH_STREAM, 1])
+        self.new_rng = np.random.default_rng([spec.seed, NEW_GRAPH_STREAM])
         self.inputs = [TensorSpec(f"seq_{k}", (spec.timesteps, m))
                        for k, m in enumerate(spec.sequence_inputs)]  # fmt: skip
         self.inputs += [TensorSpec(f"static_{k}", (m,)) for k, m in enumerate(spec.static_inputs)]
@@ -163,8 +179,14 @@ class _Builder:
         pool = unread if unread and self.rng.random() < 0.6 else names
         return str(pool[int(self.rng.integers(len(pool)))])
 
-    def add(self, layer: Any, inputs: tuple[str, ...], returns_state: bool = False) -> list[str]:
-        node = Node(layer, inputs, output_names(layer, returns_state))
+    def add(
+        self,
+        layer: Any,
+        inputs: tuple[str, ...],
+        returns_state: bool = False,
+        mask: str | None = None,
+    ) -> list[str]:
+        node = Node(layer, inputs, output_names(layer, returns_state), mask)
         steps = self.spec.timesteps
         shapes = [(steps, w) if s else (w,) for w, s in (self.tensors[t] for t in inputs)]
         for out, shape in zip(node.outputs, layer_output_shapes(node, shapes), strict=True):
@@ -280,8 +302,123 @@ class _Builder:
         use_scale = bool(rng.random() < 0.5)
         scale = float(rng.choice([-1.0, 1.0]) * 10 ** rng.uniform(-2, 1)) if use_scale else 1.0
         causal = bool(rng.random() < 0.5)
-        layer = AttentionLayer(self.name("attention"), sizes, scale, use_scale, causal)
+        layer = self.additive(sizes, causal) or AttentionLayer(
+            self.name("attention"), sizes, scale, use_scale, causal
+        )
         self.add(layer, operands)
+
+    def additive(self, sizes: tuple[int, ...], causal: bool) -> AttentionLayer | None:
+        """AdditiveAttention or Attention(score_mode="concat") in ADDITIVE_ODDS of the
+        Attentions (None: the dot form drawn as before), as the Keras frontend reads them."""
+        rng = self.new_rng
+        if rng.random() >= ADDITIVE_ODDS:
+            return None
+        use_scale = bool(rng.random() < 0.7)
+        if rng.random() < 0.5:  # AdditiveAttention: a weight per feature (ones without)
+            w = tuple(float(v) for v in rng.normal(size=sizes[0])) if use_scale else None
+            return AttentionLayer(self.name("additive_attention"), sizes, 1.0, use_scale, causal,
+                                  additive=True, score_weights=w or (1.0,) * sizes[0],
+                                  title="AdditiveAttention",
+                                  weight_count=sizes[0] if use_scale else 0)  # fmt: skip
+        scale = float(10 ** rng.uniform(-1, 0.5)) if use_scale else 1.0
+        w = float(rng.choice([-1.0, 1.0]) * 10 ** rng.uniform(-1, 0.5))
+        return AttentionLayer(self.name("attention_concat"), sizes, scale, use_scale, causal,
+                              additive=True, score_weights=(w,) * sizes[0],
+                              title="Attention (concat)",
+                              weight_count=1 + int(use_scale))  # fmt: skip
+
+    def new_operation(self) -> None:
+        """One of the kinds of NEW_GRAPH_STREAM, in NEW_OPERATION_ODDS of the calls."""
+        if self.new_rng.random() >= NEW_OPERATION_ODDS:
+            return
+        if self.new_rng.random() < 0.5:
+            self.time_concat()
+        else:
+            self.masked_branch()
+
+    def reader(self, src: str, sequences: bool, mask: str | None = None) -> str:
+        """A streaming LSTM, GRU or SimpleRNN (not Bidirectional, not go_backwards: a mask
+        reaches them) of ``src``, reading ``mask`` when given; its output."""
+        rng = self.new_rng
+        kind = str(rng.choice(["lstm", "gru", "simple_rnn"]))
+        la = LSTMSpec(
+            units=self.width(), recurrent_activation=str(rng.choice(["sigmoid", "hard_sigmoid"])),
+            weights=self.kind(), bias=None if rng.random() < 0.2 else self.kind(), kind=kind,
+            activation=str(rng.choice(RNN_ACTIVATIONS)) if kind == "simple_rnn" else "tanh",
+            reset_after=bool(rng.random() < 0.75),
+        )  # fmt: skip
+        layer = recurrent_layer(rng, la, self.name(kind), self.tensors[src][0], sequences)
+        return self.add(layer, (src,), mask=mask)[0]
+
+    def time_concat(self) -> None:
+        """Concatenate(axis=1) of two or three sequences of one width (a Dense projecting any
+        other) into a recurrent layer returning one vector, or a global pooling: the joined
+        sequence (a longer T than every other tensor's) is read by that layer alone."""
+        rng = self.new_rng
+        first = self.pick(sequence=True)
+        assert first is not None
+        width = self.tensors[first][0]
+        operands = [first]
+        for _ in range(int(rng.integers(1, 3))):
+            operands.append(self.projected(self.pick(sequence=True) or first, width))
+        steps = self.spec.timesteps
+        joined = self.add(MergeLayer(self.name("concatenate_time"), TIME_CONCAT,
+                                     (width,) * len(operands), type_name="Concatenate",
+                                     part_steps=(steps,) * len(operands)),
+                          tuple(operands))[0]  # fmt: skip
+        if rng.random() < 0.6:
+            self.reader(joined, sequences=False)
+        else:
+            mode = str(rng.choice(["average", "max"]))
+            type_name = "GlobalAveragePooling1D" if mode == "average" else "GlobalMaxPooling1D"
+            self.add(PoolingLayer(self.name(f"global_{mode}"), width, mode, type_name,
+                                  whole=True), (joined,))  # fmt: skip
+        del self.tensors[joined]  # T differs from the window's: no other layer reads it
+
+    def masked_branch(self) -> None:
+        """Masking of a sequence, per-timestep layers that pass the mask on, a recurrent layer
+        reading it, and (when that returns sequences) a layer reading its mask again: another
+        recurrent layer, GlobalAveragePooling1D, or a dot Attention of the sequence with
+        itself (one mask on query and value) pooled. Only the branch's last tensor, one
+        vector without a mask, is left for other layers (Keras would pass the mask on to
+        them); the mask itself is never an output (the converter refuses that)."""
+        rng = self.new_rng
+        src = self.pick(sequence=True)
+        assert src is not None
+        size = self.tensors[src][0]
+        value = float(rng.choice([0.0, 0.0, -1.0]))
+        masked, mask = self.add(MaskingLayer(self.name("masking"), size, value), (src,))
+        branch = [masked, mask]
+        x = masked
+        for _ in range(int(rng.integers(0, 3))):
+            if rng.random() < 0.5:
+                x = self.dense(x, self.width())
+            else:
+                kind = str(rng.choice(MASK_PASSING_AROUND))
+                for layer in around_layers(rng, kind, self.name(kind), self.tensors[x][0],
+                                           self.spec.timesteps):  # fmt: skip
+                    x = self.add(layer, (x,))[0]
+            branch.append(x)
+        sequences = bool(rng.random() < 0.6)
+        x = self.reader(x, sequences, mask)
+        if sequences:
+            branch.append(x)
+            then = str(rng.choice(["recurrent", "pool", "attention"]))
+            if then == "recurrent":
+                x = self.reader(x, False, mask)
+            else:
+                if then == "attention":
+                    width = self.tensors[x][0]
+                    layer = AttentionLayer(self.name("attention"), (width, width), 1.0, False,
+                                           bool(rng.random() < 0.5))  # fmt: skip
+                    x = self.add(layer, (x, x), mask=mask)[0]
+                    branch.append(x)
+                width = self.tensors[x][0]
+                x = self.add(PoolingLayer(self.name("global_average"), width, "average",
+                                          "GlobalAveragePooling1D", whole=True), (x,),
+                             mask=mask)[0]  # fmt: skip
+        for name in branch:
+            self.tensors.pop(name, None)
 
     def pool(self) -> None:
         src = self.pick(sequence=True)
@@ -324,6 +461,7 @@ def build_graph(spec: GraphSpec) -> Graph:
     p = np.array(odds) / np.sum(odds)
     for _ in range(spec.layers):
         operations[str(builder.rng.choice(names, p=p))]()
+        builder.new_operation()
     outputs = builder.outputs()
     source = f"fuzz graph spec {spec.to_json()}"
     return Graph.build("net", builder.inputs, builder.nodes, outputs, source)
@@ -471,7 +609,9 @@ def check_graph(
     error = float_error(case.graph, qgraph, case.calibration)
     steps = case.spec.timesteps
     shorter = int(np.random.default_rng(case.spec.seed).integers(1, steps)) if steps > 1 else 1
-    checks = [(e, steps) for e in host_entries(qgraph)] + [("run", shorter), ("run_f32", shorter)]
+    checks = [(e, steps) for e in host_entries(qgraph)]
+    if not fixed_windows(qgraph):  # sequences of different lengths: whole windows only
+        checks += [("run", shorter), ("run_f32", shorter)]
     for entry, length in checks:
         x = case.x if entry.endswith("_f32") else case.x_q
         x = _prefix(case.graph, x, length)

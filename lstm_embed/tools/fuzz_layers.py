@@ -30,7 +30,7 @@ class LSTMSpec:
     weights: str = "normal"
     bias: str | None = "normal"  # a weight kind, or None for use_bias=False
     kind: str = "lstm"  # or "simple_rnn", "gru"
-    activation: str = "tanh"  # SimpleRNN: tanh, relu or linear
+    activation: str = "tanh"  # tanh, relu or linear (the state's: SimpleRNN's, LSTM's, GRU's)
     go_backwards: bool = False
     stateful: bool = False
     bidirectional: str | None = None  # a merge mode: the layer wrapped in Bidirectional
@@ -56,6 +56,15 @@ def weights(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.n
     return values
 
 
+def _contracting(la: LSTMSpec, recurrent: np.ndarray) -> np.ndarray:
+    """A relu/linear layer's recurrent kernel scaled to at most RNN_CONTRACTION (spectral
+    norm), so that its state stays bounded and the converter can hold it; tanh ones as drawn."""
+    if la.activation == "tanh":
+        return recurrent
+    norm = float(np.linalg.norm(recurrent, 2))
+    return recurrent * (RNN_CONTRACTION / norm) if norm > RNN_CONTRACTION else recurrent
+
+
 def recurrent_layer(
     rng: np.random.Generator, la: LSTMSpec, name: str, size: int, sequences: bool
 ) -> Any:
@@ -63,12 +72,7 @@ def recurrent_layer(
     Bidirectional: go_backwards of its forward layer only, stateful not)."""
     n = la.units
     if la.kind == "simple_rnn":
-        recurrent = weights(rng, la.weights, (n, n))
-        if la.activation != "tanh":  # a relu/linear state the converter can hold: contracting
-            norm = float(np.linalg.norm(recurrent, 2))
-            recurrent = (
-                recurrent * (RNN_CONTRACTION / norm) if norm > RNN_CONTRACTION else recurrent
-            )
+        recurrent = _contracting(la, weights(rng, la.weights, (n, n)))
         layer: Any = SimpleRNNLayer(
             name,
             size,
@@ -87,11 +91,12 @@ def recurrent_layer(
             input_size=size,
             units=n,
             kernel=weights(rng, la.weights, (size, 3 * n)),
-            recurrent_kernel=weights(rng, la.weights, (n, 3 * n)),
+            recurrent_kernel=_contracting(la, weights(rng, la.weights, (n, 3 * n))),
             bias=bias,
             reset_after=la.reset_after,
             recurrent_activation=la.recurrent_activation,
             return_sequences=sequences,
+            activation=la.activation,
         )
     else:
         bias = weights(rng, la.bias, (4 * n,)) if la.bias else None  # drawn first, as ever
@@ -100,10 +105,11 @@ def recurrent_layer(
             input_size=size,
             units=n,
             kernel=weights(rng, la.weights, (size, 4 * n)),
-            recurrent_kernel=weights(rng, la.weights, (n, 4 * n)),
+            recurrent_kernel=_contracting(la, weights(rng, la.weights, (n, 4 * n))),
             bias=bias,
             recurrent_activation=la.recurrent_activation,
             return_sequences=sequences,
+            activation=la.activation,
         )
     stateful = la.stateful and not la.bidirectional
     if la.go_backwards or stateful:
