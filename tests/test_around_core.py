@@ -147,6 +147,19 @@ RECIPES: dict[str, Recipe] = {
         ],
         "classes",
     ),
+    # the usual 1-D CNN block: a linear Conv1D, BatchNormalization and ReLU, folded into the
+    # Conv1D (test_conv_batch_norm_relu_is_one_conv1d)
+    "conv_bn_relu_lstm": Recipe(
+        lambda: [
+            L.Conv1D(8, 3),
+            L.BatchNormalization(),
+            L.ReLU(),
+            L.MaxPooling1D(2),
+            L.LSTM(12),
+            L.Dense(3, activation="softmax"),
+        ],
+        "classes",
+    ),
     "lstm_autoencoder": Recipe(
         lambda: [
             L.LSTM(16),
@@ -321,7 +334,18 @@ def test_softmax_folds_into_a_linear_dense(trained):
     layers = trained("activation_layers").qmodel.layers
     kinds = [la.kind for la in layers]
     assert kinds[-1] == "dense" and layers[-1].activation == "softmax"
-    assert kinds.count("activation") == 4
+    # the sigmoid after the linear causal Conv1D folds into it; LeakyReLU, tanh and the
+    # ReLU with options after LSTMs stay activation layers
+    assert kinds.count("activation") == 3
+    assert next(la for la in layers if la.kind == "conv1d").dense.activation == "sigmoid"
+
+
+def test_conv_batch_norm_relu_is_one_conv1d(trained):
+    """Conv1D -> BatchNormalization -> ReLU is one Conv1D with a relu in the IR (exact in
+    float: test_float_ir_equals_predict holds it to Keras)."""
+    case = trained("conv_bn_relu_lstm")
+    assert [la.kind for la in case.ir.layers] == ["conv1d", "pooling", "lstm", "dense"]
+    assert case.ir.layers[0].activation == "relu"
 
 
 def test_layer_norm_integer_error(trained):

@@ -198,8 +198,9 @@ class QActivationLayer(WeightlessQLayer, QLayer):
 
 def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     """An activation layer right after a Dense with a linear activation becomes that Dense's
-    activation (relu without options, sigmoid, tanh, softmax); a Softmax elsewhere is
-    refused with the reason."""
+    activation (relu without options, sigmoid, tanh, softmax), after a linear Conv1D or Conv2D
+    that convolution's (relu, sigmoid, tanh); a Softmax elsewhere is refused with the
+    reason."""
     out: list[FloatLayer] = []
     problems = []
     for layer in layers:
@@ -208,7 +209,7 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
             isinstance(layer, ActivationLayer)
             and layer.plain
             and previous is not None
-            and (previous.kind == "dense" or _conv2d_takes(previous, layer))
+            and (previous.kind == "dense" or _conv_takes(previous, layer))
             and previous.activation == "linear"
         ):
             out[-1] = replace(previous, activation=layer.function)
@@ -219,7 +220,7 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     return out, problems
 
 
-def _conv2d_takes(previous: FloatLayer, layer: ActivationLayer) -> bool:
-    """A Conv2D (on frames: a ReLU after Conv2D + BatchNormalization) takes the activations
-    its kernels apply per output (not a softmax, which spans features)."""
-    return previous.kind == "conv2d" and layer.function in CONV_ACTIVATIONS
+def _conv_takes(previous: FloatLayer, layer: ActivationLayer) -> bool:
+    """A Conv1D or Conv2D (a ReLU after Conv + BatchNormalization, the usual block) takes the
+    activations its kernels apply per output (not a softmax, which spans features)."""
+    return previous.kind in ("conv1d", "conv2d") and layer.function in CONV_ACTIVATIONS

@@ -156,6 +156,10 @@ class QAffineLayer(QLayer):
         return {"weights": 0, "biases": AFFINE_BYTES * self.input_size}
 
 
+# the convolutions a BatchNormalization of their channels folds into: kernel (..., filters)
+CONV_KINDS = ("conv1d", "conv2d")
+
+
 def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     """The chain with every BatchNormalization folded into a Dense neighbour where it has one;
     the others stay in the chain as integer affines."""
@@ -180,7 +184,7 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
                 a, b = layer.affine
                 out[-1] = replace(previous, kernel=previous.kernel * a,
                                   bias=previous.bias_or_zeros * a + b)  # fmt: skip
-            elif (folded := _into_conv2d(previous, layer)) is not None:
+            elif (folded := _into_conv(previous, layer)) is not None:
                 out[-1] = folded
             else:
                 pending = layer
@@ -191,11 +195,12 @@ def fold(layers: list[FloatLayer]) -> tuple[list[FloatLayer], list[str]]:
     return out, []
 
 
-def _into_conv2d(previous: FloatLayer | None, norm: BatchNormLayer) -> FloatLayer | None:
-    """A Conv2D with a linear activation and the BatchNormalization of its channels after
-    it (its per-channel affine repeated over the frame's rows) as one Conv2D: each filter's
-    weights and bias scaled, the shift added to the bias; None where it does not apply."""
-    if previous is None or previous.kind != "conv2d" or previous.activation != "linear":
+def _into_conv(previous: FloatLayer | None, norm: BatchNormLayer) -> FloatLayer | None:
+    """A Conv1D or Conv2D with a linear activation and the BatchNormalization of its channels
+    after it (on frames, its per-channel affine repeated over the rows) as one convolution:
+    each filter's weights and bias scaled, the shift added to the bias (exact, padding
+    included: the zeros' output is the bias, normalized alike); None where it does not apply."""
+    if previous is None or previous.kind not in CONV_KINDS or previous.activation != "linear":
         return None
     filters = previous.filters
     a, b = (v.reshape(-1, filters) for v in norm.affine)
