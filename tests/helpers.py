@@ -221,6 +221,21 @@ def assert_host_equals_reference(
     assert difference is None, f"{name}: {difference}"
 
 
+def inspect_text(model: Any, path: Path, capsys: Any) -> str:
+    """What ``lstm-embed inspect`` prints (exit status 0) for ``model`` saved to ``path``: the
+    tests find Keras' own shapes and parameter counts in it."""
+    from lstm_embed import cli
+
+    model.save(path)
+    assert cli.main(["inspect", str(path)]) == 0, path.name
+    return capsys.readouterr().out
+
+
+def layer_rows(text: str, name: str) -> list[str]:
+    """The rows of the inspect table ``text`` that belong to layer ``name``."""
+    return [line for line in text.splitlines() if line.startswith(name + " ")]
+
+
 def assert_qemu_equals_reference(
     name: str, out: Path, qmodel: QModel, x_test: np.ndarray, board: str, last: int
 ) -> None:

@@ -29,6 +29,8 @@ from .helpers import (
     assert_qemu_equals_reference,
     convert_trained,
     fit_sequential,
+    inspect_text,
+    layer_rows,
 )
 
 pytestmark = pytest.mark.slow
@@ -145,12 +147,9 @@ def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, bo
 
 def test_inspect_shows_one_row_with_keras_params(trained, tmp_path, capsys):
     model = trained("same").model
-    path = tmp_path / "m.keras"
-    model.save(path)
-    assert cli.main(["inspect", str(path)]) == 0
-    table = capsys.readouterr().out
+    table = inspect_text(model, tmp_path / "m.keras", capsys)
     layer = next(la for la in model.layers if isinstance(la, L.Conv1DTranspose))
-    rows = [line for line in table.splitlines() if line.startswith(layer.name + " ")]
+    rows = layer_rows(table, layer.name)
     assert len(rows) == 1 and "Conv1DTranspose" in rows[0], table
     assert str(layer.count_params()) in rows[0].split(), rows[0]
 

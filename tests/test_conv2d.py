@@ -36,6 +36,8 @@ from .helpers import (
     assert_qemu_equals_reference,
     convert_trained,
     fit_sequential,
+    inspect_text,
+    layer_rows,
 )
 
 pytestmark = pytest.mark.slow
@@ -266,14 +268,11 @@ def test_streaming_only_where_the_kernel_is_one_frame_tall(trained):
 def test_inspect_shows_keras_shapes_and_params(trained, tmp_path, capsys):
     for name in RECIPES:
         model = trained(name).model
-        path = tmp_path / f"{name}.keras"
-        model.save(path)
-        assert cli.main(["inspect", str(path)]) == 0, name
-        text = capsys.readouterr().out
+        text = inspect_text(model, tmp_path / f"{name}.keras", capsys)
         shape = ", ".join(["None", *map(str, RECIPES[name].shape)])
         assert f"input shape ({shape})" in text, text
         for layer in model.layers:
-            row = next(line for line in text.splitlines() if line.startswith(layer.name + " "))
+            row = layer_rows(text, layer.name)[0]
             keras_shape = "(" + ", ".join(map(str, layer.output.shape)) + ")"
             assert keras_shape in row, (name, layer.name, row)
             assert str(layer.count_params()) in row.split(), (name, layer.name, row)

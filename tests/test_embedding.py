@@ -41,6 +41,8 @@ from .helpers import (
     assert_within_range_pct,
     c_error_pct_of_range,
     fit_sequential,
+    inspect_text,
+    layer_rows,
 )
 
 pytestmark = pytest.mark.slow
@@ -265,13 +267,9 @@ def test_python_api_takes_ids(trained):
 
 def test_inspect_states_the_keras_input_and_the_embedding_row(trained, tmp_path, capsys):
     case = trained("embedding_mask_zero_gru")
-    path = tmp_path / "m.keras"
-    case.model.save(path)
-    assert cli.main(["inspect", str(path)]) == 0
-    text = capsys.readouterr().out
+    text = inspect_text(case.model, tmp_path / "m.keras", capsys)
     assert f"input shape (None, {T})" in text
-    name = case.model.layers[0].name
-    row = next(line for line in text.splitlines() if line.startswith(name + " "))
+    row = layer_rows(text, case.model.layers[0].name)[0]
     assert row.split()[1] == "Embedding"
     assert str(V * D) in row.split() and f"(None, {T}, {D})" in row
 

@@ -39,6 +39,8 @@ from .helpers import (
     convert_trained,
     fit_sequential,
     host_difference,
+    inspect_text,
+    layer_rows,
 )
 
 pytestmark = pytest.mark.slow
@@ -261,12 +263,9 @@ def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, bo
 def test_inspect_counts_keras_params(trained, tmp_path, capsys):
     for name in RECIPES:
         model = trained(name).model
-        path = tmp_path / f"{name}.keras"
-        model.save(path)
-        assert cli.main(["inspect", str(path)]) == 0, name
-        table = capsys.readouterr().out
+        table = inspect_text(model, tmp_path / f"{name}.keras", capsys)
         for layer in model.layers:
-            row = next(line for line in table.splitlines() if line.startswith(layer.name + " "))
+            row = layer_rows(table, layer.name)[0]
             assert str(layer.count_params()) in row.split(), (name, layer.name, row)
 
 
