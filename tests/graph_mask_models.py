@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.graph_models import EPOCHS, FEATURES, SAMPLES, STATIC, TIMESTEPS
+from tests.graph_models import (
+    FEATURES,
+    SAMPLES,
+    STATIC,
+    TIMESTEPS,
+    fit_mse,
+    noisy_sines,
+    seeded_keras,
+)
 
 MIN_LENGTH = 4
 
@@ -14,12 +22,7 @@ MIN_LENGTH = 4
 def padded_data(seed: int):
     """(sequences with zero tails, static features, targets, lengths)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(TIMESTEPS) / TIMESTEPS
-    phase = rng.uniform(0, 2 * np.pi, (SAMPLES, 1, FEATURES))
-    freq = rng.uniform(1, 3, (SAMPLES, 1, FEATURES))
-    seq = np.sin(2 * np.pi * freq * t[None, :, None] + phase) + 0.1 * rng.normal(
-        size=(SAMPLES, TIMESTEPS, FEATURES)
-    )
+    seq = noisy_sines(rng)
     lengths = rng.integers(MIN_LENGTH, TIMESTEPS + 1, SAMPLES)
     valid = np.arange(TIMESTEPS)[None, :] < lengths[:, None]
     seq = np.where(valid[..., None], seq, 0.0)
@@ -40,10 +43,8 @@ def build(which: str, seed: int = 0, keras=None):
         return build_masked_attention(seed, keras)
     if which == "masked_attention_causal":
         return build_masked_attention(seed, keras, causal=True)
-    if keras is None:
-        import keras
+    keras = seeded_keras(keras, seed)
     layers = keras.layers
-    keras.utils.set_random_seed(seed)
     seq, static, target, _lengths = padded_data(seed)
     inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
     masked = layers.Masking(mask_value=0.0)(inp)
@@ -67,8 +68,7 @@ def build(which: str, seed: int = 0, keras=None):
         outputs = 2
     else:
         raise ValueError(which)
-    model.compile(optimizer="adam", loss="mse")
-    model.fit(train, target[:, :outputs], epochs=EPOCHS, batch_size=32, verbose=0)
+    fit_mse(model, train, target[:, :outputs])
     return model, inputs
 
 
@@ -78,10 +78,8 @@ TAIL = 8  # the second input's timesteps (the first has TIMESTEPS)
 def build_time_concat(which: str, seed: int = 0, keras=None):
     """Concatenate on the time axis feeding an LSTM: ``two_inputs`` joins a (16, 4) and an
     (8, 4) input; ``processed`` joins a sequence and its per-timestep Dense(4, tanh) version."""
-    if keras is None:
-        import keras
+    keras = seeded_keras(keras, seed)
     layers = keras.layers
-    keras.utils.set_random_seed(seed)
     from tests.graph_models import _data
 
     seq, _static, target = _data(seed)
@@ -99,41 +97,37 @@ def build_time_concat(which: str, seed: int = 0, keras=None):
         raise ValueError(which)
     y = layers.Dense(1)(layers.LSTM(16)(joined))
     model = keras.Model(model_inputs, y)
-    model.compile(optimizer="adam", loss="mse")
     train = [inputs[k] for k in inputs] if len(inputs) > 1 else inputs["sequence"]
-    model.fit(train, target[:, :1], epochs=EPOCHS, batch_size=32, verbose=0)
+    fit_mse(model, train, target[:, :1])
     return model, inputs
 
 
 def build_masked_gap(seed: int = 0, keras=None):
     """Masking -> LSTM(16, sequences) -> GlobalAveragePooling1D (the mean of the unmasked
     steps) -> Dense(2)."""
-    if keras is None:
-        import keras
-    layers = keras.layers
-    keras.utils.set_random_seed(seed)
-    seq, _static, target, _lengths = padded_data(seed)
-    inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
-    h = layers.LSTM(16, return_sequences=True)(layers.Masking(mask_value=0.0)(inp))
-    model = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling1D()(h)))
-    model.compile(optimizer="adam", loss="mse")
-    model.fit(seq, target[:, 1:3], epochs=EPOCHS, batch_size=32, verbose=0)
-    return model, {"sequence": seq}
+    return _masked_pooled(seed, keras, lambda layers, h: h)
 
 
 def build_masked_attention(seed: int = 0, keras=None, causal: bool = False):
     """Masking -> LSTM(16, sequences) -> Attention()([h, h]) (padded keys weigh nothing, padded
     rows 0; the output carries the mask; ``causal``: use_scale and use_causal_mask too) ->
     GlobalAveragePooling1D (the unmasked rows) -> Dense(2)."""
-    if keras is None:
-        import keras
+
+    def attend(layers, h):
+        return layers.Attention(use_scale=causal)([h, h], use_causal_mask=causal)
+
+    return _masked_pooled(seed, keras, attend)
+
+
+def _masked_pooled(seed: int, keras, middle):
+    """Masking -> LSTM(16, sequences) -> ``middle(layers, h)`` -> GlobalAveragePooling1D ->
+    Dense(2), trained on the padded data's targets 1 and 2 (the two builders above)."""
+    keras = seeded_keras(keras, seed)
     layers = keras.layers
-    keras.utils.set_random_seed(seed)
     seq, _static, target, _lengths = padded_data(seed)
     inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
     h = layers.LSTM(16, return_sequences=True)(layers.Masking(mask_value=0.0)(inp))
-    a = layers.Attention(use_scale=causal)([h, h], use_causal_mask=causal)
-    model = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling1D()(a)))
-    model.compile(optimizer="adam", loss="mse")
-    model.fit(seq, target[:, 1:3], epochs=EPOCHS, batch_size=32, verbose=0)
+    y = middle(layers, h)
+    model = keras.Model(inp, layers.Dense(2)(layers.GlobalAveragePooling1D()(y)))
+    fit_mse(model, seq, target[:, 1:3])
     return model, {"sequence": seq}

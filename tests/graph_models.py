@@ -13,14 +13,36 @@ SAMPLES = 384
 EPOCHS = 4
 
 
-def _data(seed: int):
-    rng = np.random.default_rng(seed)
+def noisy_sines(rng: np.random.Generator) -> np.ndarray:
+    """(SAMPLES, TIMESTEPS, FEATURES) sines of random phase and frequency plus noise: every
+    graph model's sequence input (graph_mask_models pads it with zeros)."""
     t = np.arange(TIMESTEPS) / TIMESTEPS
     phase = rng.uniform(0, 2 * np.pi, (SAMPLES, 1, FEATURES))
     freq = rng.uniform(1, 3, (SAMPLES, 1, FEATURES))
-    seq = np.sin(2 * np.pi * freq * t[None, :, None] + phase) + 0.1 * rng.normal(
+    return np.sin(2 * np.pi * freq * t[None, :, None] + phase) + 0.1 * rng.normal(
         size=(SAMPLES, TIMESTEPS, FEATURES)
     )
+
+
+def seeded_keras(keras, seed: int):
+    """``keras`` (Keras 3 if None; tf_keras writes Keras 2 files) seeded with ``seed``, so a
+    builder trains the same model on every run."""
+    if keras is None:
+        import keras
+    keras.utils.set_random_seed(seed)
+    return keras
+
+
+def fit_mse(model, inputs, y) -> None:
+    """Adam on the mean squared error, EPOCHS epochs of batches of 32: the regression models'
+    training."""
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(inputs, y, epochs=EPOCHS, batch_size=32, verbose=0)
+
+
+def _data(seed: int):
+    rng = np.random.default_rng(seed)
+    seq = noisy_sines(rng)
     static = rng.normal(size=(SAMPLES, STATIC))
     target = np.stack(
         [seq[:, -4:, 0].mean(1) + 0.3 * static[:, 0], seq[:, :, 1].std(1), np.tanh(static[:, 1])],
@@ -29,19 +51,19 @@ def _data(seed: int):
     return seq.astype(np.float32), static.astype(np.float32), target.astype(np.float32)
 
 
-def _train(model, inputs, target, outputs: int) -> None:
-    model.compile(optimizer="adam", loss="mse")
-    model.fit(inputs, [target[:, :k] for k in outputs] if isinstance(outputs, tuple) else
-              target[:, :outputs], epochs=EPOCHS, batch_size=32, verbose=0)  # fmt: skip
+def _train(model, inputs, target, outputs: int | tuple[int, ...]) -> None:
+    """``fit_mse`` on the first ``outputs`` targets (a tuple: one output per count)."""
+    if isinstance(outputs, tuple):
+        fit_mse(model, inputs, [target[:, :k] for k in outputs])
+    else:
+        fit_mse(model, inputs, target[:, :outputs])
 
 
 def build(which: str, seed: int = 0, keras=None):
     """The model ``which`` trained with ``keras`` (Keras 3 by default; tf_keras writes Keras 2
     files)."""
-    if keras is None:
-        import keras
+    keras = seeded_keras(keras, seed)
     layers = keras.layers
-    keras.utils.set_random_seed(seed)
     seq, static, target = _data(seed)
     inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")
     if which == "residual":
@@ -94,10 +116,8 @@ def build_attention(
     GlobalAveragePooling1D -> Dense(3, softmax): a classifier of which target is largest.
     score "concat": Attention(score_mode="concat"); "additive": AdditiveAttention (use_scale,
     its default) with a per-timestep Dense(16) of h as the query."""
-    if keras is None:
-        import keras
+    keras = seeded_keras(keras, seed)
     layers = keras.layers
-    keras.utils.set_random_seed(seed)
     seq, _static, target = _data(seed)
     labels = np.argmax(target, axis=1)
     inp = keras.Input((TIMESTEPS, FEATURES), name="sequence")

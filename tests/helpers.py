@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lstm_embed.emit.render import model_file_names
+from lstm_embed.ir.float_model import forward
 from lstm_embed.ir.model import DenseLayer, LSTMLayer, Model
+from lstm_embed.pipeline import convert_ir
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.qir import QModel
 from lstm_embed.targets.hostbuild import run_entry_point
@@ -106,3 +112,135 @@ def qemu_difference(
         if difference is not None:
             return difference
     return None
+
+
+# ------------------------------------------------ trained Keras models (Sequential) and their C
+# Shared by the trained-model modules (test_conv2d, test_rnn_activation, test_new_layers,
+# test_conv1d_transpose, test_embedding): each keeps its recipes, data and named tolerances;
+# these are the steps and checks they all take alike. Keras is imported only inside the
+# functions that need it, so that the modules above that need no Keras load none.
+
+
+@dataclass(frozen=True)
+class TrainedCase:
+    """One trained recipe, converted once per session; a module adds its own fields in a
+    subclass."""
+
+    model: Any  # keras.Model
+    ir: Model
+    qmodel: QModel
+    out: Path
+    x_test: np.ndarray  # float32, held out, as the C takes it
+    keras_y: np.ndarray  # Keras' predict on the held-out inputs
+
+
+def fit_sequential(
+    name: str,
+    layers: Callable[[], list],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    loss: str = "mse",
+    learning_rate: float = 0.01,
+    input_dtype: str | None = None,
+    adapt: bool = False,
+    seed: int | None = None,
+) -> Any:
+    """``Sequential([Input(x.shape[1:]), *layers()])`` trained on the first 512 examples (the
+    modules hold out the rest) with Adam, batches of 32. Keras is seeded (from ``name`` unless
+    ``seed`` is given) before the layers are made, so each recipe trains the same on every run
+    and differently from the others. ``adapt``: the first layer (a Normalization) adapts to the
+    training inputs."""
+    import keras
+
+    keras.utils.set_random_seed(zlib.crc32(name.encode()) % 1000 if seed is None else seed)
+    made = layers()
+    if adapt:
+        made[0].adapt(x[:512])
+    model = keras.Sequential([keras.Input(x.shape[1:], dtype=input_dtype), *made])
+    metrics = ["accuracy"] if loss == "sparse_categorical_crossentropy" else None
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    model.fit(x[:512], y[:512], epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+def convert_trained(
+    model: Any, x_train: np.ndarray, x_test: np.ndarray, out: Path, source: str
+) -> tuple[Model, QModel, np.ndarray]:
+    """(float IR, QModel, Keras' predict on ``x_test``) of a trained Keras model read by the
+    frontend and converted into ``out``, calibrated on its first 256 training inputs: the one
+    conversion every test of a recipe looks at."""
+    from lstm_embed.frontends.keras.frontend import read_keras_model
+
+    ir = read_keras_model(model, source=source)
+    qmodel = convert_ir(ir, x_train[:256], out).qmodel
+    return ir, qmodel, model.predict(x_test, verbose=0)
+
+
+def assert_float_ir_equals_predict(
+    ir: Model, x: np.ndarray, keras_y: np.ndarray, atol: float
+) -> None:
+    """The float IR (float64) against ``model.predict`` (float32): the frontend read the model
+    right, so what the C is compared with below is Keras' model."""
+    y, _ = forward(ir, x)
+    np.testing.assert_allclose(y, keras_y, atol=atol)
+
+
+def c_error_pct_of_range(out: Path, x: np.ndarray, keras_y: np.ndarray) -> tuple[float, float]:
+    """(max abs error of the C's run_f32 on ``x`` vs Keras, that error as a percentage of the
+    Keras outputs' range): the issues' measure of the quantized C."""
+    y = run_entry_point(out, "run_f32", x)
+    error = float(np.max(np.abs(y - keras_y)))
+    return error, 100 * error / float(np.ptp(keras_y))
+
+
+def assert_within_range_pct(name: str, pct: float, bound: float) -> None:
+    """``pct`` (of the output range) within the module's named ``bound``; the message names the
+    case, as pytest shows only the first failing parameter otherwise."""
+    assert pct <= bound, f"{name}: {pct:.2f}% of the output range"
+
+
+def assert_c_within_range_pct(
+    name: str, out: Path, x: np.ndarray, keras_y: np.ndarray, bound: float
+) -> None:
+    """The C in ``out`` within ``bound`` % of Keras' output range on ``x``; prints the figures
+    (pytest -s shows each case's margin)."""
+    error, pct = c_error_pct_of_range(out, x, keras_y)
+    print(f"{name}: max abs error {error:.4g} = {pct:.3f}% of the output range")
+    assert_within_range_pct(name, pct, bound)
+
+
+def assert_host_equals_reference(
+    name: str, out: Path, qmodel: QModel, x_test: np.ndarray, sanitize: bool
+) -> None:
+    """The host C equal to the numpy reference bit for bit on every entry point, on
+    ``edge_inputs`` (held-out data, beyond it, and saturating extremes)."""
+    x_q, x = edge_inputs(qmodel, x_test)
+    difference = host_difference(out, qmodel, x_q, x, sanitize)
+    assert difference is None, f"{name}: {difference}"
+
+
+def inspect_text(model: Any, path: Path, capsys: Any) -> str:
+    """What ``lstm-embed inspect`` prints (exit status 0) for ``model`` saved to ``path``: the
+    tests find Keras' own shapes and parameter counts in it."""
+    from lstm_embed import cli
+
+    model.save(path)
+    assert cli.main(["inspect", str(path)]) == 0, path.name
+    return capsys.readouterr().out
+
+
+def layer_rows(text: str, name: str) -> list[str]:
+    """The rows of the inspect table ``text`` that belong to layer ``name``."""
+    return [line for line in text.splitlines() if line.startswith(name + " ")]
+
+
+def assert_qemu_equals_reference(
+    name: str, out: Path, qmodel: QModel, x_test: np.ndarray, board: str, last: int
+) -> None:
+    """As ``assert_host_equals_reference``, for ``board``'s firmware in QEMU on the last ``last``
+    edge inputs (the beyond-range and saturating sequences among them: QEMU is slow)."""
+    x_q, x = edge_inputs(qmodel, x_test)
+    difference = qemu_difference(out, qmodel, board, x_q[-last:], x[-last:])
+    assert difference is None, f"{name} on {board}: {difference}"

@@ -10,10 +10,8 @@ every entry point, and the Cortex-M0, M4 and M55 firmware in QEMU equal to it.
 
 from __future__ import annotations
 
-import zlib
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -22,12 +20,18 @@ import pytest
 from lstm_embed import cli
 from lstm_embed.frontends.keras.frontend import read_keras_model
 from lstm_embed.ir.float_model import forward
-from lstm_embed.ir.model import Model
-from lstm_embed.pipeline import convert_ir
-from lstm_embed.quantize.qir import QModel
-from lstm_embed.targets.hostbuild import run_entry_point
 
-from .helpers import edge_inputs, host_difference, qemu_difference
+from .helpers import (
+    TrainedCase,
+    assert_c_within_range_pct,
+    assert_float_ir_equals_predict,
+    assert_host_equals_reference,
+    assert_qemu_equals_reference,
+    convert_trained,
+    fit_sequential,
+    inspect_text,
+    layer_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,33 +71,16 @@ AUTOENCODERS: dict[str, Callable[[], list]] = {
 }
 
 
-@dataclass(frozen=True)
-class Trained:
-    model: keras.Model
-    ir: Model
-    qmodel: QModel
-    out: Path
-    x_test: np.ndarray
-    keras_y: np.ndarray
-
-
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained]:
-    cache: dict[str, Trained] = {}
-
-    def get(name: str) -> Trained:
-        if name not in cache:
-            keras.utils.set_random_seed(zlib.crc32(name.encode()) % 1000)
-            x = noisy_sines(0, 768)
-            model = keras.Sequential([keras.Input((T, 2)), *AUTOENCODERS[name]()])
-            model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
-            model.fit(x[:512], x[:512], epochs=16, batch_size=32, verbose=0)
-            ir = read_keras_model(model, source=f"test_conv1d_transpose {name}")
-            out = tmp_path_factory.mktemp(name) / "out"
-            conversion = convert_ir(ir, x[:256], out)
-            keras_y = model.predict(x[512:], verbose=0)
-            cache[name] = Trained(model, ir, conversion.qmodel, out, x[512:], keras_y)
-        return cache[name]
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], TrainedCase]:
+    @functools.cache
+    def get(name: str) -> TrainedCase:
+        x = noisy_sines(0, 768)
+        model = fit_sequential(name, AUTOENCODERS[name], x, x, epochs=16)
+        out = tmp_path_factory.mktemp(name) / "out"
+        source = f"test_conv1d_transpose {name}"
+        ir, qmodel, keras_y = convert_trained(model, x, x[512:], out, source)
+        return TrainedCase(model, ir, qmodel, out, x[512:], keras_y)
 
     return get
 
@@ -130,9 +117,7 @@ def test_autoencoder_learned_and_float_ir_equals_predict(trained, name):
     case = trained(name)
     rmse = float(np.sqrt(np.mean((case.keras_y - case.x_test) ** 2)))
     assert rmse < MAX_RECONSTRUCTION_RMSE, rmse
-    np.testing.assert_allclose(
-        forward(case.ir, case.x_test)[0], case.keras_y, atol=FLOAT_FORWARD_TOLERANCE
-    )
+    assert_float_ir_equals_predict(case.ir, case.x_test, case.keras_y, FLOAT_FORWARD_TOLERANCE)
     assert [la.kind for la in case.qmodel.layers] == [
         "conv1d", "time_axis", "conv1d", "lstm", "dense",
     ]  # fmt: skip
@@ -142,20 +127,14 @@ def test_autoencoder_learned_and_float_ir_equals_predict(trained, name):
 @pytest.mark.parametrize("name", AUTOENCODERS)
 def test_int8_c_within_tolerance_of_keras(trained, name):
     case = trained(name)
-    y = run_entry_point(case.out, "run_f32", case.x_test)
-    error = float(np.max(np.abs(y - case.keras_y)))
-    pct = 100 * error / float(np.ptp(case.keras_y))
-    print(f"{name}: max abs error {error:.4g} = {pct:.2f}% of the output range")
-    assert pct <= INT8_MAX_PCT_OF_RANGE, f"{name}: {pct:.2f}% of the output range"
+    assert_c_within_range_pct(name, case.out, case.x_test, case.keras_y, INT8_MAX_PCT_OF_RANGE)
 
 
 @pytest.mark.parametrize("sanitize", [False, True], ids=["strict", "asan-ubsan"])
 @pytest.mark.parametrize("name", AUTOENCODERS)
 def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
     case = trained(name)
-    x_q, x = edge_inputs(case.qmodel, case.x_test)
-    difference = host_difference(case.out, case.qmodel, x_q, x, sanitize)
-    assert difference is None, f"{name}: {difference}"
+    assert_host_equals_reference(name, case.out, case.qmodel, case.x_test, sanitize)
 
 
 @pytest.mark.firmware
@@ -163,19 +142,14 @@ def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
 @pytest.mark.parametrize("name", AUTOENCODERS)
 def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
     case = trained(name)
-    x_q, x = edge_inputs(case.qmodel, case.x_test)
-    difference = qemu_difference(case.out, case.qmodel, board, x_q[-6:], x[-6:])
-    assert difference is None, f"{name} on {board}: {difference}"
+    assert_qemu_equals_reference(name, case.out, case.qmodel, case.x_test, board, last=6)
 
 
 def test_inspect_shows_one_row_with_keras_params(trained, tmp_path, capsys):
     model = trained("same").model
-    path = tmp_path / "m.keras"
-    model.save(path)
-    assert cli.main(["inspect", str(path)]) == 0
-    table = capsys.readouterr().out
+    table = inspect_text(model, tmp_path / "m.keras", capsys)
     layer = next(la for la in model.layers if isinstance(la, L.Conv1DTranspose))
-    rows = [line for line in table.splitlines() if line.startswith(layer.name + " ")]
+    rows = layer_rows(table, layer.name)
     assert len(rows) == 1 and "Conv1DTranspose" in rows[0], table
     assert str(layer.count_params()) in rows[0].split(), rows[0]
 

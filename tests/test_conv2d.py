@@ -15,26 +15,30 @@ The C takes each timestep's frame flattened row-major (F * C values, Keras'
 
 from __future__ import annotations
 
-import zlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
 from lstm_embed import cli
-from lstm_embed.frontends.keras.frontend import read_keras_model
-from lstm_embed.ir.float_model import forward
-from lstm_embed.ir.model import Model
-from lstm_embed.pipeline import convert_ir
-from lstm_embed.quantize.qir import QModel
 from lstm_embed.targets import firmware
 from lstm_embed.targets.boards import get_board
 from lstm_embed.targets.hostbuild import read_report, run_entry_point
 
-from .helpers import edge_inputs, host_difference, qemu_difference
+from .helpers import (
+    TrainedCase,
+    assert_c_within_range_pct,
+    assert_float_ir_equals_predict,
+    assert_host_equals_reference,
+    assert_qemu_equals_reference,
+    convert_trained,
+    fit_sequential,
+    inspect_text,
+    layer_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -192,13 +196,7 @@ KWS_CONV_OUTPUT_BYTES = 47 * 38 * 8 * 2
 
 
 @dataclass(frozen=True)
-class Trained:
-    model: keras.Model
-    ir: Model
-    qmodel: QModel
-    out: Path
-    x_test: np.ndarray  # float32, held out, as the C takes it: (N, T, F * C)
-    keras_y: np.ndarray
+class Trained(TrainedCase):  # x_test: (N, T, F * C), as the C takes it
     accuracy: float
 
 
@@ -211,15 +209,9 @@ def data_of(recipe: Recipe, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def train(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
     recipe = RECIPES[name]
-    keras.utils.set_random_seed(zlib.crc32(name.encode()) % 1000)
-    x, y = data_of(recipe, 0, 768)
-    model = keras.Sequential([keras.Input(recipe.shape), *recipe.layers()])
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.01),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(x[:512], y[:512], epochs=recipe.epochs, batch_size=32, verbose=0)
+    x, y = data_of(recipe, 0, 768)  # (N, *recipe.shape)
+    loss = "sparse_categorical_crossentropy"
+    model = fit_sequential(name, recipe.layers, x, y, epochs=recipe.epochs, loss=loss)
     return model, x[:512], x[512:], y[512:]
 
 
@@ -229,20 +221,14 @@ def flat(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained]:
-    cache: dict[str, Trained] = {}
-
+    @functools.cache
     def get(name: str) -> Trained:
-        if name not in cache:
-            model, x_train, x_test, label = train(name)
-            ir = read_keras_model(model, source=f"test_conv2d {name}")
-            out = tmp_path_factory.mktemp(name) / "out"
-            conversion = convert_ir(ir, x_train[:256], out)  # (N, T, F, C): taken flattened
-            keras_y = model.predict(x_test, verbose=0)
-            accuracy = float(np.mean(np.argmax(keras_y, -1) == label))
-            cache[name] = Trained(
-                model, ir, conversion.qmodel, out, flat(x_test), keras_y, accuracy
-            )
-        return cache[name]
+        model, x_train, x_test, label = train(name)
+        out = tmp_path_factory.mktemp(name) / "out"
+        # (N, T, F, C) calibration inputs: convert takes them flattened
+        ir, qmodel, keras_y = convert_trained(model, x_train, x_test, out, f"test_conv2d {name}")
+        accuracy = float(np.mean(np.argmax(keras_y, -1) == label))
+        return Trained(model, ir, qmodel, out, flat(x_test), keras_y, accuracy)
 
     return get
 
@@ -253,37 +239,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained
 @pytest.mark.parametrize("name", RECIPES)
 def test_float_ir_equals_predict(trained, name):
     case = trained(name)
-    y, _ = forward(case.ir, case.x_test)
-    np.testing.assert_allclose(y, case.keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+    assert_float_ir_equals_predict(case.ir, case.x_test, case.keras_y, FLOAT_FORWARD_TOLERANCE)
 
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_int8_c_within_tolerance_of_keras(trained, name):
     case = trained(name)
-    y = run_entry_point(case.out, "run_f32", case.x_test)
-    error = float(np.max(np.abs(y - case.keras_y)))
-    pct = 100 * error / float(np.ptp(case.keras_y))
-    print(f"{name}: max abs error {error:.4g} = {pct:.3f}% of the output range")
-    assert pct <= INT8_MAX_PCT_OF_RANGE, f"{name}: {pct:.2f}% of the output range"
+    assert_c_within_range_pct(name, case.out, case.x_test, case.keras_y, INT8_MAX_PCT_OF_RANGE)
 
 
 @pytest.mark.parametrize("sanitize", [False, True], ids=["strict", "asan-ubsan"])
 @pytest.mark.parametrize("name", RECIPES)
 def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
     case = trained(name)
-    x_q, x = edge_inputs(case.qmodel, case.x_test)
-    difference = host_difference(case.out, case.qmodel, x_q, x, sanitize)
-    assert difference is None, f"{name}: {difference}"
+    assert_host_equals_reference(name, case.out, case.qmodel, case.x_test, sanitize)
 
 
 @pytest.mark.firmware
 @pytest.mark.parametrize(("name", "board"), FIRMWARE_CASES)
 def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
     case = trained(name)
-    x_q, x = edge_inputs(case.qmodel, case.x_test)
-    x_q, x = x_q[-4:], x[-4:]  # the beyond-range and saturating sequences among them
-    difference = qemu_difference(case.out, case.qmodel, board, x_q, x)
-    assert difference is None, f"{name} on {board}: {difference}"
+    assert_qemu_equals_reference(name, case.out, case.qmodel, case.x_test, board, last=4)
 
 
 def test_keyword_spotter_fits_m0(trained):
@@ -312,14 +288,11 @@ def test_streaming_only_where_the_kernel_is_one_frame_tall(trained):
 def test_inspect_shows_keras_shapes_and_params(trained, tmp_path, capsys):
     for name in RECIPES:
         model = trained(name).model
-        path = tmp_path / f"{name}.keras"
-        model.save(path)
-        assert cli.main(["inspect", str(path)]) == 0, name
-        text = capsys.readouterr().out
+        text = inspect_text(model, tmp_path / f"{name}.keras", capsys)
         shape = ", ".join(["None", *map(str, RECIPES[name].shape)])
         assert f"input shape ({shape})" in text, text
         for layer in model.layers:
-            row = next(line for line in text.splitlines() if line.startswith(layer.name + " "))
+            row = layer_rows(text, layer.name)[0]
             keras_shape = "(" + ", ".join(map(str, layer.output.shape)) + ")"
             assert keras_shape in row, (name, layer.name, row)
             assert str(layer.count_params()) in row.split(), (name, layer.name, row)

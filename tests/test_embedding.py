@@ -14,6 +14,7 @@ Keras file kinds (Keras 3 and tf_keras, .keras and .h5) read alike.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,16 @@ from lstm_embed.quantize.quantizer import QuantizeOptions
 from lstm_embed.targets.hostbuild import run_entry_point
 from lstm_embed.targets.inputs import ENTRY_POINTS
 from lstm_embed.tools.fuzz import compare_output, expected_output, model_entries
+
+from .helpers import (
+    TrainedCase,
+    assert_float_ir_equals_predict,
+    assert_within_range_pct,
+    c_error_pct_of_range,
+    fit_sequential,
+    inspect_text,
+    layer_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -92,28 +103,18 @@ RECIPES: dict[str, Recipe] = {
 
 
 @dataclass(frozen=True)
-class Trained:
-    model: keras.Model
-    ir: Model
-    qmodel: QModel
-    out: Path
+class Trained(TrainedCase):  # x_test: int32 ids (N, T), held out
     x_train: np.ndarray  # int32 ids (N, T)
-    x_test: np.ndarray  # held out
     y_test: np.ndarray
-    keras_y: np.ndarray
 
 
 def train(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
     recipe = RECIPES[name]
-    keras.utils.set_random_seed(7)
     x, y = commands(1, 768, recipe.mask_zero)
-    model = keras.Sequential([keras.Input((T,), dtype=recipe.dtype), *recipe.layers()])
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.01),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(x[:512].astype(recipe.dtype), y[:512], epochs=8, batch_size=32, verbose=0)
+    model = fit_sequential(
+        name, recipe.layers, x.astype(recipe.dtype), y, epochs=8,
+        loss="sparse_categorical_crossentropy", input_dtype=recipe.dtype, seed=7,
+    )  # fmt: skip
     return model, x[:512], x[512:], y[512:]
 
 
@@ -125,16 +126,13 @@ def convert_case(model, x_train, out: Path, bits: int = 8) -> tuple[Model, QMode
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained]:
-    cache: dict[str, Trained] = {}
-
+    @functools.cache
     def get(name: str) -> Trained:
-        if name not in cache:
-            model, x_train, x_test, y_test = train(name)
-            out = tmp_path_factory.mktemp(name) / "out"
-            ir, qmodel = convert_case(model, x_train, out)
-            keras_y = model.predict(x_test.astype(RECIPES[name].dtype), verbose=0)
-            cache[name] = Trained(model, ir, qmodel, out, x_train, x_test, y_test, keras_y)
-        return cache[name]
+        model, x_train, x_test, y_test = train(name)
+        out = tmp_path_factory.mktemp(name) / "out"
+        ir, qmodel = convert_case(model, x_train, out)
+        keras_y = model.predict(x_test.astype(RECIPES[name].dtype), verbose=0)
+        return Trained(model, ir, qmodel, out, x_test, keras_y, x_train, y_test)
 
     return get
 
@@ -175,8 +173,8 @@ def test_models_learned_their_task(trained):
 @pytest.mark.parametrize("name", RECIPES)
 def test_float_ir_equals_predict(trained, name):
     case = trained(name)
-    y, _ = forward(case.ir, case.x_test[..., None].astype(np.float64))
-    np.testing.assert_allclose(y, case.keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+    x = case.x_test[..., None].astype(np.float64)
+    assert_float_ir_equals_predict(case.ir, x, case.keras_y, FLOAT_FORWARD_TOLERANCE)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -190,12 +188,11 @@ def test_c_within_tolerance_of_keras(trained, name, tmp_path):
         if bits == 16:
             out = tmp_path / "int16"
             convert_case(case.model, case.x_train, out, 16)
-        y = run_entry_point(out, "run_f32", ids)
-        pct = 100 * float(np.max(np.abs(y - case.keras_y))) / float(np.ptp(case.keras_y))
+        _, pct = c_error_pct_of_range(out, ids, case.keras_y)
         table = json.loads((out / "report.json").read_text())["layers"][0]
         print(f"{name} int{bits}: max abs error {pct:.2f}% of the output range;"
               f" table {table['flash_bytes']} B")  # fmt: skip
-        assert pct <= MAX_PCT_OF_RANGE, f"{name} int{bits}: {pct:.2f}% of the output range"
+        assert_within_range_pct(f"{name} int{bits}", pct, MAX_PCT_OF_RANGE)
         assert table["flash_bytes"] == V * D * bits // 8
 
 
@@ -270,13 +267,9 @@ def test_python_api_takes_ids(trained):
 
 def test_inspect_states_the_keras_input_and_the_embedding_row(trained, tmp_path, capsys):
     case = trained("embedding_mask_zero_gru")
-    path = tmp_path / "m.keras"
-    case.model.save(path)
-    assert cli.main(["inspect", str(path)]) == 0
-    text = capsys.readouterr().out
+    text = inspect_text(case.model, tmp_path / "m.keras", capsys)
     assert f"input shape (None, {T})" in text
-    name = case.model.layers[0].name
-    row = next(line for line in text.splitlines() if line.startswith(name + " "))
+    row = layer_rows(text, case.model.layers[0].name)[0]
     assert row.split()[1] == "Embedding"
     assert str(V * D) in row.split() and f"(None, {T}, {D})" in row
 

@@ -12,7 +12,6 @@ every entry point it has.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,23 @@ import lstm_embed
 from lstm_embed.emit.buffers import Interval, plan
 from lstm_embed.frontends.keras.frontend import FrontendError
 from lstm_embed.frontends.keras.graph import load_graph
-from lstm_embed.graph_pipeline import GraphConversion, convert_graph
+from lstm_embed.graph_pipeline import convert_graph
 from lstm_embed.ir.graph import Graph, Node, TensorSpec
 from lstm_embed.ir.graph_forward import forward
 from lstm_embed.kinds import IRError
 from lstm_embed.reference import graph_run
 from lstm_embed.targets.graph_host import run_graph_host
 from tests import graph_models
+from tests.graph_helpers import (
+    Converted,
+    assert_float_graph_equals_keras,
+    assert_forward_equals,
+    assert_host_bit_exact,
+    assert_integer_graph_within_range,
+    assert_qemu_bit_exact,
+    convert_built,
+    predict,
+)
 from tests.helpers import random_model
 
 # The issue's "done when": max abs error within 5% of the range of the Keras outputs.
@@ -49,47 +58,20 @@ MODELS = (
 )
 
 
-@dataclass
-class Converted:
-    model: object
-    graph: Graph
-    conversion: GraphConversion
-    x: dict[str, np.ndarray]
-    keras_y: list[np.ndarray]
-
-
-def _predict(model, graph: Graph, x: dict[str, np.ndarray]) -> list[np.ndarray]:
-    inputs = [x[t.name] for t in graph.inputs]
-    y = model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
-    return [np.asarray(a, np.float64) for a in (y if isinstance(y, list) else [y])]
-
-
 @pytest.fixture(scope="module", params=MODELS)
 def converted(request, tmp_path_factory) -> Converted:
-    model, x = graph_models.build(request.param)
-    folder = tmp_path_factory.mktemp(request.param)
-    path = folder / "model.keras"
-    model.save(path)
-    graph = load_graph(path)
-    conversion = convert_graph(path, x, folder / "out")
-    return Converted(model, graph, conversion, x, _predict(model, graph, x))
+    built = graph_models.build(request.param)
+    return convert_built(built, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.mark.slow
 def test_float_graph_equals_keras(converted: Converted) -> None:
-    y, _, _ = forward(converted.graph, converted.x)
-    assert len(y) == len(converted.keras_y)
-    for ours, keras_y in zip(y, converted.keras_y, strict=True):
-        assert ours.shape == keras_y.shape
-        assert np.max(np.abs(ours - keras_y)) < FLOAT_MATCH
+    assert_float_graph_equals_keras(converted, FLOAT_MATCH)
 
 
 @pytest.mark.slow
 def test_integer_graph_within_keras_range(converted: Converted) -> None:
-    y = graph_run.run_float(converted.conversion.qgraph, converted.x)
-    for ours, keras_y in zip(y, converted.keras_y, strict=True):
-        span = float(keras_y.max() - keras_y.min())
-        assert np.max(np.abs(ours - keras_y)) <= GRAPH_RANGE_FRACTION * span
+    assert_integer_graph_within_range(converted, GRAPH_RANGE_FRACTION)
 
 
 @pytest.mark.slow
@@ -97,19 +79,7 @@ def test_host_c_is_bit_exact_with_the_reference(converted: Converted) -> None:
     """run and run_f32, and step and step_f32 where every node streams, on the host under
     ASan/UBSan: the integers equal the reference's; a vector output after the last step is
     run()'s."""
-    qgraph, out = converted.conversion.qgraph, converted.conversion.out_dir
-    x = {k: v[:48] for k, v in converted.x.items()}
-    x_q = graph_run.quantize_inputs(qgraph, x)
-    expected = graph_run.run(qgraph, x_q)
-    expected_f = graph_run.run_float(qgraph, x)
-    entries = ("run", "run_f32") + (("step", "step_f32") if qgraph.streaming else ())
-    for entry in entries:
-        floats = entry.endswith("_f32")
-        got = run_graph_host(out, x if floats else x_q, entry, sanitize=True)
-        for ours, want in zip(got, expected_f if floats else expected, strict=True):
-            if entry.startswith("step") and want.ndim == 2:
-                ours = ours[:, -1]
-            np.testing.assert_array_equal(ours, want, err_msg=entry)
+    assert_host_bit_exact(converted)
 
 
 @pytest.mark.slow
@@ -117,18 +87,7 @@ def test_host_c_is_bit_exact_with_the_reference(converted: Converted) -> None:
 def test_cortex_m_is_bit_exact_with_the_reference(converted: Converted, board, toolchain) -> None:
     """run(), and step() where the graph streams, in QEMU on M0, M4 and M55 (each core's own
     kernels: plain, DSP, MVE) equal the reference on a few samples."""
-    from lstm_embed.targets.graph_firmware import run_graph_qemu
-
-    qgraph = converted.conversion.qgraph
-    x_q = {k: v[:3] for k, v in graph_run.quantize_inputs(qgraph, converted.x).items()}
-    expected = graph_run.run(qgraph, x_q)
-    got = run_graph_qemu(converted.conversion.out_dir, board, x_q)
-    assert set(got) == ({"run", "step"} if qgraph.streaming else {"run"})
-    for entry, outputs in got.items():
-        for ours, want in zip(outputs, expected, strict=True):
-            if entry == "step" and want.ndim == 2:
-                ours = ours[:, -1]
-            np.testing.assert_array_equal(ours, want, err_msg=f"{board} {entry}")
+    assert_qemu_bit_exact(converted, board)
 
 
 @pytest.mark.slow
@@ -183,9 +142,7 @@ def test_keras2_graph_files(tmp_path, which: str) -> None:
     outputs taken by index, and its Attention's two weights (scale, concat_score_weight)."""
     path, model, x = _keras2_file(tmp_path, which, ".h5")
     graph = load_graph(path)
-    y, _, _ = forward(graph, x)
-    for ours, keras_y in zip(y, _predict(model, graph, x), strict=True):
-        assert np.max(np.abs(ours - keras_y)) < FLOAT_MATCH
+    assert_forward_equals(graph, x, predict(model, graph, x), FLOAT_MATCH)
 
 
 def test_refusals_name_the_layer_and_what_is_supported(tmp_path) -> None:
@@ -337,9 +294,8 @@ def test_every_merge_follows_keras_and_its_c_is_bit_exact(tmp_path) -> None:
     model.save(tmp_path / "m.keras")
     x = {"seq": np.random.default_rng(2).normal(size=(64, 6, 3)).astype(np.float32)}
     graph = load_graph(tmp_path / "m.keras")
-    keras_y = _predict(model, graph, x)
-    for ours, want in zip(forward(graph, x)[0], keras_y, strict=True):
-        assert np.max(np.abs(ours - want)) < FLOAT_MATCH
+    keras_y = predict(model, graph, x)
+    assert_forward_equals(graph, x, keras_y, FLOAT_MATCH)
     conversion = convert_graph(tmp_path / "m.keras", x, tmp_path / "out")
     qgraph = conversion.qgraph
     for ours, want in zip(graph_run.run_float(qgraph, x), keras_y, strict=True):

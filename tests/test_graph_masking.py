@@ -19,13 +19,21 @@ import pytest
 
 from lstm_embed.frontends.keras.frontend import FrontendError
 from lstm_embed.frontends.keras.graph import load_graph
-from lstm_embed.graph_pipeline import convert_graph
 from lstm_embed.ir.graph import Graph, Node
 from lstm_embed.ir.graph_forward import forward
-from lstm_embed.reference import graph_run
-from lstm_embed.targets.graph_host import run_graph_host
 from tests import graph_mask_models
-from tests.test_graph import FLOAT_MATCH, GRAPH_RANGE_FRACTION, Converted, _predict
+from tests.graph_helpers import (
+    Converted,
+    assert_float_graph_equals_keras,
+    assert_forward_equals,
+    assert_host_bit_exact,
+    assert_integer_graph_within_range,
+    assert_qemu_bit_exact,
+    convert_built,
+    predict,
+    span,
+)
+from tests.test_graph import FLOAT_MATCH, GRAPH_RANGE_FRACTION
 
 MODELS = (
     "masked_seq_static",
@@ -38,17 +46,8 @@ MODELS = (
 
 @pytest.fixture(scope="module", params=MODELS)
 def converted(request, tmp_path_factory) -> Converted:
-    model, x = graph_mask_models.build(request.param)
-    folder = tmp_path_factory.mktemp(request.param)
-    path = folder / "model.keras"
-    model.save(path)
-    graph = load_graph(path)
-    conversion = convert_graph(path, x, folder / "out")
-    return Converted(model, graph, conversion, x, _predict(model, graph, x))
-
-
-def _span(y: np.ndarray) -> float:
-    return float(y.max() - y.min())
+    built = graph_mask_models.build(request.param)
+    return convert_built(built, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.mark.slow
@@ -64,16 +63,12 @@ def test_the_mask_reaches_the_recurrent_layers(converted: Converted) -> None:
 
 @pytest.mark.slow
 def test_masked_float_graph_equals_keras(converted: Converted) -> None:
-    y, _, _ = forward(converted.graph, converted.x)
-    for ours, keras_y in zip(y, converted.keras_y, strict=True):
-        assert np.max(np.abs(ours - keras_y)) < FLOAT_MATCH
+    assert_float_graph_equals_keras(converted, FLOAT_MATCH)
 
 
 @pytest.mark.slow
 def test_masked_integer_graph_within_keras_range(converted: Converted) -> None:
-    y = graph_run.run_float(converted.conversion.qgraph, converted.x)
-    for ours, keras_y in zip(y, converted.keras_y, strict=True):
-        assert np.max(np.abs(ours - keras_y)) <= GRAPH_RANGE_FRACTION * _span(keras_y)
+    assert_integer_graph_within_range(converted, GRAPH_RANGE_FRACTION)
 
 
 @pytest.mark.slow
@@ -85,40 +80,20 @@ def test_the_mask_matters(converted: Converted) -> None:
     unmasked = replace(graph, nodes=nodes)
     y, _, _ = forward(unmasked, converted.x)
     for ours, keras_y in zip(y, converted.keras_y, strict=True):
-        assert np.max(np.abs(ours - keras_y)) > GRAPH_RANGE_FRACTION * _span(keras_y)
+        assert np.max(np.abs(ours - keras_y)) > GRAPH_RANGE_FRACTION * span(keras_y)
 
 
 @pytest.mark.slow
 def test_masked_host_c_is_bit_exact_with_the_reference(converted: Converted) -> None:
     """run, run_f32, and step, step_f32 where the graph streams (not with the pooling), on
     the host under ASan/UBSan equal the reference."""
-    qgraph, out = converted.conversion.qgraph, converted.conversion.out_dir
-    x = {k: v[:48] for k, v in converted.x.items()}
-    x_q = graph_run.quantize_inputs(qgraph, x)
-    expected, expected_f = graph_run.run(qgraph, x_q), graph_run.run_float(qgraph, x)
-    entries = ("run", "run_f32") + (("step", "step_f32") if qgraph.streaming else ())
-    for entry in entries:
-        floats = entry.endswith("_f32")
-        got = run_graph_host(out, x if floats else x_q, entry, sanitize=True)
-        for ours, want in zip(got, expected_f if floats else expected, strict=True):
-            np.testing.assert_array_equal(ours[:, -1] if entry.startswith("step") else ours,
-                                          want, err_msg=entry)  # fmt: skip
+    assert_host_bit_exact(converted)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["qemu-m0", "qemu-m4", "qemu-m55"])
 def test_masked_cortex_m_is_bit_exact(converted: Converted, board, toolchain) -> None:
-    from lstm_embed.targets.graph_firmware import run_graph_qemu
-
-    qgraph = converted.conversion.qgraph
-    x_q = {k: v[:3] for k, v in graph_run.quantize_inputs(qgraph, converted.x).items()}
-    expected = graph_run.run(qgraph, x_q)
-    got = run_graph_qemu(converted.conversion.out_dir, board, x_q)
-    assert set(got) == ({"run", "step"} if qgraph.streaming else {"run"})
-    for entry, outputs in got.items():
-        for ours, want in zip(outputs, expected, strict=True):
-            ours = ours[:, -1] if entry == "step" else ours
-            np.testing.assert_array_equal(ours, want, err_msg=f"{board} {entry}")
+    assert_qemu_bit_exact(converted, board)
 
 
 @pytest.mark.slow
@@ -131,9 +106,7 @@ def test_keras2_file_carries_the_mask_by_the_rules(tmp_path: Path) -> None:
     model.save(path)
     graph = load_graph(path)
     assert [n.mask for n in graph.nodes if n.layer.recurrent] == ["masking_mask"]
-    y, _, _ = forward(graph, x)
-    keras_y = _predict(model, graph, x)[0]
-    assert np.max(np.abs(y[0] - keras_y)) < FLOAT_MATCH
+    assert_forward_equals(graph, x, predict(model, graph, x), FLOAT_MATCH)
 
 
 def _save(model, path: Path) -> Path:

@@ -12,29 +12,26 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-from lstm_embed.frontends.keras.graph import load_graph
-from lstm_embed.graph_pipeline import convert_graph
-from lstm_embed.ir.graph_forward import forward
-from lstm_embed.reference import graph_run
-from lstm_embed.targets.graph_host import run_graph_host
 from tests import graph_mask_models
-from tests.test_graph import FLOAT_MATCH, GRAPH_RANGE_FRACTION, Converted, _predict
+from tests.graph_helpers import (
+    Converted,
+    assert_float_graph_equals_keras,
+    assert_host_bit_exact,
+    assert_integer_graph_within_range,
+    assert_qemu_bit_exact,
+    convert_built,
+)
+from tests.test_graph import FLOAT_MATCH, GRAPH_RANGE_FRACTION
 
 MODELS = ("two_inputs", "processed")
 
 
 @pytest.fixture(scope="module", params=MODELS)
 def converted(request, tmp_path_factory) -> Converted:
-    model, x = graph_mask_models.build_time_concat(request.param)
-    folder = tmp_path_factory.mktemp(request.param)
-    path = folder / "model.keras"
-    model.save(path)
-    graph = load_graph(path)
-    conversion = convert_graph(path, x, folder / "out")
-    return Converted(model, graph, conversion, x, _predict(model, graph, x))
+    built = graph_mask_models.build_time_concat(request.param)
+    return convert_built(built, tmp_path_factory.mktemp(request.param))
 
 
 @pytest.mark.slow
@@ -49,41 +46,23 @@ def test_time_concat_joins_the_timesteps(converted: Converted) -> None:
 
 @pytest.mark.slow
 def test_time_concat_float_graph_equals_keras(converted: Converted) -> None:
-    y, _, _ = forward(converted.graph, converted.x)
-    for ours, keras_y in zip(y, converted.keras_y, strict=True):
-        assert np.max(np.abs(ours - keras_y)) < FLOAT_MATCH
+    assert_float_graph_equals_keras(converted, FLOAT_MATCH)
 
 
 @pytest.mark.slow
 def test_time_concat_integer_graph_within_keras_range(converted: Converted) -> None:
-    y = graph_run.run_float(converted.conversion.qgraph, converted.x)
-    for ours, keras_y in zip(y, converted.keras_y, strict=True):
-        span = float(keras_y.max() - keras_y.min())
-        assert np.max(np.abs(ours - keras_y)) <= GRAPH_RANGE_FRACTION * span
+    assert_integer_graph_within_range(converted, GRAPH_RANGE_FRACTION)
 
 
 @pytest.mark.slow
 def test_time_concat_host_c_is_bit_exact(converted: Converted) -> None:
-    qgraph, out = converted.conversion.qgraph, converted.conversion.out_dir
-    assert not qgraph.streaming
-    x = {k: v[:48] for k, v in converted.x.items()}
-    x_q = graph_run.quantize_inputs(qgraph, x)
-    expected, expected_f = graph_run.run(qgraph, x_q), graph_run.run_float(qgraph, x)
-    for entry, inputs, want in (("run", x_q, expected), ("run_f32", x, expected_f)):
-        got = run_graph_host(out, inputs, entry, sanitize=True)
-        for ours, theirs in zip(got, want, strict=True):
-            np.testing.assert_array_equal(ours, theirs, err_msg=entry)
+    """run and run_f32 only: the graph is run-only (its sequences differ in length)."""
+    assert not converted.conversion.qgraph.streaming
+    assert_host_bit_exact(converted)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["qemu-m0", "qemu-m4", "qemu-m55"])
 def test_time_concat_cortex_m_is_bit_exact(converted: Converted, board, toolchain) -> None:
-    from lstm_embed.targets.graph_firmware import run_graph_qemu
-
-    qgraph = converted.conversion.qgraph
-    x_q = {k: v[:3] for k, v in graph_run.quantize_inputs(qgraph, converted.x).items()}
-    expected = graph_run.run(qgraph, x_q)
-    got = run_graph_qemu(converted.conversion.out_dir, board, x_q)
-    assert set(got) == {"run"}
-    for ours, want in zip(got["run"], expected, strict=True):
-        np.testing.assert_array_equal(ours, want, err_msg=board)
+    """run() only (the helper checks that no step() was built)."""
+    assert_qemu_bit_exact(converted, board)

@@ -12,10 +12,9 @@ equal to the reference on every entry point.
 
 from __future__ import annotations
 
-import zlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -24,15 +23,25 @@ import pytest
 from lstm_embed import cli
 from lstm_embed.frontends.keras.frontend import read_keras_model
 from lstm_embed.ir.float_model import forward
-from lstm_embed.ir.model import Model
 from lstm_embed.pipeline import convert_ir
 from lstm_embed.quantize import fixedpoint as fp
-from lstm_embed.quantize.qir import QModel
 from lstm_embed.targets.hostbuild import run_entry_point
-from lstm_embed.targets.inputs import ENTRY_POINTS
-from lstm_embed.tools.fuzz import compare_output, expected_output, model_entries
+from lstm_embed.tools.fuzz import compare_output, expected_output
 
-from .helpers import edge_inputs, host_difference, qemu_difference
+from .helpers import (
+    TrainedCase,
+    assert_c_within_range_pct,
+    assert_float_ir_equals_predict,
+    assert_host_equals_reference,
+    assert_qemu_equals_reference,
+    assert_within_range_pct,
+    c_error_pct_of_range,
+    convert_trained,
+    fit_sequential,
+    host_difference,
+    inspect_text,
+    layer_rows,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -192,52 +201,31 @@ FIRMWARE_RECIPES = tuple(RECIPES)
 
 
 @dataclass(frozen=True)
-class Trained:
-    model: keras.Model
-    ir: Model
-    qmodel: QModel
-    out: Path
-    x_test: np.ndarray  # float32, held out
-    keras_y: np.ndarray
+class Trained(TrainedCase):
     target: np.ndarray
 
 
 def train(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
     recipe = RECIPES[name]
-    keras.utils.set_random_seed(zlib.crc32(name.encode()) % 1000)
     x, y = recipe.data(0, 768)
-    layers = recipe.layers()
-    if recipe.adapt:
-        layers[0].adapt(x[:512])
-    model = keras.Sequential([keras.Input(x.shape[1:]), *layers])
     loss = "sparse_categorical_crossentropy" if recipe.task == "classes" else "mse"
-    if recipe.task == "classes":
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss, metrics=["accuracy"])
-    else:
-        model.compile(optimizer=keras.optimizers.Adam(0.01), loss=loss)
-    model.fit(x[:512], y[:512], epochs=recipe.epochs, batch_size=32, verbose=0)
+    model = fit_sequential(
+        name, recipe.layers, x, y, epochs=recipe.epochs, loss=loss, adapt=recipe.adapt
+    )
     return model, x[:512], x[512:], y[512:]
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained]:
-    cache: dict[str, Trained] = {}
-
+    @functools.cache
     def get(name: str) -> Trained:
-        if name not in cache:
-            model, x_train, x_test, target = train(name)
-            ir = read_keras_model(model, source=f"test_new_layers {name}")
-            out = tmp_path_factory.mktemp(name) / "out"
-            conversion = convert_ir(ir, x_train[:256], out)
-            keras_y = model.predict(x_test, verbose=0)
-            cache[name] = Trained(model, ir, conversion.qmodel, out, x_test, keras_y, target)
-        return cache[name]
+        model, x_train, x_test, target = train(name)
+        out = tmp_path_factory.mktemp(name) / "out"
+        source = f"test_new_layers {name}"
+        ir, qmodel, keras_y = convert_trained(model, x_train, x_test, out, source)
+        return Trained(model, ir, qmodel, out, x_test, keras_y, target)
 
     return get
-
-
-def inputs_of(case: Trained) -> tuple[np.ndarray, np.ndarray]:
-    return edge_inputs(case.qmodel, case.x_test)
 
 
 # ---------------------------------------------------------------------------------- tests
@@ -246,28 +234,22 @@ def inputs_of(case: Trained) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("name", RECIPES)
 def test_float_ir_equals_predict(trained, name):
     case = trained(name)
-    y, _ = forward(case.ir, case.x_test)
     scale = max(1.0, float(np.max(np.abs(case.keras_y))))
-    np.testing.assert_allclose(y, case.keras_y, atol=FLOAT_FORWARD_TOLERANCE * scale)
+    atol = FLOAT_FORWARD_TOLERANCE * scale
+    assert_float_ir_equals_predict(case.ir, case.x_test, case.keras_y, atol)
 
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_int8_c_within_tolerance_of_keras(trained, name):
     case = trained(name)
-    y = run_entry_point(case.out, "run_f32", case.x_test)
-    error = float(np.max(np.abs(y - case.keras_y)))
-    pct = 100 * error / float(np.ptp(case.keras_y))
-    print(f"{name}: max abs error {error:.4g} = {pct:.2f}% of the output range")
-    assert pct <= INT8_MAX_PCT_OF_RANGE, f"{name}: {pct:.2f}% of the output range"
+    assert_c_within_range_pct(name, case.out, case.x_test, case.keras_y, INT8_MAX_PCT_OF_RANGE)
 
 
 @pytest.mark.parametrize("sanitize", [False, True], ids=["strict", "asan-ubsan"])
 @pytest.mark.parametrize("name", RECIPES)
 def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
     case = trained(name)
-    x_q, x = inputs_of(case)
-    difference = host_difference(case.out, case.qmodel, x_q, x, sanitize)
-    assert difference is None, f"{name}: {difference}"
+    assert_host_equals_reference(name, case.out, case.qmodel, case.x_test, sanitize)
 
 
 @pytest.mark.firmware
@@ -275,21 +257,15 @@ def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
 @pytest.mark.parametrize("name", FIRMWARE_RECIPES)
 def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
     case = trained(name)
-    x_q, x = inputs_of(case)
-    x_q, x = x_q[-6:], x[-6:]  # the beyond-range and saturating sequences among them
-    difference = qemu_difference(case.out, case.qmodel, board, x_q, x)
-    assert difference is None, f"{name} on {board}: {difference}"
+    assert_qemu_equals_reference(name, case.out, case.qmodel, case.x_test, board, last=6)
 
 
 def test_inspect_counts_keras_params(trained, tmp_path, capsys):
     for name in RECIPES:
         model = trained(name).model
-        path = tmp_path / f"{name}.keras"
-        model.save(path)
-        assert cli.main(["inspect", str(path)]) == 0, name
-        table = capsys.readouterr().out
+        table = inspect_text(model, tmp_path / f"{name}.keras", capsys)
         for layer in model.layers:
-            row = next(line for line in table.splitlines() if line.startswith(layer.name + " "))
+            row = layer_rows(table, layer.name)[0]
             assert str(layer.count_params()) in row.split(), (name, layer.name, row)
 
 
@@ -388,15 +364,13 @@ def test_given_mean_variance_and_per_feature_rescaling(tmp_path):
     x = np.random.default_rng(6).normal(size=(32, 9, 3)).astype(np.float32)
     ir = read_keras_model(model)
     keras_y = model.predict(x, verbose=0)
-    np.testing.assert_allclose(forward(ir, x)[0], keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+    assert_float_ir_equals_predict(ir, x, keras_y, FLOAT_FORWARD_TOLERANCE)
     conversion = convert_ir(ir, x, tmp_path / "out")
     q = conversion.qmodel
     assert [la.kind for la in q.layers] == ["lstm", "lstm", "batch_norm"]
     x_q = fp.quantize_input(x, q.input_inv_scale)
-    for entry in model_entries(q):
-        inputs = x if ENTRY_POINTS[entry].float_input else x_q
-        got = run_entry_point(tmp_path / "out", entry, inputs, sanitize=True)
-        assert compare_output(entry, expected_output(q, entry, inputs), got) is None, entry
+    difference = host_difference(tmp_path / "out", q, x_q, x, sanitize=True)
+    assert difference is None, difference
 
 
 # --------------------------------------------------------------------------- RNN(cell)
@@ -438,7 +412,7 @@ def test_rnn_options_follow_keras(tmp_path, case):
     x = np.random.default_rng(6).normal(size=(128, 9, 3)).astype(np.float32)
     ir = read_keras_model(model)
     keras_y = model.predict(x, verbose=0)
-    np.testing.assert_allclose(forward(ir, x)[0], keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+    assert_float_ir_equals_predict(ir, x, keras_y, FLOAT_FORWARD_TOLERANCE)
     model.save(tmp_path / "m.h5")  # the legacy file names every cell's weights
     from lstm_embed.frontends.keras.frontend import load_model
 
@@ -448,12 +422,10 @@ def test_rnn_options_follow_keras(tmp_path, case):
     conversion = convert_ir(ir, x, tmp_path / "out")
     q = conversion.qmodel
     x_q = fp.quantize_input(x[:16], q.input_inv_scale)
-    for entry in model_entries(q):
-        inputs = x[:16] if ENTRY_POINTS[entry].float_input else x_q
-        got = run_entry_point(tmp_path / "out", entry, inputs, sanitize=True)
-        assert compare_output(entry, expected_output(q, entry, inputs), got) is None, entry
-    error = float(np.max(np.abs(run_entry_point(tmp_path / "out", "run_f32", x) - keras_y)))
-    assert error <= INT8_MAX_PCT_OF_RANGE / 100 * float(np.ptp(keras_y))
+    difference = host_difference(tmp_path / "out", q, x_q, x[:16], sanitize=True)
+    assert difference is None, difference
+    _, pct = c_error_pct_of_range(tmp_path / "out", x, keras_y)
+    assert_within_range_pct(case, pct, INT8_MAX_PCT_OF_RANGE)
 
 
 def test_an_unsupported_layer_has_no_follow_on_lines(tmp_path, capsys):
@@ -520,7 +492,7 @@ def test_stateful_rnn_cell_carries_state_from_row_to_row(tmp_path):
     ir = read_keras_model(model)
     assert ir.stateful
     keras_y = model.predict(x, batch_size=1, verbose=0)
-    np.testing.assert_allclose(forward(ir, x)[0], keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+    assert_float_ir_equals_predict(ir, x, keras_y, FLOAT_FORWARD_TOLERANCE)
     conversion = convert_ir(ir, np.concatenate([x] * 20), tmp_path / "out")
     q = conversion.qmodel
     x_q = fp.quantize_input(x, q.input_inv_scale)

@@ -10,26 +10,30 @@ firmware of Cortex-M0, M4 and M55 in QEMU equal to the reference.
 
 from __future__ import annotations
 
-import zlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from lstm_embed.frontends.keras.frontend import read_keras_model
 from lstm_embed.ir.float_model import forward
 from lstm_embed.ir.model import Model
 from lstm_embed.kinds.base import QuantizeError
 from lstm_embed.kinds.lstm import LSTMLayer
 from lstm_embed.pipeline import convert_ir
-from lstm_embed.quantize.qir import QModel
 from lstm_embed.quantize.quantizer import QuantizeOptions
-from lstm_embed.targets.hostbuild import run_entry_point
 
-from .helpers import edge_inputs, host_difference, qemu_difference
+from .helpers import (
+    TrainedCase,
+    assert_c_within_range_pct,
+    assert_float_ir_equals_predict,
+    assert_host_equals_reference,
+    assert_qemu_equals_reference,
+    convert_trained,
+    fit_sequential,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -80,42 +84,27 @@ FIRMWARE_RECIPES = ("relu_lstm_forecaster", "relu_gru_forecaster", "linear_lstm_
 
 
 @dataclass(frozen=True)
-class Trained:
-    model: keras.Model
-    ir: Model
-    qmodel: QModel
-    out: Path
+class Trained(TrainedCase):
     x_train: np.ndarray
-    x_test: np.ndarray
     y_test: np.ndarray
-    keras_y: np.ndarray
 
 
 def train(name: str) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
     recipe = RECIPES[name]
-    keras.utils.set_random_seed(zlib.crc32(name.encode()) % 1000)
     x, y = forecast(0, 768)
-    model = keras.Sequential([keras.Input(x.shape[1:]), *recipe.layers()])
-    model.compile(keras.optimizers.Adam(recipe.learning_rate), "mse")
-    model.fit(x[:512], y[:512], epochs=8, batch_size=32, verbose=0)
+    model = fit_sequential(name, recipe.layers, x, y, epochs=8, learning_rate=recipe.learning_rate)
     return model, x[:512], x[512:], y[512:]
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Trained]:
-    cache: dict[str, Trained] = {}
-
+    @functools.cache
     def get(name: str) -> Trained:
-        if name not in cache:
-            model, x_train, x_test, y_test = train(name)
-            ir = read_keras_model(model, source=f"test_rnn_activation {name}")
-            out = tmp_path_factory.mktemp(name) / "out"
-            conversion = convert_ir(ir, x_train[:256], out)
-            keras_y = model.predict(x_test, verbose=0)
-            cache[name] = Trained(
-                model, ir, conversion.qmodel, out, x_train, x_test, y_test, keras_y
-            )
-        return cache[name]
+        model, x_train, x_test, y_test = train(name)
+        out = tmp_path_factory.mktemp(name) / "out"
+        source = f"test_rnn_activation {name}"
+        ir, qmodel, keras_y = convert_trained(model, x_train, x_test, out, source)
+        return Trained(model, ir, qmodel, out, x_test, keras_y, x_train, y_test)
 
     return get
 
@@ -125,8 +114,7 @@ def test_model_learned_and_float_ir_equals_predict(trained, name):
     case = trained(name)
     rmse = float(np.sqrt(np.mean((case.keras_y - case.y_test) ** 2)))
     assert rmse <= MAX_FORECAST_RMSE_OF_STD * float(np.std(case.y_test)), rmse
-    y, _ = forward(case.ir, case.x_test)
-    np.testing.assert_allclose(y, case.keras_y, atol=FLOAT_FORWARD_TOLERANCE)
+    assert_float_ir_equals_predict(case.ir, case.x_test, case.keras_y, FLOAT_FORWARD_TOLERANCE)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -148,20 +136,14 @@ def test_calibrated_state_formats_and_reference_kernel(trained, name):
 @pytest.mark.parametrize("name", RECIPES)
 def test_int8_c_within_tolerance_of_keras(trained, name):
     case = trained(name)
-    y = run_entry_point(case.out, "run_f32", case.x_test)
-    error = float(np.max(np.abs(y - case.keras_y)))
-    pct = 100 * error / float(np.ptp(case.keras_y))
-    print(f"{name}: max abs error {error:.4g} = {pct:.2f}% of the output range")
-    assert pct <= INT8_MAX_PCT_OF_RANGE, f"{name}: {pct:.2f}% of the output range"
+    assert_c_within_range_pct(name, case.out, case.x_test, case.keras_y, INT8_MAX_PCT_OF_RANGE)
 
 
 @pytest.mark.parametrize("sanitize", [False, True], ids=["strict", "asan-ubsan"])
 @pytest.mark.parametrize("name", RECIPES)
 def test_host_c_equals_reference_on_every_entry_point(trained, name, sanitize):
     case = trained(name)
-    x_q, x = edge_inputs(case.qmodel, case.x_test)
-    difference = host_difference(case.out, case.qmodel, x_q, x, sanitize)
-    assert difference is None, f"{name}: {difference}"
+    assert_host_equals_reference(name, case.out, case.qmodel, case.x_test, sanitize)
 
 
 @pytest.mark.parametrize("name", ["relu_lstm_forecaster", "stacked_relu_linear_gru"])
@@ -172,9 +154,7 @@ def test_int16_weights_host_c_equals_reference(trained, name, tmp_path):
     options = QuantizeOptions(weight_bits=(16,))
     conversion = convert_ir(case.ir, case.x_train[:256], tmp_path / "out", options=options)
     assert all(la.weight_bits == 16 for la in conversion.qmodel.layers)
-    x_q, x = edge_inputs(conversion.qmodel, case.x_test)
-    difference = host_difference(tmp_path / "out", conversion.qmodel, x_q, x, True)
-    assert difference is None, f"{name}: {difference}"
+    assert_host_equals_reference(name, tmp_path / "out", conversion.qmodel, case.x_test, True)
 
 
 @pytest.mark.firmware
@@ -182,10 +162,7 @@ def test_int16_weights_host_c_equals_reference(trained, name, tmp_path):
 @pytest.mark.parametrize("name", FIRMWARE_RECIPES)
 def test_qemu_equals_reference_on_every_entry_point(toolchain, trained, name, board):
     case = trained(name)
-    x_q, x = edge_inputs(case.qmodel, case.x_test)
-    x_q, x = x_q[-6:], x[-6:]  # the beyond-range and saturating sequences among them
-    difference = qemu_difference(case.out, case.qmodel, board, x_q, x)
-    assert difference is None, f"{name} on {board}: {difference}"
+    assert_qemu_equals_reference(name, case.out, case.qmodel, case.x_test, board, last=6)
 
 
 def test_diverging_relu_state_is_refused(tmp_path):
