@@ -642,3 +642,24 @@ def test_a_mask_no_recurrent_layer_reads_compiles(tmp_path, first):
     calibration[:, :2] = 0.0 if first == "embedding_mask" else layers[0].mask_value  # masked
     outcomes = check_batch([Case(spec, model, calibration, x, x_q)], tmp_path)
     assert [(o.status, o.detail) for o in outcomes] == [("ok", "")]
+
+
+def test_fuzzer_draws_frame_runs_and_they_equal_the_reference():
+    """The "frame_run" front (a valid Conv1D + pooling pair, a per-step Dense) before a forward
+    recurrent layer: drawn in some 1 in 10 seeds, the run in the plan (emit.window_plan) of
+    the first four such models, whose sanitized host C equals the reference."""
+    from lstm_embed.emit.window_plan import frame_runs, fused_pairs
+    from lstm_embed.quantize.quantizer import QuantizeOptions, quantize
+    from lstm_embed.tools.fuzz import build_case, check_specs, random_spec
+
+    specs = [random_spec(seed) for seed in range(400)]
+    drawn = [spec for spec in specs if "front:frame_run" in spec.around]
+    assert len(drawn) >= 20, len(drawn)
+    first = drawn[:4]
+    for spec in first:
+        case = build_case(spec)
+        qmodel = quantize(case.model, case.calibration, QuantizeOptions())
+        heads = list(frame_runs(qmodel))
+        assert heads and heads[0] - 1 in fused_pairs(qmodel), spec.seed
+    outcomes = check_specs(first, jobs=2, batch_size=4)
+    assert [o.status for o in outcomes] == ["ok"] * len(first), [o.detail for o in outcomes]

@@ -51,16 +51,22 @@ NEW_KINDS_STREAM = 0xA41
 NEW_PER_STEP = ("depthwise_causal", "separable_causal")
 NEW_HEAD = ("depthwise_wide",)  # m * depth_multiplier channels: only Dense layers follow
 NEW_WINDOW_SAME = ("depthwise_same", "separable_same", "permute")
+# frame runs (emit/window_plan.py): a valid Conv1D + pooling pair, then a per-step Dense,
+# at the front of a model whose first recurrent layer reads forwards, drawn from a stream of
+# its own (FRAME_RUN_STREAM) in about one eligible model in two (other draws put such a
+# head before a forward recurrent layer in about 2% of seeds)
+FRAME_RUN_STREAM = 0xA42
 MIN_CHANGING_TIMESTEPS = 6  # the longest valid window drawn spans 5 timesteps
 MAX_FLAT_WIDTH = 512  # Flatten's width: int8 rows of the Dense after it (516 at most)
-WHOLE_WINDOW = (*WINDOW_SAME, *NEW_WINDOW_SAME, *WINDOW_CHANGING, *SEQUENCE_HEADS, "repeat")
+WHOLE_WINDOW = (*WINDOW_SAME, *NEW_WINDOW_SAME, *WINDOW_CHANGING, *SEQUENCE_HEADS, "repeat",
+                "frame_run")  # fmt: skip
 
 
 def draw(seed: int, recurrent: tuple, return_sequences: bool, timesteps: int) -> tuple:
     """A random tuple of around layers for a spec's recurrent layers (``fuzz.LSTMSpec``)."""
     rng = np.random.default_rng([seed, AROUND_STREAM])
     if rng.random() < 0.5:
-        return ()
+        return draw_frame_run(seed, recurrent, return_sequences, timesteps, [])
     flags = [(la.go_backwards, la.stateful, la.bidirectional) for la in recurrent]
     run_only = any(back or bool(bidir) for back, _, bidir in flags)
     stateful = any(state for _, state, _ in flags)
@@ -89,7 +95,29 @@ def draw(seed: int, recurrent: tuple, return_sequences: bool, timesteps: int) ->
             head.append("repeat")
     if rng.random() < 0.5:
         out.append(f"head:{rng.choice(head)}")
-    return tuple(out) + draw_new_kinds(seed, recurrent, return_sequences, out)
+    out += draw_new_kinds(seed, recurrent, return_sequences, out)
+    return tuple(out) + draw_frame_run(seed, recurrent, return_sequences, timesteps, out)
+
+
+def draw_frame_run(
+    seed: int, recurrent: tuple, return_sequences: bool, timesteps: int, out: list
+) -> tuple:
+    """A "frame_run" front (FRAME_RUN_STREAM) where the run can form: one output vector,
+    enough timesteps, a forward first recurrent layer, no Masking or other front that changes
+    the timesteps or needs the whole window."""
+    rng = np.random.default_rng([seed, FRAME_RUN_STREAM])
+    first = recurrent[0]
+    fronts = {item.split(":")[1] for item in out if item.startswith("front:")}
+    eligible = (
+        not return_sequences
+        and timesteps >= MIN_CHANGING_TIMESTEPS
+        and not first.go_backwards
+        and not first.bidirectional
+        and not fronts & {"masking", *WINDOW_SAME, *NEW_WINDOW_SAME, *WINDOW_CHANGING}
+    )
+    if not eligible or rng.random() < 1 / 2:
+        return ()
+    return ("front:frame_run",)
 
 
 def draw_new_kinds(seed: int, recurrent: tuple, return_sequences: bool, out: list) -> tuple:
@@ -195,6 +223,22 @@ def around_layers(rng: np.random.Generator, kind: str, name: str, m: int, timest
         )
         return [PermuteLayer(f"{name}_in", m, timesteps), mix,
                 PermuteLayer(f"{name}_out", timesteps, m)]  # fmt: skip
+    if kind == "frame_run":  # valid Conv1D + pooling (a fused pair), a per-step Dense
+        k = int(rng.integers(2, 4))
+        kernel = rng.uniform(-1, 1, (k, m, m)) * np.sqrt(3 / (k * m))
+        conv_bias = rng.uniform(-0.2, 0.2, m)
+        activation = str(rng.choice(["linear", "relu"]))
+        pool = int(rng.integers(1, 3))
+        mode = str(rng.choice(["max", "average"]))
+        pool_type = "MaxPooling1D" if mode == "max" else "AveragePooling1D"
+        weights = rng.uniform(-1, 1, (m, m)) * np.sqrt(3 / m)
+        bias = rng.uniform(-0.2, 0.2, m)
+        dense_activation = str(rng.choice(["linear", "tanh"]))
+        return [
+            Conv1DLayer(f"{name}_conv", m, m, k, 1, kernel, conv_bias, activation, "valid", 1),
+            PoolingLayer(f"{name}_pool", m, mode, pool_type, pool, pool, "valid"),
+            DenseLayer(f"{name}_dense", m, m, weights, bias, dense_activation),
+        ]
     if kind == "affine":  # Normalization / Rescaling where it does not fold
         return [FeatureAffineLayer(name, m, rng.uniform(-3, 3, m), rng.normal(size=m))]
     if kind == "pad_crop":  # as many timesteps padded as cropped: T kept, the window shifted
