@@ -308,3 +308,33 @@ def test_every_merge_follows_keras_and_its_c_is_bit_exact(tmp_path) -> None:
             if entry == "step" and want.ndim == 2:
                 ours = ours[:, -1]
             np.testing.assert_array_equal(ours, want, err_msg=entry)
+
+
+def test_int16_encoder_returns_h_and_refuses_its_int32_cell(tmp_path) -> None:
+    """An int16-weight LSTM keeps an int32 cell: a graph may use its returned h (the encoder
+    h -> Dense converts, its C equal to the reference on every entry point under ASan/UBSan),
+    and one that reads or returns its c is refused in one line naming the layer."""
+    import keras
+
+    from lstm_embed.quantize.quantizer import QuantizeOptions
+    from lstm_embed.targets.graph_host import run_graph_host
+
+    keras.utils.set_random_seed(4)
+    seq = keras.Input((6, 3), name="seq")
+    _, h, c = keras.layers.LSTM(5, return_state=True, name="enc")(seq)
+    x = {"seq": np.random.default_rng(0).normal(size=(48, 6, 3)).astype(np.float32)}
+    options = QuantizeOptions(weight_bits=(16,))
+    keras.Model(seq, keras.layers.Dense(2, name="head")(h)).save(tmp_path / "h.keras")
+    conversion = lstm_embed.convert(tmp_path / "h.keras", x, tmp_path / "h", options=options)
+    qgraph = conversion.qgraph
+    assert qgraph.graph.nodes[0].layer.wide_cell
+    x_q = graph_run.quantize_inputs(qgraph, x)
+    for entry, inputs, want in (("run", x_q, graph_run.run(qgraph, x_q)),
+                                ("run_f32", x, graph_run.run_float(qgraph, x))):  # fmt: skip
+        got = run_graph_host(conversion.out_dir, inputs, entry, sanitize=True)
+        np.testing.assert_array_equal(got[0], want[0], err_msg=entry)
+    keras.Model(seq, [keras.layers.Dense(2, name="head")(h), c]).save(tmp_path / "c.keras")
+    with pytest.raises(Exception, match="layer 'enc': its cell state is int32") as refused:
+        lstm_embed.convert(tmp_path / "c.keras", x, tmp_path / "c", options=options)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "c").exists()

@@ -239,8 +239,13 @@ class QLayer:
         raise NotImplementedError
 
     def state_members(self) -> tuple[str, ...]:
-        """The state struct fields (``state_fields`` names) holding ``state_names``, in int16."""
+        """The state struct fields (``state_fields`` names) holding ``state_names``."""
         raise NotImplementedError
+
+    def state_problem(self, index: int) -> str | None:
+        """Why the C cannot hand state ``index`` on as an int16 tensor (None: it can); said
+        only when a graph reads or returns that state."""
+        return None
 
     @property
     def output_size(self) -> int:

@@ -362,12 +362,16 @@ class QLSTMLayer(QStateActivation, QLayer):
         return self.output_feature_scale, np.full(self.units, 2.0**-self.cell_stored_frac)
 
     def state_members(self) -> tuple[str, ...]:
-        if self.wide_cell:
-            raise IRError(
-                f"layer '{self.name}': its cell state is int32 (int16 weights); returning it"
-                " (return_state=True) is supported with int8 weights"
-            )
         return "h_q15", "c"
+
+    def state_problem(self, index: int) -> str | None:
+        if index == 1 and self.wide_cell:
+            return (
+                f"layer '{self.name}': its cell state is int32 (int16 weights); using it"
+                " (return_state=True, the c output read or returned) is supported with int8"
+                " weights"
+            )
+        return None
 
     template: ClassVar[str] = "kinds/lstm/layer.c.j2"
     name: str

@@ -16,7 +16,7 @@ import numpy as np
 
 from lstm_embed.ir.graph import Graph, Node
 from lstm_embed.ir.graph_forward import forward
-from lstm_embed.kinds.base import QuantContext, QuantizeError
+from lstm_embed.kinds.base import QLayer, QuantContext, QuantizeError
 from lstm_embed.quantize import fixedpoint as fp
 from lstm_embed.quantize.graph_rounding import GraphRounding
 from lstm_embed.quantize.quantizer import QuantizeOptions, check_finite, input_scale
@@ -81,6 +81,16 @@ def check_inputs(graph: Graph, inputs: dict[str, np.ndarray], what: str) -> dict
     return out
 
 
+def _check_states_used(graph: Graph, states: tuple[str, ...], qlayer: QLayer) -> None:
+    """Refuse a returned state that a node reads or the graph returns, where the C cannot
+    hand it on (an int16-weight LSTM's int32 cell); an unused one costs nothing."""
+    read = {name for node in graph.nodes for name in node.inputs} | set(graph.outputs)
+    for index, name in enumerate(states):
+        problem = qlayer.state_problem(index)
+        if problem is not None and name in read:
+            raise QuantizeError(problem)
+
+
 def quantize_graph(
     graph: Graph,
     calibration: dict[str, np.ndarray],
@@ -115,7 +125,7 @@ def quantize_graph(
         qlayer = rounder.quantize(node, ctx)
         scales[node.outputs[0]] = np.asarray(qlayer.output_feature_scale, np.float64)
         if node.returns_state:
-            qlayer.state_members()  # refuses the states C cannot return
+            _check_states_used(graph, node.outputs[1:], qlayer)
             for name, scale in zip(node.outputs[1:], qlayer.state_scales(), strict=True):
                 scales[name] = np.asarray(scale, np.float64)
         if node.mask_output:  # a mask: one flag per timestep, 0 or 1
