@@ -56,10 +56,11 @@ def state_activations(
     """relu or linear instead of tanh in about STATE_FRACTION of the LSTM and GRU layers.
 
     Only where the state can stay within an int16 format (the converter refuses a state
-    beyond Q14.1 by design): weights and bias of a bounded kind (BOUNDED_WEIGHTS), and on the
-    model's input only when the calibration data is not far beyond 1 (a later layer reads the
-    one before it); not in a Bidirectional and not stateful (a state carried over between
-    windows may outgrow the format calibrated on one window)."""
+    beyond Q14.1 by design): weights and bias of a bounded kind (BOUNDED_WEIGHTS), on the
+    model's input only when the calibration data is not far beyond 1, and after another
+    recurrent layer only when that one's output is bounded (tanh); not in a Bidirectional
+    and not stateful (a state carried over between windows may outgrow the format calibrated
+    on one window)."""
     rng = np.random.default_rng([seed, FRONT_STREAM, 3])
     drawn = []
     for k, la in enumerate(layers):
@@ -68,6 +69,9 @@ def state_activations(
         eligible = la.kind in ("lstm", "gru") and not la.stateful and not la.bidirectional
         eligible = eligible and la.weights in BOUNDED_WEIGHTS and la.bias in BOUNDED_WEIGHTS
         eligible = eligible and (k > 0 or calibration_scale <= MAX_STATE_INPUT_SCALE)
+        # after a relu or linear layer (a SimpleRNN's too) the input is unbounded: a relu
+        # LSTM there outgrew int16 (seed 20250, after two such SimpleRNNs)
+        eligible = eligible and (k == 0 or drawn[k - 1].activation == "tanh")
         drawn.append(replace(la, activation=activation) if pick and eligible else la)
     return tuple(drawn)
 
