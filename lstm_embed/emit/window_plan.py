@@ -111,7 +111,7 @@ def window_wiring(model: QModel) -> list[dict[str, Any]]:
     one first when ``go_backwards``); a recurrent one leaves its output in its state (``dst``),
     copied to ``out`` + slot; a whole-window layer (Bidirectional) is called once on the
     buffers. The layers inside a fused pair or a frame run (``_internal``) write no window
-    buffer; their calls are made by ``pair_call`` and ``frame_run_call``.
+    buffer; their calls are made by ``frame_run_call``.
     """
     wiring = []
     last = len(model.layers) - 1
@@ -159,40 +159,42 @@ def window_wiring(model: QModel) -> list[dict[str, Any]]:
     return wiring
 
 
-def pair_call(first: dict[str, Any], second: dict[str, Any], model: QModel, index: int,
-              dst: str) -> dict[str, Any]:  # fmt: skip
-    """The wiring of a fused pair (``fused_pairs``): layer ``index`` run on the sub-window of
-    output step ``frame`` of layer index + 1, which writes that one output step to ``dst``."""
-    span1, stride1 = model.layers[index].valid_span  # type: ignore[misc]
-    span2, stride2 = model.layers[index + 1].valid_span  # type: ignore[misc]
+def _slot(item: dict[str, Any]) -> str:
+    """Where a layer writes output step ``frame`` of its window buffer."""
+    return f"{item['out']} + frame * {item['out_width']}"
+
+
+def _lead(window: list[dict[str, Any]], model: QModel, head: int, dst: str) -> dict[str, Any]:
+    """The head's calls for output step ``frame``, writing it to ``dst``: a lone head on the
+    sub-window it reads; the second of a fused pair after the first, which runs on the
+    sub-window of inputs the second's step reads, into state->fused_q."""
+    item = window[head]
+    span, stride = model.layers[head].valid_span  # type: ignore[misc]
+    if head - 1 not in fused_pairs(model):
+        src = f"{item['in']} + frame * {stride * item['in_width']}"
+        return {"stages": [(span, stride)], "inputs": span,
+                "calls": [{**item, "src": src, "dst": dst}]}  # fmt: skip
+    first = window[head - 1]
+    span1, stride1 = model.layers[head - 1].valid_span  # type: ignore[misc]
+    src = f"{first['in']} + frame * {stride * stride1 * first['in_width']}"
     return {
-        "stages": [(span1, stride1), (span2, stride2)],
-        "inputs": (span2 - 1) * stride1 + span1,  # layer index's sub-window, in its input steps
-        "first": {**first, "dst": "state->fused_q",
-                  "src": f"{first['in']} + frame * {stride2 * stride1 * first['in_width']}"},
-        "second": {**second, "src": "state->fused_q", "dst": dst},
+        "stages": [(span1, stride1), (span, stride)],
+        "inputs": (span - 1) * stride1 + span1,  # the first layer's sub-window, in its inputs
+        "calls": [{**first, "src": src, "dst": "state->fused_q"},
+                  {**item, "src": "state->fused_q", "dst": dst}],
     }  # fmt: skip
 
 
 def frame_run_call(window: list[dict[str, Any]], model: QModel, head: int,
                    tail: list[int]) -> dict[str, Any]:  # fmt: skip
-    """The calls of a frame run (``frame_runs``) for one output step ``frame`` of its head: the
-    head (or its fused pair) into frame_q[0], then each layer of the tail on the previous one's
-    output step, the last into its window buffer at slot ``frame`` (a recurrent layer that
-    returns one vector: copied there once, ``after``)."""
+    """The calls of a frame run for one output step ``frame`` of its head: the head (or its
+    fused pair) into frame_q[0], then each layer of the tail on the previous one's output
+    step, the last into its window buffer at slot ``frame`` (a recurrent layer that returns
+    one vector: copied there once, ``after``). A fused pair with no tail writes its own slot."""
     layers = model.layers
-    first = f"{FRAME_SCRATCH}[0]"
-    if head - 1 in fused_pairs(model):
-        pair = pair_call(window[head - 1], window[head], model, head - 1, first)
-        lead = {"stages": pair["stages"], "inputs": pair["inputs"],
-                "calls": [pair["first"], pair["second"]]}  # fmt: skip
-    else:
-        span, stride = layers[head].valid_span  # type: ignore[misc]
-        src = f"{window[head]['in']} + frame * {stride * window[head]['in_width']}"
-        lead = {"stages": [(span, stride)], "inputs": span,
-                "calls": [{**window[head], "src": src, "dst": first}]}  # fmt: skip
-    calls, copies, row = [], [], 0
-    current = first
+    current = f"{FRAME_SCRATCH}[0]" if tail else _slot(window[head])
+    lead = _lead(window, model, head, current)
+    calls, copies, row = lead["calls"], [], 0
     for index in tail:
         item, layer = window[index], layers[index]
         if layer.frame_identity:
@@ -201,37 +203,21 @@ def frame_run_call(window: list[dict[str, Any]], model: QModel, head: int,
         if layer.recurrent:
             dst = item["dst"]  # its output state
             if final and item["sequence_out"]:
-                copies.append({"src": dst, "dst": f"{item['out']} + frame * {item['out_width']}",
-                               "count": item["out_width"]})  # fmt: skip
+                copies.append({"src": dst, "dst": _slot(item), "count": item["out_width"]})
         elif final:
-            dst = f"{item['out']} + frame * {item['out_width']}"
+            dst = _slot(item)
         else:
             row = 1 - row if current.startswith(FRAME_SCRATCH) else 0
             dst = f"{FRAME_SCRATCH}[{row}]"
         calls.append({**item, "src": current, "dst": dst})
         current = dst
-    last = window[tail[-1]]
+    last = window[tail[-1]] if tail else window[head]
     after = None
-    if layers[tail[-1]].recurrent and not last["sequence_out"]:
+    if tail and layers[tail[-1]].recurrent and not last["sequence_out"]:
         after = {"src": last["dst"], "dst": last["out"], "count": last["out_width"]}
-    return {**lead, "calls": lead["calls"] + calls, "copies": copies, "after": after,
-            "first_index": head - 1 if head - 1 in fused_pairs(model) else head,
-            "last_index": tail[-1]}  # fmt: skip
-
-
-def window_width(model: QModel) -> int:
-    """int16 values per timestep of a run-only model's two window buffers: the widest of the
-    input (run_f32 quantizes it there) and every layer's output. A layer that changes the
-    timesteps (``output_timesteps``: strided Conv1D, pooling, Flatten, RepeatVector) counts
-    the values it writes, spread over the model's timesteps."""
-    steps = model.timesteps or 1
-    widths = [model.input_size]
-    for layer, count in zip(model.layers, timesteps_after(model.layers, steps), strict=True):
-        if layer.output_timesteps is not None:
-            widths.append(-(-count * layer.output_size // steps))
-        else:
-            widths.append(layer.output_size)
-    return max(widths)
+    first_index = head - 1 if head - 1 in fused_pairs(model) else head
+    return {**lead, "calls": calls, "copies": copies, "after": after,
+            "first_index": first_index, "last_index": tail[-1] if tail else head}  # fmt: skip
 
 
 def window_buffers(model: QModel) -> tuple[int, int]:
@@ -249,10 +235,6 @@ def window_buffers(model: QModel) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def _runs(window: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [la for la in window if la["frame_run"]]
-
-
 def run_only_scratch_bytes(model: QModel) -> int:
     """Bytes of the state a run-only model adds: window buffers, fused_q and frame_q."""
     return 2 * (sum(window_buffers(model)) + fused_scratch(model) + 2 * frame_scratch(model))
@@ -264,20 +246,12 @@ def window_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
     window = [
         {**layer, **wiring} for layer, wiring in zip(layers, window_wiring(model), strict=True)
     ]
-    runs = frame_runs(model)
+    # every head: the second of each fused pair (alone unless a run follows), each run's
+    runs = {index + 1: [] for index in fused_pairs(model)} | frame_runs(model)
     for item in window:
         item |= {"in_run": False, "frame_run": None}
     for index in fused_pairs(model):
         window[index]["in_run"] = True
-        if index + 1 not in runs:  # a frame run of the pair alone
-            second = window[index + 1]
-            pair = pair_call(window[index], second, model, index,
-                             f"{second['out']} + frame * {second['out_width']}")  # fmt: skip
-            second["frame_run"] = {
-                "stages": pair["stages"], "inputs": pair["inputs"],
-                "calls": [pair["first"], pair["second"]], "copies": [], "after": None,
-                "first_index": index, "last_index": index + 1,
-            }  # fmt: skip
     for head, tail in runs.items():
         window[head]["frame_run"] = frame_run_call(window, model, head, tail)
         for index in tail:
@@ -285,12 +259,15 @@ def window_context(model: QModel, layers: list[dict[str, Any]]) -> dict[str, Any
     plain = [la for la in window if not (la["in_run"] or la["frame_run"])]
     return {
         "window_layers": window,
-        "window_width": window_width(model),
         # Flatten and Reshape regroup exactly the model's timesteps: run() takes no other length
         "exact_timesteps": any(la.exact_timesteps for la in model.layers),
         "window_loops": any(la["per_step"] and la["sequence_in"] for la in plain),
         "window_copies": any(la["per_step"] and la["recurrent"] for la in plain)
-        or any(la["frame_run"]["copies"] or la["frame_run"]["after"] for la in _runs(window)),
+        or any(
+            la["frame_run"]["copies"] or la["frame_run"]["after"]
+            for la in window
+            if la["frame_run"]
+        ),
         "last_layer_buffer": f"state->seq_q{window[-1]['buffer']}",
         "window_buffers": window_buffers(model),
         "fused_scratch": fused_scratch(model),
