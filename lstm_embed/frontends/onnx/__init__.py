@@ -112,8 +112,8 @@ def _order(nodes: list, outputs: list[str], source: str) -> list:
     return order
 
 
-# ONNX element types of a token-id input: int32 (6), int64 (7)
-ID_TYPES = (6, 7)
+# ONNX element types of a token-id input, by their numpy names (onnxruntime is fed those)
+ID_TYPES = {6: "int32", 7: "int64"}
 
 
 def _dims(value_info: Any) -> tuple[list[int], list[bool]]:
@@ -165,11 +165,7 @@ def _walk(proto: Any, path: Path, source: str) -> Reading:
         "file_format": f"onnx (opset {_opset(proto, source)})",
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "onnx_input": inputs[0].name,
-        "onnx_input_dtype": "int64"
-        if ids and inputs[0].type.tensor_type.elem_type == 7
-        else "int32"
-        if ids
-        else "float32",
+        "onnx_input_dtype": ID_TYPES.get(inputs[0].type.tensor_type.elem_type, "float32"),
     }
     nodes = _order(list(graph.node), [o.name for o in graph.output], source)
     if not any(n.op_type in ("LSTM", "GRU", "RNN") for n in nodes):
